@@ -1,0 +1,6 @@
+//! keda-gpu-scaler: a KEDA external scaler for GPU inference services.
+
+/// Pure scoring math: EWMA, per-signal demand, composite, activation.
+pub mod score;
+/// The only parser of trigger metadata: `scalerMetadata` to a validated `ScalerSpec`.
+pub mod spec;

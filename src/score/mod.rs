@@ -1,0 +1,11 @@
+//! Pure scoring: smoothing, per-signal demand, the composite and activation. No IO, no async, no
+//! clocks (time is an argument), so the server, the simulator and the tests run the same code.
+
+pub mod composite;
+pub mod ewma;
+
+pub use composite::{
+    demand, Activation, Decision, Demand, DemandModel, Limits, Scorer, ScorerConfig,
+    SignalDecision, SignalRule,
+};
+pub use ewma::{Ewma, Smoothing};

@@ -1,0 +1,962 @@
+//! ScalerSpec: a trigger's `scalerMetadata` turned into a typed, validated spec.
+//!
+//! This is the only place metadata is parsed. Every problem is collected and reported at once,
+//! naming the key and what it accepts, so one `kubectl describe` shows everything to fix.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use crate::score::{Activation, DemandModel, Limits, ScorerConfig, SignalRule, Smoothing};
+
+/// Keys KEDA itself puts in the metadata map (connection and TLS settings); accepted and ignored.
+const KEDA_KEYS: &[&str] = &[
+    "scalerAddress",
+    "enableTLS",
+    "unsafeSsl",
+    "caCert",
+    "tlsClientCert",
+    "tlsClientKey",
+];
+
+/// Keys this scaler reads, besides `extra.<name>.<field>`.
+const KEYS: &[&str] = &[
+    "source",
+    "endpoints",
+    "gpuUtilTarget",
+    "gpuMemoryTarget",
+    "queueTarget",
+    "inflightTarget",
+    "latencyTargetMs",
+    "gpuUtilMetric",
+    "gpuMemoryUsedMetric",
+    "gpuMemoryTotalMetric",
+    "gpuMemoryFreeMetric",
+    "queueMetric",
+    "inflightMetric",
+    "latencyMetric",
+    "latencyWindowSeconds",
+    "upHalfLifeSeconds",
+    "downHalfLifeSeconds",
+    "panicThreshold",
+    "activationThreshold",
+    "deactivationThreshold",
+    "minReplicas",
+    "maxReplicas",
+    "metricName",
+];
+
+const EXTRA_FIELDS: &[&str] = &["metric", "target", "kind"];
+
+pub const DEFAULT_METRIC_NAME: &str = "gpu-composite";
+pub const DEFAULT_GPU_UTIL_METRICS: &[&str] = &[
+    "workload_accelerator_utilization_percent",
+    "DCGM_FI_DEV_GPU_UTIL",
+];
+pub const DEFAULT_QUEUE_METRIC: &str = "workload_queue_length";
+pub const DEFAULT_INFLIGHT_METRIC: &str = "workload_inflight_requests";
+pub const DEFAULT_LATENCY_METRIC: &str = "workload_request_duration_seconds";
+const MAX_ENDPOINTS: usize = 1000;
+
+/// Where a ScaledObject's numbers come from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SourceSpec {
+    /// Each endpoint is one replica's Prometheus text exposition, fetched directly.
+    Scrape { endpoints: Vec<String> },
+}
+
+/// How GPU memory in use is turned into a percentage.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MemoryMetrics {
+    /// used / total x 100.
+    UsedTotal { used: String, total: String },
+    /// used / (used + free) x 100, as dcgm-exporter reports no total.
+    UsedFree { used: String, free: String },
+}
+
+/// Which series carry a signal; the first alternative present in a scrape is used.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum MetricSource {
+    /// Gauges summed per pod (queue, in-flight) or averaged per pod (utilisation).
+    Gauge(Vec<String>),
+    Memory(Vec<MemoryMetrics>),
+    /// A classic histogram (base name, `_bucket` series); p95 over the latency window.
+    Histogram(String),
+}
+
+/// One signal of a ScaledObject.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SignalSpec {
+    /// `gpu_util`, `gpu_memory`, `queue`, `inflight`, `latency`, or an extra signal's name.
+    pub name: String,
+    pub model: DemandModel,
+    pub target: f64,
+    pub metrics: MetricSource,
+}
+
+/// A validated trigger: where to read, what to read, and how to score it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalerSpec {
+    pub source: SourceSpec,
+    pub signals: Vec<SignalSpec>,
+    pub smoothing: Smoothing,
+    pub activation: Activation,
+    pub limits: Limits,
+    pub metric_name: String,
+    /// Window over which latency histograms are differenced, seconds.
+    pub latency_window_s: f64,
+}
+
+impl ScalerSpec {
+    pub fn scorer_config(&self) -> ScorerConfig {
+        ScorerConfig {
+            signals: self
+                .signals
+                .iter()
+                .map(|s| SignalRule {
+                    name: s.name.clone(),
+                    model: s.model,
+                    target: s.target,
+                })
+                .collect(),
+            smoothing: self.smoothing,
+            activation: self.activation,
+            limits: self.limits,
+        }
+    }
+}
+
+/// One thing wrong with the metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+/// All problems found in one metadata map.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses and validates a trigger's metadata map.
+pub fn parse(metadata: &HashMap<String, String>) -> Result<ScalerSpec, SpecError> {
+    Parser::new(metadata).run()
+}
+
+struct Parser<'a> {
+    values: BTreeMap<String, &'a str>,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Parser<'a> {
+    fn new(metadata: &'a HashMap<String, String>) -> Self {
+        let mut problems = Vec::new();
+        let mut values = BTreeMap::new();
+        // KEDA passes `<key>FromEnv` with the value already resolved from the workload's env.
+        let mut keys: Vec<&String> = metadata.keys().collect();
+        keys.sort();
+        for key in keys {
+            let value = metadata[key].as_str();
+            let base = key.strip_suffix("FromEnv").unwrap_or(key);
+            if KEDA_KEYS.contains(&base) {
+                continue;
+            }
+            if !is_known(base) {
+                problems.push(Problem {
+                    key: key.clone(),
+                    message: unknown_key_message(base),
+                });
+                continue;
+            }
+            if values.insert(base.to_string(), value).is_some() {
+                problems.push(Problem {
+                    key: key.clone(),
+                    message: format!("set both as '{base}' and '{base}FromEnv'; keep one"),
+                });
+            }
+        }
+        Parser { values, problems }
+    }
+
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn text(&self, key: &str) -> Option<&'a str> {
+        self.values.get(key).map(|v| v.trim())
+    }
+
+    /// A finite number within [min, max]; None when absent or invalid (invalid is recorded).
+    fn number(&mut self, key: &str, min: f64, max: f64, accepted: &str) -> Option<f64> {
+        let raw = self.text(key)?;
+        match raw.parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= min && v <= max => Some(v),
+            _ => {
+                self.problem(key, format!("'{raw}' is not accepted; expected {accepted}"));
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, key: &str, max: f64, unit: &str) -> Option<f64> {
+        let v = self.number(key, 0.0, max, &format!("a number > 0 and <= {max}{unit}"))?;
+        if v == 0.0 {
+            self.problem(
+                key,
+                format!("'0' is not accepted; expected a number > 0 and <= {max}{unit}"),
+            );
+            return None;
+        }
+        Some(v)
+    }
+
+    fn replicas(&mut self, key: &str) -> Option<u32> {
+        let raw = self.text(key)?;
+        match raw.parse::<u32>() {
+            Ok(v) if v <= 100_000 => Some(v),
+            _ => {
+                self.problem(
+                    key,
+                    format!("'{raw}' is not accepted; expected a whole number 0..=100000"),
+                );
+                None
+            }
+        }
+    }
+
+    fn metric_name(&mut self, key: &str) -> Option<String> {
+        let raw = self.text(key)?;
+        if is_prometheus_name(raw) {
+            Some(raw.to_string())
+        } else {
+            self.problem(
+                key,
+                format!(
+                    "'{raw}' is not a Prometheus metric name; expected [a-zA-Z_:][a-zA-Z0-9_:]*"
+                ),
+            );
+            None
+        }
+    }
+
+    fn run(mut self) -> Result<ScalerSpec, SpecError> {
+        let source = self.source();
+        let signals = self.signals();
+        let smoothing = self.smoothing();
+        let (activation, limits) = self.activation_and_limits();
+        let metric_name = self
+            .text("metricName")
+            .unwrap_or(DEFAULT_METRIC_NAME)
+            .to_string();
+        if !is_kubernetes_metric_name(&metric_name) {
+            self.problem(
+                "metricName",
+                format!(
+                    "'{metric_name}' is not accepted; expected 1-63 characters of a-z, 0-9, '-' or '.', starting and ending with a letter or digit"
+                ),
+            );
+        }
+        let latency_window_s = self
+            .number(
+                "latencyWindowSeconds",
+                1.0,
+                3600.0,
+                "seconds between 1 and 3600",
+            )
+            .unwrap_or(60.0);
+        if !self.problems.is_empty() {
+            return Err(SpecError {
+                problems: self.problems,
+            });
+        }
+        Ok(ScalerSpec {
+            source: source.expect("source is set when no problem was recorded"),
+            signals,
+            smoothing,
+            activation,
+            limits,
+            metric_name,
+            latency_window_s,
+        })
+    }
+
+    fn source(&mut self) -> Option<SourceSpec> {
+        match self.text("source").unwrap_or("scrape") {
+            "scrape" => {}
+            other => {
+                self.problem(
+                    "source",
+                    format!("'{other}' is not accepted; expected scrape"),
+                );
+                return None;
+            }
+        }
+        let Some(raw) = self.text("endpoints") else {
+            self.problem(
+                "endpoints",
+                "required with source=scrape: comma-separated http(s) URLs of each replica's /metrics",
+            );
+            return None;
+        };
+        let mut endpoints = Vec::new();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match reqwest::Url::parse(part) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    endpoints.push(url.to_string())
+                }
+                _ => {
+                    self.problem(
+                        "endpoints",
+                        format!("'{part}' is not an http(s) URL like http://10.0.0.7:8000/metrics"),
+                    );
+                    return None;
+                }
+            }
+        }
+        if endpoints.is_empty() {
+            self.problem("endpoints", "is empty; expected at least one http(s) URL");
+            return None;
+        }
+        if endpoints.len() > MAX_ENDPOINTS {
+            self.problem(
+                "endpoints",
+                format!(
+                    "{} URLs given; at most {MAX_ENDPOINTS} are accepted",
+                    endpoints.len()
+                ),
+            );
+            return None;
+        }
+        endpoints.sort();
+        endpoints.dedup();
+        Some(SourceSpec::Scrape { endpoints })
+    }
+
+    fn signals(&mut self) -> Vec<SignalSpec> {
+        let mut signals = Vec::new();
+        let gpu_util_metrics = match self.metric_name("gpuUtilMetric") {
+            Some(m) => vec![m],
+            None => DEFAULT_GPU_UTIL_METRICS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        if let Some(target) = self.positive("gpuUtilTarget", 100.0, " (percent)") {
+            signals.push(SignalSpec {
+                name: "gpu_util".into(),
+                model: DemandModel::Utilisation,
+                target,
+                metrics: MetricSource::Gauge(gpu_util_metrics),
+            });
+        }
+        let memory = self.memory_metrics();
+        if let Some(target) = self.positive("gpuMemoryTarget", 100.0, " (percent)") {
+            signals.push(SignalSpec {
+                name: "gpu_memory".into(),
+                model: DemandModel::Utilisation,
+                target,
+                metrics: MetricSource::Memory(memory),
+            });
+        }
+        let queue = self
+            .metric_name("queueMetric")
+            .unwrap_or(DEFAULT_QUEUE_METRIC.into());
+        if let Some(target) = self.positive("queueTarget", 1e9, " (waiting requests per replica)") {
+            signals.push(SignalSpec {
+                name: "queue".into(),
+                model: DemandModel::Quantity,
+                target,
+                metrics: MetricSource::Gauge(vec![queue]),
+            });
+        }
+        let inflight = self
+            .metric_name("inflightMetric")
+            .unwrap_or(DEFAULT_INFLIGHT_METRIC.into());
+        if let Some(target) =
+            self.positive("inflightTarget", 1e9, " (requests in service per replica)")
+        {
+            signals.push(SignalSpec {
+                name: "inflight".into(),
+                model: DemandModel::Quantity,
+                target,
+                metrics: MetricSource::Gauge(vec![inflight]),
+            });
+        }
+        let latency = self
+            .metric_name("latencyMetric")
+            .unwrap_or(DEFAULT_LATENCY_METRIC.into());
+        let latency_target = self.positive("latencyTargetMs", 3_600_000.0, " (milliseconds)");
+        signals.extend(self.extras());
+        if let Some(ms) = latency_target {
+            if signals.is_empty() {
+                self.problem(
+                    "latencyTargetMs",
+                    "latency only pushes capacity up, so it cannot be the only signal; add gpuUtilTarget, gpuMemoryTarget, queueTarget, inflightTarget or an extra signal",
+                );
+            }
+            signals.push(SignalSpec {
+                name: "latency".into(),
+                model: DemandModel::Latency,
+                target: ms / 1000.0,
+                metrics: MetricSource::Histogram(latency),
+            });
+        }
+        let any_target_problem = self
+            .problems
+            .iter()
+            .any(|p| p.key.ends_with("Target") || p.key.ends_with("TargetMs"));
+        if signals.is_empty() && !any_target_problem {
+            self.problem(
+                "gpuUtilTarget",
+                "no signal has a target; set at least one of gpuUtilTarget, gpuMemoryTarget, queueTarget, inflightTarget, latencyTargetMs or extra.<name>.target",
+            );
+        }
+        signals
+    }
+
+    fn memory_metrics(&mut self) -> Vec<MemoryMetrics> {
+        let used = self.metric_name("gpuMemoryUsedMetric");
+        let total = self.metric_name("gpuMemoryTotalMetric");
+        let free = self.metric_name("gpuMemoryFreeMetric");
+        match (used, total, free) {
+            (None, None, None) => vec![
+                MemoryMetrics::UsedTotal {
+                    used: "workload_accelerator_memory_used_bytes".into(),
+                    total: "workload_accelerator_memory_total_bytes".into(),
+                },
+                MemoryMetrics::UsedFree {
+                    used: "DCGM_FI_DEV_FB_USED".into(),
+                    free: "DCGM_FI_DEV_FB_FREE".into(),
+                },
+            ],
+            (Some(used), Some(total), None) => vec![MemoryMetrics::UsedTotal { used, total }],
+            (Some(used), None, Some(free)) => vec![MemoryMetrics::UsedFree { used, free }],
+            _ => {
+                if self.text("gpuMemoryUsedMetric").is_some()
+                    || self.text("gpuMemoryTotalMetric").is_some()
+                    || self.text("gpuMemoryFreeMetric").is_some()
+                {
+                    self.problem(
+                        "gpuMemoryUsedMetric",
+                        "set gpuMemoryUsedMetric together with exactly one of gpuMemoryTotalMetric or gpuMemoryFreeMetric",
+                    );
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn extras(&mut self) -> Vec<SignalSpec> {
+        let names: Vec<String> = {
+            let mut n: Vec<String> = self
+                .values
+                .keys()
+                .filter_map(|k| k.strip_prefix("extra."))
+                .filter_map(|rest| rest.rsplit_once('.').map(|(name, _)| name.to_string()))
+                .collect();
+            n.dedup();
+            n
+        };
+        let mut out = Vec::new();
+        for name in names {
+            let key = |field: &str| format!("extra.{name}.{field}");
+            if !is_extra_name(&name) || BUILTIN_SIGNALS.contains(&name.as_str()) {
+                self.problem(
+                    &key("target"),
+                    format!("extra signal name '{name}' is not accepted; expected 1-32 characters of a-z, 0-9 or '_', not one of {}", BUILTIN_SIGNALS.join(", ")),
+                );
+                continue;
+            }
+            let metric = self.metric_name(&key("metric"));
+            let target = self.positive(&key("target"), 1e12, "");
+            let model = match self.text(&key("kind")) {
+                Some("utilisation") | Some("utilization") => Some(DemandModel::Utilisation),
+                Some("quantity") => Some(DemandModel::Quantity),
+                Some(other) => {
+                    self.problem(
+                        &key("kind"),
+                        format!("'{other}' is not accepted; expected utilisation or quantity"),
+                    );
+                    None
+                }
+                None => {
+                    self.problem(&key("kind"), "required: utilisation (per-pod percentage) or quantity (a count shared by the replicas)");
+                    None
+                }
+            };
+            if self.text(&key("metric")).is_none() {
+                self.problem(
+                    &key("metric"),
+                    "required for source=scrape: the Prometheus metric name to read",
+                );
+            }
+            if self.text(&key("target")).is_none() {
+                self.problem(&key("target"), "required: the value per replica (quantity) or per-pod percentage (utilisation)");
+            }
+            if let (Some(metric), Some(target), Some(model)) = (metric, target, model) {
+                out.push(SignalSpec {
+                    name,
+                    model,
+                    target,
+                    metrics: MetricSource::Gauge(vec![metric]),
+                });
+            }
+        }
+        out
+    }
+
+    fn smoothing(&mut self) -> Smoothing {
+        let d = Smoothing::default();
+        let day = 86_400.0;
+        let up = self.number("upHalfLifeSeconds", 0.0, day, "seconds between 0 and 86400");
+        let down = self.number(
+            "downHalfLifeSeconds",
+            0.0,
+            day,
+            "seconds between 0 and 86400",
+        );
+        let panic = self.number(
+            "panicThreshold",
+            0.0,
+            1000.0,
+            "0 (off) or a factor > 1, e.g. 2",
+        );
+        let panic = match panic {
+            Some(p) if p > 0.0 && p <= 1.0 => {
+                self.problem(
+                    "panicThreshold",
+                    format!("'{p}' is not accepted; expected 0 (off) or a factor > 1, e.g. 2"),
+                );
+                d.panic_threshold
+            }
+            Some(p) => p,
+            None => d.panic_threshold,
+        };
+        Smoothing {
+            up_half_life_s: up.unwrap_or(d.up_half_life_s),
+            down_half_life_s: down.unwrap_or(d.down_half_life_s),
+            panic_threshold: panic,
+        }
+    }
+
+    fn activation_and_limits(&mut self) -> (Activation, Limits) {
+        let on = self
+            .number(
+                "activationThreshold",
+                0.0,
+                1e6,
+                "a demand in replicas >= 0, e.g. 0.1",
+            )
+            .unwrap_or(DEFAULT_ACTIVATION);
+        let off = match self.number(
+            "deactivationThreshold",
+            0.0,
+            1e6,
+            "a demand in replicas >= 0",
+        ) {
+            Some(off) if off > on => {
+                self.problem(
+                    "deactivationThreshold",
+                    format!("'{off}' is above activationThreshold {on}; it must be <= it (the gap is the hysteresis band)"),
+                );
+                on
+            }
+            Some(off) => off,
+            None => on / 2.0,
+        };
+        let min = self.replicas("minReplicas").unwrap_or(0);
+        let max = self.replicas("maxReplicas").unwrap_or(DEFAULT_MAX_REPLICAS);
+        if max == 0 {
+            self.problem(
+                "maxReplicas",
+                "'0' is not accepted; expected a whole number >= 1",
+            );
+        } else if min > max {
+            self.problem("minReplicas", format!("{min} is above maxReplicas {max}"));
+        }
+        (
+            Activation {
+                activate_above: on,
+                deactivate_below: off,
+            },
+            Limits {
+                min_replicas: min as f64,
+                max_replicas: max as f64,
+            },
+        )
+    }
+}
+
+pub const DEFAULT_ACTIVATION: f64 = 0.1;
+pub const DEFAULT_MAX_REPLICAS: u32 = 100;
+const BUILTIN_SIGNALS: &[&str] = &["gpu_util", "gpu_memory", "queue", "inflight", "latency"];
+
+fn is_known(key: &str) -> bool {
+    if KEYS.contains(&key) {
+        return true;
+    }
+    match key.strip_prefix("extra.").and_then(|r| r.rsplit_once('.')) {
+        Some((name, field)) => !name.is_empty() && EXTRA_FIELDS.contains(&field),
+        None => false,
+    }
+}
+
+fn unknown_key_message(key: &str) -> String {
+    let best = KEYS
+        .iter()
+        .chain(KEDA_KEYS)
+        .map(|k| (edit_distance(&key.to_lowercase(), &k.to_lowercase()), *k))
+        .min();
+    match best {
+        Some((d, k)) if d <= 3 || k.to_lowercase() == key.to_lowercase() => {
+            format!("unknown key; did you mean '{k}'?")
+        }
+        _ if key.starts_with("extra.") => {
+            "unknown key; extra signals take extra.<name>.metric, extra.<name>.target and extra.<name>.kind".into()
+        }
+        _ => format!("unknown key; accepted keys: {}", KEYS.join(", ")),
+    }
+}
+
+/// Levenshtein distance, for "did you mean" hints.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn is_prometheus_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        && s.len() <= 200
+}
+
+fn is_kubernetes_metric_name(s: &str) -> bool {
+    let ok_edge =
+        |c: Option<char>| matches!(c, Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit());
+    !s.is_empty()
+        && s.len() <= 63
+        && ok_edge(s.chars().next())
+        && ok_edge(s.chars().last())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+}
+
+fn is_extra_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 32
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn base(extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut m = meta(&[
+            ("endpoints", "http://127.0.0.1:9000/metrics"),
+            ("queueTarget", "10"),
+        ]);
+        m.extend(meta(extra));
+        m
+    }
+
+    #[track_caller]
+    fn rejects(m: HashMap<String, String>, key: &str, needle: &str) {
+        let err = parse(&m).expect_err("metadata should be rejected");
+        let p = err
+            .problems
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("no problem for {key} in: {err}"));
+        assert!(
+            p.message.contains(needle),
+            "problem for {key} should contain {needle:?}: {}",
+            p.message
+        );
+    }
+
+    #[test]
+    fn minimal_spec_gets_defaults() {
+        let spec = parse(&base(&[])).unwrap();
+        assert_eq!(spec.metric_name, "gpu-composite");
+        assert_eq!(
+            spec.source,
+            SourceSpec::Scrape {
+                endpoints: vec!["http://127.0.0.1:9000/metrics".into()]
+            }
+        );
+        assert_eq!(spec.signals.len(), 1);
+        assert_eq!(spec.signals[0].name, "queue");
+        assert_eq!(
+            spec.signals[0].metrics,
+            MetricSource::Gauge(vec!["workload_queue_length".into()])
+        );
+        assert_eq!(spec.smoothing, Smoothing::default());
+        assert_eq!(spec.activation.activate_above, DEFAULT_ACTIVATION);
+        assert_eq!(spec.activation.deactivate_below, DEFAULT_ACTIVATION / 2.0);
+        assert_eq!(spec.limits.max_replicas, 100.0);
+    }
+
+    #[test]
+    fn every_builtin_signal_and_override_is_read() {
+        let spec = parse(&base(&[
+            ("gpuUtilTarget", "70"),
+            ("gpuUtilMetric", "DCGM_FI_DEV_GPU_UTIL"),
+            ("gpuMemoryTarget", "80"),
+            ("gpuMemoryUsedMetric", "DCGM_FI_DEV_FB_USED"),
+            ("gpuMemoryFreeMetric", "DCGM_FI_DEV_FB_FREE"),
+            ("inflightTarget", "4"),
+            ("inflightMetric", "vllm:num_requests_running"),
+            ("latencyTargetMs", "500"),
+            ("latencyMetric", "http_duration_seconds"),
+            ("queueMetric", "vllm:num_requests_waiting"),
+            ("upHalfLifeSeconds", "5"),
+            ("downHalfLifeSeconds", "120"),
+            ("panicThreshold", "3"),
+            ("activationThreshold", "0.5"),
+            ("deactivationThreshold", "0.1"),
+            ("minReplicas", "1"),
+            ("maxReplicas", "20"),
+            ("metricName", "llm-capacity"),
+            ("scalerAddress", "scaler:9443"),
+            ("enableTLS", "false"),
+        ]))
+        .unwrap();
+        let names: Vec<&str> = spec.signals.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["gpu_util", "gpu_memory", "queue", "inflight", "latency"]
+        );
+        assert_eq!(
+            spec.signals[4].target, 0.5,
+            "latency target is kept in seconds"
+        );
+        assert_eq!(
+            spec.signals[1].metrics,
+            MetricSource::Memory(vec![MemoryMetrics::UsedFree {
+                used: "DCGM_FI_DEV_FB_USED".into(),
+                free: "DCGM_FI_DEV_FB_FREE".into()
+            }])
+        );
+        assert_eq!(
+            spec.signals[3].metrics,
+            MetricSource::Gauge(vec!["vllm:num_requests_running".into()])
+        );
+        assert_eq!(spec.smoothing.panic_threshold, 3.0);
+        assert_eq!(
+            (spec.limits.min_replicas, spec.limits.max_replicas),
+            (1.0, 20.0)
+        );
+        assert_eq!(spec.metric_name, "llm-capacity");
+    }
+
+    #[test]
+    fn from_env_keys_are_read_and_conflicts_rejected() {
+        let spec = parse(&base(&[("gpuUtilTargetFromEnv", "65")])).unwrap();
+        assert_eq!(spec.signals[0].target, 65.0);
+        rejects(
+            base(&[("queueTargetFromEnv", "5")]),
+            "queueTargetFromEnv",
+            "keep one",
+        );
+    }
+
+    #[test]
+    fn extra_signals_enter_the_spec() {
+        let spec = parse(&base(&[
+            ("extra.cpu.metric", "process_cpu_percent"),
+            ("extra.cpu.target", "60"),
+            ("extra.cpu.kind", "utilisation"),
+        ]))
+        .unwrap();
+        let cpu = spec.signals.iter().find(|s| s.name == "cpu").unwrap();
+        assert_eq!(cpu.model, DemandModel::Utilisation);
+        assert_eq!(cpu.target, 60.0);
+        rejects(
+            base(&[("extra.cpu.metric", "x"), ("extra.cpu.target", "1")]),
+            "extra.cpu.kind",
+            "required",
+        );
+        rejects(
+            base(&[
+                ("extra.cpu.metric", "x"),
+                ("extra.cpu.target", "1"),
+                ("extra.cpu.kind", "mean"),
+            ]),
+            "extra.cpu.kind",
+            "utilisation or quantity",
+        );
+        rejects(
+            base(&[
+                ("extra.queue.metric", "x"),
+                ("extra.queue.target", "1"),
+                ("extra.queue.kind", "quantity"),
+            ]),
+            "extra.queue.target",
+            "not one of",
+        );
+        rejects(
+            base(&[("extra.cpu.colour", "x")]),
+            "extra.cpu.colour",
+            "extra.<name>.metric",
+        );
+    }
+
+    #[test]
+    fn unknown_keys_get_a_hint() {
+        rejects(
+            base(&[("queueTarge", "5")]),
+            "queueTarge",
+            "did you mean 'queueTarget'",
+        );
+        rejects(
+            base(&[("gpuutiltarget", "5")]),
+            "gpuutiltarget",
+            "did you mean 'gpuUtilTarget'",
+        );
+        rejects(base(&[("colour", "blue")]), "colour", "accepted keys:");
+    }
+
+    #[test]
+    fn every_bad_value_names_its_key_and_what_is_accepted() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("queueTarget", "ten", "a number > 0"),
+            ("queueTarget", "0", "a number > 0"),
+            ("queueTarget", "-3", "a number > 0"),
+            ("queueTarget", "NaN", "a number > 0"),
+            ("queueTarget", "inf", "a number > 0"),
+            ("gpuUtilTarget", "150", "<= 100"),
+            ("gpuMemoryTarget", "", "a number > 0"),
+            ("inflightTarget", "1e400", "a number > 0"),
+            ("latencyTargetMs", "fast", "milliseconds"),
+            ("upHalfLifeSeconds", "-1", "seconds between 0 and 86400"),
+            ("downHalfLifeSeconds", "1e9", "seconds between 0 and 86400"),
+            ("panicThreshold", "0.5", "0 (off) or a factor > 1"),
+            ("panicThreshold", "x", "0 (off) or a factor > 1"),
+            ("activationThreshold", "-1", "demand in replicas"),
+            ("deactivationThreshold", "5", "above activationThreshold"),
+            ("minReplicas", "1.5", "whole number"),
+            ("minReplicas", "-1", "whole number"),
+            ("maxReplicas", "0", ">= 1"),
+            ("maxReplicas", "99999999999", "whole number"),
+            ("metricName", "GPU Composite", "a-z, 0-9"),
+            ("metricName", "-x", "starting and ending"),
+            ("queueMetric", "bad name{}", "Prometheus metric name"),
+            ("gpuUtilMetric", "1abc", "Prometheus metric name"),
+            ("latencyWindowSeconds", "0", "between 1 and 3600"),
+            ("source", "kafka", "expected scrape"),
+            ("endpoints", "not a url", "http(s) URL"),
+            ("endpoints", "ftp://x/metrics", "http(s) URL"),
+            ("endpoints", " , ", "at least one"),
+        ];
+        for (key, value, needle) in cases {
+            rejects(base(&[(key, value)]), key, needle);
+        }
+    }
+
+    #[test]
+    fn structural_problems_are_reported() {
+        rejects(meta(&[("queueTarget", "1")]), "endpoints", "required");
+        rejects(
+            meta(&[("endpoints", "http://a/metrics")]),
+            "gpuUtilTarget",
+            "no signal has a target",
+        );
+        rejects(
+            meta(&[
+                ("endpoints", "http://a/metrics"),
+                ("latencyTargetMs", "200"),
+            ]),
+            "latencyTargetMs",
+            "cannot be the only signal",
+        );
+        rejects(
+            base(&[("minReplicas", "5"), ("maxReplicas", "2")]),
+            "minReplicas",
+            "above maxReplicas",
+        );
+        rejects(
+            base(&[("gpuMemoryUsedMetric", "x")]),
+            "gpuMemoryUsedMetric",
+            "exactly one of",
+        );
+        let many = (0..1001)
+            .map(|i| format!("http://10.0.0.1:{i}/m"))
+            .collect::<Vec<_>>()
+            .join(",");
+        rejects(base(&[("endpoints", &many)]), "endpoints", "at most 1000");
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let err = parse(&meta(&[
+            ("queueTarget", "x"),
+            ("maxReplicas", "y"),
+            ("oops", "1"),
+        ]))
+        .unwrap_err();
+        assert!(err.problems.len() >= 4, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("queueTarget: ")
+                && text.contains("maxReplicas: ")
+                && text.contains("oops: ")
+        );
+    }
+
+    #[test]
+    fn hostile_values_never_panic() {
+        let nasty = [
+            "",
+            " ",
+            "\u{0}",
+            "💥",
+            "1e309",
+            "-0",
+            "0x10",
+            &"9".repeat(10_000),
+            "\n",
+        ];
+        for key in KEYS
+            .iter()
+            .chain(["extra.a.target", "extra..kind", "extra.", "FromEnv"].iter())
+        {
+            for v in nasty {
+                let _ = parse(&base(&[(key, v)]));
+            }
+        }
+    }
+}
