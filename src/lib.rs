@@ -4,3 +4,5 @@
 pub mod score;
 /// The only parser of trigger metadata: `scalerMetadata` to a validated `ScalerSpec`.
 pub mod spec;
+/// Signal sources (all IO): direct scrape of replicas' /metrics.
+pub mod signals;

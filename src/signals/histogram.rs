@@ -1,0 +1,113 @@
+//! Quantiles from classic Prometheus histograms, with Prometheus's own interpolation, and the
+//! per-window difference of two cumulative snapshots. Pure: the scrape source keeps the snapshots.
+
+/// Cumulative bucket counts, sorted by upper bound (`le`), the last one being +Inf.
+pub type Buckets = Vec<(f64, f64)>;
+
+/// Sums `_bucket` series that share an upper bound (one histogram per endpoint label, say).
+pub fn merge(series: impl IntoIterator<Item = (f64, f64)>) -> Buckets {
+    let mut buckets: Buckets = Vec::new();
+    for (le, count) in series {
+        if le.is_nan() || !count.is_finite() {
+            continue;
+        }
+        match buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, c)) => *c += count,
+            None => buckets.push((le, count)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// Counts observed between `old` and `new`. A counter reset (any count going down, or a change in
+/// the bucket layout) means the process restarted: everything in `new` is then new.
+pub fn delta(old: &Buckets, new: &Buckets) -> Buckets {
+    let same_layout = old.len() == new.len() && old.iter().zip(new).all(|(o, n)| o.0 == n.0);
+    if !same_layout || old.iter().zip(new).any(|(o, n)| n.1 < o.1) {
+        return new.clone();
+    }
+    old.iter().zip(new).map(|(o, n)| (n.0, n.1 - o.1)).collect()
+}
+
+/// The q-quantile (0..=1) the way PromQL's `histogram_quantile` computes it: linear interpolation
+/// inside the bucket holding the rank, the lowest bucket starting at 0, and the +Inf bucket
+/// answered with the highest finite bound. None when there were no observations.
+pub fn quantile(q: f64, buckets: &Buckets) -> Option<f64> {
+    let total = buckets.last().filter(|(le, _)| le.is_infinite())?.1;
+    if total <= 0.0 || !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = 0.0;
+    let mut below = 0.0;
+    for (i, &(le, count)) in buckets.iter().enumerate() {
+        if count >= rank {
+            if le.is_infinite() {
+                return Some(if i == 0 { 0.0 } else { buckets[i - 1].0 });
+            }
+            if i == 0 && le <= 0.0 {
+                return Some(le);
+            }
+            let in_bucket = count - below;
+            if in_bucket <= 0.0 {
+                return Some(le);
+            }
+            return Some(lower + (le - lower) * (rank - below) / in_bucket);
+        }
+        lower = le;
+        below = count;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(v: &[(f64, f64)]) -> Buckets {
+        v.to_vec()
+    }
+
+    #[test]
+    fn interpolates_like_promql() {
+        // 100 observations: 50 <= 0.1 s, 40 in (0.1, 0.5], 10 in (0.5, 1].
+        let h = b(&[(0.1, 50.0), (0.5, 90.0), (1.0, 100.0), (f64::INFINITY, 100.0)]);
+        // rank 95 lies halfway through the (0.5, 1] bucket.
+        assert!((quantile(0.95, &h).unwrap() - 0.75).abs() < 1e-12);
+        // rank 50 is the top of the first bucket, interpolated from 0.
+        assert!((quantile(0.5, &h).unwrap() - 0.1).abs() < 1e-12);
+        assert!((quantile(0.25, &h).unwrap() - 0.05).abs() < 1e-12);
+    }
+
+    #[test]
+    fn inf_bucket_answers_with_the_highest_finite_bound() {
+        let h = b(&[(0.1, 1.0), (1.0, 2.0), (f64::INFINITY, 100.0)]);
+        assert_eq!(quantile(0.95, &h), Some(1.0));
+    }
+
+    #[test]
+    fn empty_or_malformed_histograms_have_no_quantile() {
+        assert_eq!(quantile(0.95, &b(&[(0.1, 0.0), (f64::INFINITY, 0.0)])), None);
+        assert_eq!(quantile(0.95, &b(&[(0.1, 5.0)])), None, "no +Inf bucket");
+        assert_eq!(quantile(0.95, &Vec::new()), None);
+        assert_eq!(quantile(1.5, &b(&[(f64::INFINITY, 1.0)])), None);
+    }
+
+    #[test]
+    fn merge_sums_matching_bounds() {
+        let m = merge([(1.0, 2.0), (f64::INFINITY, 3.0), (1.0, 5.0), (f64::INFINITY, 6.0), (f64::NAN, 9.0)]);
+        assert_eq!(m, b(&[(1.0, 7.0), (f64::INFINITY, 9.0)]));
+    }
+
+    #[test]
+    fn delta_subtracts_and_detects_resets() {
+        let old = b(&[(1.0, 10.0), (f64::INFINITY, 12.0)]);
+        let new = b(&[(1.0, 15.0), (f64::INFINITY, 20.0)]);
+        assert_eq!(delta(&old, &new), b(&[(1.0, 5.0), (f64::INFINITY, 8.0)]));
+        let restarted = b(&[(1.0, 1.0), (f64::INFINITY, 1.0)]);
+        assert_eq!(delta(&new, &restarted), restarted);
+        let relaid = b(&[(2.0, 30.0), (f64::INFINITY, 30.0)]);
+        assert_eq!(delta(&new, &relaid), relaid);
+    }
+}

@@ -1,0 +1,312 @@
+//! `source=scrape`: reads each replica's `/metrics` directly, no Prometheus needed.
+//!
+//! Each endpoint is one replica. Every endpoint named by any ScaledObject is fetched once per
+//! sampling, concurrently, with a timeout and a body-size cap; an endpoint that fails counts as a
+//! missing pod. Latency histograms are differenced over a window, so a history of bucket snapshots
+//! per endpoint is the only state kept here.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, StreamExt};
+
+use super::exposition::{self, Exposition};
+use super::histogram::{self, Buckets};
+use super::{Readings, SignalReading, Source};
+use crate::score::DemandModel;
+use crate::spec::{MemoryMetrics, MetricSource, ScalerSpec, SignalSpec, SourceSpec};
+
+/// Largest `/metrics` body read; a larger one is an error rather than a memory risk.
+const MAX_BODY_BYTES: usize = 16 << 20;
+/// Endpoints fetched at once.
+const CONCURRENCY: usize = 64;
+
+/// Why one endpoint gave no data.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("timed out")]
+    Timeout,
+    #[error("unreachable: {0}")]
+    Connect(String),
+    #[error("HTTP status {0}")]
+    Status(u16),
+    #[error("body larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    #[error("reading body: {0}")]
+    Body(String),
+}
+
+type Scrapes = HashMap<String, Result<Exposition, FetchError>>;
+
+pub struct ScrapeSource {
+    client: reqwest::Client,
+    /// Bucket snapshots per (endpoint, histogram base name), oldest first.
+    history: Mutex<HashMap<(String, String), VecDeque<(f64, Buckets)>>>,
+}
+
+impl ScrapeSource {
+    pub fn new(timeout: Duration) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .expect("an HTTP client with only timeouts set always builds");
+        ScrapeSource {
+            client,
+            history: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Exposition, FetchError> {
+        let classify = |e: reqwest::Error| {
+            if e.is_timeout() {
+                FetchError::Timeout
+            } else {
+                FetchError::Connect(e.to_string())
+            }
+        };
+        let mut resp = self.client.get(url).send().await.map_err(classify)?;
+        if !resp.status().is_success() {
+            return Err(FetchError::Status(resp.status().as_u16()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            if e.is_timeout() {
+                FetchError::Timeout
+            } else {
+                FetchError::Body(e.to_string())
+            }
+        })? {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(exposition::parse(&String::from_utf8_lossy(&body)))
+    }
+
+    async fn fetch_all(&self, urls: BTreeSet<String>) -> Scrapes {
+        let fetches = urls.into_iter().map(|url| async move {
+            let result = self.fetch(&url).await;
+            (url, result)
+        });
+        stream::iter(fetches)
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await
+    }
+
+    /// Stores this sampling's histogram snapshots and drops those no window needs any more.
+    fn record_histograms(&self, specs: &[Arc<ScalerSpec>], scrapes: &Scrapes, t: f64) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut longest_window = 0.0f64;
+        for spec in specs {
+            for signal in &spec.signals {
+                let MetricSource::Histogram(base) = &signal.metrics else {
+                    continue;
+                };
+                longest_window = longest_window.max(spec.latency_window_s);
+                for url in endpoints(spec) {
+                    let Some(Ok(expo)) = scrapes.get(url) else {
+                        continue;
+                    };
+                    let key = (url.clone(), base.clone());
+                    let snapshots = history.entry(key).or_default();
+                    if snapshots.back().is_some_and(|(at, _)| *at >= t) {
+                        continue; // Already recorded by another ScaledObject this round.
+                    }
+                    snapshots.push_back((t, buckets_of(expo, base)));
+                    // Keep one snapshot older than the window so a full window can be differenced.
+                    while snapshots.len() > 2 && snapshots[1].0 <= t - spec.latency_window_s {
+                        snapshots.pop_front();
+                    }
+                }
+            }
+        }
+        let horizon = 2.0 * longest_window.max(60.0);
+        history.retain(|_, s| s.back().is_some_and(|(at, _)| *at >= t - horizon));
+    }
+
+    /// The p95 of the observations `url` made over the window ending now, if any.
+    fn p95(&self, url: &str, base: &str, window_s: f64, t: f64) -> Option<f64> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshots = history.get(&(url.to_string(), base.to_string()))?;
+        let (now_t, now) = snapshots.back()?;
+        if *now_t < t {
+            return None; // Not scraped this round.
+        }
+        // The newest snapshot at least a window old, else the oldest we have.
+        let (old_t, old) = snapshots
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= t - window_s)
+            .or_else(|| snapshots.front())?;
+        if old_t >= now_t {
+            return None;
+        }
+        histogram::quantile(0.95, &histogram::delta(old, now))
+    }
+
+    fn readings(&self, spec: &ScalerSpec, scrapes: &Scrapes, t: f64) -> Readings {
+        let urls = endpoints(spec);
+        let mut notes = Vec::new();
+        for url in urls {
+            if let Some(Err(e)) = scrapes.get(url) {
+                notes.push(format!("{url}: {e}"));
+            }
+        }
+        let signals = spec
+            .signals
+            .iter()
+            .map(|signal| {
+                let pods: Vec<Option<f64>> = urls
+                    .iter()
+                    .map(|url| match scrapes.get(url) {
+                        Some(Ok(expo)) => self.pod_value(signal, url, expo, spec, t),
+                        _ => None,
+                    })
+                    .collect();
+                let reachable: Vec<&Exposition> = urls
+                    .iter()
+                    .filter_map(|u| scrapes.get(u).and_then(|r| r.as_ref().ok()))
+                    .collect();
+                let note = (!reachable.is_empty()
+                    && !reachable.iter().any(|e| exposes(e, &signal.metrics)))
+                .then(|| format!("no reachable endpoint exposes {}", describe(&signal.metrics)));
+                SignalReading { pods, note }
+            })
+            .collect();
+        Readings { signals, notes }
+    }
+
+    fn pod_value(&self, signal: &SignalSpec, url: &str, expo: &Exposition, spec: &ScalerSpec, t: f64) -> Option<f64> {
+        match &signal.metrics {
+            MetricSource::Gauge(names) => {
+                let name = names.iter().find(|n| expo.has(n))?;
+                let values: Vec<f64> = expo
+                    .get(name)
+                    .iter()
+                    .map(|s| s.value)
+                    .filter(|v| v.is_finite())
+                    .collect();
+                if values.is_empty() {
+                    return None;
+                }
+                let sum: f64 = values.iter().sum();
+                Some(match signal.model {
+                    // Several GPUs in one pod: their mean is the pod's utilisation.
+                    DemandModel::Utilisation => sum / values.len() as f64,
+                    DemandModel::Quantity | DemandModel::Latency => sum,
+                })
+            }
+            MetricSource::Memory(choices) => choices.iter().find_map(|m| memory_percent(expo, m)),
+            MetricSource::Histogram(base) => self.p95(url, base, spec.latency_window_s, t),
+        }
+    }
+}
+
+impl Source for ScrapeSource {
+    fn sample<'a>(&'a self, specs: &'a [Arc<ScalerSpec>], t: f64) -> BoxFuture<'a, Vec<Readings>> {
+        Box::pin(async move {
+            let urls: BTreeSet<String> = specs
+                .iter()
+                .flat_map(|s| endpoints(s).iter().cloned())
+                .collect();
+            let scrapes = self.fetch_all(urls).await;
+            self.record_histograms(specs, &scrapes, t);
+            specs.iter().map(|s| self.readings(s, &scrapes, t)).collect()
+        })
+    }
+}
+
+fn endpoints(spec: &ScalerSpec) -> &[String] {
+    match &spec.source {
+        SourceSpec::Scrape { endpoints } => endpoints,
+    }
+}
+
+fn sum_of(expo: &Exposition, name: &str) -> Option<f64> {
+    let series = expo.get(name);
+    let values = series.iter().map(|s| s.value).filter(|v| v.is_finite());
+    (!series.is_empty()).then(|| values.sum())
+}
+
+/// Memory in use as a percentage of capacity, summed over the pod's devices.
+fn memory_percent(expo: &Exposition, metrics: &MemoryMetrics) -> Option<f64> {
+    let (used, capacity) = match metrics {
+        MemoryMetrics::UsedTotal { used, total } => (sum_of(expo, used)?, sum_of(expo, total)?),
+        MemoryMetrics::UsedFree { used, free } => {
+            let used = sum_of(expo, used)?;
+            (used, used + sum_of(expo, free)?)
+        }
+    };
+    (capacity > 0.0).then(|| (used / capacity * 100.0).clamp(0.0, 100.0))
+}
+
+fn buckets_of(expo: &Exposition, base: &str) -> Buckets {
+    let series = expo.get(&format!("{base}_bucket"));
+    histogram::merge(series.iter().filter_map(|s| {
+        let le = s.label("le")?;
+        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+        Some((le, s.value))
+    }))
+}
+
+fn exposes(expo: &Exposition, metrics: &MetricSource) -> bool {
+    match metrics {
+        MetricSource::Gauge(names) => names.iter().any(|n| expo.has(n)),
+        MetricSource::Memory(choices) => choices.iter().any(|m| memory_percent(expo, m).is_some()),
+        MetricSource::Histogram(base) => expo.has(&format!("{base}_bucket")),
+    }
+}
+
+fn describe(metrics: &MetricSource) -> String {
+    match metrics {
+        MetricSource::Gauge(names) => names.join(" or "),
+        MetricSource::Memory(choices) => choices
+            .iter()
+            .map(|m| match m {
+                MemoryMetrics::UsedTotal { used, total } => format!("{used} with {total}"),
+                MemoryMetrics::UsedFree { used, free } => format!("{used} with {free}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" or "),
+        MetricSource::Histogram(base) => format!("{base}_bucket"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dcgm_memory_is_used_over_used_plus_free() {
+        let expo = exposition::parse("DCGM_FI_DEV_FB_USED{gpu=\"0\"} 3000\nDCGM_FI_DEV_FB_FREE{gpu=\"0\"} 1000\nDCGM_FI_DEV_FB_USED{gpu=\"1\"} 1000\nDCGM_FI_DEV_FB_FREE{gpu=\"1\"} 3000\n");
+        let m = MemoryMetrics::UsedFree {
+            used: "DCGM_FI_DEV_FB_USED".into(),
+            free: "DCGM_FI_DEV_FB_FREE".into(),
+        };
+        assert_eq!(memory_percent(&expo, &m), Some(50.0));
+    }
+
+    #[test]
+    fn memory_needs_both_series_and_capacity() {
+        let m = MemoryMetrics::UsedTotal {
+            used: "u".into(),
+            total: "t".into(),
+        };
+        assert_eq!(memory_percent(&exposition::parse("u 5\n"), &m), None);
+        assert_eq!(memory_percent(&exposition::parse("u 5\nt 0\n"), &m), None);
+        assert_eq!(memory_percent(&exposition::parse("u 5\nt 20\n"), &m), Some(25.0));
+    }
+
+    #[test]
+    fn histogram_buckets_merge_across_label_sets() {
+        let expo = exposition::parse(
+            "h_bucket{endpoint=\"a\",le=\"0.5\"} 2\nh_bucket{endpoint=\"a\",le=\"+Inf\"} 3\nh_bucket{endpoint=\"b\",le=\"0.5\"} 1\nh_bucket{endpoint=\"b\",le=\"+Inf\"} 4\nh_bucket{le=\"bogus\"} 9\n",
+        );
+        assert_eq!(buckets_of(&expo, "h"), vec![(0.5, 3.0), (f64::INFINITY, 7.0)]);
+    }
+}
