@@ -1,1 +1,3 @@
-fn main() {}
+fn main() -> anyhow::Result<()> {
+    keda_gpu_scaler::cli::main()
+}

@@ -1,0 +1,160 @@
+//! Command line: `serve`, `check-config`, `explain`. Each subcommand is a few lines that call into
+//! the library; `anyhow` turns library errors into messages here and nowhere else.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::engine::{Engine, EntryKey};
+use crate::telemetry;
+
+#[derive(Parser, Debug)]
+#[command(name = "keda-gpu-scaler", version, about = "KEDA external scaler for GPU inference: one smoothed composite of GPU, queue and latency signals")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the scaler: gRPC for KEDA (default :6000), HTTP /metrics and /debug (default :8080).
+    Serve(ServeArgs),
+    /// Print the effective settings (defaults < file < environment < flags), or the exact problem.
+    CheckConfig(ServeArgs),
+    /// Sample a trigger's metadata once and print why it would scale the way it does.
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TOML settings file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address (KEDA's scalerAddress points here).
+    #[arg(long)]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address for /metrics, /debug/scaledobjects, /healthz, /readyz.
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+}
+
+impl ServeArgs {
+    fn settings(&self) -> Result<Settings> {
+        let mut overrides = Vec::new();
+        if let Some(a) = self.grpc_addr {
+            overrides.push(("grpc_addr", a.to_string()));
+        }
+        if let Some(a) = self.http_addr {
+            overrides.push(("http_addr", a.to_string()));
+        }
+        Ok(Settings::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// Trigger metadata as key=value pairs, exactly as in the ScaledObject.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+    /// Print the decision as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// TOML settings file (scrape timeout, sample interval).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::CheckConfig(args) => {
+            let settings = args.settings()?;
+            print!("{}", settings.to_toml());
+            Ok(())
+        }
+        Command::Explain(args) => explain(&args),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn serve(args: &ServeArgs) -> Result<()> {
+    let settings = args.settings()?;
+    telemetry::init_logging(settings.log_format, &settings.log_level);
+    runtime()?.block_on(async {
+        let running = crate::server::start(&settings).await?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Parses `key=value` pairs; a value may itself contain '='.
+pub fn parse_pairs(pairs: &[String]) -> Result<HashMap<String, String>> {
+    let mut map = HashMap::new();
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("'{pair}' is not KEY=VALUE (for example queueTarget=10)");
+        };
+        if map.insert(k.trim().to_string(), v.to_string()).is_some() {
+            bail!("key '{}' is given twice", k.trim());
+        }
+    }
+    Ok(map)
+}
+
+fn explain(args: &ExplainArgs) -> Result<()> {
+    let metadata = parse_pairs(&args.metadata)?;
+    let settings = Settings::load(args.config.as_deref(), &[])?;
+    telemetry::init_logging(settings.log_format, "warn");
+    runtime()?.block_on(async {
+        let engine = Engine::new(settings.engine());
+        let entry = engine.entry(EntryKey::new("explain".into(), "explain".into(), metadata))?;
+        engine.sample(false).await;
+        if entry.spec.signals.iter().any(|s| s.name == "latency") {
+            // A p95 needs two histogram snapshots.
+            tokio::time::sleep(settings.sample_interval).await;
+            engine.sample(false).await;
+        }
+        let state = entry.state();
+        if args.json {
+            let doc = telemetry::debug_entries(&engine);
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else {
+            print!("{}", telemetry::explain_text(&entry.spec, state.decision.as_deref(), &state.notes));
+        }
+        Ok(())
+    })
+}

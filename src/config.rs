@@ -1,0 +1,348 @@
+//! Settings: built-in defaults < optional TOML file < environment (`KEDA_GPU_SCALER_*`, `__` for
+//! nesting) < command-line flags. Parsed and validated once at start; every problem names the
+//! setting and what it accepts.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineSettings;
+
+pub const ENV_PREFIX: &str = "KEDA_GPU_SCALER";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The effective settings of a scaler process.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Settings {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    #[serde(with = "duration_text")]
+    pub sample_interval: Duration,
+    #[serde(with = "duration_text")]
+    pub scrape_timeout: Duration,
+    #[serde(with = "duration_text")]
+    pub max_staleness: Duration,
+    #[serde(with = "duration_text")]
+    pub entry_ttl: Duration,
+    pub max_entries: usize,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let engine = EngineSettings::default();
+        Settings {
+            grpc_addr: "0.0.0.0:6000".parse().expect("valid literal"),
+            http_addr: "0.0.0.0:8080".parse().expect("valid literal"),
+            sample_interval: engine.sample_interval,
+            scrape_timeout: engine.scrape_timeout,
+            max_staleness: engine.max_staleness,
+            entry_ttl: engine.entry_ttl,
+            max_entries: engine.max_entries,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn engine(&self) -> EngineSettings {
+        EngineSettings {
+            sample_interval: self.sample_interval,
+            scrape_timeout: self.scrape_timeout,
+            max_staleness: self.max_staleness,
+            entry_ttl: self.entry_ttl,
+            max_entries: self.max_entries,
+        }
+    }
+
+    /// Loads settings from the layers. `overrides` are flag values as (setting, value).
+    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Settings, ConfigError> {
+        let defaults = Settings::default();
+        let mut builder = config::Config::builder();
+        for (key, value) in defaults.as_strings() {
+            builder = builder.set_default(key, value)?;
+        }
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::File(format!("{}: no such file", path.display())));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__"),
+        );
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, value.clone())?;
+        }
+        let raw: RawSettings = builder.build()?.try_deserialize()?;
+        raw.validate()
+    }
+
+    fn as_strings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("grpc_addr", self.grpc_addr.to_string()),
+            ("http_addr", self.http_addr.to_string()),
+            ("sample_interval", format_duration(self.sample_interval)),
+            ("scrape_timeout", format_duration(self.scrape_timeout)),
+            ("max_staleness", format_duration(self.max_staleness)),
+            ("entry_ttl", format_duration(self.entry_ttl)),
+            ("max_entries", self.max_entries.to_string()),
+            ("log_format", "text".into()),
+            ("log_level", self.log_level.clone()),
+        ]
+    }
+
+    /// The effective settings as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        self.as_strings()
+            .into_iter()
+            .map(|(k, v)| match k {
+                "max_entries" => format!("{k} = {v}\n"),
+                "log_format" => format!("{k} = \"{}\"\n", match self.log_format {
+                    LogFormat::Text => "text",
+                    LogFormat::Json => "json",
+                }),
+                _ => format!("{k} = \"{v}\"\n"),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("settings: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("settings file {0}")]
+    File(String),
+    #[error("setting '{key}' = '{value}' is not accepted: expected {accepted}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        accepted: &'static str,
+    },
+}
+
+/// Every setting as text, exactly as the layers give it; validated into `Settings`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    grpc_addr: String,
+    http_addr: String,
+    sample_interval: String,
+    scrape_timeout: String,
+    max_staleness: String,
+    entry_ttl: String,
+    max_entries: String,
+    log_format: String,
+    log_level: String,
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let addr = |key: &'static str, v: &str| {
+            v.trim().parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
+                key,
+                value: v.into(),
+                accepted: "an IP:port such as 0.0.0.0:6000 or 127.0.0.1:0",
+            })
+        };
+        let dur = |key: &'static str, v: &str, min: Duration, max: Duration, accepted: &'static str| {
+            match parse_duration(v) {
+                Some(d) if d >= min && d <= max => Ok(d),
+                _ => Err(ConfigError::Invalid {
+                    key,
+                    value: v.into(),
+                    accepted,
+                }),
+            }
+        };
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        let sample_interval = dur(
+            "sample_interval",
+            &self.sample_interval,
+            ms(50),
+            s(300),
+            "a duration from 50ms to 300s, such as 2s or 500ms",
+        )?;
+        let scrape_timeout = dur(
+            "scrape_timeout",
+            &self.scrape_timeout,
+            ms(10),
+            s(60),
+            "a duration from 10ms to 60s, such as 1s",
+        )?;
+        let max_staleness = dur(
+            "max_staleness",
+            &self.max_staleness,
+            ms(100),
+            s(86_400),
+            "a duration from 100ms to 24h that is at least sample_interval, such as 60s",
+        )?;
+        if max_staleness < sample_interval {
+            return Err(ConfigError::Invalid {
+                key: "max_staleness",
+                value: self.max_staleness,
+                accepted: "a duration at least as long as sample_interval",
+            });
+        }
+        let entry_ttl = dur(
+            "entry_ttl",
+            &self.entry_ttl,
+            s(1),
+            s(7 * 86_400),
+            "a duration from 1s to 7d, such as 10m",
+        )?;
+        let max_entries = match self.max_entries.trim().parse::<usize>() {
+            Ok(n) if (1..=10_000_000).contains(&n) => n,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "max_entries",
+                    value: self.max_entries,
+                    accepted: "a whole number from 1 to 10000000",
+                })
+            }
+        };
+        let log_format = match self.log_format.trim() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "log_format",
+                    value: self.log_format,
+                    accepted: "text or json",
+                })
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log_level",
+                value: self.log_level,
+                accepted: "a level (error, warn, info, debug, trace) or a filter such as info,keda_gpu_scaler=debug",
+            });
+        }
+        Ok(Settings {
+            grpc_addr: addr("grpc_addr", &self.grpc_addr)?,
+            http_addr: addr("http_addr", &self.http_addr)?,
+            sample_interval,
+            scrape_timeout,
+            max_staleness,
+            entry_ttl,
+            max_entries,
+            log_format,
+            log_level: self.log_level,
+        })
+    }
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `10m`, `1h`, `7d`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.trim().parse().ok()?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return None,
+    };
+    let secs = n * scale;
+    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+mod duration_text {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration(" 3 "), Some(Duration::from_secs(3)));
+        for bad in ["", "s", "-1s", "1w", "fast", "NaNs", "1e99d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    // Environment variables are process-wide, so every env-dependent check lives in this one test.
+    #[test]
+    fn layers_apply_in_order_and_errors_name_the_setting() {
+        let defaults = Settings::load(None, &[]).unwrap();
+        assert_eq!(defaults, Settings::default());
+        assert_eq!(defaults.grpc_addr.port(), 6000);
+        assert_eq!(defaults.http_addr.port(), 8080);
+
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "sample_interval = \"5s\"\nmax_staleness = \"2m\"\nlog_format = \"json\"").unwrap();
+        let from_file = Settings::load(Some(file.path()), &[]).unwrap();
+        assert_eq!(from_file.sample_interval, Duration::from_secs(5));
+        assert_eq!(from_file.max_staleness, Duration::from_secs(120));
+        assert_eq!(from_file.log_format, LogFormat::Json);
+
+        std::env::set_var("KEDA_GPU_SCALER_SAMPLE_INTERVAL", "750ms");
+        let env = Settings::load(Some(file.path()), &[]).unwrap();
+        assert_eq!(env.sample_interval, Duration::from_millis(750), "env beats file");
+        let flag = Settings::load(Some(file.path()), &[("grpc_addr", "127.0.0.1:7000".into())]).unwrap();
+        assert_eq!(flag.grpc_addr.port(), 7000, "flags beat everything");
+        std::env::remove_var("KEDA_GPU_SCALER_SAMPLE_INTERVAL");
+
+        let err = |overrides: &[(&str, String)]| Settings::load(None, overrides).unwrap_err().to_string();
+        assert!(err(&[("grpc_addr", "localhost".into())]).contains("'grpc_addr'"));
+        assert!(err(&[("sample_interval", "0s".into())]).contains("'sample_interval'"));
+        assert!(err(&[("max_staleness", "1s".into()), ("sample_interval", "5s".into())]).contains("at least as long"));
+        assert!(err(&[("log_format", "xml".into())]).contains("text or json"));
+        assert!(err(&[("log_level", "[".into())]).contains("'log_level'"));
+        assert!(err(&[("max_entries", "0".into())]).contains("'max_entries'"));
+
+        let mut unknown = tempfile::NamedTempFile::new().unwrap();
+        writeln!(unknown, "sample_intervall = \"5s\"").unwrap();
+        let e = Settings::load(Some(unknown.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("sample_intervall"), "{e}");
+        let e = Settings::load(Some(Path::new("/nonexistent/x.toml")), &[]).unwrap_err().to_string();
+        assert!(e.contains("no such file"), "{e}");
+    }
+
+    #[test]
+    fn check_config_output_round_trips() {
+        let s = Settings::default();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write!(file, "{}", s.to_toml()).unwrap();
+        assert_eq!(Settings::load(Some(file.path()), &[]).unwrap(), s);
+    }
+}

@@ -1,0 +1,274 @@
+//! The KEDA ExternalScaler gRPC service: request -> engine entry -> cached decision -> reply.
+//!
+//! Thin on purpose: every answer comes from the engine's cache, and this is the one place where
+//! library errors become gRPC status codes.
+
+// KEDA reads the deprecated integer fields when the float ones are 0: both are filled on purpose.
+#![allow(deprecated)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::engine::{Engine, EngineError, EntryKey};
+use crate::proto::external_scaler_server::ExternalScaler;
+use crate::proto::{
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
+    MetricValue, ScaledObjectRef,
+};
+use crate::spec::ScalerSpec;
+use crate::telemetry::{Method, RpcMetrics};
+
+pub struct ScalerService {
+    engine: Arc<Engine>,
+    metrics: Arc<RpcMetrics>,
+    /// Turns true on shutdown; open streams end when it does.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl ScalerService {
+    pub fn new(engine: Arc<Engine>, metrics: Arc<RpcMetrics>, shutdown: watch::Receiver<bool>) -> Self {
+        ScalerService {
+            engine,
+            metrics,
+            shutdown,
+        }
+    }
+
+    fn answer<T>(&self, method: Method, start: Instant, result: Result<T, EngineError>) -> Result<Response<T>, Status> {
+        let result = result.map_err(status);
+        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        self.metrics.observe(method, code, start.elapsed());
+        if let Err(s) = &result {
+            tracing::debug!(method = method.name(), code = ?s.code(), message = s.message(), "rpc failed");
+        }
+        result.map(Response::new)
+    }
+}
+
+/// Maps engine errors to gRPC codes: bad metadata is the caller's to fix (INVALID_ARGUMENT);
+/// missing or stale data is UNAVAILABLE so KEDA counts a failure and its `fallback` can engage.
+fn status(e: EngineError) -> Status {
+    let code = match &e {
+        EngineError::Spec(_) | EngineError::UnknownMetric { .. } => tonic::Code::InvalidArgument,
+        EngineError::Pending { .. } | EngineError::Stale { .. } => tonic::Code::Unavailable,
+        EngineError::TooManyEntries { .. } => tonic::Code::ResourceExhausted,
+    };
+    Status::new(code, e.to_string())
+}
+
+fn key(r: ScaledObjectRef) -> EntryKey {
+    EntryKey::new(r.namespace, r.name, r.scaler_metadata)
+}
+
+/// The spec KEDA gives the HPA: desired capacity in replicas with target 1, so the default
+/// AverageValue metric type yields ceil(desired) replicas whatever the current count.
+fn metric_spec(spec: &ScalerSpec) -> GetMetricSpecResponse {
+    GetMetricSpecResponse {
+        metric_specs: vec![MetricSpec {
+            metric_name: spec.metric_name.clone(),
+            target_size: 1,
+            target_size_float: 1.0,
+        }],
+    }
+}
+
+/// The reported value: KEDA formats with 3 decimals, so round first and let the deprecated
+/// integer field carry the same replica count (KEDA reads it when the float is 0).
+pub fn metric_value(metric_name: &str, desired: f64) -> MetricValue {
+    let value = if desired.is_finite() {
+        (desired.max(0.0) * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    };
+    MetricValue {
+        metric_name: metric_name.to_string(),
+        metric_value: value.ceil() as i64,
+        metric_value_float: value,
+    }
+}
+
+#[tonic::async_trait]
+impl ExternalScaler for ScalerService {
+    async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
+        let start = Instant::now();
+        let result = self
+            .engine
+            .entry(key(request.into_inner()))
+            .and_then(|entry| self.engine.current(&entry))
+            .map(|d| IsActiveResponse { result: d.active });
+        self.answer(Method::IsActive, start, result)
+    }
+
+    type StreamIsActiveStream = ReceiverStream<Result<IsActiveResponse, Status>>;
+
+    async fn stream_is_active(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
+        let start = Instant::now();
+        let result = self.engine.entry(key(request.into_inner())).map(|entry| {
+            let mut states = entry.subscribe();
+            let mut shutdown = self.shutdown.clone();
+            let (tx, rx) = mpsc::channel(4);
+            tokio::spawn(async move {
+                let mut last: Option<bool> = None;
+                while !*shutdown.borrow() {
+                    let active = states.borrow_and_update().decision.as_ref().map(|d| d.active);
+                    if let Some(active) = active {
+                        // The current state once, then only inactive -> active: each pushed
+                        // `true` restarts KEDA's cooldown, and KEDA ignores pushed `false`.
+                        if last.is_none() || (last == Some(false) && active) {
+                            if tx.send(Ok(IsActiveResponse { result: active })).await.is_err() {
+                                break;
+                            }
+                        }
+                        last = Some(active);
+                    }
+                    tokio::select! {
+                        changed = states.changed() => if changed.is_err() { break },
+                        _ = shutdown.changed() => {}
+                        _ = tx.closed() => break,
+                    }
+                }
+            });
+            ReceiverStream::new(rx)
+        });
+        self.answer(Method::StreamIsActive, start, result)
+    }
+
+    async fn get_metric_spec(&self, request: Request<ScaledObjectRef>) -> Result<Response<GetMetricSpecResponse>, Status> {
+        let start = Instant::now();
+        let result = self
+            .engine
+            .entry(key(request.into_inner()))
+            .map(|entry| metric_spec(&entry.spec));
+        self.answer(Method::GetMetricSpec, start, result)
+    }
+
+    async fn get_metrics(&self, request: Request<GetMetricsRequest>) -> Result<Response<GetMetricsResponse>, Status> {
+        let start = Instant::now();
+        let GetMetricsRequest {
+            scaled_object_ref,
+            metric_name,
+        } = request.into_inner();
+        let Some(object) = scaled_object_ref else {
+            self.metrics.observe(Method::GetMetrics, tonic::Code::InvalidArgument, start.elapsed());
+            return Err(Status::invalid_argument("scaledObjectRef is required"));
+        };
+        let result = self.engine.entry(key(object)).and_then(|entry| {
+            if metric_name != entry.spec.metric_name {
+                return Err(EngineError::UnknownMetric {
+                    object: entry.object(),
+                    asked: metric_name,
+                    served: entry.spec.metric_name.clone(),
+                });
+            }
+            let decision = self.engine.current(&entry)?;
+            Ok(GetMetricsResponse {
+                metric_values: vec![metric_value(&entry.spec.metric_name, decision.desired)],
+            })
+        });
+        self.answer(Method::GetMetrics, start, result)
+    }
+
+    type StreamMetricSpecStream = ReceiverStream<Result<GetMetricSpecResponse, Status>>;
+
+    async fn stream_metric_spec(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
+        let start = Instant::now();
+        let result = self.engine.entry(key(request.into_inner())).map(|entry| {
+            let mut shutdown = self.shutdown.clone();
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(async move {
+                // The spec is a function of the metadata in the request, so it cannot change
+                // during this stream: send it once and hold the stream (and the entry) open.
+                let _states = entry.subscribe();
+                if tx.send(Ok(metric_spec(&entry.spec))).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                    _ = tx.closed() => {}
+                }
+            });
+            ReceiverStream::new(rx)
+        });
+        self.answer(Method::StreamMetricSpec, start, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The HPA's proposal for an external metric with AverageValue (Kubernetes
+    /// pkg/controller/podautoscaler/replica_calculator.go, GetExternalPerPodMetricReplicas):
+    /// usageRatio = value / (target x current); within 0.1 of 1 keep current, else
+    /// ceil(value / target).
+    fn hpa_average_value(value: f64, target: f64, current: u32) -> u32 {
+        let ratio = value / (target * current as f64);
+        if (ratio - 1.0).abs() <= 0.1 {
+            current
+        } else {
+            (value / target).ceil() as u32
+        }
+    }
+
+    /// With metricType Value the HPA scales by the ratio instead: ceil(current x value / target).
+    fn hpa_value(value: f64, target: f64, current: u32) -> u32 {
+        let ratio = value / target;
+        if (ratio - 1.0).abs() <= 0.1 {
+            current
+        } else {
+            (current as f64 * ratio).ceil() as u32
+        }
+    }
+
+    #[test]
+    fn average_value_with_target_one_gives_the_desired_count_at_any_pod_count() {
+        let target = 1.0;
+        for current in [1u32, 5, 50] {
+            for desired in [0.4, 1.0, 2.3, 3.0, 7.5, 12.0, 42.2, 80.0] {
+                let reported = metric_value("gpu-composite", desired);
+                let got = hpa_average_value(reported.metric_value_float, target, current);
+                let want = (desired as f64).ceil() as u32;
+                let in_tolerance = ((desired / current as f64) - 1.0).abs() <= 0.1;
+                if in_tolerance {
+                    assert_eq!(got, current, "inside the HPA tolerance the count holds");
+                } else {
+                    assert_eq!(got, want, "current={current}, desired={desired}");
+                }
+                // The deprecated integer field gives the same count.
+                let via_int = hpa_average_value(reported.metric_value as f64, target, current);
+                assert_eq!(via_int, if in_tolerance { current } else { want });
+            }
+        }
+    }
+
+    #[test]
+    fn value_metric_type_would_be_wrong_which_is_why_average_value_is_the_contract() {
+        // Desired capacity 8 reported to a Value-type HPA running 5 pods asks for 40.
+        assert_eq!(hpa_value(8.0, 1.0, 5), 40);
+        assert_eq!(hpa_average_value(8.0, 1.0, 5), 8);
+    }
+
+    #[test]
+    fn metric_values_are_rounded_and_clamped() {
+        let v = metric_value("m", 6.0000004);
+        assert_eq!((v.metric_value_float, v.metric_value), (6.0, 6));
+        let v = metric_value("m", 2.0004);
+        assert_eq!((v.metric_value_float, v.metric_value), (2.0, 2));
+        let v = metric_value("m", 2.0006);
+        assert_eq!((v.metric_value_float, v.metric_value), (2.001, 3));
+        for bad in [f64::NAN, f64::INFINITY, -3.0] {
+            let v = metric_value("m", bad);
+            assert_eq!((v.metric_value_float, v.metric_value), (0.0, 0));
+        }
+    }
+}
