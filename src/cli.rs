@@ -13,7 +13,11 @@ use crate::engine::{Engine, EntryKey};
 use crate::telemetry;
 
 #[derive(Parser, Debug)]
-#[command(name = "keda-gpu-scaler", version, about = "KEDA external scaler for GPU inference: one smoothed composite of GPU, queue and latency signals")]
+#[command(
+    name = "keda-gpu-scaler",
+    version,
+    about = "KEDA external scaler for GPU inference: one smoothed composite of GPU, queue and latency signals"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -153,7 +157,10 @@ fn explain(args: &ExplainArgs) -> Result<()> {
             let doc = telemetry::debug_entries(&engine);
             println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {
-            print!("{}", telemetry::explain_text(&entry.spec, state.decision.as_deref(), &state.notes));
+            print!(
+                "{}",
+                telemetry::explain_text(&entry.spec, state.decision.as_deref(), &state.notes)
+            );
         }
         Ok(())
     })

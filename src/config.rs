@@ -66,7 +66,10 @@ impl Settings {
     }
 
     /// Loads settings from the layers. `overrides` are flag values as (setting, value).
-    pub fn load(file: Option<&Path>, overrides: &[(&str, String)]) -> Result<Settings, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(&str, String)],
+    ) -> Result<Settings, ConfigError> {
         let defaults = Settings::default();
         let mut builder = config::Config::builder();
         for (key, value) in defaults.as_strings() {
@@ -74,7 +77,10 @@ impl Settings {
         }
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError::File(format!("{}: no such file", path.display())));
+                return Err(ConfigError::File(format!(
+                    "{}: no such file",
+                    path.display()
+                )));
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
@@ -110,10 +116,13 @@ impl Settings {
             .into_iter()
             .map(|(k, v)| match k {
                 "max_entries" => format!("{k} = {v}\n"),
-                "log_format" => format!("{k} = \"{}\"\n", match self.log_format {
-                    LogFormat::Text => "text",
-                    LogFormat::Json => "json",
-                }),
+                "log_format" => format!(
+                    "{k} = \"{}\"\n",
+                    match self.log_format {
+                        LogFormat::Text => "text",
+                        LogFormat::Json => "json",
+                    }
+                ),
                 _ => format!("{k} = \"{v}\"\n"),
             })
             .collect()
@@ -152,22 +161,25 @@ struct RawSettings {
 impl RawSettings {
     fn validate(self) -> Result<Settings, ConfigError> {
         let addr = |key: &'static str, v: &str| {
-            v.trim().parse::<SocketAddr>().map_err(|_| ConfigError::Invalid {
-                key,
-                value: v.into(),
-                accepted: "an IP:port such as 0.0.0.0:6000 or 127.0.0.1:0",
-            })
-        };
-        let dur = |key: &'static str, v: &str, min: Duration, max: Duration, accepted: &'static str| {
-            match parse_duration(v) {
-                Some(d) if d >= min && d <= max => Ok(d),
-                _ => Err(ConfigError::Invalid {
+            v.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| ConfigError::Invalid {
                     key,
                     value: v.into(),
-                    accepted,
-                }),
-            }
+                    accepted: "an IP:port such as 0.0.0.0:6000 or 127.0.0.1:0",
+                })
         };
+        let dur =
+            |key: &'static str, v: &str, min: Duration, max: Duration, accepted: &'static str| {
+                match parse_duration(v) {
+                    Some(d) if d >= min && d <= max => Ok(d),
+                    _ => Err(ConfigError::Invalid {
+                        key,
+                        value: v.into(),
+                        accepted,
+                    }),
+                }
+            };
         let ms = Duration::from_millis;
         let s = Duration::from_secs;
         let sample_interval = dur(
@@ -262,12 +274,14 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     let secs = n * scale;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e9)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -309,7 +323,11 @@ mod tests {
         assert_eq!(defaults.http_addr.port(), 8080);
 
         let mut file = tempfile::NamedTempFile::new().unwrap();
-        writeln!(file, "sample_interval = \"5s\"\nmax_staleness = \"2m\"\nlog_format = \"json\"").unwrap();
+        writeln!(
+            file,
+            "sample_interval = \"5s\"\nmax_staleness = \"2m\"\nlog_format = \"json\""
+        )
+        .unwrap();
         let from_file = Settings::load(Some(file.path()), &[]).unwrap();
         assert_eq!(from_file.sample_interval, Duration::from_secs(5));
         assert_eq!(from_file.max_staleness, Duration::from_secs(120));
@@ -317,24 +335,38 @@ mod tests {
 
         std::env::set_var("KEDA_GPU_SCALER_SAMPLE_INTERVAL", "750ms");
         let env = Settings::load(Some(file.path()), &[]).unwrap();
-        assert_eq!(env.sample_interval, Duration::from_millis(750), "env beats file");
-        let flag = Settings::load(Some(file.path()), &[("grpc_addr", "127.0.0.1:7000".into())]).unwrap();
+        assert_eq!(
+            env.sample_interval,
+            Duration::from_millis(750),
+            "env beats file"
+        );
+        let flag =
+            Settings::load(Some(file.path()), &[("grpc_addr", "127.0.0.1:7000".into())]).unwrap();
         assert_eq!(flag.grpc_addr.port(), 7000, "flags beat everything");
         std::env::remove_var("KEDA_GPU_SCALER_SAMPLE_INTERVAL");
 
-        let err = |overrides: &[(&str, String)]| Settings::load(None, overrides).unwrap_err().to_string();
+        let err =
+            |overrides: &[(&str, String)]| Settings::load(None, overrides).unwrap_err().to_string();
         assert!(err(&[("grpc_addr", "localhost".into())]).contains("'grpc_addr'"));
         assert!(err(&[("sample_interval", "0s".into())]).contains("'sample_interval'"));
-        assert!(err(&[("max_staleness", "1s".into()), ("sample_interval", "5s".into())]).contains("at least as long"));
+        assert!(err(&[
+            ("max_staleness", "1s".into()),
+            ("sample_interval", "5s".into())
+        ])
+        .contains("at least as long"));
         assert!(err(&[("log_format", "xml".into())]).contains("text or json"));
         assert!(err(&[("log_level", "[".into())]).contains("'log_level'"));
         assert!(err(&[("max_entries", "0".into())]).contains("'max_entries'"));
 
         let mut unknown = tempfile::NamedTempFile::new().unwrap();
         writeln!(unknown, "sample_intervall = \"5s\"").unwrap();
-        let e = Settings::load(Some(unknown.path()), &[]).unwrap_err().to_string();
+        let e = Settings::load(Some(unknown.path()), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sample_intervall"), "{e}");
-        let e = Settings::load(Some(Path::new("/nonexistent/x.toml")), &[]).unwrap_err().to_string();
+        let e = Settings::load(Some(Path::new("/nonexistent/x.toml")), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no such file"), "{e}");
     }
 

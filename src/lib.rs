@@ -10,21 +10,21 @@ pub mod proto {
         include_bytes!(concat!(env!("OUT_DIR"), "/externalscaler_descriptor.bin"));
 }
 
-/// Pure scoring math: EWMA, per-signal demand, composite, activation.
-pub mod score;
-/// The only parser of trigger metadata: `scalerMetadata` to a validated `ScalerSpec`.
-pub mod spec;
-/// Signal sources (all IO): direct scrape of replicas' /metrics.
-pub mod signals;
-/// One entry per ScaledObject: sampling loop, cached decisions, staleness, pushes.
-pub mod engine;
-/// Settings: defaults < file < environment < flags, validated once.
-pub mod config;
-/// Logging, the scaler's own /metrics and the /debug page.
-pub mod telemetry;
-/// The ExternalScaler gRPC service (thin: spec -> engine -> proto).
-pub mod service;
-/// The running server: gRPC + HTTP listeners, sampler, health watchdog, shutdown.
-pub mod server;
 /// Command line: serve, check-config, explain.
 pub mod cli;
+/// Settings: defaults < file < environment < flags, validated once.
+pub mod config;
+/// One entry per ScaledObject: sampling loop, cached decisions, staleness, pushes.
+pub mod engine;
+/// Pure scoring math: EWMA, per-signal demand, composite, activation.
+pub mod score;
+/// The running server: gRPC + HTTP listeners, sampler, health watchdog, shutdown.
+pub mod server;
+/// The ExternalScaler gRPC service (thin: spec -> engine -> proto).
+pub mod service;
+/// Signal sources (all IO): direct scrape of replicas' /metrics.
+pub mod signals;
+/// The only parser of trigger metadata: `scalerMetadata` to a validated `ScalerSpec`.
+pub mod spec;
+/// Logging, the scaler's own /metrics and the /debug page.
+pub mod telemetry;

@@ -49,7 +49,10 @@ impl Running {
     pub async fn stop(mut self) {
         let _ = self.shutdown.send(true);
         let all = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown took longer than 10s; aborting remaining tasks");
             self.tasks.abort_all();
         }
@@ -67,8 +70,12 @@ struct HttpState {
 pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
     let grpc_listener = bind("gRPC", settings.grpc_addr).await?;
     let http_listener = bind("HTTP", settings.http_addr).await?;
-    let grpc_addr = grpc_listener.local_addr().expect("bound socket has an address");
-    let http_addr = http_listener.local_addr().expect("bound socket has an address");
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .expect("bound socket has an address");
+    let http_addr = http_listener
+        .local_addr()
+        .expect("bound socket has an address");
 
     let engine = Engine::new(settings.engine());
     let rpc = Arc::new(RpcMetrics::default());
@@ -149,8 +156,8 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
         .map_err(|source| ServerError::Bind { what, addr, source })
 }
 
-/// SERVING while the sampler completes rounds; NOT_SERVING once it has missed three intervals
-/// (plus a scrape timeout), so Kubernetes stops routing to a scaler whose answers are going stale.
+/// SERVING while the sampler completes rounds; NOT_SERVING once it has missed three rounds (each
+/// an interval plus a scrape timeout), so Kubernetes stops routing to a scaler going stale.
 async fn watchdog(
     engine: Arc<Engine>,
     reporter: tonic_health::server::HealthReporter,
@@ -158,7 +165,7 @@ async fn watchdog(
     mut stop: watch::Receiver<bool>,
 ) {
     let settings = engine.settings().clone();
-    let limit = settings.sample_interval * 3 + settings.scrape_timeout;
+    let limit = (settings.sample_interval + settings.scrape_timeout) * 3;
     let mut ticker = tokio::time::interval(settings.sample_interval.min(Duration::from_secs(1)));
     let mut last: Option<bool> = None;
     loop {
@@ -168,23 +175,36 @@ async fn watchdog(
         }
         let ok = engine.since_last_round().is_some_and(|age| age <= limit);
         if last != Some(ok) {
-            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             reporter.set_service_status("", status).await;
             reporter.set_service_status(SERVICE_NAME, status).await;
             let _ = healthy.send(ok);
-            if last.is_some() {
-                tracing::warn!(serving = ok, "health changed");
+            if ok {
+                tracing::info!("health: SERVING");
+            } else if last.is_some() {
+                tracing::warn!(limit = ?limit, "health: NOT_SERVING, the sampler has stalled");
             }
             last = Some(ok);
         }
     }
-    reporter.set_service_status("", ServingStatus::NotServing).await;
-    reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    reporter
+        .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+        .await;
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         telemetry::render_metrics(&s.engine, &s.rpc),
     )
 }
@@ -197,6 +217,9 @@ async fn ready(State(s): State<HttpState>) -> impl IntoResponse {
     if *s.health.borrow() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "sampler has not completed a recent round")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sampler has not completed a recent round",
+        )
     }
 }

@@ -30,7 +30,11 @@ pub struct ScalerService {
 }
 
 impl ScalerService {
-    pub fn new(engine: Arc<Engine>, metrics: Arc<RpcMetrics>, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        metrics: Arc<RpcMetrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         ScalerService {
             engine,
             metrics,
@@ -38,9 +42,16 @@ impl ScalerService {
         }
     }
 
-    fn answer<T>(&self, method: Method, start: Instant, result: Result<T, EngineError>) -> Result<Response<T>, Status> {
+    fn answer<T>(
+        &self,
+        method: Method,
+        start: Instant,
+        result: Result<T, EngineError>,
+    ) -> Result<Response<T>, Status> {
         let result = result.map_err(status);
-        let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        let code = result
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         self.metrics.observe(method, code, start.elapsed());
         if let Err(s) = &result {
             tracing::debug!(method = method.name(), code = ?s.code(), message = s.message(), "rpc failed");
@@ -93,7 +104,10 @@ pub fn metric_value(metric_name: &str, desired: f64) -> MetricValue {
 
 #[tonic::async_trait]
 impl ExternalScaler for ScalerService {
-    async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
+    async fn is_active(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<IsActiveResponse>, Status> {
         let start = Instant::now();
         let result = self
             .engine
@@ -117,14 +131,22 @@ impl ExternalScaler for ScalerService {
             tokio::spawn(async move {
                 let mut last: Option<bool> = None;
                 while !*shutdown.borrow() {
-                    let active = states.borrow_and_update().decision.as_ref().map(|d| d.active);
+                    let active = states
+                        .borrow_and_update()
+                        .decision
+                        .as_ref()
+                        .map(|d| d.active);
                     if let Some(active) = active {
                         // The current state once, then only inactive -> active: each pushed
                         // `true` restarts KEDA's cooldown, and KEDA ignores pushed `false`.
-                        if last.is_none() || (last == Some(false) && active) {
-                            if tx.send(Ok(IsActiveResponse { result: active })).await.is_err() {
-                                break;
-                            }
+                        let push = last.is_none() || (last == Some(false) && active);
+                        if push
+                            && tx
+                                .send(Ok(IsActiveResponse { result: active }))
+                                .await
+                                .is_err()
+                        {
+                            break;
                         }
                         last = Some(active);
                     }
@@ -140,7 +162,10 @@ impl ExternalScaler for ScalerService {
         self.answer(Method::StreamIsActive, start, result)
     }
 
-    async fn get_metric_spec(&self, request: Request<ScaledObjectRef>) -> Result<Response<GetMetricSpecResponse>, Status> {
+    async fn get_metric_spec(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<GetMetricSpecResponse>, Status> {
         let start = Instant::now();
         let result = self
             .engine
@@ -149,14 +174,21 @@ impl ExternalScaler for ScalerService {
         self.answer(Method::GetMetricSpec, start, result)
     }
 
-    async fn get_metrics(&self, request: Request<GetMetricsRequest>) -> Result<Response<GetMetricsResponse>, Status> {
+    async fn get_metrics(
+        &self,
+        request: Request<GetMetricsRequest>,
+    ) -> Result<Response<GetMetricsResponse>, Status> {
         let start = Instant::now();
         let GetMetricsRequest {
             scaled_object_ref,
             metric_name,
         } = request.into_inner();
         let Some(object) = scaled_object_ref else {
-            self.metrics.observe(Method::GetMetrics, tonic::Code::InvalidArgument, start.elapsed());
+            self.metrics.observe(
+                Method::GetMetrics,
+                tonic::Code::InvalidArgument,
+                start.elapsed(),
+            );
             return Err(Status::invalid_argument("scaledObjectRef is required"));
         };
         let result = self.engine.entry(key(object)).and_then(|entry| {
@@ -237,7 +269,7 @@ mod tests {
             for desired in [0.4, 1.0, 2.3, 3.0, 7.5, 12.0, 42.2, 80.0] {
                 let reported = metric_value("gpu-composite", desired);
                 let got = hpa_average_value(reported.metric_value_float, target, current);
-                let want = (desired as f64).ceil() as u32;
+                let want = desired.ceil() as u32;
                 let in_tolerance = ((desired / current as f64) - 1.0).abs() <= 0.1;
                 if in_tolerance {
                     assert_eq!(got, current, "inside the HPA tolerance the count holds");

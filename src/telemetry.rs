@@ -16,7 +16,12 @@ use crate::spec::SourceSpec;
 pub fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only for a person at a terminal; log collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -54,7 +59,13 @@ impl Method {
 }
 
 /// gRPC status codes the service returns, as metric labels.
-const CODES: [&str; 5] = ["OK", "InvalidArgument", "Unavailable", "ResourceExhausted", "Internal"];
+const CODES: [&str; 5] = [
+    "OK",
+    "InvalidArgument",
+    "Unavailable",
+    "ResourceExhausted",
+    "Internal",
+];
 /// Upper bounds of the RPC latency histogram, seconds.
 const BUCKETS: [f64; 12] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5,
@@ -96,23 +107,72 @@ pub fn render_metrics(engine: &Engine, rpc: &RpcMetrics) -> String {
     let now = engine.now();
     let max_staleness = engine.settings().max_staleness.as_secs_f64();
 
-    header(&mut out, "keda_gpu_scaler_scaledobjects", "gauge", "ScaledObjects registered.");
+    header(
+        &mut out,
+        "keda_gpu_scaler_scaledobjects",
+        "gauge",
+        "ScaledObjects registered.",
+    );
     let _ = writeln!(out, "keda_gpu_scaler_scaledobjects {}", entries.len());
-    header(&mut out, "keda_gpu_scaler_last_sample_timestamp_seconds", "gauge", "Unix time the sampler last finished a round.");
-    let last_round_unix = unix_now() - engine.since_last_round().map_or(f64::NAN, |d| d.as_secs_f64());
-    let _ = writeln!(out, "keda_gpu_scaler_last_sample_timestamp_seconds {}", num(last_round_unix));
+    header(
+        &mut out,
+        "keda_gpu_scaler_last_sample_timestamp_seconds",
+        "gauge",
+        "Unix time the sampler last finished a round.",
+    );
+    let last_round_unix = unix_now()
+        - engine
+            .since_last_round()
+            .map_or(f64::NAN, |d| d.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "keda_gpu_scaler_last_sample_timestamp_seconds {}",
+        num(last_round_unix)
+    );
 
-    let mut desired = Family::new("keda_gpu_scaler_desired_replicas", "gauge", "Composite desired capacity after clamps (the value sent to KEDA).");
-    let mut active = Family::new("keda_gpu_scaler_active", "gauge", "1 when IsActive is true.");
-    let mut max = Family::new("keda_gpu_scaler_max_replicas", "gauge", "maxReplicas of the ScaledObject's spec.");
-    let mut age = Family::new("keda_gpu_scaler_sample_age_seconds", "gauge", "Age of the last sample that had data.");
-    let mut stale = Family::new("keda_gpu_scaler_stale", "gauge", "1 when the last good sample is older than max_staleness.");
-    let mut demand = Family::new("keda_gpu_scaler_signal_demand_replicas", "gauge", "Demand of each signal in replicas, raw and smoothed.");
-    let mut value = Family::new("keda_gpu_scaler_signal_value", "gauge", "Aggregated reading of each signal (percent, requests or seconds).");
+    let mut desired = Family::new(
+        "keda_gpu_scaler_desired_replicas",
+        "gauge",
+        "Composite desired capacity after clamps (the value sent to KEDA).",
+    );
+    let mut active = Family::new(
+        "keda_gpu_scaler_active",
+        "gauge",
+        "1 when IsActive is true.",
+    );
+    let mut max = Family::new(
+        "keda_gpu_scaler_max_replicas",
+        "gauge",
+        "maxReplicas of the ScaledObject's spec.",
+    );
+    let mut age = Family::new(
+        "keda_gpu_scaler_sample_age_seconds",
+        "gauge",
+        "Age of the last sample that had data.",
+    );
+    let mut stale = Family::new(
+        "keda_gpu_scaler_stale",
+        "gauge",
+        "1 when the last good sample is older than max_staleness.",
+    );
+    let mut demand = Family::new(
+        "keda_gpu_scaler_signal_demand_replicas",
+        "gauge",
+        "Demand of each signal in replicas, raw and smoothed.",
+    );
+    let mut value = Family::new(
+        "keda_gpu_scaler_signal_value",
+        "gauge",
+        "Aggregated reading of each signal (percent, requests or seconds).",
+    );
     for entry in &entries {
         let ns = &entry.key.namespace;
         let so = &entry.key.name;
-        let base = format!("namespace=\"{}\",scaledobject=\"{}\"", escape(ns), escape(so));
+        let base = format!(
+            "namespace=\"{}\",scaledobject=\"{}\"",
+            escape(ns),
+            escape(so)
+        );
         let state = entry.state();
         max.push(&base, entry.spec.limits.max_replicas);
         let Some(decision) = state.decision else {
@@ -140,14 +200,28 @@ pub fn render_metrics(engine: &Engine, rpc: &RpcMetrics) -> String {
         family.write(&mut out);
     }
 
-    header(&mut out, "keda_gpu_scaler_rpc_requests_total", "counter", "ExternalScaler RPCs by method and gRPC code.");
+    header(
+        &mut out,
+        "keda_gpu_scaler_rpc_requests_total",
+        "counter",
+        "ExternalScaler RPCs by method and gRPC code.",
+    );
     for m in Method::ALL {
         for (c, code) in CODES.iter().enumerate() {
             let n = rpc.requests[m as usize][c].load(Ordering::Relaxed);
-            let _ = writeln!(out, "keda_gpu_scaler_rpc_requests_total{{method=\"{}\",code=\"{code}\"}} {n}", m.name());
+            let _ = writeln!(
+                out,
+                "keda_gpu_scaler_rpc_requests_total{{method=\"{}\",code=\"{code}\"}} {n}",
+                m.name()
+            );
         }
     }
-    header(&mut out, "keda_gpu_scaler_rpc_duration_seconds", "histogram", "Time to answer an ExternalScaler RPC (streams: time to open).");
+    header(
+        &mut out,
+        "keda_gpu_scaler_rpc_duration_seconds",
+        "histogram",
+        "Time to answer an ExternalScaler RPC (streams: time to open).",
+    );
     for m in Method::ALL {
         let i = m as usize;
         let mut cumulative = 0;
@@ -157,9 +231,21 @@ pub fn render_metrics(engine: &Engine, rpc: &RpcMetrics) -> String {
         }
         let count = rpc.count[i].load(Ordering::Relaxed);
         let sum = rpc.sum_ns[i].load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "keda_gpu_scaler_rpc_duration_seconds_bucket{{method=\"{}\",le=\"+Inf\"}} {count}", m.name());
-        let _ = writeln!(out, "keda_gpu_scaler_rpc_duration_seconds_sum{{method=\"{}\"}} {sum}", m.name());
-        let _ = writeln!(out, "keda_gpu_scaler_rpc_duration_seconds_count{{method=\"{}\"}} {count}", m.name());
+        let _ = writeln!(
+            out,
+            "keda_gpu_scaler_rpc_duration_seconds_bucket{{method=\"{}\",le=\"+Inf\"}} {count}",
+            m.name()
+        );
+        let _ = writeln!(
+            out,
+            "keda_gpu_scaler_rpc_duration_seconds_sum{{method=\"{}\"}} {sum}",
+            m.name()
+        );
+        let _ = writeln!(
+            out,
+            "keda_gpu_scaler_rpc_duration_seconds_count{{method=\"{}\"}} {count}",
+            m.name()
+        );
     }
     out
 }
@@ -207,7 +293,9 @@ fn num(v: f64) -> String {
 
 /// Escapes a label value for the text exposition format.
 pub fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn unix_now() -> f64 {
@@ -267,37 +355,19 @@ pub fn debug_entries(engine: &Engine) -> Vec<DebugEntry> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
-
-    #[test]
-    fn rpc_metrics_count_by_method_and_code() {
-        let m = RpcMetrics::default();
-        m.observe(Method::GetMetrics, tonic::Code::Ok, Duration::from_micros(30));
-        m.observe(Method::GetMetrics, tonic::Code::Unavailable, Duration::from_millis(3));
-        let engine = Engine::new(Default::default());
-        let text = render_metrics(&engine, &m);
-        assert!(text.contains("keda_gpu_scaler_rpc_requests_total{method=\"GetMetrics\",code=\"OK\"} 1"));
-        assert!(text.contains("keda_gpu_scaler_rpc_requests_total{method=\"GetMetrics\",code=\"Unavailable\"} 1"));
-        assert!(text.contains("keda_gpu_scaler_rpc_duration_seconds_bucket{method=\"GetMetrics\",le=\"0.00005\"} 1"));
-        assert!(text.contains("keda_gpu_scaler_rpc_duration_seconds_count{method=\"GetMetrics\"} 2"));
-        // What we render must parse with our own exposition parser, line for line.
-        let parsed = crate::signals::exposition::parse(&text);
-        assert_eq!(parsed.malformed, 0);
-    }
-}
-
 /// The human-readable breakdown `explain` prints.
-pub fn explain_text(spec: &crate::spec::ScalerSpec, decision: Option<&Decision>, notes: &[String]) -> String {
+pub fn explain_text(
+    spec: &crate::spec::ScalerSpec,
+    decision: Option<&Decision>,
+    notes: &[String],
+) -> String {
     let mut out = String::new();
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
-    let _ = writeln!(out, "metric {}  (report AverageValue, target 1)", spec.metric_name);
+    let _ = writeln!(
+        out,
+        "metric {}  (report AverageValue, target 1)",
+        spec.metric_name
+    );
     let _ = writeln!(
         out,
         "{:<12} {:>10} {:>10} {:>7} {:>10} {:>10}",
@@ -323,11 +393,19 @@ pub fn explain_text(spec: &crate::spec::ScalerSpec, decision: Option<&Decision>,
                     format!("{}/{}", s.reporting, s.reporting + s.missing),
                     fmt(s.raw_demand),
                     fmt(s.smoothed_demand),
-                    if s.panicked { "  (surge: passed through)" } else { "" }
+                    if s.panicked {
+                        "  (surge: passed through)"
+                    } else {
+                        ""
+                    }
                 );
             }
             let limiting = d.limiting.as_deref().unwrap_or("none");
-            let _ = writeln!(out, "composite   {:.3} replicas, set by {limiting}", d.composite_smoothed);
+            let _ = writeln!(
+                out,
+                "composite   {:.3} replicas, set by {limiting}",
+                d.composite_smoothed
+            );
             if let Some(bound) = d.clamped {
                 let _ = writeln!(out, "clamped     to {} by {bound}", d.desired);
             }
@@ -347,11 +425,55 @@ pub fn explain_text(spec: &crate::spec::ScalerSpec, decision: Option<&Decision>,
             for s in &spec.signals {
                 let _ = writeln!(out, "{:<12} {:>10}", s.name, "no data");
             }
-            let _ = writeln!(out, "no signal had data: GetMetrics and IsActive would answer UNAVAILABLE");
+            let _ = writeln!(
+                out,
+                "no signal had data: GetMetrics and IsActive would answer UNAVAILABLE"
+            );
         }
     }
     for note in notes {
         let _ = writeln!(out, "note        {note}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn rpc_metrics_count_by_method_and_code() {
+        let m = RpcMetrics::default();
+        m.observe(
+            Method::GetMetrics,
+            tonic::Code::Ok,
+            Duration::from_micros(30),
+        );
+        m.observe(
+            Method::GetMetrics,
+            tonic::Code::Unavailable,
+            Duration::from_millis(3),
+        );
+        let engine = Engine::new(Default::default());
+        let text = render_metrics(&engine, &m);
+        assert!(text
+            .contains("keda_gpu_scaler_rpc_requests_total{method=\"GetMetrics\",code=\"OK\"} 1"));
+        assert!(text.contains(
+            "keda_gpu_scaler_rpc_requests_total{method=\"GetMetrics\",code=\"Unavailable\"} 1"
+        ));
+        assert!(text.contains(
+            "keda_gpu_scaler_rpc_duration_seconds_bucket{method=\"GetMetrics\",le=\"0.00005\"} 1"
+        ));
+        assert!(
+            text.contains("keda_gpu_scaler_rpc_duration_seconds_count{method=\"GetMetrics\"} 2")
+        );
+        // What we render must parse with our own exposition parser, line for line.
+        let parsed = crate::signals::exposition::parse(&text);
+        assert_eq!(parsed.malformed, 0);
+    }
 }

@@ -72,7 +72,12 @@ mod tests {
     #[test]
     fn interpolates_like_promql() {
         // 100 observations: 50 <= 0.1 s, 40 in (0.1, 0.5], 10 in (0.5, 1].
-        let h = b(&[(0.1, 50.0), (0.5, 90.0), (1.0, 100.0), (f64::INFINITY, 100.0)]);
+        let h = b(&[
+            (0.1, 50.0),
+            (0.5, 90.0),
+            (1.0, 100.0),
+            (f64::INFINITY, 100.0),
+        ]);
         // rank 95 lies halfway through the (0.5, 1] bucket.
         assert!((quantile(0.95, &h).unwrap() - 0.75).abs() < 1e-12);
         // rank 50 is the top of the first bucket, interpolated from 0.
@@ -88,7 +93,10 @@ mod tests {
 
     #[test]
     fn empty_or_malformed_histograms_have_no_quantile() {
-        assert_eq!(quantile(0.95, &b(&[(0.1, 0.0), (f64::INFINITY, 0.0)])), None);
+        assert_eq!(
+            quantile(0.95, &b(&[(0.1, 0.0), (f64::INFINITY, 0.0)])),
+            None
+        );
         assert_eq!(quantile(0.95, &b(&[(0.1, 5.0)])), None, "no +Inf bucket");
         assert_eq!(quantile(0.95, &Vec::new()), None);
         assert_eq!(quantile(1.5, &b(&[(f64::INFINITY, 1.0)])), None);
@@ -96,7 +104,13 @@ mod tests {
 
     #[test]
     fn merge_sums_matching_bounds() {
-        let m = merge([(1.0, 2.0), (f64::INFINITY, 3.0), (1.0, 5.0), (f64::INFINITY, 6.0), (f64::NAN, 9.0)]);
+        let m = merge([
+            (1.0, 2.0),
+            (f64::INFINITY, 3.0),
+            (1.0, 5.0),
+            (f64::INFINITY, 6.0),
+            (f64::NAN, 9.0),
+        ]);
         assert_eq!(m, b(&[(1.0, 7.0), (f64::INFINITY, 9.0)]));
     }
 

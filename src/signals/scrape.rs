@@ -39,11 +39,13 @@ pub enum FetchError {
 }
 
 type Scrapes = HashMap<String, Result<Exposition, FetchError>>;
+/// Timestamped cumulative bucket counts, oldest first.
+type Snapshots = VecDeque<(f64, Buckets)>;
 
 pub struct ScrapeSource {
     client: reqwest::Client,
     /// Bucket snapshots per (endpoint, histogram base name), oldest first.
-    history: Mutex<HashMap<(String, String), VecDeque<(f64, Buckets)>>>,
+    history: Mutex<HashMap<(String, String), Snapshots>>,
 }
 
 impl ScrapeSource {
@@ -174,14 +176,26 @@ impl ScrapeSource {
                     .collect();
                 let note = (!reachable.is_empty()
                     && !reachable.iter().any(|e| exposes(e, &signal.metrics)))
-                .then(|| format!("no reachable endpoint exposes {}", describe(&signal.metrics)));
+                .then(|| {
+                    format!(
+                        "no reachable endpoint exposes {}",
+                        describe(&signal.metrics)
+                    )
+                });
                 SignalReading { pods, note }
             })
             .collect();
         Readings { signals, notes }
     }
 
-    fn pod_value(&self, signal: &SignalSpec, url: &str, expo: &Exposition, spec: &ScalerSpec, t: f64) -> Option<f64> {
+    fn pod_value(
+        &self,
+        signal: &SignalSpec,
+        url: &str,
+        expo: &Exposition,
+        spec: &ScalerSpec,
+        t: f64,
+    ) -> Option<f64> {
         match &signal.metrics {
             MetricSource::Gauge(names) => {
                 let name = names.iter().find(|n| expo.has(n))?;
@@ -216,7 +230,10 @@ impl Source for ScrapeSource {
                 .collect();
             let scrapes = self.fetch_all(urls).await;
             self.record_histograms(specs, &scrapes, t);
-            specs.iter().map(|s| self.readings(s, &scrapes, t)).collect()
+            specs
+                .iter()
+                .map(|s| self.readings(s, &scrapes, t))
+                .collect()
         })
     }
 }
@@ -249,7 +266,11 @@ fn buckets_of(expo: &Exposition, base: &str) -> Buckets {
     let series = expo.get(&format!("{base}_bucket"));
     histogram::merge(series.iter().filter_map(|s| {
         let le = s.label("le")?;
-        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().ok()?
+        };
         Some((le, s.value))
     }))
 }
@@ -299,7 +320,10 @@ mod tests {
         };
         assert_eq!(memory_percent(&exposition::parse("u 5\n"), &m), None);
         assert_eq!(memory_percent(&exposition::parse("u 5\nt 0\n"), &m), None);
-        assert_eq!(memory_percent(&exposition::parse("u 5\nt 20\n"), &m), Some(25.0));
+        assert_eq!(
+            memory_percent(&exposition::parse("u 5\nt 20\n"), &m),
+            Some(25.0)
+        );
     }
 
     #[test]
@@ -307,6 +331,9 @@ mod tests {
         let expo = exposition::parse(
             "h_bucket{endpoint=\"a\",le=\"0.5\"} 2\nh_bucket{endpoint=\"a\",le=\"+Inf\"} 3\nh_bucket{endpoint=\"b\",le=\"0.5\"} 1\nh_bucket{endpoint=\"b\",le=\"+Inf\"} 4\nh_bucket{le=\"bogus\"} 9\n",
         );
-        assert_eq!(buckets_of(&expo, "h"), vec![(0.5, 3.0), (f64::INFINITY, 7.0)]);
+        assert_eq!(
+            buckets_of(&expo, "h"),
+            vec![(0.5, 3.0), (f64::INFINITY, 7.0)]
+        );
     }
 }

