@@ -8,3 +8,14 @@ pub mod compute;
 pub mod executor;
 /// Prometheus metrics (names are a contract with the scaler).
 pub mod metrics;
+/// Service configuration (flags and `WORKLOAD_*` environment variables).
+pub mod config;
+/// HTTP error type: status codes and JSON bodies naming the offending field.
+pub mod error;
+/// Query parameter parsing with bounds.
+pub mod params;
+/// The HTTP service: routes, handlers, graceful shutdown.
+pub mod server;
+
+pub use config::Config;
+pub use server::{AppState, Server, StartError};
