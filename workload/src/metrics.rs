@@ -16,6 +16,9 @@ pub const DURATION_BUCKETS: [f64; 18] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 30.0, 45.0, 60.0,
 ];
 
+/// Endpoints counted in the request metrics.
+pub const ENDPOINTS: [&str; 4] = ["matrix", "tryon", "gpu_job", "stream"];
+
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,6 +115,11 @@ impl Metrics {
             "Accelerator memory capacity (CPU backend: host memory)",
             memory_total.clone(),
         );
+        // Series exist from the first scrape, so rate() and histogram_quantile() see a zero start.
+        for endpoint in ENDPOINTS {
+            drop(duration.get_or_create(&EndpointLabels { endpoint: endpoint.to_string() }));
+            drop(requests.get_or_create(&RequestLabels { endpoint: endpoint.to_string(), status: "200".into() }));
+        }
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
