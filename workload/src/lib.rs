@@ -19,3 +19,5 @@ pub mod server;
 
 pub use config::Config;
 pub use server::{AppState, Server, StartError};
+/// Load generation (scenarios, open/closed loop, HDR latency summary), used by `loadgen`.
+pub mod load;
