@@ -74,8 +74,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let dev = CpuDevice::new(threads).expect("thread pool");
-    println!("CPU GEMM f32, {} threads (faer) vs numpy/OpenBLAS, best of N", dev.threads());
-    println!("{:>6} {:>14} {:>14} {:>8}", "size", "faer GFLOP/s", "numpy GFLOP/s", "ratio");
+    println!(
+        "CPU GEMM f32, {} threads (faer) vs numpy/OpenBLAS, best of N",
+        dev.threads()
+    );
+    println!(
+        "{:>6} {:>14} {:>14} {:>8}",
+        "size", "faer GFLOP/s", "numpy GFLOP/s", "ratio"
+    );
     for n in SIZES {
         let ours = faer_gflops(&dev, n);
         match numpy_gflops(n) {

@@ -9,7 +9,11 @@ use clap::Parser;
 use crate::gemm::BackendChoice;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "gpu-workload", version, about = "GPU inference workload: cuBLAS/CPU matrix and try-on style service")]
+#[command(
+    name = "gpu-workload",
+    version,
+    about = "GPU inference workload: cuBLAS/CPU matrix and try-on style service"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "WORKLOAD_ADDR", default_value = "0.0.0.0:8000")]

@@ -11,11 +11,20 @@ use crate::gemm::BackendError;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{field}: {message}")]
-    BadRequest { field: &'static str, message: String },
+    BadRequest {
+        field: &'static str,
+        message: String,
+    },
     #[error("{field}: {message}")]
-    TooLarge { field: &'static str, message: String },
+    TooLarge {
+        field: &'static str,
+        message: String,
+    },
     #[error("{source}")]
-    Overloaded { source: AdmitError, retry_after_secs: u64 },
+    Overloaded {
+        source: AdmitError,
+        retry_after_secs: u64,
+    },
     #[error("compute backend failed: {0}")]
     Backend(#[from] BackendError),
     #[error("{0}")]
@@ -34,7 +43,10 @@ impl ApiError {
 
     pub fn admit(source: AdmitError, retry_after_secs: u64) -> Self {
         match source {
-            AdmitError::QueueFull { .. } => Self::Overloaded { source, retry_after_secs },
+            AdmitError::QueueFull { .. } => Self::Overloaded {
+                source,
+                retry_after_secs,
+            },
             AdmitError::JobPanicked(m) => Self::Internal(format!("compute job failed: {m}")),
         }
     }
@@ -68,8 +80,18 @@ impl IntoResponse for ApiError {
             Self::BadRequest { field, .. } | Self::TooLarge { field, .. } => Some(*field),
             _ => None,
         };
-        let mut resp = (status, Json(ErrorBody { error: self.to_string(), field })).into_response();
-        if let Self::Overloaded { retry_after_secs, .. } = self {
+        let mut resp = (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+                field,
+            }),
+        )
+            .into_response();
+        if let Self::Overloaded {
+            retry_after_secs, ..
+        } = self
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }

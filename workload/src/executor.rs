@@ -91,7 +91,9 @@ impl Executor {
             let _running = RunningGuard::start(busy, metrics);
             job()
         });
-        handle.await.map_err(|e| AdmitError::JobPanicked(e.to_string()))
+        handle
+            .await
+            .map_err(|e| AdmitError::JobPanicked(e.to_string()))
     }
 
     fn enqueue(&self) -> Result<QueueGuard<'_>, AdmitError> {
@@ -103,10 +105,12 @@ impl Executor {
                     running: self.running(),
                 });
             }
-            match self
-                .queued
-                .compare_exchange(current, current + 1, Ordering::SeqCst, Ordering::SeqCst)
-            {
+            match self.queued.compare_exchange(
+                current,
+                current + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => break,
                 Err(actual) => current = actual,
             }
@@ -179,7 +183,11 @@ impl BusyClock {
             }
         }
         // Bounded memory: intervals that ended before the longest window we report are useless.
-        while s.done.front().is_some_and(|&(_, end)| now.duration_since(end) > BUSY_WINDOW * 2) {
+        while s
+            .done
+            .front()
+            .is_some_and(|&(_, end)| now.duration_since(end) > BUSY_WINDOW * 2)
+        {
             s.done.pop_front();
         }
     }

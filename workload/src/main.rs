@@ -9,7 +9,9 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_tracing(config.log_json);
     let grace = config.shutdown_delay() + config.shutdown_timeout();
-    let server = Server::bind(config).await.context("starting gpu-workload")?;
+    let server = Server::bind(config)
+        .await
+        .context("starting gpu-workload")?;
     tracing::info!(addr = %server.local_addr()?, "listening");
     let state = server.state();
     let run = server.run(shutdown_signal());

@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry;
 /// Latency buckets in seconds: fine below a second for /matrix and /tryon, coarse up to the
 /// 60 s a long /gpu_job or /stream may take, so p95 is resolvable across that range.
 pub const DURATION_BUCKETS: [f64; 18] = [
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 30.0, 45.0, 60.0,
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 30.0,
+    45.0, 60.0,
 ];
 
 /// Endpoints counted in the request metrics.
@@ -117,8 +118,13 @@ impl Metrics {
         );
         // Series exist from the first scrape, so rate() and histogram_quantile() see a zero start.
         for endpoint in ENDPOINTS {
-            drop(duration.get_or_create(&EndpointLabels { endpoint: endpoint.to_string() }));
-            drop(requests.get_or_create(&RequestLabels { endpoint: endpoint.to_string(), status: "200".into() }));
+            drop(duration.get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_string(),
+            }));
+            drop(requests.get_or_create(&RequestLabels {
+                endpoint: endpoint.to_string(),
+                status: "200".into(),
+            }));
         }
         let build = Family::<BuildLabels, Gauge>::default();
         build
@@ -128,7 +134,11 @@ impl Metrics {
                 device: device.to_string(),
             })
             .set(1);
-        registry.register("workload_build_info", "Build and backend of this process (always 1)", build);
+        registry.register(
+            "workload_build_info",
+            "Build and backend of this process (always 1)",
+            build,
+        );
         Self {
             registry,
             queue_length,
@@ -162,7 +172,9 @@ impl Metrics {
         let labels = BackendLabels {
             backend: self.backend.clone(),
         };
-        self.utilization.get_or_create(&labels).set(utilization_percent);
+        self.utilization
+            .get_or_create(&labels)
+            .set(utilization_percent);
         self.memory_used
             .get_or_create(&labels)
             .set(i64::try_from(used_bytes).unwrap_or(i64::MAX));

@@ -34,7 +34,10 @@ pub enum StartError {
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Shared state of all handlers.
@@ -56,7 +59,11 @@ impl AppState {
     pub fn new(config: Config, backend: Backend) -> Self {
         let kind = backend.kind();
         let metrics = Arc::new(Metrics::new(kind.as_str(), &backend.device_name()));
-        let executor = Executor::new(config.max_concurrency as usize, config.queue_capacity, Arc::clone(&metrics));
+        let executor = Executor::new(
+            config.max_concurrency as usize,
+            config.queue_capacity,
+            Arc::clone(&metrics),
+        );
         Self {
             inner: Arc::new(Inner {
                 config,
@@ -127,7 +134,10 @@ impl Server {
             .map_err(|e| BackendError::Unavailable(format!("backend start-up panicked: {e}")))??;
         let listener = TcpListener::bind(config.addr)
             .await
-            .map_err(|source| StartError::Bind { addr: config.addr, source })?;
+            .map_err(|source| StartError::Bind {
+                addr: config.addr,
+                source,
+            })?;
         tracing::info!(
             backend = %backend.kind(),
             device = %backend.device_name(),
@@ -151,7 +161,10 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains: readiness fails, new connections are still
     /// accepted for `shutdown_delay`, then the listener closes and in-flight requests finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let state = self.state.clone();
         let delay = state.inner.config.shutdown_delay();
         let graceful = async move {
@@ -172,7 +185,10 @@ pub fn router(state: AppState) -> Router {
         .route("/matrix", get(matrix_handler))
         .route("/gpu_job", get(gpu_job_handler))
         .route("/stream", get(stream_handler))
-        .route("/tryon", post(tryon_handler).layer(DefaultBodyLimit::max(body_limit)))
+        .route(
+            "/tryon",
+            post(tryon_handler).layer(DefaultBodyLimit::max(body_limit)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_handler))
@@ -180,14 +196,21 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Records the request in the metrics and turns the result into a response.
-fn finish<R: IntoResponse>(state: &AppState, endpoint: &str, start: Instant, result: Result<R, ApiError>) -> Response {
+fn finish<R: IntoResponse>(
+    state: &AppState,
+    endpoint: &str,
+    start: Instant,
+    result: Result<R, ApiError>,
+) -> Response {
     let resp = match result {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
     };
-    state
-        .metrics()
-        .observe(endpoint, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    state.metrics().observe(
+        endpoint,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     resp
 }
 
@@ -201,11 +224,20 @@ struct MatrixResponse {
     total_ms: f64,
 }
 
-async fn matrix_handler(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn matrix_handler(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let start = Instant::now();
     let result = async {
         let cfg = &state.inner.config;
-        let size = bounded(&q, "size", 512usize.min(cfg.max_matrix_size), 1, cfg.max_matrix_size)?;
+        let size = bounded(
+            &q,
+            "size",
+            512usize.min(cfg.max_matrix_size),
+            1,
+            cfg.max_matrix_size,
+        )?;
         let iterations = bounded(&q, "iterations", 1u32, 1, cfg.max_iterations)?;
         let seed = bounded(&q, "seed", 42u64, 0, u64::MAX)?;
         let (outcome, _) = state
@@ -230,7 +262,10 @@ struct BusyResponse {
     total_ms: f64,
 }
 
-async fn gpu_job_handler(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn gpu_job_handler(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let start = Instant::now();
     let result = async {
         let cfg = &state.inner.config;
@@ -248,7 +283,10 @@ async fn gpu_job_handler(State(state): State<AppState>, Query(q): Query<HashMap<
     finish(&state, "gpu_job", start, result)
 }
 
-async fn tryon_handler(State(state): State<AppState>, multipart: Result<Multipart, MultipartRejection>) -> Response {
+async fn tryon_handler(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
     let start = Instant::now();
     let result = async {
         let mut multipart = multipart.map_err(|e| ApiError::BadRequest {
@@ -259,22 +297,35 @@ async fn tryon_handler(State(state): State<AppState>, multipart: Result<Multipar
         let mut person: Option<Bytes> = None;
         let mut cloth: Option<Bytes> = None;
         loop {
-            let field = multipart.next_field().await.map_err(|e| multipart_error(e, max_body))?;
+            let field = multipart
+                .next_field()
+                .await
+                .map_err(|e| multipart_error(e, max_body))?;
             let Some(field) = field else { break };
             let slot = match field.name() {
                 Some("person_image") => &mut person,
                 Some("cloth_image") => &mut cloth,
                 // Other form fields are ignored, but still read so the body limit applies.
                 _ => {
-                    field.bytes().await.map_err(|e| multipart_error(e, max_body))?;
+                    field
+                        .bytes()
+                        .await
+                        .map_err(|e| multipart_error(e, max_body))?;
                     continue;
                 }
             };
-            *slot = Some(field.bytes().await.map_err(|e| multipart_error(e, max_body))?);
+            *slot = Some(
+                field
+                    .bytes()
+                    .await
+                    .map_err(|e| multipart_error(e, max_body))?,
+            );
         }
         let missing = |field| ApiError::BadRequest {
             field,
-            message: "missing multipart field; send person_image and cloth_image as PNG or JPEG files".into(),
+            message:
+                "missing multipart field; send person_image and cloth_image as PNG or JPEG files"
+                    .into(),
         };
         let person = person.ok_or_else(|| missing("person_image"))?;
         let cloth = cloth.ok_or_else(|| missing("cloth_image"))?;
@@ -286,13 +337,22 @@ async fn tryon_handler(State(state): State<AppState>, multipart: Result<Multipar
         let outcome = state
             .compute(move |b| with_device!(b, d => model.run(d, &person, &cloth, limits)))
             .await??;
-        let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "image/png")], outcome.png).into_response();
+        let mut resp = (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "image/png")],
+            outcome.png,
+        )
+            .into_response();
         let h = resp.headers_mut();
-        h.insert("x-backend", HeaderValue::from_static(state.backend().kind().as_str()));
+        h.insert(
+            "x-backend",
+            HeaderValue::from_static(state.backend().kind().as_str()),
+        );
         h.insert("x-flops", HeaderValue::from(outcome.flops as u64));
         h.insert(
             "x-compute-ms",
-            HeaderValue::from_str(&format!("{:.3}", outcome.elapsed_ms)).expect("a number is a valid header"),
+            HeaderValue::from_str(&format!("{:.3}", outcome.elapsed_ms))
+                .expect("a number is a valid header"),
         );
         Ok(resp)
     }
@@ -329,7 +389,10 @@ impl Drop for StreamGuard {
     }
 }
 
-async fn stream_handler(State(state): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn stream_handler(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let start = Instant::now();
     let max = state.inner.config.max_stream_ms;
     let duration_ms = match bounded(&q, "duration_ms", 1000u64.min(max), 1, max) {
@@ -358,10 +421,17 @@ async fn stream_handler(State(state): State<AppState>, Query(q): Query<HashMap<S
             }
             let elapsed_ms = guard.start.elapsed().as_millis() as u64;
             let line = format!("{{\"seq\":{seq},\"elapsed_ms\":{elapsed_ms},\"done\":{last}}}\n");
-            Some((Ok::<_, std::convert::Infallible>(Bytes::from(line)), (guard, draining, seq + 1, last)))
+            Some((
+                Ok::<_, std::convert::Infallible>(Bytes::from(line)),
+                (guard, draining, seq + 1, last),
+            ))
         },
     );
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(chunks)).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(chunks),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -375,14 +445,22 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics_handler(State(state): State<AppState>) -> Response {
     let backend = Arc::clone(&state.inner.backend);
     // NVML calls block briefly; keep them off the reactor.
-    let sampled = tokio::task::spawn_blocking(move || (backend.hardware_utilization(), backend.memory())).await;
+    let sampled =
+        tokio::task::spawn_blocking(move || (backend.hardware_utilization(), backend.memory()))
+            .await;
     let (hw_util, memory) = match sampled {
         Ok(v) => v,
-        Err(e) => return ApiError::Internal(format!("sampling the device failed: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::Internal(format!("sampling the device failed: {e}")).into_response()
+        }
     };
     let util = hw_util.unwrap_or_else(|| state.executor().busy_percent());
     state
         .metrics()
         .set_accelerator(util, memory.used_bytes, memory.total_bytes);
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics().encode()).into_response()
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        state.metrics().encode(),
+    )
+        .into_response()
 }

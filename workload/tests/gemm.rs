@@ -15,7 +15,11 @@ use gpu_workload::gemm::{Backend, BackendChoice, BackendError, BackendKind, Devi
 const REL_TOL: f64 = 1e-5;
 
 fn rel_err(got: &[f32], want: &[f32]) -> f64 {
-    let num: f64 = got.iter().zip(want).map(|(g, w)| (f64::from(*g) - f64::from(*w)).powi(2)).sum();
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (f64::from(*g) - f64::from(*w)).powi(2))
+        .sum();
     let den: f64 = want.iter().map(|w| f64::from(*w).powi(2)).sum();
     (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
@@ -24,7 +28,13 @@ fn check_gemm<D: Device>(dev: &D) {
     let reference = ReferenceDevice;
     let mut rng = SplitMix64::new(7);
     // Odd and prime extents exercise the kernels' edge handling; (1,1,1) the degenerate case.
-    for &(m, n, k) in &[(1, 1, 1), (7, 13, 5), (64, 64, 64), (129, 67, 201), (256, 300, 96)] {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (7, 13, 5),
+        (64, 64, 64),
+        (129, 67, 201),
+        (256, 300, 96),
+    ] {
         let dims = GemmDims { m, n, k };
         let a = rng.fill_signed(m * k);
         let b = rng.fill_signed(k * n);
@@ -35,9 +45,14 @@ fn check_gemm<D: Device>(dev: &D) {
             dev.gemm(dims, alpha, &da, &db, beta, &mut dc).unwrap();
             let got = dev.download(&dc).unwrap();
             let mut want = c0.clone();
-            reference.gemm(dims, alpha, &a, &b, beta, &mut want).unwrap();
+            reference
+                .gemm(dims, alpha, &a, &b, beta, &mut want)
+                .unwrap();
             let err = rel_err(&got, &want);
-            assert!(err <= REL_TOL, "{m}x{n}x{k} alpha={alpha} beta={beta}: relative error {err:e}");
+            assert!(
+                err <= REL_TOL,
+                "{m}x{n}x{k} alpha={alpha} beta={beta}: relative error {err:e}"
+            );
         }
     }
 }
@@ -51,7 +66,11 @@ fn check_elementwise<D: Device>(dev: &D) {
     dev.axpby(2.0, &dx, -0.5, &mut dy).unwrap();
     dev.scale(&mut dy, 3.0).unwrap();
     let got = dev.download(&dy).unwrap();
-    let want: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 3.0 * (2.0 * x - 0.5 * (y * x))).collect();
+    let want: Vec<f32> = x
+        .iter()
+        .zip(&y)
+        .map(|(x, y)| 3.0 * (2.0 * x - 0.5 * (y * x)))
+        .collect();
     assert!(rel_err(&got, &want) <= 1e-6);
 }
 
@@ -71,7 +90,9 @@ fn shape_mismatch_is_an_error_not_a_panic() {
     let dev = CpuDevice::new(1).unwrap();
     let a = dev.upload(&[1.0; 6]).unwrap();
     let mut c = dev.zeros(4).unwrap();
-    let err = dev.gemm(GemmDims::square(2), 1.0, &a, &a, 0.0, &mut c).unwrap_err();
+    let err = dev
+        .gemm(GemmDims::square(2), 1.0, &a, &a, 0.0, &mut c)
+        .unwrap_err();
     assert!(matches!(err, BackendError::Shape(_)), "{err}");
 }
 
@@ -82,7 +103,9 @@ fn matrix_program_on_cpu_matches_reference_program() {
         let (reference, ref_acc) = matrix::run(&ReferenceDevice, n, iters, 5).unwrap();
         let err = rel_err(&cpu_acc, &ref_acc);
         assert!(err <= 1e-4, "n={n} iters={iters}: relative error {err:e}");
-        assert!((cpu.checksum - reference.checksum).abs() <= 1e-3 * reference.checksum.abs().max(1.0));
+        assert!(
+            (cpu.checksum - reference.checksum).abs() <= 1e-3 * reference.checksum.abs().max(1.0)
+        );
         assert_eq!(cpu.flops, matrix::flops(n, iters));
         assert!(cpu_acc.iter().all(|v| v.is_finite()));
     }
@@ -91,7 +114,11 @@ fn matrix_program_on_cpu_matches_reference_program() {
 #[test]
 fn matrix_program_stays_bounded_over_many_iterations() {
     let (out, acc) = matrix::run(&CpuDevice::new(2).unwrap(), 64, 100, 1).unwrap();
-    assert!(acc.iter().all(|v| v.is_finite() && v.abs() < 1e3), "values grew: {}", out.checksum);
+    assert!(
+        acc.iter().all(|v| v.is_finite() && v.abs() < 1e3),
+        "values grew: {}",
+        out.checksum
+    );
 }
 
 /// If this machine has CUDA, the cuBLAS path must agree with the reference too; otherwise it must
@@ -117,9 +144,15 @@ fn auto_falls_back_to_cpu_without_a_gpu() {
     let backend = Backend::open(BackendChoice::Auto, 1).unwrap();
     if CudaDevice::open(0).is_err() {
         assert_eq!(backend.kind(), BackendKind::Cpu);
-        assert!(matches!(Backend::open(BackendChoice::Cuda, 1), Err(BackendError::Unavailable(_))));
+        assert!(matches!(
+            Backend::open(BackendChoice::Cuda, 1),
+            Err(BackendError::Unavailable(_))
+        ));
     } else {
         assert_eq!(backend.kind(), BackendKind::Cuda);
     }
-    assert_eq!(Backend::open(BackendChoice::Cpu, 1).unwrap().kind(), BackendKind::Cpu);
+    assert_eq!(
+        Backend::open(BackendChoice::Cpu, 1).unwrap().kind(),
+        BackendKind::Cpu
+    );
 }

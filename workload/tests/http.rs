@@ -20,7 +20,12 @@ async fn matrix_returns_result_json() {
     assert!(v["gflops"].as_f64().unwrap() > 0.0);
     assert!(v["checksum"].as_f64().unwrap().is_finite());
     // Same seed, same checksum: the endpoint computes, it does not make numbers up.
-    let again: Value = s.get("/matrix?size=64&iterations=2&seed=9").await.json().await.unwrap();
+    let again: Value = s
+        .get("/matrix?size=64&iterations=2&seed=9")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["checksum"], again["checksum"]);
 }
 
@@ -38,7 +43,12 @@ async fn bad_query_parameters_are_4xx_naming_the_field() {
         ("/matrix?size=0", 400, "size", "1..=256"),
         ("/matrix?size=-1", 400, "size", "1..=256"),
         ("/matrix?size=257", 413, "size", "1..=256"),
-        ("/matrix?size=99999999999999999999999", 400, "size", "1..=256"),
+        (
+            "/matrix?size=99999999999999999999999",
+            400,
+            "size",
+            "1..=256",
+        ),
         ("/matrix?iterations=6", 413, "iterations", "1..=5"),
         ("/matrix?iterations=1.5", 400, "iterations", "1..=5"),
         ("/gpu_job?work_ms=0", 400, "work_ms", "1..=500"),
@@ -56,7 +66,13 @@ async fn bad_query_parameters_are_4xx_naming_the_field() {
         assert!(msg.contains(range), "{path}: {msg}");
     }
     let m = s.metrics().await;
-    assert_eq!(sample(&m, "workload_requests_total{endpoint=\"matrix\",status=\"413\"}"), 2.0);
+    assert_eq!(
+        sample(
+            &m,
+            "workload_requests_total{endpoint=\"matrix\",status=\"413\"}"
+        ),
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -90,14 +106,25 @@ async fn tryon_returns_png_and_rejects_bad_uploads() {
         }
     };
     // Missing cloth_image.
-    let form = reqwest::multipart::Form::new()
-        .part("person_image", reqwest::multipart::Part::bytes(support::png(8, 8, 0)));
+    let form = reqwest::multipart::Form::new().part(
+        "person_image",
+        reqwest::multipart::Part::bytes(support::png(8, 8, 0)),
+    );
     expect(400, "cloth_image")(post(form).await.unwrap()).await;
     // Not an image.
-    expect(400, "person_image")(post(tryon_form(b"hello".to_vec(), support::png(8, 8, 0))).await.unwrap()).await;
+    expect(400, "person_image")(
+        post(tryon_form(b"hello".to_vec(), support::png(8, 8, 0)))
+            .await
+            .unwrap(),
+    )
+    .await;
     // Dimensions over the limit (small file, large canvas).
-    expect(413, "cloth_image")(post(tryon_form(support::png(8, 8, 0), support::png(600, 10, 0))).await.unwrap())
-        .await;
+    expect(413, "cloth_image")(
+        post(tryon_form(support::png(8, 8, 0), support::png(600, 10, 0)))
+            .await
+            .unwrap(),
+    )
+    .await;
     // Body over the limit.
     let big = vec![0u8; 300_000];
     expect(413, "body")(post(tryon_form(big, support::png(8, 8, 0))).await.unwrap()).await;
@@ -129,7 +156,10 @@ async fn queue_bound_gives_503_with_retry_after() {
             503 => {
                 assert_eq!(r.headers()["retry-after"], "3");
                 let v: Value = r.json().await.unwrap();
-                assert!(v["error"].as_str().unwrap().contains("queue is full"), "{v}");
+                assert!(
+                    v["error"].as_str().unwrap().contains("queue is full"),
+                    "{v}"
+                );
                 refused += 1;
             }
             other => panic!("unexpected status {other}"),
@@ -137,7 +167,13 @@ async fn queue_bound_gives_503_with_retry_after() {
     }
     assert_eq!((ok, refused), (3, 5));
     let m = s.metrics().await;
-    assert_eq!(sample(&m, "workload_requests_total{endpoint=\"gpu_job\",status=\"503\"}"), 5.0);
+    assert_eq!(
+        sample(
+            &m,
+            "workload_requests_total{endpoint=\"gpu_job\",status=\"503\"}"
+        ),
+        5.0
+    );
     assert_eq!(sample(&m, "workload_queue_length "), 0.0);
 }
 
@@ -152,8 +188,19 @@ async fn metrics_move_while_requests_run() {
     assert!(before.contains("# TYPE workload_request_duration_seconds histogram"));
     assert!(before.contains("workload_build_info{"));
     assert_eq!(sample(&before, "workload_inflight_requests "), 0.0);
-    assert_eq!(sample(&before, "workload_accelerator_utilization_percent{backend=\"cpu\"}"), 0.0);
-    assert!(sample(&before, "workload_accelerator_memory_total_bytes{backend=\"cpu\"}") > 0.0);
+    assert_eq!(
+        sample(
+            &before,
+            "workload_accelerator_utilization_percent{backend=\"cpu\"}"
+        ),
+        0.0
+    );
+    assert!(
+        sample(
+            &before,
+            "workload_accelerator_memory_total_bytes{backend=\"cpu\"}"
+        ) > 0.0
+    );
 
     let jobs: Vec<_> = (0..3)
         .map(|_| {
@@ -167,28 +214,67 @@ async fn metrics_move_while_requests_run() {
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let m = s.metrics().await;
-        if sample(&m, "workload_inflight_requests ") == 1.0 && sample(&m, "workload_queue_length ") == 2.0 {
+        if sample(&m, "workload_inflight_requests ") == 1.0
+            && sample(&m, "workload_queue_length ") == 2.0
+        {
             seen = Some(m);
             break;
         }
     }
     let during = seen.expect("never saw 1 in flight and 2 queued");
-    assert!(sample(&during, "workload_accelerator_memory_used_bytes{backend=\"cpu\"}") > 0.0);
+    assert!(
+        sample(
+            &during,
+            "workload_accelerator_memory_used_bytes{backend=\"cpu\"}"
+        ) > 0.0
+    );
     // A full window later the executor has been busy all along (jobs run back to back).
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let busy = sample(&s.metrics().await, "workload_accelerator_utilization_percent{backend=\"cpu\"}");
+    let busy = sample(
+        &s.metrics().await,
+        "workload_accelerator_utilization_percent{backend=\"cpu\"}",
+    );
     assert!(busy > 80.0, "executor busy {busy}%");
     for j in jobs {
         assert_eq!(j.await.unwrap(), 200);
     }
     let after = s.metrics().await;
-    assert_eq!(sample(&after, "workload_requests_total{endpoint=\"gpu_job\",status=\"200\"}"), 3.0);
-    assert_eq!(sample(&after, "workload_request_duration_seconds_count{endpoint=\"gpu_job\"}"), 3.0);
+    assert_eq!(
+        sample(
+            &after,
+            "workload_requests_total{endpoint=\"gpu_job\",status=\"200\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "workload_request_duration_seconds_count{endpoint=\"gpu_job\"}"
+        ),
+        3.0
+    );
     // The third job waited for two others: total latency sum is at least 0.7 + 1.4 + 2.1 s.
-    assert!(sample(&after, "workload_request_duration_seconds_sum{endpoint=\"gpu_job\"}") >= 4.2);
-    assert_eq!(sample(&after, "workload_request_duration_seconds_bucket{le=\"0.5\",endpoint=\"gpu_job\"}"), 0.0);
+    assert!(
+        sample(
+            &after,
+            "workload_request_duration_seconds_sum{endpoint=\"gpu_job\"}"
+        ) >= 4.2
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "workload_request_duration_seconds_bucket{le=\"0.5\",endpoint=\"gpu_job\"}"
+        ),
+        0.0
+    );
     assert_eq!(sample(&after, "workload_inflight_requests "), 0.0);
-    assert_eq!(sample(&after, "workload_accelerator_memory_used_bytes{backend=\"cpu\"}"), 0.0);
+    assert_eq!(
+        sample(
+            &after,
+            "workload_accelerator_memory_used_bytes{backend=\"cpu\"}"
+        ),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -197,7 +283,10 @@ async fn stream_holds_the_connection_and_drain_finishes_it() {
     let start = std::time::Instant::now();
     let body = s.get("/stream?duration_ms=350").await.text().await.unwrap();
     assert!(start.elapsed() >= Duration::from_millis(350));
-    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(lines.len() >= 4, "{body}");
     assert_eq!(lines.last().unwrap()["done"], true);
 
@@ -216,12 +305,20 @@ async fn stream_holds_the_connection_and_drain_finishes_it() {
     assert!(s.state.is_draining());
     // The stream ends early with a final chunk; the job completes with 200.
     let mut last = String::new();
-    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), long.chunk()).await.unwrap().unwrap() {
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(5), long.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         last = String::from_utf8(chunk.to_vec()).unwrap();
     }
     assert!(last.contains("\"done\":true"), "{last}");
     assert_eq!(job.await.unwrap().status(), 200);
-    tokio::time::timeout(Duration::from_secs(5), s.task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]

@@ -7,7 +7,10 @@ use gpu_workload::gemm::reference::ReferenceDevice;
 
 mod support;
 
-const LIMITS: ImageLimits = ImageLimits { max_width: 1024, max_height: 1024 };
+const LIMITS: ImageLimits = ImageLimits {
+    max_width: 1024,
+    max_height: 1024,
+};
 
 #[test]
 fn output_is_a_png_at_the_working_resolution_and_deterministic() {
@@ -16,10 +19,18 @@ fn output_is_a_png_at_the_working_resolution_and_deterministic() {
     let person = support::png(300, 400, 10);
     let cloth = support::jpeg(120, 90);
     let a = model.run(&dev, &person, &cloth, LIMITS).unwrap();
-    let b = TryOnModel::default().run(&dev, &person, &cloth, LIMITS).unwrap();
-    assert_eq!(a.png, b.png, "same inputs and seed must give the same bytes");
+    let b = TryOnModel::default()
+        .run(&dev, &person, &cloth, LIMITS)
+        .unwrap();
+    assert_eq!(
+        a.png, b.png,
+        "same inputs and seed must give the same bytes"
+    );
     let img = image::load_from_memory_with_format(&a.png, image::ImageFormat::Png).unwrap();
-    assert_eq!((img.width(), img.height()), (tryon::WIDTH as u32, tryon::HEIGHT as u32));
+    assert_eq!(
+        (img.width(), img.height()),
+        (tryon::WIDTH as u32, tryon::HEIGHT as u32)
+    );
     // Outside the torso box the person image passes through unchanged.
     let resized = tryon::decode("person_image", &person, LIMITS).unwrap();
     assert_eq!(img.to_rgb8().get_pixel(2, 2), resized.get_pixel(2, 2));
@@ -27,7 +38,9 @@ fn output_is_a_png_at_the_working_resolution_and_deterministic() {
     let (cx, cy) = (tryon::WIDTH as u32 / 2, tryon::HEIGHT as u32 / 2);
     assert_ne!(img.to_rgb8().get_pixel(cx, cy), resized.get_pixel(cx, cy));
     // A different garment changes the output.
-    let c = model.run(&dev, &person, &support::png(64, 64, 250), LIMITS).unwrap();
+    let c = model
+        .run(&dev, &person, &support::png(64, 64, 250), LIMITS)
+        .unwrap();
     assert_ne!(a.png, c.png);
 }
 
@@ -61,12 +74,25 @@ fn tiled_conv_on_cpu_matches_reference_backend() {
             weights: rng.fill_signed(8 * 64 * 9),
             bias: rng.fill_signed(8),
         };
-        let x = Tensor { c: 64, h: 64, w: 64, data: rng.fill_signed(64 * 64 * 64) };
+        let x = Tensor {
+            c: 64,
+            h: 64,
+            w: 64,
+            data: rng.fill_signed(64 * 64 * 64),
+        };
         let cpu = conv.forward(&CpuDevice::new(2).unwrap(), &x, true).unwrap();
         let want = conv.forward(&ReferenceDevice, &x, true).unwrap();
         assert_eq!((cpu.c, cpu.h, cpu.w), (8, 64 / stride, 64 / stride));
-        let max_diff = cpu.data.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        assert!(max_diff <= 1e-4, "stride {stride}: max abs difference {max_diff}");
+        let max_diff = cpu
+            .data
+            .iter()
+            .zip(&want.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            max_diff <= 1e-4,
+            "stride {stride}: max abs difference {max_diff}"
+        );
         assert!(cpu.data.iter().all(|&v| v >= 0.0), "ReLU applied");
     }
 }
@@ -74,13 +100,28 @@ fn tiled_conv_on_cpu_matches_reference_backend() {
 #[test]
 fn bad_images_are_rejected_with_the_field_name() {
     let bad = |bytes: &[u8]| tryon::decode("cloth_image", bytes, LIMITS).unwrap_err();
-    assert!(matches!(bad(b""), TryOnError::BadImage { field: "cloth_image", .. }));
-    assert!(matches!(bad(b"not an image at all"), TryOnError::BadImage { .. }));
+    assert!(matches!(
+        bad(b""),
+        TryOnError::BadImage {
+            field: "cloth_image",
+            ..
+        }
+    ));
+    assert!(matches!(
+        bad(b"not an image at all"),
+        TryOnError::BadImage { .. }
+    ));
     // A truncated PNG: right magic, broken body.
     let png = support::png(40, 40, 0);
-    assert!(matches!(bad(&png[..png.len() / 2]), TryOnError::BadImage { .. }));
+    assert!(matches!(
+        bad(&png[..png.len() / 2]),
+        TryOnError::BadImage { .. }
+    ));
     // GIF header: a real format, but not one we accept.
-    assert!(matches!(bad(b"GIF89a\x01\x00\x01\x00\x00\x00\x00"), TryOnError::BadImage { .. }));
+    assert!(matches!(
+        bad(b"GIF89a\x01\x00\x01\x00\x00\x00\x00"),
+        TryOnError::BadImage { .. }
+    ));
     let too_big = support::png(1025, 10, 0);
     match bad(&too_big) {
         TryOnError::ImageTooLarge { field, message } => {

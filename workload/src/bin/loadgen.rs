@@ -70,21 +70,29 @@ struct Args {
 
 fn request_of(s: Scenario, a: &Args) -> anyhow::Result<RequestKind> {
     Ok(match s {
-        Scenario::Matrix => RequestKind::Matrix { size: a.size, iterations: a.iterations },
+        Scenario::Matrix => RequestKind::Matrix {
+            size: a.size,
+            iterations: a.iterations,
+        },
         Scenario::Tryon => RequestKind::Tryon,
         Scenario::Gpu => RequestKind::Gpu { work_ms: a.work_ms },
-        Scenario::Stream => RequestKind::Stream { duration_ms: a.stream_ms },
+        Scenario::Stream => RequestKind::Stream {
+            duration_ms: a.stream_ms,
+        },
         other => anyhow::bail!("--request must be matrix, tryon, gpu or stream, not {other:?}"),
     })
 }
 
 fn secs(v: f64, flag: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(v).with_context(|| format!("{flag} must be a non-negative number of seconds"))
+    Duration::try_from_secs_f64(v)
+        .with_context(|| format!("{flag} must be a non-negative number of seconds"))
 }
 
 fn plan(a: &Args) -> anyhow::Result<LoadPlan> {
     let (request, pattern) = match a.scenario {
-        s @ (Scenario::Matrix | Scenario::Tryon | Scenario::Gpu | Scenario::Stream) => (request_of(s, a)?, Pattern::Steady),
+        s @ (Scenario::Matrix | Scenario::Tryon | Scenario::Gpu | Scenario::Stream) => {
+            (request_of(s, a)?, Pattern::Steady)
+        }
         Scenario::Burst => (
             request_of(a.request, a)?,
             Pattern::Burst {
@@ -95,17 +103,29 @@ fn plan(a: &Args) -> anyhow::Result<LoadPlan> {
         ),
         Scenario::Ramp => (request_of(a.request, a)?, Pattern::Ramp),
         Scenario::Trace => {
-            let path = a.trace_file.as_ref().context("the trace scenario needs --trace-file")?;
-            let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let path = a
+                .trace_file
+                .as_ref()
+                .context("the trace scenario needs --trace-file")?;
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let arrivals = load::trace::arrivals(std::io::BufReader::new(file), a.trace_speedup)?;
             (request_of(a.request, a)?, Pattern::Trace { arrivals })
         }
     };
     let mode = match (a.concurrency, a.rate) {
-        (_, Some(rate)) => Mode::Open { rate, max_outstanding: a.max_outstanding },
+        (_, Some(rate)) => Mode::Open {
+            rate,
+            max_outstanding: a.max_outstanding,
+        },
         // Trace replay is open loop by nature; the rate is unused there.
-        _ if a.scenario == Scenario::Trace => Mode::Open { rate: 1.0, max_outstanding: a.max_outstanding },
-        (c, None) => Mode::Closed { concurrency: c.unwrap_or(4) },
+        _ if a.scenario == Scenario::Trace => Mode::Open {
+            rate: 1.0,
+            max_outstanding: a.max_outstanding,
+        },
+        (c, None) => Mode::Closed {
+            concurrency: c.unwrap_or(4),
+        },
     };
     Ok(LoadPlan {
         scenario: a.scenario,

@@ -36,7 +36,12 @@ pub struct MatrixOutcome {
 }
 
 /// Runs the load on `dev` and returns the accumulator downloaded to the host with timing.
-pub fn run<D: Device>(dev: &D, n: usize, iterations: u32, seed: u64) -> Result<(MatrixOutcome, Vec<f32>), BackendError> {
+pub fn run<D: Device>(
+    dev: &D,
+    n: usize,
+    iterations: u32,
+    seed: u64,
+) -> Result<(MatrixOutcome, Vec<f32>), BackendError> {
     let len = n * n;
     let mut rng = SplitMix64::new(seed);
     let a = dev.upload(&rng.fill_signed(len))?;
@@ -75,7 +80,11 @@ pub fn run<D: Device>(dev: &D, n: usize, iterations: u32, seed: u64) -> Result<(
         iterations,
         elapsed_ms: elapsed * 1e3,
         flops: total,
-        gflops: if elapsed > 0.0 { total / elapsed / 1e9 } else { 0.0 },
+        gflops: if elapsed > 0.0 {
+            total / elapsed / 1e9
+        } else {
+            0.0
+        },
         checksum: host.iter().map(|&v| f64::from(v)).sum(),
     };
     Ok((outcome, host))

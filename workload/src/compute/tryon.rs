@@ -26,9 +26,15 @@ const TILE_FLOATS: usize = 1 << 21;
 #[derive(Debug, thiserror::Error)]
 pub enum TryOnError {
     #[error("{field}: {message}")]
-    BadImage { field: &'static str, message: String },
+    BadImage {
+        field: &'static str,
+        message: String,
+    },
     #[error("{field}: {message}")]
-    ImageTooLarge { field: &'static str, message: String },
+    ImageTooLarge {
+        field: &'static str,
+        message: String,
+    },
     #[error(transparent)]
     Backend(#[from] BackendError),
     #[error("encoding the PNG result failed: {0}")]
@@ -53,7 +59,12 @@ pub struct Tensor {
 
 impl Tensor {
     fn zeros(c: usize, h: usize, w: usize) -> Self {
-        Self { c, h, w, data: vec![0.0; c * h * w] }
+        Self {
+            c,
+            h,
+            w,
+            data: vec![0.0; c * h * w],
+        }
     }
 }
 
@@ -73,9 +84,24 @@ impl Conv {
         let fan_in = cin * k * k;
         // He-style scale keeps activations in a sane range through the ReLU stack.
         let scale = (6.0 / fan_in as f32).sqrt();
-        let weights = rng.fill_signed(cout * fan_in).into_iter().map(|v| v * scale).collect();
-        let bias = rng.fill_signed(cout).into_iter().map(|v| v * 0.01).collect();
-        Self { cin, cout, k, stride, weights, bias }
+        let weights = rng
+            .fill_signed(cout * fan_in)
+            .into_iter()
+            .map(|v| v * scale)
+            .collect();
+        let bias = rng
+            .fill_signed(cout)
+            .into_iter()
+            .map(|v| v * 0.01)
+            .collect();
+        Self {
+            cin,
+            cout,
+            k,
+            stride,
+            weights,
+            bias,
+        }
     }
 
     fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
@@ -84,7 +110,12 @@ impl Conv {
 
     pub fn flops(&self, h: usize, w: usize) -> f64 {
         let (ho, wo) = self.out_hw(h, w);
-        GemmDims { m: self.cout, n: ho * wo, k: self.cin * self.k * self.k }.flops()
+        GemmDims {
+            m: self.cout,
+            n: ho * wo,
+            k: self.cin * self.k * self.k,
+        }
+        .flops()
     }
 
     /// im2col of output rows `[r0, r1)` into `cols` (`(cin*k*k) x ((r1-r0)*wo)` row-major).
@@ -106,7 +137,11 @@ impl Conv {
                         let src = &plane[iy as usize * x.w..(iy as usize + 1) * x.w];
                         for (ox, v) in chunk.iter_mut().enumerate() {
                             let ix = (ox * self.stride) as isize + kx as isize - pad;
-                            *v = if ix < 0 || ix >= x.w as isize { 0.0 } else { src[ix as usize] };
+                            *v = if ix < 0 || ix >= x.w as isize {
+                                0.0
+                            } else {
+                                src[ix as usize]
+                            };
                         }
                     }
                 }
@@ -115,7 +150,12 @@ impl Conv {
     }
 
     /// Convolution as tiled im2col + GEMM on the device, then bias and optional ReLU on the host.
-    pub fn forward<D: Device>(&self, dev: &D, x: &Tensor, relu: bool) -> Result<Tensor, BackendError> {
+    pub fn forward<D: Device>(
+        &self,
+        dev: &D,
+        x: &Tensor,
+        relu: bool,
+    ) -> Result<Tensor, BackendError> {
         let (ho, wo) = self.out_hw(x.h, x.w);
         let kdim = self.cin * self.k * self.k;
         let mut y = Tensor::zeros(self.cout, ho, wo);
@@ -130,7 +170,18 @@ impl Conv {
             self.im2col(x, r0, r1, wo, cols);
             let dcols = dev.upload(cols)?;
             let mut dout = dev.zeros(self.cout * npix)?;
-            dev.gemm(GemmDims { m: self.cout, n: npix, k: kdim }, 1.0, &weights, &dcols, 0.0, &mut dout)?;
+            dev.gemm(
+                GemmDims {
+                    m: self.cout,
+                    n: npix,
+                    k: kdim,
+                },
+                1.0,
+                &weights,
+                &dcols,
+                0.0,
+                &mut dout,
+            )?;
             let tile = dev.download(&dout)?;
             for co in 0..self.cout {
                 let dst = &mut y.data[co * ho * wo + r0 * wo..co * ho * wo + r1 * wo];
@@ -199,7 +250,12 @@ impl TryOnModel {
     }
 
     /// Forward pass on two already-decoded, already-resized images; returns the blended image.
-    pub fn forward<D: Device>(&self, dev: &D, person: &RgbImage, cloth: &RgbImage) -> Result<RgbImage, BackendError> {
+    pub fn forward<D: Device>(
+        &self,
+        dev: &D,
+        person: &RgbImage,
+        cloth: &RgbImage,
+    ) -> Result<RgbImage, BackendError> {
         let x = stack(person, cloth);
         let e1 = self.enc1.forward(dev, &x, true)?; // 32 x H x W
         let e2 = self.enc2.forward(dev, &e1, true)?; // 64 x H/2
@@ -237,7 +293,11 @@ impl TryOnModel {
 }
 
 /// Decodes a PNG or JPEG within `limits` and resizes it to the working resolution.
-pub fn decode(field: &'static str, bytes: &[u8], limits: ImageLimits) -> Result<RgbImage, TryOnError> {
+pub fn decode(
+    field: &'static str,
+    bytes: &[u8],
+    limits: ImageLimits,
+) -> Result<RgbImage, TryOnError> {
     let bad = |message: String| TryOnError::BadImage { field, message };
     if bytes.is_empty() {
         return Err(bad("empty file; expected a PNG or JPEG image".into()));
@@ -284,7 +344,8 @@ fn stack(person: &RgbImage, cloth: &RgbImage) -> Tensor {
     for (offset, img) in [(0, person), (3, cloth)] {
         for (x, y, px) in img.enumerate_pixels() {
             for ch in 0..3 {
-                t.data[(offset + ch) * h * w + y as usize * w + x as usize] = f32::from(px[ch]) / 127.5 - 1.0;
+                t.data[(offset + ch) * h * w + y as usize * w + x as usize] =
+                    f32::from(px[ch]) / 127.5 - 1.0;
             }
         }
     }
@@ -321,7 +382,11 @@ fn blend(person: &RgbImage, cloth: &RgbImage, head: &Tensor) -> RgbImage {
         let i = yu * w + xu;
         // Torso box: rows 25%..70%, columns 20%..80% of the frame.
         let in_torso = yu >= h / 4 && yu < h * 7 / 10 && xu >= w / 5 && xu < w * 4 / 5;
-        let mask = if in_torso { sigmoid(head.data[3 * plane + i]) } else { 0.0 };
+        let mask = if in_torso {
+            sigmoid(head.data[3 * plane + i])
+        } else {
+            0.0
+        };
         let p = person.get_pixel(x, y);
         let c = cloth.get_pixel(x, y);
         image::Rgb(std::array::from_fn(|ch| {

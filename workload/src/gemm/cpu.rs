@@ -30,8 +30,10 @@ impl CpuBuf {
 
 impl Drop for CpuBuf {
     fn drop(&mut self) {
-        self.live_bytes
-            .fetch_sub(std::mem::size_of_val(self.data.as_slice()) as u64, Ordering::Relaxed);
+        self.live_bytes.fetch_sub(
+            std::mem::size_of_val(self.data.as_slice()) as u64,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -75,8 +77,10 @@ impl CpuDevice {
     }
 
     fn wrap(&self, data: Vec<f32>) -> CpuBuf {
-        self.live_bytes
-            .fetch_add(std::mem::size_of_val(data.as_slice()) as u64, Ordering::Relaxed);
+        self.live_bytes.fetch_add(
+            std::mem::size_of_val(data.as_slice()) as u64,
+            Ordering::Relaxed,
+        );
         CpuBuf {
             data,
             live_bytes: Arc::clone(&self.live_bytes),

@@ -34,7 +34,8 @@ fn blas_err(e: impl std::fmt::Display) -> BackendError {
 
 /// cuBLAS takes 32-bit extents.
 fn int(v: usize) -> Result<i32, BackendError> {
-    i32::try_from(v).map_err(|_| BackendError::Shape(format!("extent {v} exceeds cuBLAS's i32 range")))
+    i32::try_from(v)
+        .map_err(|_| BackendError::Shape(format!("extent {v} exceeds cuBLAS's i32 range")))
 }
 
 /// Whether the CUDA driver and cuBLAS libraries can be loaded on this machine.
@@ -51,13 +52,16 @@ impl CudaDevice {
     pub fn open(ordinal: usize) -> Result<Self, BackendError> {
         if !libraries_present() {
             return Err(BackendError::Unavailable(
-                "libcuda or libcublas could not be loaded (no NVIDIA driver / CUDA libraries)".into(),
+                "libcuda or libcublas could not be loaded (no NVIDIA driver / CUDA libraries)"
+                    .into(),
             ));
         }
         // cudarc panics instead of returning an error on some driver failures; contain it.
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| BackendError::Unavailable("CUDA context creation panicked".into()))?
-            .map_err(|e| BackendError::Unavailable(format!("CUDA context for GPU {ordinal}: {e}")))?;
+            .map_err(|e| {
+                BackendError::Unavailable(format!("CUDA context for GPU {ordinal}: {e}"))
+            })?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(Arc::clone(&stream)).map_err(blas_err)?;
         let name = ctx.name().unwrap_or_else(|_| format!("cuda:{ordinal}"));

@@ -39,7 +39,9 @@ impl FromStr for BackendChoice {
             "auto" => Ok(Self::Auto),
             "cuda" => Ok(Self::Cuda),
             "cpu" => Ok(Self::Cpu),
-            other => Err(format!("unknown backend {other:?}; expected auto, cuda or cpu")),
+            other => Err(format!(
+                "unknown backend {other:?}; expected auto, cuda or cpu"
+            )),
         }
     }
 }
@@ -130,15 +132,26 @@ pub trait Device: Send + Sync + 'static {
     /// `y = y ⊙ x` (Hadamard product).
     fn mul_assign(&self, y: &mut Self::Buf, x: &Self::Buf) -> Result<(), BackendError>;
     /// `y = alpha * x + beta * y`.
-    fn axpby(&self, alpha: f32, x: &Self::Buf, beta: f32, y: &mut Self::Buf)
-        -> Result<(), BackendError>;
+    fn axpby(
+        &self,
+        alpha: f32,
+        x: &Self::Buf,
+        beta: f32,
+        y: &mut Self::Buf,
+    ) -> Result<(), BackendError>;
     /// `y = alpha * y`.
     fn scale(&self, y: &mut Self::Buf, alpha: f32) -> Result<(), BackendError>;
     /// Waits until queued kernels have finished (a no-op on synchronous backends).
     fn synchronize(&self) -> Result<(), BackendError>;
 
     /// Convenience for host-resident operands: upload, multiply, download into `c`.
-    fn gemm_host(&self, dims: GemmDims, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<(), BackendError> {
+    fn gemm_host(
+        &self,
+        dims: GemmDims,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+    ) -> Result<(), BackendError> {
         dims.check(a.len(), b.len(), c.len())?;
         let da = self.upload(a)?;
         let db = self.upload(b)?;
@@ -152,7 +165,9 @@ pub trait Device: Send + Sync + 'static {
 
 pub(crate) fn check_same_len(x: usize, y: usize) -> Result<(), BackendError> {
     if x != y {
-        return Err(BackendError::Shape(format!("element-wise op on {x} and {y} elements")));
+        return Err(BackendError::Shape(format!(
+            "element-wise op on {x} and {y} elements"
+        )));
     }
     Ok(())
 }
@@ -161,7 +176,8 @@ pub(crate) fn check_same_len(x: usize, y: usize) -> Result<(), BackendError> {
 /// that dispatches to the concrete type.
 pub enum Backend {
     Cpu(cpu::CpuDevice),
-    Cuda(cublas::CudaDevice),
+    // Boxed: NVML's function table makes the CUDA device large.
+    Cuda(Box<cublas::CudaDevice>),
 }
 
 /// Runs `$body` with `$d` bound to the concrete device inside a [`Backend`].
@@ -170,7 +186,10 @@ macro_rules! with_device {
     ($backend:expr, $d:ident => $body:expr) => {
         match $backend {
             $crate::gemm::Backend::Cpu($d) => $body,
-            $crate::gemm::Backend::Cuda($d) => $body,
+            $crate::gemm::Backend::Cuda($d) => {
+                let $d = &**$d;
+                $body
+            }
         }
     };
 }
@@ -180,9 +199,9 @@ impl Backend {
     pub fn open(choice: BackendChoice, cpu_threads: usize) -> Result<Self, BackendError> {
         match choice {
             BackendChoice::Cpu => Ok(Self::Cpu(cpu::CpuDevice::new(cpu_threads)?)),
-            BackendChoice::Cuda => Ok(Self::Cuda(cublas::CudaDevice::open(0)?)),
+            BackendChoice::Cuda => Ok(Self::Cuda(Box::new(cublas::CudaDevice::open(0)?))),
             BackendChoice::Auto => match cublas::CudaDevice::open(0) {
-                Ok(dev) => Ok(Self::Cuda(dev)),
+                Ok(dev) => Ok(Self::Cuda(Box::new(dev))),
                 Err(reason) => {
                     tracing::warn!(%reason, "no usable GPU, falling back to the CPU backend");
                     Ok(Self::Cpu(cpu::CpuDevice::new(cpu_threads)?))

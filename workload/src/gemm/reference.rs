@@ -46,7 +46,11 @@ impl Device for ReferenceDevice {
                 for p in 0..k {
                     acc += f64::from(a[i * k + p]) * f64::from(b[p * n + j]);
                 }
-                let prev = if beta == 0.0 { 0.0 } else { f64::from(beta) * f64::from(c[i * n + j]) };
+                let prev = if beta == 0.0 {
+                    0.0
+                } else {
+                    f64::from(beta) * f64::from(c[i * n + j])
+                };
                 c[i * n + j] = (f64::from(alpha) * acc + prev) as f32;
             }
         }
@@ -59,9 +63,17 @@ impl Device for ReferenceDevice {
         Ok(())
     }
 
-    fn axpby(&self, alpha: f32, x: &Vec<f32>, beta: f32, y: &mut Vec<f32>) -> Result<(), BackendError> {
+    fn axpby(
+        &self,
+        alpha: f32,
+        x: &Vec<f32>,
+        beta: f32,
+        y: &mut Vec<f32>,
+    ) -> Result<(), BackendError> {
         check_same_len(y.len(), x.len())?;
-        y.iter_mut().zip(x).for_each(|(y, x)| *y = alpha * x + beta * *y);
+        y.iter_mut()
+            .zip(x)
+            .for_each(|(y, x)| *y = alpha * x + beta * *y);
         Ok(())
     }
 

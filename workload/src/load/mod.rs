@@ -83,11 +83,17 @@ impl RequestKind {
 pub enum Pattern {
     Steady,
     /// Alternating phases: `high` at full load, `low` at `low_fraction` of it.
-    Burst { high: Duration, low: Duration, low_fraction: f64 },
+    Burst {
+        high: Duration,
+        low: Duration,
+        low_fraction: f64,
+    },
     /// From near zero to full load linearly over the run.
     Ramp,
     /// Replays these arrival offsets (open loop only).
-    Trace { arrivals: Vec<Duration> },
+    Trace {
+        arrivals: Vec<Duration>,
+    },
 }
 
 impl Pattern {
@@ -95,7 +101,11 @@ impl Pattern {
     pub fn level(&self, t: Duration, total: Duration) -> f64 {
         match self {
             Self::Steady | Self::Trace { .. } => 1.0,
-            Self::Burst { high, low, low_fraction } => {
+            Self::Burst {
+                high,
+                low,
+                low_fraction,
+            } => {
                 let period = (*high + *low).as_secs_f64().max(1e-3);
                 if t.as_secs_f64() % period < high.as_secs_f64() {
                     1.0
@@ -134,12 +144,20 @@ impl LoadPlan {
             return Err(LoadError::NoTarget);
         }
         match self.mode {
-            Mode::Closed { concurrency: 0 } => return Err(LoadError::Invalid("--concurrency must be at least 1".into())),
+            Mode::Closed { concurrency: 0 } => {
+                return Err(LoadError::Invalid(
+                    "--concurrency must be at least 1".into(),
+                ))
+            }
             Mode::Open { rate, .. } if !(rate > 0.0 && rate.is_finite()) => {
-                return Err(LoadError::Invalid("--rate must be a positive number of requests per second".into()))
+                return Err(LoadError::Invalid(
+                    "--rate must be a positive number of requests per second".into(),
+                ))
             }
             Mode::Closed { .. } if matches!(self.pattern, Pattern::Trace { .. }) => {
-                return Err(LoadError::Invalid("the trace scenario replays arrival times: use open loop".into()))
+                return Err(LoadError::Invalid(
+                    "the trace scenario replays arrival times: use open loop".into(),
+                ))
             }
             _ => {}
         }
@@ -214,7 +232,11 @@ impl Summary {
             )),
             None => s.push_str("latency: no successful requests\n"),
         }
-        let statuses: Vec<String> = self.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
         s.push_str(&format!("statuses {}\n", statuses.join(", ")));
         s
     }
@@ -249,7 +271,9 @@ pub async fn run(plan: LoadPlan, live: Arc<LiveStats>) -> Result<Summary, LoadEr
         client,
         live: Arc::clone(&live),
         // 1 µs to 1 hour at 3 significant digits.
-        hist: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")),
+        hist: Mutex::new(
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"),
+        ),
         statuses: Mutex::new(BTreeMap::new()),
         next_target: AtomicUsize::new(0),
         images,
@@ -257,7 +281,10 @@ pub async fn run(plan: LoadPlan, live: Arc<LiveStats>) -> Result<Summary, LoadEr
     let start = Instant::now();
     match plan.mode {
         Mode::Closed { concurrency } => closed_loop(&shared, concurrency, start).await,
-        Mode::Open { rate, max_outstanding } => open_loop(&shared, rate, max_outstanding, start).await,
+        Mode::Open {
+            rate,
+            max_outstanding,
+        } => open_loop(&shared, rate, max_outstanding, start).await,
     }
     let elapsed = start.elapsed().as_secs_f64();
     let hist = shared.hist.lock().expect("histogram poisoned");
@@ -275,7 +302,11 @@ pub async fn run(plan: LoadPlan, live: Arc<LiveStats>) -> Result<Summary, LoadEr
         ok,
         failed,
         dropped: live.dropped.load(Ordering::Relaxed),
-        success_rate: if requests == 0 { 0.0 } else { ok as f64 / requests as f64 },
+        success_rate: if requests == 0 {
+            0.0
+        } else {
+            ok as f64 / requests as f64
+        },
         throughput_rps: ok as f64 / elapsed.max(1e-9),
         latency: (!hist.is_empty()).then(|| LatencySummary {
             p50_ms: ms(hist.value_at_quantile(0.50)),
@@ -301,7 +332,8 @@ async fn closed_loop(shared: &Arc<Shared>, concurrency: usize, start: Instant) {
                         break;
                     }
                     // Worker i works while the pattern's level keeps at least i+1 workers busy.
-                    let active = (shared.plan.pattern.level(t, total) * concurrency as f64).ceil() as usize;
+                    let active =
+                        (shared.plan.pattern.level(t, total) * concurrency as f64).ceil() as usize;
                     if i >= active.max(1) {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
@@ -324,7 +356,9 @@ async fn open_loop(shared: &Arc<Shared>, rate: f64, max_outstanding: usize, star
     loop {
         // Next arrival time.
         if let Pattern::Trace { arrivals } = &shared.plan.pattern {
-            let Some(&a) = arrivals.get(trace_idx) else { break };
+            let Some(&a) = arrivals.get(trace_idx) else {
+                break;
+            };
             trace_idx += 1;
             offset = a;
         }
@@ -356,16 +390,30 @@ async fn one_request(shared: &Shared) {
     live.in_flight.fetch_add(1, Ordering::Relaxed);
     let start = Instant::now();
     let req = match &shared.plan.request {
-        RequestKind::Matrix { size, iterations } => shared
+        RequestKind::Matrix { size, iterations } => shared.client.get(format!(
+            "{target}/matrix?size={size}&iterations={iterations}"
+        )),
+        RequestKind::Gpu { work_ms } => shared
             .client
-            .get(format!("{target}/matrix?size={size}&iterations={iterations}")),
-        RequestKind::Gpu { work_ms } => shared.client.get(format!("{target}/gpu_job?work_ms={work_ms}")),
-        RequestKind::Stream { duration_ms } => shared.client.get(format!("{target}/stream?duration_ms={duration_ms}")),
+            .get(format!("{target}/gpu_job?work_ms={work_ms}")),
+        RequestKind::Stream { duration_ms } => shared
+            .client
+            .get(format!("{target}/stream?duration_ms={duration_ms}")),
         RequestKind::Tryon => {
             let form = reqwest::multipart::Form::new()
-                .part("person_image", reqwest::multipart::Part::bytes(shared.images.0.clone()).file_name("person.png"))
-                .part("cloth_image", reqwest::multipart::Part::bytes(shared.images.1.clone()).file_name("cloth.png"));
-            shared.client.post(format!("{target}/tryon")).multipart(form)
+                .part(
+                    "person_image",
+                    reqwest::multipart::Part::bytes(shared.images.0.clone())
+                        .file_name("person.png"),
+                )
+                .part(
+                    "cloth_image",
+                    reqwest::multipart::Part::bytes(shared.images.1.clone()).file_name("cloth.png"),
+                );
+            shared
+                .client
+                .post(format!("{target}/tryon"))
+                .multipart(form)
         }
     };
     // The body is read to the end: a request is done when its last byte arrived.
@@ -388,11 +436,20 @@ async fn one_request(shared: &Shared) {
     };
     if matches!(outcome, Ok(s) if s.is_success()) {
         live.ok.fetch_add(1, Ordering::Relaxed);
-        let _ = shared.hist.lock().expect("histogram poisoned").record(elapsed_us);
+        let _ = shared
+            .hist
+            .lock()
+            .expect("histogram poisoned")
+            .record(elapsed_us);
     } else {
         live.failed.fetch_add(1, Ordering::Relaxed);
     }
-    *shared.statuses.lock().expect("statuses poisoned").entry(key).or_default() += 1;
+    *shared
+        .statuses
+        .lock()
+        .expect("statuses poisoned")
+        .entry(key)
+        .or_default() += 1;
     live.in_flight.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -401,7 +458,11 @@ pub fn synthetic_png(width: u32, height: u32, variant: u8) -> Vec<u8> {
     let img = image::RgbImage::from_fn(width, height, |x, y| {
         let r = (x * 255 / width.max(1)) as u8;
         let g = (y * 255 / height.max(1)) as u8;
-        image::Rgb([r ^ variant.wrapping_mul(97), g, 128u8.wrapping_add(variant.wrapping_mul(61))])
+        image::Rgb([
+            r ^ variant.wrapping_mul(97),
+            g,
+            128u8.wrapping_add(variant.wrapping_mul(61)),
+        ])
     });
     let mut out = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
@@ -416,7 +477,11 @@ mod tests {
     #[test]
     fn burst_and_ramp_levels() {
         let s = Duration::from_secs;
-        let burst = Pattern::Burst { high: s(2), low: s(3), low_fraction: 0.25 };
+        let burst = Pattern::Burst {
+            high: s(2),
+            low: s(3),
+            low_fraction: 0.25,
+        };
         assert_eq!(burst.level(s(1), s(20)), 1.0);
         assert_eq!(burst.level(s(3), s(20)), 0.25);
         assert_eq!(burst.level(Duration::from_millis(5500), s(20)), 1.0);

@@ -27,7 +27,10 @@ pub fn arrivals(reader: impl BufRead, speedup: f64) -> Result<Vec<Duration>, Tra
         if i == 0 && first.eq_ignore_ascii_case("timestamp") {
             continue;
         }
-        let secs = parse_timestamp(first).map_err(|message| TraceError::Parse { line: line_no, message })?;
+        let secs = parse_timestamp(first).map_err(|message| TraceError::Parse {
+            line: line_no,
+            message,
+        })?;
         stamps.push(secs);
     }
     if stamps.is_empty() {
@@ -37,7 +40,10 @@ pub fn arrivals(reader: impl BufRead, speedup: f64) -> Result<Vec<Duration>, Tra
     stamps.sort_by(f64::total_cmp);
     let t0 = stamps[0];
     let speedup = if speedup > 0.0 { speedup } else { 1.0 };
-    Ok(stamps.iter().map(|t| Duration::from_secs_f64((t - t0) / speedup)).collect())
+    Ok(stamps
+        .iter()
+        .map(|t| Duration::from_secs_f64((t - t0) / speedup))
+        .collect())
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.fraction]` to seconds since 1970-01-01 (UTC assumed; only differences matter).
@@ -45,7 +51,8 @@ pub fn parse_timestamp(s: &str) -> Result<f64, String> {
     let err = || format!("{s:?} is not a timestamp like 2023-11-16 18:17:03.9799600");
     let (date, time) = s.split_once([' ', 'T']).ok_or_else(err)?;
     let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (Some(Ok(y)), Some(Ok(mo)), Some(Ok(day)), None) = (d.next(), d.next(), d.next(), d.next()) else {
+    let (Some(Ok(y)), Some(Ok(mo)), Some(Ok(day)), None) = (d.next(), d.next(), d.next(), d.next())
+    else {
         return Err(err());
     };
     let mut t = time.split(':');
@@ -55,7 +62,12 @@ pub fn parse_timestamp(s: &str) -> Result<f64, String> {
     let h: i64 = h.parse().map_err(|_| err())?;
     let mi: i64 = mi.parse().map_err(|_| err())?;
     let sec: f64 = sec.parse().map_err(|_| err())?;
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) || !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0.0..61.0).contains(&sec) {
+    if !(1..=12).contains(&mo)
+        || !(1..=31).contains(&day)
+        || !(0..24).contains(&h)
+        || !(0..60).contains(&mi)
+        || !(0.0..61.0).contains(&sec)
+    {
         return Err(err());
     }
     Ok((days_from_civil(y, mo, day) * 86_400 + h * 3600 + mi * 60) as f64 + sec)
@@ -79,7 +91,10 @@ mod tests {
     #[test]
     fn parses_timestamps() {
         assert_eq!(parse_timestamp("1970-01-01 00:00:00").unwrap(), 0.0);
-        assert_eq!(parse_timestamp("2000-03-01 00:00:01.5").unwrap(), 951_868_801.5);
+        assert_eq!(
+            parse_timestamp("2000-03-01 00:00:01.5").unwrap(),
+            951_868_801.5
+        );
         let a = parse_timestamp("2023-11-16 18:17:03.9799600").unwrap();
         let b = parse_timestamp("2023-11-17 00:00:00").unwrap();
         assert!((b - a - (5.0 * 3600.0 + 42.0 * 60.0 + 56.02004)).abs() < 1e-6);
@@ -94,9 +109,19 @@ mod tests {
                    2023-11-16 18:17:03.0000000,1,1\n\
                    2023-11-16 18:17:07.0000000,1,1\n";
         let a = arrivals(csv.as_bytes(), 2.0).unwrap();
-        assert_eq!(a, vec![Duration::ZERO, Duration::from_millis(500), Duration::from_secs(2)]);
+        assert_eq!(
+            a,
+            vec![
+                Duration::ZERO,
+                Duration::from_millis(500),
+                Duration::from_secs(2)
+            ]
+        );
         let bad = arrivals("TIMESTAMP\nnot-a-time,1,1\n".as_bytes(), 1.0).unwrap_err();
         assert!(bad.to_string().contains("line 2"), "{bad}");
-        assert!(matches!(arrivals("TIMESTAMP\n".as_bytes(), 1.0), Err(TraceError::Empty)));
+        assert!(matches!(
+            arrivals("TIMESTAMP\n".as_bytes(), 1.0),
+            Err(TraceError::Empty)
+        ));
     }
 }

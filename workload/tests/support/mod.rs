@@ -33,7 +33,13 @@ impl TestServer {
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
-        Self { addr, state, client, stop: Some(stop), task }
+        Self {
+            addr,
+            state,
+            client,
+            stop: Some(stop),
+            task,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -41,7 +47,11 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request reaches the server")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request reaches the server")
     }
 
     pub async fn metrics(&self) -> String {
@@ -71,22 +81,37 @@ pub fn sample(metrics: &str, prefix: &str) -> f64 {
 /// A PNG of the given size with a deterministic gradient.
 pub fn png(width: u32, height: u32, tint: u8) -> Vec<u8> {
     let img = image::RgbImage::from_fn(width, height, |x, y| {
-        image::Rgb([(x * 255 / width.max(1)) as u8, (y * 255 / height.max(1)) as u8, tint])
+        image::Rgb([
+            (x * 255 / width.max(1)) as u8,
+            (y * 255 / height.max(1)) as u8,
+            tint,
+        ])
     });
     let mut out = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
     out
 }
 
 pub fn jpeg(width: u32, height: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([x as u8, y as u8, 128]));
     let mut out = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg).unwrap();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut out),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
     out
 }
 
 pub fn tryon_form(person: Vec<u8>, cloth: Vec<u8>) -> reqwest::multipart::Form {
     reqwest::multipart::Form::new()
-        .part("person_image", reqwest::multipart::Part::bytes(person).file_name("p.png"))
-        .part("cloth_image", reqwest::multipart::Part::bytes(cloth).file_name("c.png"))
+        .part(
+            "person_image",
+            reqwest::multipart::Part::bytes(person).file_name("p.png"),
+        )
+        .part(
+            "cloth_image",
+            reqwest::multipart::Part::bytes(cloth).file_name("c.png"),
+        )
 }
