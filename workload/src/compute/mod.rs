@@ -1,0 +1,6 @@
+//! The programs the service runs, each generic over [`crate::gemm::Device`].
+
+pub mod busy;
+pub mod matrix;
+pub mod rng;
+pub mod tryon;

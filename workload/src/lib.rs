@@ -1,0 +1,23 @@
+#![doc = "GPU inference workload for autoscaling experiments; see workload/README.md."]
+
+/// The programs the service runs: matrix load, busy job, try-on load model.
+pub mod compute;
+/// Service configuration (flags and `WORKLOAD_*` environment variables).
+pub mod config;
+/// HTTP error type: status codes and JSON bodies naming the offending field.
+pub mod error;
+/// Bounded admission: K jobs on the device, a bounded queue, busy-time accounting.
+pub mod executor;
+/// Compute backends (cuBLAS, CPU, naive reference) behind one trait.
+pub mod gemm;
+/// Prometheus metrics (names are a contract with the scaler).
+pub mod metrics;
+/// Query parameter parsing with bounds.
+pub mod params;
+/// The HTTP service: routes, handlers, graceful shutdown.
+pub mod server;
+
+pub use config::Config;
+pub use server::{AppState, Server, StartError};
+/// Load generation (scenarios, open/closed loop, HDR latency summary), used by `loadgen`.
+pub mod load;
