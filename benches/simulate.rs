@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use keda_gpu_scaler::sim::{self, ClusterConfig, CostModel, PolicyName, SimConfig, Setup};
+use keda_gpu_scaler::sim::{self, ClusterConfig, CostModel, PolicyName, Setup, SimConfig};
 
 fn main() {
     let duration_s = 86_400.0;
@@ -18,8 +18,18 @@ fn main() {
 
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cfg = SimConfig {
-        cluster: ClusterConfig { cost: cost.clone(), cold_start_s: 60.0, timeout_s: 60.0, slo_s: 5.0 },
-        setup: Setup { max_replicas: 100, slo_s: 5.0, batch: cost.batch, scrape_s: 15.0 },
+        cluster: ClusterConfig {
+            cost: cost.clone(),
+            cold_start_s: 60.0,
+            timeout_s: 60.0,
+            slo_s: 5.0,
+        },
+        setup: Setup {
+            max_replicas: 100,
+            slo_s: 5.0,
+            batch: cost.batch,
+            scrape_s: 15.0,
+        },
         policies: PolicyName::ALL.to_vec(),
         threads,
     };
@@ -30,12 +40,31 @@ fn main() {
     let svg = sim::report::svg(&report);
     let wall = t1.elapsed().as_secs_f64();
 
-    println!("trace: {} requests over 24 h ({:.0} s of work), {threads} threads", trace.requests.len(), work);
+    println!(
+        "trace: {} requests over 24 h ({:.0} s of work), {threads} threads",
+        trace.requests.len(),
+        work
+    );
     println!("baseline (generate + walk the trace): {baseline:.3} s");
-    println!("simulate, 7 policies + report ({} B json, {} B md, {} B svg): {wall:.3} s", json.len(), md.len(), svg.len());
+    println!(
+        "simulate, 7 policies + report ({} B json, {} B md, {} B svg): {wall:.3} s",
+        json.len(),
+        md.len(),
+        svg.len()
+    );
     println!("ratio to baseline: {:.1}x", wall / baseline);
-    println!("ratio to the 60 s budget: {:.3} ({})", wall / 60.0, if wall < 60.0 { "within" } else { "OVER" });
+    println!(
+        "ratio to the 60 s budget: {:.3} ({})",
+        wall / 60.0,
+        if wall < 60.0 { "within" } else { "OVER" }
+    );
     for p in &report.policies {
-        println!("  {:<16} GPU-h {:>8.1}  SLO {:>6.2} %  p95 {:>6.2} s", p.name, p.gpu_hours, 100.0 * p.slo_attainment, p.latency_p95_s);
+        println!(
+            "  {:<16} GPU-h {:>8.1}  SLO {:>6.2} %  p95 {:>6.2} s",
+            p.name,
+            p.gpu_hours,
+            100.0 * p.slo_attainment,
+            p.latency_p95_s
+        );
     }
 }

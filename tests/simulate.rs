@@ -374,3 +374,36 @@ fn bad_input_gets_an_error_naming_the_field() {
         vec![PolicyName::Composite, PolicyName::Oracle]
     );
 }
+
+/// The committed reference runs are what the simulator produces today (docs cannot drift).
+/// Regenerate with the commands in docs/simulation/README.md.
+#[test]
+fn committed_reference_reports_are_reproduced() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::env::set_current_dir(&root).unwrap();
+    let trace = PathBuf::from("../shared/traces/AzureLLMInferenceTrace_code.csv");
+    let dir = tempfile::tempdir().unwrap();
+    let mut step = args(dir.path());
+    step.generator = Some("step:low=5,high=40,at=1200".into());
+    step.duration_s = 3600.0;
+    step.max_replicas = 100;
+    let mut runs = vec![(step, "step-5-to-40")];
+    if trace.exists() {
+        let mut azure = args(dir.path());
+        azure.generator = None;
+        azure.trace = Some(trace);
+        azure.rate_scale = 4.0;
+        azure.max_replicas = 100;
+        runs.push((azure, "azure-code-x4"));
+    }
+    for (a, name) in runs {
+        let summary = sim::run(&a).unwrap();
+        let committed =
+            std::fs::read_to_string(root.join("docs/simulation").join(name).join("report.md"))
+                .unwrap();
+        assert_eq!(
+            summary.markdown, committed,
+            "docs/simulation/{name}/report.md is stale"
+        );
+    }
+}
