@@ -24,6 +24,8 @@ pub mod server;
 pub mod service;
 /// Signal sources (all IO): direct scrape of replicas' /metrics.
 pub mod signals;
+/// Trace replay through cluster, metrics, KEDA and HPA models to compare scaling policies.
+pub mod sim;
 /// The only parser of trigger metadata: `scalerMetadata` to a validated `ScalerSpec`.
 pub mod spec;
 /// Logging, the scaler's own /metrics and the /debug page.

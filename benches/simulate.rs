@@ -1,0 +1,70 @@
+//! Wall time of `simulate` on a 24-hour, 50 req/s synthetic trace through all seven policies,
+//! against the 60 s budget and against a baseline measured in the same run (generating the trace
+//! and walking it once). Prints; asserts nothing.
+
+use std::time::Instant;
+
+use keda_gpu_scaler::sim::{self, ClusterConfig, CostModel, PolicyName, Setup, SimConfig};
+
+fn main() {
+    let duration_s = 86_400.0;
+    let cost = CostModel::default();
+    let shape = sim::Shape::parse("poisson:rate=50", duration_s).expect("valid generator");
+
+    let t0 = Instant::now();
+    let trace = sim::trace::generate(&shape, duration_s, &cost, 1);
+    let work: f64 = trace.requests.iter().map(|r| r.work_s).sum();
+    let baseline = t0.elapsed().as_secs_f64();
+
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cfg = SimConfig {
+        cluster: ClusterConfig {
+            cost: cost.clone(),
+            cold_start_s: 60.0,
+            timeout_s: 60.0,
+            slo_s: 5.0,
+        },
+        setup: Setup {
+            max_replicas: 100,
+            slo_s: 5.0,
+            batch: cost.batch,
+            scrape_s: 15.0,
+        },
+        policies: PolicyName::ALL.to_vec(),
+        threads,
+    };
+    let t1 = Instant::now();
+    let report = sim::simulate(&trace, &cfg, 1.0, 1.0, 1).expect("simulation runs");
+    let json = serde_json::to_string(&report).expect("serialises");
+    let md = sim::report::markdown(&report);
+    let svg = sim::report::svg(&report);
+    let wall = t1.elapsed().as_secs_f64();
+
+    println!(
+        "trace: {} requests over 24 h ({:.0} s of work), {threads} threads",
+        trace.requests.len(),
+        work
+    );
+    println!("baseline (generate + walk the trace): {baseline:.3} s");
+    println!(
+        "simulate, 7 policies + report ({} B json, {} B md, {} B svg): {wall:.3} s",
+        json.len(),
+        md.len(),
+        svg.len()
+    );
+    println!("ratio to baseline: {:.1}x", wall / baseline);
+    println!(
+        "ratio to the 60 s budget: {:.3} ({})",
+        wall / 60.0,
+        if wall < 60.0 { "within" } else { "OVER" }
+    );
+    for p in &report.policies {
+        println!(
+            "  {:<16} GPU-h {:>8.1}  SLO {:>6.2} %  p95 {:>6.2} s",
+            p.name,
+            p.gpu_hours,
+            100.0 * p.slo_attainment,
+            p.latency_p95_s
+        );
+    }
+}

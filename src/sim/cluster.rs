@@ -1,0 +1,629 @@
+//! The serving cluster: replicas of one GPU each, a shared FIFO queue at the gateway, a request
+//! cost model, cold starts and draining. Event-driven between control ticks, so a day of traffic
+//! replays in well under a second per policy.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, VecDeque};
+
+use super::trace::Request;
+
+/// What a request costs a replica, and what the replica reports while serving it.
+///
+/// Service time alone = `overhead_s + prefill_s_per_token x context + decode_s_per_token x
+/// generated`; a request admitted into a batch already holding `b - 1` others takes
+/// `1 + (full_batch_slowdown - 1) x (b - 1) / (batch - 1)` times longer (fixed at admission).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CostModel {
+    pub overhead_s: f64,
+    pub prefill_s_per_token: f64,
+    pub decode_s_per_token: f64,
+    /// Requests one replica serves at once (B).
+    pub batch: u32,
+    /// Service-time multiplier when the batch is full (2 = a full batch runs each request at half speed).
+    pub full_batch_slowdown: f64,
+    /// GPU memory in use with nothing in flight (weights), percent.
+    pub memory_base_pct: f64,
+    /// GPU memory per 1000 KV-cache tokens in flight, percent.
+    pub memory_pct_per_1k_tokens: f64,
+    /// Host CPU of an idle replica, percent of its request.
+    pub cpu_idle_pct: f64,
+    /// Extra host CPU when every batch slot is busy (tokenising, sampling, HTTP), percent.
+    pub cpu_full_batch_pct: f64,
+    /// Request size used by generators and by plain traces without a cost column.
+    pub default_context_tokens: f64,
+    pub default_generated_tokens: f64,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        // A 7-13B model on one H100-class GPU: ~6.7k prefill tokens/s, 25 ms per decode step.
+        CostModel {
+            overhead_s: 0.05,
+            prefill_s_per_token: 0.000_15,
+            decode_s_per_token: 0.025,
+            batch: 8,
+            full_batch_slowdown: 2.0,
+            memory_base_pct: 40.0,
+            memory_pct_per_1k_tokens: 3.0,
+            cpu_idle_pct: 5.0,
+            cpu_full_batch_pct: 50.0,
+            default_context_tokens: 2048.0,
+            default_generated_tokens: 28.0,
+        }
+    }
+}
+
+impl CostModel {
+    pub fn work_s(&self, context_tokens: f64, generated_tokens: f64) -> f64 {
+        self.overhead_s
+            + self.prefill_s_per_token * context_tokens
+            + self.decode_s_per_token * generated_tokens
+    }
+
+    pub fn default_work_s(&self) -> f64 {
+        self.work_s(self.default_context_tokens, self.default_generated_tokens)
+    }
+
+    /// Service time of `work_s` admitted as the `batch_size`-th request in service.
+    pub fn service_s(&self, work_s: f64, batch_size: u32) -> f64 {
+        let fill = if self.batch > 1 {
+            (batch_size.saturating_sub(1)) as f64 / (self.batch - 1) as f64
+        } else {
+            0.0
+        };
+        work_s * (1.0 + (self.full_batch_slowdown - 1.0) * fill)
+    }
+
+    /// Checks every field; names the first bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        let fields = [
+            ("overhead_s", self.overhead_s),
+            ("prefill_s_per_token", self.prefill_s_per_token),
+            ("decode_s_per_token", self.decode_s_per_token),
+            ("memory_base_pct", self.memory_base_pct),
+            ("memory_pct_per_1k_tokens", self.memory_pct_per_1k_tokens),
+            ("cpu_idle_pct", self.cpu_idle_pct),
+            ("cpu_full_batch_pct", self.cpu_full_batch_pct),
+            ("default_context_tokens", self.default_context_tokens),
+            ("default_generated_tokens", self.default_generated_tokens),
+        ];
+        for (name, v) in fields {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!(
+                    "{name} = {v} is not accepted; expected a number >= 0"
+                ));
+            }
+        }
+        if self.batch == 0 || self.batch > 4096 {
+            return Err(format!(
+                "batch = {} is not accepted; expected 1..=4096",
+                self.batch
+            ));
+        }
+        if !self.full_batch_slowdown.is_finite() || self.full_batch_slowdown < 1.0 {
+            return Err(format!(
+                "full_batch_slowdown = {} is not accepted; expected a factor >= 1",
+                self.full_batch_slowdown
+            ));
+        }
+        if self.default_work_s() <= 0.0 {
+            return Err(
+                "the default request costs nothing; raise overhead_s or a per-token cost".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Latency histogram bucket bounds (seconds), like a typical serving framework's defaults.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    5.0,
+    7.5,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    f64::INFINITY,
+];
+
+/// Cluster settings besides the cost model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterConfig {
+    pub cost: CostModel,
+    /// Image pull + model load before a new replica takes traffic.
+    pub cold_start_s: f64,
+    /// A request still queued this long after arriving is dropped (the client gave up).
+    pub timeout_s: f64,
+    /// Latency objective for the attainment count.
+    pub slo_s: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Phase {
+    Starting {
+        ready_at: f64,
+    },
+    Ready,
+    /// Removed: takes no new requests, finishes what it has, then releases its GPU.
+    Draining,
+    Gone,
+}
+
+/// One replica: one GPU and what it would expose on `/metrics`.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    pub phase: Phase,
+    pub inflight: u32,
+    pub kv_tokens: f64,
+    /// Integral of in-flight requests over time (slot-seconds), for utilisation over any window.
+    pub slot_seconds: f64,
+    last_t: f64,
+    /// Cumulative latency histogram: completions per `LATENCY_BUCKETS` bucket (not cumulative
+    /// across buckets; the metrics model sums them as Prometheus' `le` series would).
+    pub latency_counts: Vec<u64>,
+}
+
+impl Replica {
+    fn integrate(&mut self, now: f64) {
+        if now > self.last_t {
+            self.slot_seconds += self.inflight as f64 * (now - self.last_t);
+            self.last_t = now;
+        }
+    }
+
+    pub fn slot_seconds_at(&self, now: f64) -> f64 {
+        self.slot_seconds + self.inflight as f64 * (now - self.last_t).max(0.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Completion {
+    at: f64,
+    replica: u32,
+    arrived: f64,
+    kv_tokens: f64,
+}
+
+impl PartialEq for Completion {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Completion {}
+impl PartialOrd for Completion {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Completion {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.at
+            .total_cmp(&other.at)
+            .then(self.replica.cmp(&other.replica))
+    }
+}
+
+/// Request outcomes over the whole replay.
+#[derive(Clone, Debug, Default)]
+pub struct Outcomes {
+    pub arrived: u64,
+    pub completed: u64,
+    pub timed_out: u64,
+    pub within_slo: u64,
+    /// Latency of every completed request, seconds.
+    pub latencies: Vec<f32>,
+}
+
+/// The cluster state. Time only moves forward through `advance`.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    cfg: ClusterConfig,
+    pub replicas: Vec<Replica>,
+    /// Indices of replicas not yet gone, in creation order.
+    live: Vec<u32>,
+    queue: VecDeque<(f64, f64, f64)>,
+    completions: BinaryHeap<Reverse<Completion>>,
+    /// Ready replicas with a free slot, bucketed by in-flight count: dispatch goes to the least
+    /// loaded in O(batch) rather than scanning every replica.
+    free: Vec<Vec<u32>>,
+    free_pos: Vec<u32>,
+    pub outcomes: Outcomes,
+    now: f64,
+    /// Integral of allocated GPUs (starting + ready + draining) over time, GPU-seconds.
+    pub gpu_seconds: f64,
+    /// Integral of requests in the system (queued + in service), request-seconds.
+    pub concurrency_seconds: f64,
+    total_inflight: u64,
+    pub scale_events: u64,
+}
+
+impl Cluster {
+    pub fn new(cfg: ClusterConfig) -> Self {
+        let b = cfg.cost.batch as usize;
+        Cluster {
+            cfg,
+            replicas: Vec::new(),
+            live: Vec::new(),
+            queue: VecDeque::new(),
+            completions: BinaryHeap::new(),
+            free: vec![Vec::new(); b],
+            free_pos: Vec::new(),
+            outcomes: Outcomes::default(),
+            now: 0.0,
+            gpu_seconds: 0.0,
+            concurrency_seconds: 0.0,
+            total_inflight: 0,
+            scale_events: 0,
+        }
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    pub fn now(&self) -> f64 {
+        self.now
+    }
+
+    /// Replicas that exist and are not being removed (what the Deployment's spec counts).
+    pub fn replicas(&self) -> u32 {
+        self.live
+            .iter()
+            .filter(|&&i| !matches!(self.replicas[i as usize].phase, Phase::Draining))
+            .count() as u32
+    }
+
+    pub fn ready(&self) -> u32 {
+        self.ready_indices().count() as u32
+    }
+
+    pub fn ready_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.live
+            .iter()
+            .map(|&i| i as usize)
+            .filter(|&i| self.replicas[i].phase == Phase::Ready)
+    }
+
+    /// Replicas that exist, including those draining, in creation order.
+    pub fn live_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.live.iter().map(|&i| i as usize)
+    }
+
+    /// Starts the replay with `n` replicas already serving (a Deployment that was running before).
+    pub fn warm_start(&mut self, n: u32) {
+        let cold = self.cfg.cold_start_s;
+        self.cfg.cold_start_s = 0.0;
+        self.set_replicas(n);
+        self.cfg.cold_start_s = cold;
+        self.scale_events = 0;
+    }
+
+    /// Replicas holding a GPU: starting, ready or draining.
+    pub fn allocated(&self) -> u32 {
+        self.live.len() as u32
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn inflight(&self) -> u64 {
+        self.total_inflight
+    }
+
+    fn integrate(&mut self, t: f64) {
+        if t > self.now {
+            let dt = t - self.now;
+            self.gpu_seconds += self.live.len() as f64 * dt;
+            self.concurrency_seconds += (self.total_inflight + self.queue.len() as u64) as f64 * dt;
+            self.now = t;
+        }
+    }
+
+    fn free_insert(&mut self, r: u32) {
+        let load = self.replicas[r as usize].inflight as usize;
+        if load < self.free.len() && self.replicas[r as usize].phase == Phase::Ready {
+            self.free_pos[r as usize] = self.free[load].len() as u32;
+            self.free[load].push(r);
+        }
+    }
+
+    fn free_remove(&mut self, r: u32) {
+        let pos = self.free_pos[r as usize];
+        if pos == u32::MAX {
+            return;
+        }
+        let load = self.replicas[r as usize].inflight as usize;
+        let bucket = &mut self.free[load];
+        bucket.swap_remove(pos as usize);
+        if let Some(&moved) = bucket.get(pos as usize) {
+            self.free_pos[moved as usize] = pos;
+        }
+        self.free_pos[r as usize] = u32::MAX;
+    }
+
+    /// Sets the number of replicas the Deployment asks for. New ones start cold; removal takes
+    /// starting replicas first, then the newest ready ones (as a ReplicaSet does), which drain.
+    pub fn set_replicas(&mut self, target: u32) {
+        let now = self.now;
+        let current = self.replicas();
+        if target != current {
+            self.scale_events += 1;
+        }
+        for _ in current..target {
+            let idx = self.replicas.len() as u32;
+            let phase = if self.cfg.cold_start_s <= 0.0 {
+                Phase::Ready
+            } else {
+                Phase::Starting {
+                    ready_at: now + self.cfg.cold_start_s,
+                }
+            };
+            self.replicas.push(Replica {
+                phase,
+                inflight: 0,
+                kv_tokens: 0.0,
+                slot_seconds: 0.0,
+                last_t: now,
+                latency_counts: vec![0; LATENCY_BUCKETS.len()],
+            });
+            self.free_pos.push(u32::MAX);
+            self.live.push(idx);
+            self.free_insert(idx);
+        }
+        let mut to_remove = current.saturating_sub(target);
+        for want_starting in [true, false] {
+            for k in (0..self.live.len()).rev() {
+                if to_remove == 0 {
+                    break;
+                }
+                let i = self.live[k];
+                match self.replicas[i as usize].phase {
+                    Phase::Starting { .. } if want_starting => {
+                        self.replicas[i as usize].phase = Phase::Gone;
+                        to_remove -= 1;
+                    }
+                    Phase::Ready if !want_starting => {
+                        self.free_remove(i);
+                        let r = &mut self.replicas[i as usize];
+                        r.phase = if r.inflight == 0 {
+                            Phase::Gone
+                        } else {
+                            Phase::Draining
+                        };
+                        to_remove -= 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.live
+            .retain(|&i| self.replicas[i as usize].phase != Phase::Gone);
+        self.dispatch();
+    }
+
+    /// Replays everything up to `until`: readiness, arrivals from `requests[*next..]`, completions.
+    pub fn advance(&mut self, until: f64, requests: &[Request], next: &mut usize) {
+        let mut became_ready = false;
+        for k in 0..self.live.len() {
+            let i = self.live[k];
+            if let Phase::Starting { ready_at } = self.replicas[i as usize].phase {
+                if ready_at <= self.now {
+                    self.replicas[i as usize].phase = Phase::Ready;
+                    self.replicas[i as usize].last_t = self.now;
+                    self.free_insert(i);
+                    became_ready = true;
+                }
+            }
+        }
+        if became_ready {
+            self.dispatch();
+        }
+        loop {
+            let arrival = requests.get(*next).map(|r| r.at).filter(|&t| t < until);
+            let completion = self
+                .completions
+                .peek()
+                .map(|c| c.0.at)
+                .filter(|&t| t <= until);
+            match (arrival, completion) {
+                (Some(a), Some(c)) if c <= a => self.complete(),
+                (_, Some(_)) if arrival.is_none() => self.complete(),
+                (Some(a), _) => {
+                    let r = requests[*next];
+                    *next += 1;
+                    self.integrate(a);
+                    self.outcomes.arrived += 1;
+                    self.queue.push_back((r.at, r.work_s, r.kv_tokens));
+                    self.dispatch();
+                }
+                (None, _) => break,
+            }
+        }
+        self.integrate(until);
+        self.expire();
+    }
+
+    /// Requests still queued or in service.
+    pub fn pending(&self) -> usize {
+        self.queue.len() + self.completions.len()
+    }
+
+    /// Time of the next completion, if any.
+    pub fn next_completion(&self) -> Option<f64> {
+        self.completions.peek().map(|c| c.0.at)
+    }
+
+    fn expire(&mut self) {
+        while let Some(&(arrived, _, _)) = self.queue.front() {
+            if self.now - arrived > self.cfg.timeout_s {
+                self.queue.pop_front();
+                self.outcomes.timed_out += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn complete(&mut self) {
+        let Some(Reverse(c)) = self.completions.pop() else {
+            return;
+        };
+        self.integrate(c.at);
+        let i = c.replica as usize;
+        self.free_remove(c.replica);
+        let r = &mut self.replicas[i];
+        r.integrate(c.at);
+        r.inflight -= 1;
+        r.kv_tokens = (r.kv_tokens - c.kv_tokens).max(0.0);
+        self.total_inflight -= 1;
+        let latency = c.at - c.arrived;
+        let bucket = LATENCY_BUCKETS.partition_point(|&le| le < latency);
+        r.latency_counts[bucket.min(LATENCY_BUCKETS.len() - 1)] += 1;
+        self.outcomes.completed += 1;
+        if latency <= self.cfg.slo_s {
+            self.outcomes.within_slo += 1;
+        }
+        self.outcomes.latencies.push(latency as f32);
+        if r.phase == Phase::Draining && r.inflight == 0 {
+            r.phase = Phase::Gone;
+            self.live.retain(|&k| k != c.replica);
+        } else {
+            self.free_insert(c.replica);
+        }
+        self.dispatch();
+    }
+
+    fn dispatch(&mut self) {
+        self.expire();
+        while !self.queue.is_empty() {
+            let Some(load) = self.free.iter().position(|b| !b.is_empty()) else {
+                return;
+            };
+            let r = *self.free[load].last().expect("bucket is not empty");
+            let (arrived, work, kv) = self.queue.pop_front().expect("queue is not empty");
+            self.free_remove(r);
+            let now = self.now;
+            let cost = &self.cfg.cost;
+            let rep = &mut self.replicas[r as usize];
+            rep.integrate(now);
+            rep.inflight += 1;
+            rep.kv_tokens += kv;
+            let service = cost.service_s(work, rep.inflight);
+            self.total_inflight += 1;
+            self.completions.push(Reverse(Completion {
+                at: now + service,
+                replica: r,
+                arrived,
+                kv_tokens: kv,
+            }));
+            self.free_insert(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(cold: f64) -> ClusterConfig {
+        ClusterConfig {
+            cost: CostModel {
+                overhead_s: 1.0,
+                prefill_s_per_token: 0.0,
+                decode_s_per_token: 0.0,
+                batch: 2,
+                full_batch_slowdown: 2.0,
+                ..CostModel::default()
+            },
+            cold_start_s: cold,
+            timeout_s: 30.0,
+            slo_s: 1.5,
+        }
+    }
+
+    fn req(at: f64) -> Request {
+        Request {
+            at,
+            work_s: 1.0,
+            kv_tokens: 1000.0,
+        }
+    }
+
+    #[test]
+    fn batching_slows_requests_and_the_queue_waits_for_a_slot() {
+        let mut c = Cluster::new(cfg(0.0));
+        c.set_replicas(1);
+        let reqs = [req(0.0), req(0.0), req(0.0)];
+        let mut next = 0;
+        c.advance(10.0, &reqs, &mut next);
+        // First alone: 1 s. Second joins a batch of 2: 2 s. Third waits for the first (1 s), then
+        // runs as the second of a batch: 2 s, done at 3 s.
+        let mut l = c.outcomes.latencies.clone();
+        l.sort_by(f32::total_cmp);
+        assert_eq!(l, vec![1.0, 2.0, 3.0]);
+        assert_eq!(c.outcomes.within_slo, 1);
+        assert!((c.replicas[0].slot_seconds_at(10.0) - 5.0).abs() < 1e-9);
+        assert!((c.gpu_seconds - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cold_start_delays_traffic_and_timeouts_drop_waiting_requests() {
+        let mut c = Cluster::new(cfg(60.0));
+        c.set_replicas(1);
+        let reqs = [req(0.0), req(40.0)];
+        let mut next = 0;
+        for t in 1..=70 {
+            c.advance(t as f64, &reqs, &mut next);
+        }
+        // The first waited 30 s+ and gave up; the second started at 60 s, done at 61 s.
+        assert_eq!(c.outcomes.timed_out, 1);
+        assert_eq!(c.outcomes.latencies, vec![21.0]);
+    }
+
+    #[test]
+    fn removal_takes_starting_first_and_ready_ones_drain() {
+        let mut c = Cluster::new(cfg(0.0));
+        c.set_replicas(2);
+        let reqs = [req(0.0), req(0.0), req(0.0), req(0.0)];
+        let mut next = 0;
+        c.advance(0.5, &reqs, &mut next);
+        assert_eq!(c.inflight(), 4);
+        c.set_replicas(1);
+        assert_eq!(c.replicas(), 1);
+        assert_eq!(c.allocated(), 2, "the removed replica drains");
+        c.advance(5.0, &reqs, &mut next);
+        assert_eq!(c.allocated(), 1);
+        assert_eq!(c.outcomes.completed, 4);
+        let mut c = Cluster::new(cfg(60.0));
+        c.set_replicas(3);
+        c.set_replicas(1);
+        assert_eq!(c.allocated(), 1);
+        assert_eq!(c.scale_events, 2);
+    }
+
+    #[test]
+    fn cost_model_validation_names_the_field() {
+        let bad = CostModel {
+            batch: 0,
+            ..CostModel::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("batch"));
+        let bad = CostModel {
+            decode_s_per_token: -1.0,
+            ..CostModel::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("decode_s_per_token"));
+        assert!(CostModel::default().validate().is_ok());
+    }
+}

@@ -1,0 +1,246 @@
+//! The metrics pipeline between the replicas and the autoscalers: a scrape every interval (as
+//! Prometheus or a direct scraper would), gauges read at the scrape instant, utilisation averaged
+//! over the scrape period, and `histogram_quantile` over `increase(...[window])`. Signals therefore
+//! lag the cluster the way they do in production.
+
+use std::collections::VecDeque;
+
+use super::cluster::{Cluster, Phase, LATENCY_BUCKETS};
+
+/// What one replica exposed at one scrape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodSample {
+    pub replica: usize,
+    /// Share of batch slots busy over the scrape period, percent (an SM-activity style reading:
+    /// unlike DCGM's time-busy GPU_UTIL it does not read 100 % with one request in a batch of 8).
+    pub gpu_util_pct: f64,
+    /// Weights plus KV cache of the requests in flight, percent, at the scrape instant.
+    pub gpu_memory_pct: f64,
+    /// Host CPU, percent of the pod's request: idle cost plus a share proportional to GPU activity.
+    pub cpu_pct: f64,
+    pub inflight: f64,
+    /// Cumulative completions per latency bucket (Prometheus `_bucket` series, not yet summed by `le`).
+    latency_counts: Vec<u64>,
+}
+
+/// One scrape of every ready replica and the gateway.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scrape {
+    pub t: f64,
+    pub pods: Vec<PodSample>,
+    /// Requests waiting at the gateway (the queue exists even with zero replicas).
+    pub queue: f64,
+}
+
+impl Scrape {
+    pub fn sum(&self, f: impl Fn(&PodSample) -> f64) -> f64 {
+        self.pods.iter().map(f).sum()
+    }
+
+    /// Mean over pods; None with no pods (an empty PromQL result).
+    pub fn mean(&self, f: impl Fn(&PodSample) -> f64) -> Option<f64> {
+        (!self.pods.is_empty()).then(|| self.sum(f) / self.pods.len() as f64)
+    }
+
+    pub fn pod(&self, replica: usize) -> Option<&PodSample> {
+        self.pods.iter().find(|p| p.replica == replica)
+    }
+}
+
+/// Scrapes the cluster and answers the queries the policies make.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub interval_s: f64,
+    /// Scrapes kept for range queries, oldest first.
+    history: VecDeque<Scrape>,
+    keep_s: f64,
+    /// Per replica: (time, slot-seconds) at its previous scrape.
+    last_slots: Vec<Option<(f64, f64)>>,
+}
+
+impl Metrics {
+    /// `keep_s` is the longest range any query will ask for.
+    pub fn new(interval_s: f64, keep_s: f64) -> Self {
+        Metrics {
+            interval_s,
+            history: VecDeque::new(),
+            keep_s,
+            last_slots: Vec::new(),
+        }
+    }
+
+    pub fn latest(&self) -> Option<&Scrape> {
+        self.history.back()
+    }
+
+    /// Takes a scrape at the cluster's current time.
+    pub fn scrape(&mut self, cluster: &Cluster) {
+        let now = cluster.now();
+        let cost = &cluster.config().cost;
+        let b = cost.batch as f64;
+        if self.last_slots.len() < cluster.replicas.len() {
+            self.last_slots.resize(cluster.replicas.len(), None);
+        }
+        let mut pods = Vec::new();
+        for i in cluster.ready_indices() {
+            let r = &cluster.replicas[i];
+            let slots = r.slot_seconds_at(now);
+            // The first scrape of a pod sees only the in-flight gauge, as an exporter that has just
+            // started reports its current reading.
+            let util = match self.last_slots[i] {
+                Some((t0, s0)) if now > t0 => (slots - s0) / (b * (now - t0)),
+                _ => r.inflight as f64 / b,
+            }
+            .clamp(0.0, 1.0);
+            self.last_slots[i] = Some((now, slots));
+            pods.push(PodSample {
+                replica: i,
+                gpu_util_pct: 100.0 * util,
+                gpu_memory_pct: (cost.memory_base_pct
+                    + cost.memory_pct_per_1k_tokens * r.kv_tokens / 1000.0)
+                    .min(100.0),
+                cpu_pct: cost.cpu_idle_pct + cost.cpu_full_batch_pct * util,
+                inflight: r.inflight as f64,
+                latency_counts: r.latency_counts.clone(),
+            });
+        }
+        for (i, r) in cluster.replicas.iter().enumerate() {
+            if !matches!(r.phase, Phase::Ready) {
+                self.last_slots[i] = None;
+            }
+        }
+        self.history.push_back(Scrape {
+            t: now,
+            pods,
+            queue: cluster.queue_len() as f64,
+        });
+        while self
+            .history
+            .front()
+            .is_some_and(|s| s.t < now - self.keep_s - self.interval_s)
+        {
+            self.history.pop_front();
+        }
+    }
+
+    /// Per-bucket completions over the last `window_s` for one replica (or all with `None`),
+    /// like `sum by (le) (increase(x_bucket[window]))` without Prometheus' extrapolation.
+    fn increase(&self, window_s: f64, replica: Option<usize>) -> Option<Vec<u64>> {
+        let latest = self.history.back()?;
+        let from = latest.t - window_s;
+        let oldest = self.history.iter().find(|s| s.t >= from - 1e-9)?;
+        let mut total = vec![0u64; LATENCY_BUCKETS.len()];
+        let mut seen = false;
+        for pod in &latest.pods {
+            if replica.is_some_and(|r| r != pod.replica) {
+                continue;
+            }
+            // A pod without an older sample in the range contributes nothing (rate needs two points).
+            let Some(old) = oldest.pod(pod.replica) else {
+                continue;
+            };
+            if std::ptr::eq(oldest, latest) {
+                continue;
+            }
+            seen = true;
+            for (k, t) in total.iter_mut().enumerate() {
+                *t += pod.latency_counts[k] - old.latency_counts[k];
+            }
+        }
+        seen.then_some(total)
+    }
+
+    /// `histogram_quantile(q, ...)` over the window for the whole service or one replica; None when
+    /// nothing completed (Prometheus returns NaN / no data).
+    pub fn latency_quantile(&self, q: f64, window_s: f64, replica: Option<usize>) -> Option<f64> {
+        quantile(q, &self.increase(window_s, replica)?)
+    }
+}
+
+/// Prometheus' `histogram_quantile` on per-bucket (non-cumulative) counts: linear inside a bucket,
+/// the lower bound of +Inf's bucket when the rank falls there.
+pub fn quantile(q: f64, counts: &[u64]) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut below = 0u64;
+    for (k, &c) in counts.iter().enumerate() {
+        if (below + c) as f64 >= rank && c > 0 {
+            let upper = LATENCY_BUCKETS[k];
+            let lower = if k == 0 { 0.0 } else { LATENCY_BUCKETS[k - 1] };
+            if upper.is_infinite() {
+                return Some(lower);
+            }
+            return Some(lower + (upper - lower) * (rank - below as f64) / c as f64);
+        }
+        below += c;
+    }
+    Some(LATENCY_BUCKETS[LATENCY_BUCKETS.len() - 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::cluster::{ClusterConfig, CostModel};
+    use crate::sim::trace::Request;
+
+    #[test]
+    fn quantile_interpolates_like_prometheus() {
+        let mut counts = vec![0u64; LATENCY_BUCKETS.len()];
+        // 100 observations in (1, 2]: p95 is 95 % of the way through that bucket.
+        counts[5] = 100;
+        assert!((quantile(0.95, &counts).unwrap() - 1.95).abs() < 1e-9);
+        counts[15] = 1000;
+        assert_eq!(quantile(0.95, &counts), Some(120.0));
+        assert_eq!(quantile(0.5, &vec![0; LATENCY_BUCKETS.len()]), None);
+    }
+
+    #[test]
+    fn scrapes_lag_and_average_over_the_period() {
+        let cfg = ClusterConfig {
+            cost: CostModel {
+                overhead_s: 10.0,
+                prefill_s_per_token: 0.0,
+                decode_s_per_token: 0.0,
+                batch: 4,
+                full_batch_slowdown: 1.0,
+                ..CostModel::default()
+            },
+            cold_start_s: 0.0,
+            timeout_s: 100.0,
+            slo_s: 5.0,
+        };
+        let mut c = Cluster::new(cfg);
+        c.set_replicas(1);
+        let reqs: Vec<Request> = (0..2)
+            .map(|i| Request {
+                at: 5.0 + i as f64,
+                work_s: 20.0,
+                kv_tokens: 1000.0,
+            })
+            .collect();
+        let mut m = Metrics::new(15.0, 60.0);
+        let mut next = 0;
+        m.scrape(&c);
+        c.advance(15.0, &reqs, &mut next);
+        m.scrape(&c);
+        let s = m.latest().unwrap();
+        // Slots busy since the first scrape: 10 s + 9 s of 4 x 15 slot-seconds.
+        assert!((s.pods[0].gpu_util_pct - 100.0 * 19.0 / 60.0).abs() < 1e-9);
+        assert_eq!(s.pods[0].inflight, 2.0);
+        assert!((s.pods[0].gpu_memory_pct - 46.0).abs() < 1e-9);
+        assert_eq!(
+            m.latency_quantile(0.95, 60.0, None),
+            None,
+            "nothing finished yet"
+        );
+        c.advance(30.0, &reqs, &mut next);
+        m.scrape(&c);
+        // Both took 20 s: in the (15, 20] bucket.
+        let p = m.latency_quantile(0.5, 60.0, Some(0)).unwrap();
+        assert!(p > 15.0 && p <= 20.0, "{p}");
+        assert_eq!(m.latency_quantile(0.5, 60.0, Some(7)), None);
+    }
+}

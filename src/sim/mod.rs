@@ -1,0 +1,362 @@
+//! `keda-gpu-scaler simulate`: replay a request trace through a cluster model, a metrics pipeline
+//! and faithful KEDA + HPA models, under seven scaling policies (the composite one runs the
+//! server's own `spec` + `score` code), and compare GPU-hours, SLO attainment and reaction time.
+
+pub mod cluster;
+pub mod hpa;
+pub mod keda;
+pub mod metrics;
+pub mod policy;
+pub mod replay;
+pub mod report;
+pub mod rng;
+pub mod trace;
+
+use std::path::{Path, PathBuf};
+
+pub use cluster::{ClusterConfig, CostModel};
+pub use policy::{PolicyName, Setup};
+pub use replay::SimConfig;
+pub use report::{PolicyReport, Report};
+pub use trace::{Shape, Trace, TraceFormat};
+
+/// Why a simulation could not run. Each names the input at fault and what it accepts.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("trace line {line}: {message}")]
+    Trace { line: usize, message: String },
+    #[error("--generator: {0}")]
+    Generator(String),
+    #[error("--policies: {0}")]
+    Policy(String),
+    #[error("{name}: {message}")]
+    Arg { name: &'static str, message: String },
+    #[error("--profile {path}: {message}")]
+    Profile { path: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("composite policy metadata rejected by the scaler's parser: {0}")]
+    Spec(crate::spec::SpecError),
+}
+
+/// Command-line arguments of `keda-gpu-scaler simulate`.
+#[derive(Clone, Debug, PartialEq, clap::Args)]
+pub struct SimulateArgs {
+    /// Trace file: the Azure LLM inference CSV (TIMESTAMP,ContextTokens,GeneratedTokens) or a
+    /// plain CSV of `seconds[,cost_seconds]`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "generator",
+        conflicts_with = "generator"
+    )]
+    pub trace: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = TraceFormat::Auto)]
+    pub trace_format: TraceFormat,
+    /// Built-in load: NAME[:key=value,...], NAME one of poisson, step, ramp, diurnal, spike, onoff
+    /// (e.g. `step:low=5,high=25,at=1200`).
+    #[arg(long, value_name = "SPEC")]
+    pub generator: Option<String>,
+    /// Length of a generated trace, seconds.
+    #[arg(long, default_value_t = 3600.0, allow_negative_numbers = true)]
+    pub duration_s: f64,
+    /// Multiplies the request rate (copies or thins requests).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub rate_scale: f64,
+    /// Multiplies timestamps (2 = replay at half the pace).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub time_scale: f64,
+    /// Comma-separated policies: cpu-hpa, keda-prometheus, userscale, gpu-steps, knative-kpa,
+    /// composite, oracle (default: all).
+    #[arg(long, value_name = "LIST")]
+    pub policies: Option<String>,
+    /// Latency objective, milliseconds.
+    #[arg(long, default_value_t = 5000.0, allow_negative_numbers = true)]
+    pub slo_ms: f64,
+    /// Seconds from a replica's creation to readiness (image pull + model load).
+    #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
+    pub cold_start_s: f64,
+    /// A request still queued this many seconds after arriving is dropped.
+    #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
+    pub timeout_s: f64,
+    #[arg(long, default_value_t = 100)]
+    pub max_replicas: u32,
+    /// Requests served at once per replica (overrides the profile).
+    #[arg(long)]
+    pub batch: Option<u32>,
+    /// JSON cost profile (fields of `CostModel`, e.g. measured with the workload's loadgen).
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Seconds between metric scrapes.
+    #[arg(long, default_value_t = 15.0, allow_negative_numbers = true)]
+    pub scrape_s: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output directory for report.json, report.md and chart.svg (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// What `run` wrote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportSummary {
+    pub report_json: PathBuf,
+    pub report_md: PathBuf,
+    pub chart_svg: PathBuf,
+    /// The Markdown report, for printing.
+    pub markdown: String,
+    pub report: Report,
+}
+
+fn check(name: &'static str, v: f64, lo: f64, hi: f64, what: &str) -> Result<f64, SimError> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(v)
+    } else {
+        Err(SimError::Arg {
+            name,
+            message: format!("'{v}' is not accepted; expected {what}"),
+        })
+    }
+}
+
+/// Parses `--policies`; None means all seven.
+pub fn parse_policies(list: Option<&str>) -> Result<Vec<PolicyName>, SimError> {
+    let Some(list) = list else {
+        return Ok(PolicyName::ALL.to_vec());
+    };
+    let mut out = Vec::new();
+    for part in list.split(',').filter(|p| !p.trim().is_empty()) {
+        let p: PolicyName = part.parse().map_err(SimError::Policy)?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    if out.is_empty() {
+        return Err(SimError::Policy(
+            "empty list; expected one or more policy names".into(),
+        ));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The trace and configuration the arguments describe; reads the trace and profile files.
+pub fn prepare(args: &SimulateArgs) -> Result<(Trace, SimConfig, f64, f64, u64), SimError> {
+    let rate_scale = check(
+        "--rate-scale",
+        args.rate_scale,
+        1e-6,
+        1000.0,
+        "a factor > 0 and <= 1000",
+    )?;
+    let time_scale = check(
+        "--time-scale",
+        args.time_scale,
+        1e-6,
+        1000.0,
+        "a factor > 0 and <= 1000",
+    )?;
+    let slo_s = check(
+        "--slo-ms",
+        args.slo_ms,
+        1.0,
+        3_600_000.0,
+        "milliseconds between 1 and 3600000",
+    )? / 1000.0;
+    let cold_start_s = check(
+        "--cold-start-s",
+        args.cold_start_s,
+        0.0,
+        3600.0,
+        "seconds between 0 and 3600",
+    )?;
+    let timeout_s = check(
+        "--timeout-s",
+        args.timeout_s,
+        0.001,
+        86_400.0,
+        "seconds > 0 and <= 86400",
+    )?;
+    let scrape_s = check(
+        "--scrape-s",
+        args.scrape_s,
+        1.0,
+        300.0,
+        "whole seconds between 1 and 300",
+    )?
+    .round();
+    let duration_s = check(
+        "--duration-s",
+        args.duration_s,
+        1.0,
+        30.0 * 86_400.0,
+        "seconds between 1 and 2592000",
+    )?;
+    if args.max_replicas == 0 || args.max_replicas > 10_000 {
+        return Err(SimError::Arg {
+            name: "--max-replicas",
+            message: format!(
+                "'{}' is not accepted; expected 1..=10000",
+                args.max_replicas
+            ),
+        });
+    }
+    let mut cost = match &args.profile {
+        None => CostModel::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| SimError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            serde_json::from_str(&text).map_err(|e| SimError::Profile {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?
+        }
+    };
+    if let Some(b) = args.batch {
+        cost.batch = b;
+    }
+    cost.validate()
+        .map_err(|message| match (&args.profile, args.batch) {
+            (_, Some(_)) if message.starts_with("batch") => SimError::Arg {
+                name: "--batch",
+                message,
+            },
+            (Some(p), _) => SimError::Profile {
+                path: p.display().to_string(),
+                message,
+            },
+            (None, _) => SimError::Arg {
+                name: "--batch",
+                message,
+            },
+        })?;
+    let policies = parse_policies(args.policies.as_deref())?;
+    let base = match (&args.trace, &args.generator) {
+        (Some(path), None) => trace::load_file(path, args.trace_format, &cost)?,
+        (None, Some(spec)) => trace::generate(
+            &Shape::parse(spec, duration_s)?,
+            duration_s,
+            &cost,
+            args.seed,
+        ),
+        _ => {
+            return Err(SimError::Arg {
+                name: "--trace",
+                message: "give exactly one of --trace FILE or --generator NAME".into(),
+            })
+        }
+    };
+    let trace = if rate_scale != 1.0 || time_scale != 1.0 {
+        trace::scale(&base, rate_scale, time_scale, args.seed)
+    } else {
+        base
+    };
+    let batch = cost.batch;
+    let cfg = SimConfig {
+        cluster: ClusterConfig {
+            cost,
+            cold_start_s,
+            timeout_s,
+            slo_s,
+        },
+        setup: Setup {
+            max_replicas: args.max_replicas,
+            slo_s,
+            batch,
+            scrape_s,
+        },
+        policies,
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    Ok((trace, cfg, rate_scale, time_scale, args.seed))
+}
+
+/// Replays the trace under every configured policy and builds the report (pure: no file IO).
+pub fn simulate(
+    trace: &Trace,
+    cfg: &SimConfig,
+    rate_scale: f64,
+    time_scale: f64,
+    seed: u64,
+) -> Result<Report, SimError> {
+    let required = replay::required_replicas(trace, &cfg.cluster);
+    let surge_windows = report::surges(&required);
+    let runs = replay::replay_all(trace, cfg)?;
+    let n = trace.requests.len();
+    let mut per_window = vec![0u64; required.len()];
+    let last = per_window.len() - 1;
+    for r in &trace.requests {
+        per_window[((r.at / hpa::SYNC_PERIOD_S) as usize).min(last)] += 1;
+    }
+    Ok(Report {
+        trace: report::TraceInfo {
+            source: trace.source.clone(),
+            requests: n as u64,
+            duration_s: trace.duration_s,
+            mean_rps: n as f64 / trace.duration_s,
+            peak_rps: per_window.iter().copied().max().unwrap_or(0) as f64 / hpa::SYNC_PERIOD_S,
+            rate_scale,
+            time_scale,
+        },
+        settings: report::Settings {
+            slo_s: cfg.cluster.slo_s,
+            cold_start_s: cfg.cluster.cold_start_s,
+            timeout_s: cfg.cluster.timeout_s,
+            scrape_s: cfg.setup.scrape_s,
+            max_replicas: cfg.setup.max_replicas,
+            seed,
+            cost: cfg.cluster.cost.clone(),
+        },
+        composite_metadata: policy::composite_metadata(
+            cfg.setup.batch,
+            cfg.setup.slo_s,
+            cfg.setup.max_replicas,
+        )
+        .into_iter()
+        .collect(),
+        surges_s: surge_windows
+            .iter()
+            .map(|&w| w as f64 * hpa::SYNC_PERIOD_S)
+            .collect(),
+        policies: report::policy_reports(runs, &required, &surge_windows),
+    })
+}
+
+fn write(path: &Path, text: &str) -> Result<(), SimError> {
+    std::fs::write(path, text).map_err(|source| SimError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// `keda-gpu-scaler simulate`: prepare, replay, and write `report.json`, `report.md`, `chart.svg`.
+pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
+    let (trace, cfg, rate_scale, time_scale, seed) = prepare(args)?;
+    let report = simulate(&trace, &cfg, rate_scale, time_scale, seed)?;
+    std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
+        path: args.out.display().to_string(),
+        source,
+    })?;
+    let report_json = args.out.join("report.json");
+    let report_md = args.out.join("report.md");
+    let chart_svg = args.out.join("chart.svg");
+    let json = serde_json::to_string_pretty(&report)
+        .expect("the report holds only finite numbers and strings");
+    let markdown = report::markdown(&report);
+    write(&report_json, &(json + "\n"))?;
+    write(&report_md, &markdown)?;
+    write(&chart_svg, &report::svg(&report))?;
+    Ok(ReportSummary {
+        report_json,
+        report_md,
+        chart_svg,
+        markdown,
+        report,
+    })
+}

@@ -1,0 +1,232 @@
+//! The replay loop: one cluster per policy, advanced second by second through the trace, scraped
+//! on schedule, and steered by the policy; then the numbers the report needs. Policies replay in
+//! parallel threads but each replay is sequential and seeded, so results do not depend on threads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::cluster::{Cluster, ClusterConfig, Outcomes};
+use super::hpa::SYNC_PERIOD_S;
+use super::metrics::Metrics;
+use super::policy::{self, PolicyName, Setup};
+use super::trace::Trace;
+use super::SimError;
+
+/// Everything a replay needs besides the trace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimConfig {
+    pub cluster: ClusterConfig,
+    pub setup: Setup,
+    pub policies: Vec<PolicyName>,
+    /// Worker threads (1 = sequential); results are identical for any value.
+    pub threads: usize,
+}
+
+/// One point of a policy's timeline, every HPA sync period.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Sample {
+    pub t: f64,
+    pub load_rps: f64,
+    pub replicas: u32,
+    pub ready: u32,
+    pub queue: u32,
+    /// p95 of requests completed in the period; null when none completed.
+    pub p95_s: Option<f64>,
+}
+
+/// The raw result of replaying one policy.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub name: PolicyName,
+    pub outcomes: Outcomes,
+    pub gpu_seconds: f64,
+    pub scaling_events: u64,
+    pub replicas_min: u32,
+    pub replicas_max: u32,
+    pub replicas_mean: f64,
+    /// Mean and max over scrapes of the ready replicas' mean GPU utilisation, percent.
+    pub gpu_util_mean: f64,
+    pub gpu_util_max: f64,
+    /// Ready replicas at each simulated second.
+    pub ready: Vec<u32>,
+    pub timeline: Vec<Sample>,
+}
+
+/// Replicas needed per sync period at full batch, from the requests that arrive in it.
+pub fn required_replicas(trace: &Trace, cfg: &ClusterConfig) -> Vec<u32> {
+    let windows = (trace.duration_s / SYNC_PERIOD_S).ceil().max(1.0) as usize;
+    let mut work = vec![0.0f64; windows];
+    let b = cfg.cost.batch;
+    for r in &trace.requests {
+        let w = ((r.at / SYNC_PERIOD_S) as usize).min(windows - 1);
+        work[w] += cfg.cost.service_s(r.work_s, b);
+    }
+    work.iter()
+        .map(|&s| (s / (SYNC_PERIOD_S * b as f64)).ceil() as u32)
+        .collect()
+}
+
+/// The oracle's plan: each period gets what it and the next period need (work arriving near the
+/// end of a period is served in the next).
+pub fn oracle_plan(required: &[u32]) -> Vec<u32> {
+    (0..required.len())
+        .map(|w| required[w].max(required.get(w + 1).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// Replays every configured policy over the trace.
+pub fn replay_all(trace: &Trace, cfg: &SimConfig) -> Result<Vec<Run>, SimError> {
+    let required = required_replicas(trace, &cfg.cluster);
+    let plan = oracle_plan(&required);
+    let initial = plan.first().copied().unwrap_or(1).max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Run, SimError>>>> =
+        Mutex::new((0..cfg.policies.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..cfg.threads.clamp(1, cfg.policies.len().max(1)) {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&name) = cfg.policies.get(k) else {
+                    break;
+                };
+                let run = replay_one(trace, cfg, name, &plan, initial);
+                results
+                    .lock()
+                    .expect("no replay panics while holding the lock")[k] = Some(run);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("threads have finished")
+        .into_iter()
+        .map(|r| r.expect("every policy was replayed"))
+        .collect()
+}
+
+/// Replays one policy. Controllers run until the end of the trace; afterwards requests still
+/// queued or in service finish (or time out) on what is left, and GPU time is counted up to the
+/// end of the trace only, so every policy is charged for the same horizon.
+pub fn replay_one(
+    trace: &Trace,
+    cfg: &SimConfig,
+    name: PolicyName,
+    plan: &[u32],
+    initial: u32,
+) -> Result<Run, SimError> {
+    let mut cluster_cfg = cfg.cluster.clone();
+    if name == PolicyName::Oracle {
+        cluster_cfg.cold_start_s = 0.0;
+    }
+    let mut cluster = Cluster::new(cluster_cfg);
+    cluster.warm_start(initial.min(cfg.setup.max_replicas));
+    let mut policy = policy::build(name, &cfg.setup, plan).map_err(SimError::Spec)?;
+    let mut metrics = Metrics::new(cfg.setup.scrape_s, 300.0);
+    metrics.scrape(&cluster);
+    let reqs = &trace.requests;
+    let horizon = trace.duration_s.ceil().max(1.0) as u64;
+    let scrape_every = cfg.setup.scrape_s.round().max(1.0) as u64;
+    let sample_every = SYNC_PERIOD_S as u64;
+    let mut next = 0usize;
+    let mut ready = Vec::with_capacity(horizon as usize + 1);
+    ready.push(cluster.ready());
+    let (mut rmin, mut rmax, mut rsum) = (u32::MAX, 0u32, 0u64);
+    let (mut util_sum, mut util_n, mut util_max) = (0.0, 0u64, 0.0f64);
+    let mut timeline = Vec::with_capacity((horizon / sample_every) as usize + 1);
+    let (mut sample_next, mut sample_lat) = (0usize, 0usize);
+    let mut scratch: Vec<f32> = Vec::new();
+    for tick in 1..=horizon {
+        let now = tick as f64;
+        cluster.advance(now, reqs, &mut next);
+        if tick % scrape_every == 0 {
+            metrics.scrape(&cluster);
+            if let Some(u) = metrics.latest().and_then(|s| s.mean(|p| p.gpu_util_pct)) {
+                util_sum += u;
+                util_n += 1;
+                util_max = util_max.max(u);
+            }
+        }
+        if let Some(n) = policy.control(now, &cluster, &metrics) {
+            cluster.set_replicas(n.min(cfg.setup.max_replicas));
+        }
+        let replicas = cluster.replicas();
+        rmin = rmin.min(replicas);
+        rmax = rmax.max(replicas);
+        rsum += replicas as u64;
+        ready.push(cluster.ready());
+        if tick % sample_every == 0 {
+            let lat = &cluster.outcomes.latencies[sample_lat..];
+            let p95_s = percentile(&mut scratch, lat, 0.95);
+            timeline.push(Sample {
+                t: now,
+                load_rps: (next - sample_next) as f64 / SYNC_PERIOD_S,
+                replicas,
+                ready: cluster.ready(),
+                queue: cluster.queue_len() as u32,
+                p95_s,
+            });
+            sample_next = next;
+            sample_lat = cluster.outcomes.latencies.len();
+        }
+    }
+    let gpu_seconds = cluster.gpu_seconds;
+    let mut t = horizon as f64;
+    let limit = t + cfg.cluster.timeout_s + 86_400.0;
+    while (cluster.pending() > 0 || next < reqs.len()) && t < limit {
+        // Jump straight to the next completion; step a second at a time only to expire the queue.
+        t = cluster
+            .next_completion()
+            .map_or(t + 1.0, |c| c.max(t + 1e-9))
+            .min(t + 1.0);
+        cluster.advance(t, reqs, &mut next);
+    }
+    Ok(Run {
+        name,
+        outcomes: cluster.outcomes,
+        gpu_seconds,
+        scaling_events: cluster.scale_events,
+        replicas_min: rmin,
+        replicas_max: rmax,
+        replicas_mean: rsum as f64 / horizon as f64,
+        gpu_util_mean: if util_n > 0 {
+            util_sum / util_n as f64
+        } else {
+            0.0
+        },
+        gpu_util_max: util_max,
+        ready,
+        timeline,
+    })
+}
+
+/// The q-quantile (nearest rank) of `xs`, using `scratch` to avoid reordering the input.
+pub fn percentile(scratch: &mut Vec<f32>, xs: &[f32], q: f64) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(xs);
+    let k = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len()) - 1;
+    let (_, v, _) = scratch.select_nth_unstable_by(k, f32::total_cmp);
+    Some(*v as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let xs: Vec<f32> = (1..=100).map(|x| x as f32).collect();
+        let mut s = Vec::new();
+        assert_eq!(percentile(&mut s, &xs, 0.95), Some(95.0));
+        assert_eq!(percentile(&mut s, &xs, 0.5), Some(50.0));
+        assert_eq!(percentile(&mut s, &xs, 1.0), Some(100.0));
+        assert_eq!(percentile(&mut s, &[], 0.5), None);
+    }
+
+    #[test]
+    fn oracle_plan_covers_the_next_period() {
+        assert_eq!(oracle_plan(&[1, 3, 2, 0, 0]), vec![3, 3, 2, 0, 0]);
+    }
+}

@@ -1,0 +1,409 @@
+//! The simulator end to end through the library: each policy on a step trace behaves as its rules
+//! say, replays are deterministic, the composite policy runs the server's own scorer, the Azure
+//! trace replays, and bad input gets a clear error.
+
+use std::path::PathBuf;
+
+use keda_gpu_scaler::score::Scorer;
+use keda_gpu_scaler::sim::{
+    self, cluster::Cluster, metrics::Metrics, policy, PolicyName, PolicyReport, Report,
+    SimulateArgs,
+};
+use keda_gpu_scaler::spec;
+
+fn args(out: &std::path::Path) -> SimulateArgs {
+    SimulateArgs {
+        trace: None,
+        trace_format: sim::TraceFormat::Auto,
+        generator: Some("step:low=2,high=20,at=900".into()),
+        duration_s: 2700.0,
+        rate_scale: 1.0,
+        time_scale: 1.0,
+        policies: None,
+        slo_ms: 5000.0,
+        cold_start_s: 60.0,
+        timeout_s: 60.0,
+        max_replicas: 30,
+        batch: None,
+        profile: None,
+        scrape_s: 15.0,
+        seed: 7,
+        out: out.to_path_buf(),
+    }
+}
+
+fn policy<'a>(r: &'a Report, name: &str) -> &'a PolicyReport {
+    r.policies
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("{name} missing"))
+}
+
+/// Replicas requested at time t (from the timeline).
+fn replicas_at(p: &PolicyReport, t: f64) -> u32 {
+    p.timeline
+        .iter()
+        .rev()
+        .find(|s| s.t <= t)
+        .map_or(0, |s| s.replicas)
+}
+
+fn step_report() -> &'static Report {
+    static REPORT: std::sync::OnceLock<Report> = std::sync::OnceLock::new();
+    REPORT.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        sim::run(&args(dir.path())).unwrap().report
+    })
+}
+
+#[test]
+fn cli_contract_writes_the_three_files_with_the_documented_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path());
+    a.policies = Some("composite,oracle".into());
+    a.duration_s = 900.0;
+    let summary = sim::run(&a).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary.report_json).unwrap()).unwrap();
+    let policies = json["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 2);
+    for p in policies {
+        for key in [
+            "name",
+            "gpu_hours",
+            "slo_attainment",
+            "latency_p95_s",
+            "latency_p99_s",
+            "requests",
+            "timed_out",
+            "replicas_max",
+            "replicas_mean",
+            "scaling_events",
+            "timeline",
+        ] {
+            assert!(!p[key].is_null(), "{key} missing in {}", p["name"]);
+        }
+        let s = p["slo_attainment"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&s));
+        let tl = p["timeline"].as_array().unwrap();
+        assert_eq!(tl.len(), 60, "one sample per 15 s sync");
+        for key in ["t", "load_rps", "replicas", "ready", "queue", "p95_s"] {
+            assert!(tl[10].get(key).is_some(), "timeline.{key}");
+        }
+    }
+    let md = std::fs::read_to_string(&summary.report_md).unwrap();
+    assert!(md.contains("| composite |") && md.contains("| oracle |"));
+    let svg = std::fs::read_to_string(&summary.chart_svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("GPU-h ").count(), 2, "one panel per policy");
+}
+
+#[test]
+fn same_inputs_and_seed_give_identical_output_and_another_seed_differs() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let d3 = tempfile::tempdir().unwrap();
+    let mut a = args(d1.path());
+    a.duration_s = 1200.0;
+    a.policies = Some("composite,keda-prometheus,knative-kpa".into());
+    sim::run(&a).unwrap();
+    a.out = d2.path().to_path_buf();
+    sim::run(&a).unwrap();
+    a.out = d3.path().to_path_buf();
+    a.seed = 8;
+    sim::run(&a).unwrap();
+    for f in ["report.json", "report.md", "chart.svg"] {
+        let one = std::fs::read(d1.path().join(f)).unwrap();
+        assert_eq!(one, std::fs::read(d2.path().join(f)).unwrap(), "{f}");
+    }
+    assert_ne!(
+        std::fs::read(d1.path().join("report.json")).unwrap(),
+        std::fs::read(d3.path().join("report.json")).unwrap()
+    );
+}
+
+#[test]
+fn every_policy_scales_up_for_the_step_and_oracle_is_the_cheapest() {
+    let r = step_report();
+    let oracle = policy(r, "oracle");
+    for p in &r.policies {
+        let before = replicas_at(p, 880.0);
+        let after = p
+            .timeline
+            .iter()
+            .filter(|s| s.t >= 1200.0)
+            .map(|s| s.replicas)
+            .max()
+            .unwrap();
+        if p.name == "userscale" {
+            // Its 200 ms latency threshold is below any LLM request's service time, so its rule
+            // (+2 per 30 s while latency is over) takes it to the maximum before the step.
+            assert_eq!(before, 30, "userscale");
+            assert_eq!(after, 30, "userscale");
+        } else {
+            assert!(after > before, "{}: {before} -> {after}", p.name);
+        }
+        assert!(
+            p.gpu_hours >= oracle.gpu_hours * 0.999,
+            "{} cheaper than the oracle",
+            p.name
+        );
+        assert_eq!(p.requests, oracle.requests);
+        assert!(p.completed + p.timed_out <= p.requests);
+    }
+    // The oracle has no cold start and perfect foresight: it has capacity when the step lands.
+    assert!(
+        oracle
+            .time_to_capacity_s
+            .iter()
+            .all(|t| t.is_some_and(|t| t <= 15.0)),
+        "{:?}",
+        oracle.time_to_capacity_s
+    );
+    assert!(oracle.slo_attainment > 0.95, "{}", oracle.slo_attainment);
+}
+
+#[test]
+fn hpa_based_policies_move_in_sync_periods_and_respect_their_rates() {
+    let r = step_report();
+    for name in ["cpu-hpa", "keda-prometheus", "composite"] {
+        let p = policy(r, name);
+        for w in p.timeline.windows(2) {
+            let (a, b) = (w[0].replicas as i64, w[1].replicas as i64);
+            match name {
+                // max(100 %, 5 pods) per 10 s: at most two steps per 15 s sample.
+                "cpu-hpa" => assert!(b <= (a * 4).max(a + 10).max(a * 2 + 5), "{name} {a}->{b}"),
+                // max(100 %, 2 pods) per 30 s.
+                // (From zero KEDA's activation to 1 and an HPA sync can fall in one sample.)
+                "keda-prometheus" => assert!(b <= (2 * a).max(a + 2).max(3), "{name} {a}->{b}"),
+                // Kubernetes default: max(100 %, 4 pods) per 15 s.
+                _ => assert!(b <= (2 * a).max(a + 4).max(5), "{name} {a}->{b}"),
+            }
+        }
+    }
+    // keda-prometheus: scale-down needs a 300 s window, so it never drops within 5 minutes of
+    // the step.
+    let kp = policy(r, "keda-prometheus");
+    let at_peak = replicas_at(kp, 1200.0);
+    assert!(replicas_at(kp, 1300.0) >= at_peak);
+}
+
+#[test]
+fn step_rules_of_the_direct_controllers() {
+    let r = step_report();
+    // userscale: at most +2 per step with a 30 s cooldown: +2 per 30 s at best.
+    let us = policy(r, "userscale");
+    for w in us.timeline.windows(3) {
+        assert!(
+            w[2].replicas as i64 - w[0].replicas as i64 <= 2,
+            "userscale rose faster than +2 / 30 s"
+        );
+        assert!(
+            w[0].replicas as i64 - w[2].replicas as i64 <= 1,
+            "userscale fell faster than -1 / 30 s"
+        );
+    }
+    // gpu-steps: at most +3 every 3 s, -1 every 3 s.
+    let gs = policy(r, "gpu-steps");
+    for w in gs.timeline.windows(2) {
+        assert!(w[1].replicas as i64 - w[0].replicas as i64 <= 15);
+        assert!(w[0].replicas as i64 - w[1].replicas as i64 <= 5);
+    }
+    // knative-kpa: never below half the ready pods in one 2 s tick, so at most ~8 halvings per 15 s;
+    // and it reacts within its 6 s panic window plus the first scrape-free tick.
+    let kpa = policy(r, "knative-kpa");
+    assert!(kpa.time_to_capacity_s.iter().flatten().all(|&t| t < 600.0));
+}
+
+#[test]
+fn composite_runs_the_servers_scorer_on_the_readings_the_simulator_builds() {
+    // The composite policy's scorer, built from the same metadata through the server's parser,
+    // must give the very decision the simulator's policy made on the same readings.
+    let setup = policy::Setup {
+        max_replicas: 30,
+        slo_s: 5.0,
+        batch: 8,
+        scrape_s: 15.0,
+    };
+    let spec = spec::parse(&policy::composite_metadata(8, 5.0, 30)).unwrap();
+    let mut server = Scorer::new(spec.scorer_config());
+    let mut simulated = policy::Composite::new(&setup).unwrap();
+    let cfg = sim::ClusterConfig {
+        cost: sim::CostModel::default(),
+        cold_start_s: 0.0,
+        timeout_s: 60.0,
+        slo_s: 5.0,
+    };
+    let mut cluster = Cluster::new(cfg);
+    cluster.warm_start(2);
+    let shape = sim::Shape::parse("poisson:rate=12", 300.0).unwrap();
+    let trace = sim::trace::generate(&shape, 300.0, &sim::CostModel::default(), 3);
+    let mut metrics = Metrics::new(15.0, 300.0);
+    let names: Vec<String> = spec.signals.iter().map(|s| s.name.clone()).collect();
+    let mut next = 0;
+    let mut compared = 0;
+    for tick in 1..=300u32 {
+        let now = tick as f64;
+        cluster.advance(now, &trace.requests, &mut next);
+        if tick % 15 == 0 {
+            metrics.scrape(&cluster);
+            use sim::policy::Policy;
+            let _ = simulated.control(now, &cluster, &metrics);
+            let readings = policy::Composite::readings(&names, &metrics, spec.latency_window_s);
+            let expected = server.step(now, &readings);
+            assert_eq!(simulated.last_decision(), Some(&expected), "t={now}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 20);
+    let d = simulated.last_decision().unwrap();
+    assert!(
+        d.has_data && d.desired > 1.0,
+        "12 req/s needs more than one replica: {d:?}"
+    );
+    assert_eq!(d.signals.len(), 4);
+}
+
+#[test]
+fn keda_activation_and_cooldown_in_a_replay() {
+    // Bursts of 60 s every 15 min: composite and keda-prometheus scale to zero after the 300 s
+    // cooldown and come back on the next burst.
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path());
+    a.generator = Some("onoff:on_rate=10,off_rate=0,on=60,off=840".into());
+    a.duration_s = 2700.0;
+    a.policies = Some("composite,keda-prometheus".into());
+    let r = sim::run(&a).unwrap().report;
+    let p = policy(&r, "composite");
+    assert_eq!(p.replicas_min, 0, "composite never reached zero");
+    // Zero only after the cooldown: not within 300 s of a burst's end (60 s, 960 s, ...), give or
+    // take the 30 s polling interval.
+    for s in &p.timeline {
+        let since_burst_end = (s.t - 60.0).rem_euclid(900.0);
+        if s.replicas == 0 {
+            assert!(
+                since_burst_end >= 300.0,
+                "at zero {since_burst_end} s after a burst"
+            );
+        }
+    }
+    // Each burst activates it again.
+    assert!(replicas_at(p, 900.0 + 75.0) >= 1 && replicas_at(p, 1800.0 + 75.0) >= 1);
+    // keda-prometheus's GPU-memory trigger reads the weights' memory even when idle, and with
+    // activationThreshold 0 that keeps it active: it never scales to zero.
+    let kp = policy(&r, "keda-prometheus");
+    assert!(kp.replicas_min >= 1, "{}", kp.replicas_min);
+}
+
+#[test]
+fn azure_code_trace_replays_at_a_load_that_needs_several_replicas() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/traces/AzureLLMInferenceTrace_code.csv");
+    if !path.exists() {
+        eprintln!("skipping: {} not present", path.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path());
+    a.generator = None;
+    a.trace = Some(path);
+    a.rate_scale = 8.0;
+    a.policies = Some("composite,oracle".into());
+    let r = sim::run(&a).unwrap().report;
+    assert_eq!(r.trace.requests, 8 * 8819);
+    let oracle = policy(&r, "oracle");
+    assert!(oracle.replicas_max >= 4, "{}", oracle.replicas_max);
+    let c = policy(&r, "composite");
+    assert!(c.gpu_hours_vs_oracle.unwrap() >= 1.0);
+}
+
+#[test]
+fn bad_input_gets_an_error_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    type Edit = Box<dyn Fn(&mut SimulateArgs)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|a| a.rate_scale = -2.0),
+            "--rate-scale: '-2' is not accepted",
+        ),
+        (Box::new(|a| a.time_scale = 0.0), "--time-scale"),
+        (
+            Box::new(|a| a.policies = Some("composite,hpa".into())),
+            "unknown policy 'hpa'",
+        ),
+        (
+            Box::new(|a| a.generator = Some("sawtooth".into())),
+            "unknown generator 'sawtooth'",
+        ),
+        (Box::new(|a| a.slo_ms = f64::NAN), "--slo-ms"),
+        (Box::new(|a| a.batch = Some(0)), "--batch"),
+        (Box::new(|a| a.max_replicas = 0), "--max-replicas"),
+    ];
+    for (edit, want) in cases {
+        let mut a = args(dir.path());
+        edit(&mut a);
+        let e = sim::run(&a).unwrap_err().to_string();
+        assert!(e.contains(want), "{e:?} lacks {want:?}");
+    }
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.98,10,2\n2023-11-16 18:17:04,10\n").unwrap();
+    let mut a = args(dir.path());
+    a.generator = None;
+    a.trace = Some(bad);
+    let e = sim::run(&a).unwrap_err().to_string();
+    assert!(
+        e.contains("trace line 3") && e.contains("expected 3 fields"),
+        "{e}"
+    );
+    a.trace = Some(dir.path().join("missing.csv"));
+    assert!(sim::run(&a)
+        .unwrap_err()
+        .to_string()
+        .contains("missing.csv"));
+    let profile = dir.path().join("profile.json");
+    std::fs::write(&profile, r#"{"decode_s_per_tokn": 0.02}"#).unwrap();
+    let mut a = args(dir.path());
+    a.profile = Some(profile);
+    let e = sim::run(&a).unwrap_err().to_string();
+    assert!(
+        e.contains("--profile") && e.contains("decode_s_per_tokn"),
+        "{e}"
+    );
+    assert_eq!(
+        sim::parse_policies(Some("oracle,composite")).unwrap(),
+        vec![PolicyName::Composite, PolicyName::Oracle]
+    );
+}
+
+/// The committed reference runs are what the simulator produces today (docs cannot drift).
+/// Regenerate with the commands in docs/simulation/README.md.
+#[test]
+fn committed_reference_reports_are_reproduced() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::env::set_current_dir(&root).unwrap();
+    let trace = PathBuf::from("../shared/traces/AzureLLMInferenceTrace_code.csv");
+    let dir = tempfile::tempdir().unwrap();
+    let mut step = args(dir.path());
+    step.generator = Some("step:low=5,high=40,at=1200".into());
+    step.duration_s = 3600.0;
+    step.max_replicas = 100;
+    let mut runs = vec![(step, "step-5-to-40")];
+    if trace.exists() {
+        let mut azure = args(dir.path());
+        azure.generator = None;
+        azure.trace = Some(trace);
+        azure.rate_scale = 4.0;
+        azure.max_replicas = 100;
+        runs.push((azure, "azure-code-x4"));
+    }
+    for (a, name) in runs {
+        let summary = sim::run(&a).unwrap();
+        let committed =
+            std::fs::read_to_string(root.join("docs/simulation").join(name).join("report.md"))
+                .unwrap();
+        assert_eq!(
+            summary.markdown, committed,
+            "docs/simulation/{name}/report.md is stale"
+        );
+    }
+}
