@@ -114,11 +114,42 @@ fn decode(origin: &str, value: serde_yaml::Value) -> Result<Doc> {
             crds::strict::<crds::Certificate>(value)?;
             Obj::Other
         }
-        // Validated against KEDA's own CRD schemas by tests/test_manifests.py.
-        ("keda.sh/v1alpha1", "ScaledObject" | "TriggerAuthentication") => Obj::Other,
+        // Validated against KEDA's own CRD schemas by scripts/deploy-tests/test_deploy.py; here
+        // only the PromQL the scaler will run is parsed.
+        ("keda.sh/v1alpha1", "ScaledObject") => {
+            check_scaledobject_promql(&value)?;
+            Obj::Other
+        }
+        ("keda.sh/v1alpha1", "TriggerAuthentication") => Obj::Other,
         _ => bail!("no typed check for apiVersion {api_version:?} kind {kind:?}"),
     };
     Ok(Doc { origin: origin.to_string(), kind, name, obj })
+}
+
+/// Trigger metadata keys holding full PromQL (`gpuUtilQuery`, `extra.<name>.query`, ...) must
+/// parse: the scaler would otherwise fail the query at every sample.
+fn check_scaledobject_promql(value: &serde_yaml::Value) -> Result<()> {
+    let triggers = value.get("spec").and_then(|s| s.get("triggers")).and_then(|t| t.as_sequence());
+    let mut errs = Vec::new();
+    for t in triggers.into_iter().flatten() {
+        let ty = t.get("type").and_then(|v| v.as_str()).unwrap_or("");
+        if !ty.starts_with("external") {
+            continue;
+        }
+        let Some(meta) = t.get("metadata").and_then(|m| m.as_mapping()) else { continue };
+        for (k, v) in meta {
+            let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else { continue };
+            if k.ends_with("Query") || (k.starts_with("extra.") && k.ends_with(".query")) {
+                if let Err(e) = promql::check(v, None) {
+                    errs.push(format!("trigger metadata {k}: {e}"));
+                }
+            }
+        }
+    }
+    if !errs.is_empty() {
+        bail!("{}", errs.join("; "));
+    }
+    Ok(())
 }
 
 fn load(path: &str) -> Result<Vec<Doc>> {
