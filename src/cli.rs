@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check-config`, `explain`. Each subcommand is a few lines that call into
+//! Command line: `serve`, `check-config`, `explain`, `simulate`. Each subcommand is a few lines that call into
 //! the library; `anyhow` turns library errors into messages here and nowhere else.
 
 use std::collections::HashMap;
@@ -31,6 +31,8 @@ pub enum Command {
     CheckConfig(ServeArgs),
     /// Sample a trigger's metadata once and print why it would scale the way it does.
     Explain(ExplainArgs),
+    /// Replay a request trace through a KEDA + HPA model and compare scaling policies.
+    Simulate(crate::sim::SimulateArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -82,6 +84,17 @@ pub fn main() -> Result<()> {
             Ok(())
         }
         Command::Explain(args) => explain(&args),
+        Command::Simulate(args) => {
+            let summary = crate::sim::run(&args)?;
+            print!("{}", summary.markdown);
+            println!(
+                "\nwrote {}, {} and {}",
+                summary.report_json.display(),
+                summary.report_md.display(),
+                summary.chart_svg.display()
+            );
+            Ok(())
+        }
     }
 }
 

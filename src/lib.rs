@@ -10,7 +10,7 @@ pub mod proto {
         include_bytes!(concat!(env!("OUT_DIR"), "/externalscaler_descriptor.bin"));
 }
 
-/// Command line: serve, check-config, explain.
+/// Command line: serve, check-config, explain, simulate.
 pub mod cli;
 /// Settings: defaults < file < environment < flags, validated once.
 pub mod config;
