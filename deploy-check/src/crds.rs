@@ -72,7 +72,9 @@ impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         if !is_prom_duration(&s) {
-            return Err(serde::de::Error::custom(format!("{s:?} is not a Prometheus duration")));
+            return Err(serde::de::Error::custom(format!(
+                "{s:?} is not a Prometheus duration"
+            )));
         }
         Ok(Duration(s))
     }
@@ -96,7 +98,11 @@ pub fn is_prom_duration(s: &str) -> bool {
             return false;
         }
         rest = &rest[digits..];
-        let unit = if rest.starts_with("ms") { "ms" } else { &rest[..rest.len().min(1)] };
+        let unit = if rest.starts_with("ms") {
+            "ms"
+        } else {
+            &rest[..rest.len().min(1)]
+        };
         match units[next_unit..].iter().position(|u| *u == unit) {
             Some(p) => next_unit += p + 1,
             None => return false,
@@ -238,16 +244,23 @@ impl<'de> Deserialize<'de> for GoDuration {
         let mut rest = s.as_str();
         let mut ok = !rest.is_empty();
         while ok && !rest.is_empty() {
-            let n = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+            let n = rest
+                .bytes()
+                .take_while(|b| b.is_ascii_digit() || *b == b'.')
+                .count();
             rest = &rest[n..];
-            let u = ["ns", "us", "ms", "h", "m", "s"].iter().find(|u| rest.starts_with(*u));
+            let u = ["ns", "us", "ms", "h", "m", "s"]
+                .iter()
+                .find(|u| rest.starts_with(*u));
             ok = n > 0 && u.is_some();
             if let Some(u) = u {
                 rest = &rest[u.len()..];
             }
         }
         if !ok {
-            return Err(serde::de::Error::custom(format!("{s:?} is not a Go duration")));
+            return Err(serde::de::Error::custom(format!(
+                "{s:?} is not a Go duration"
+            )));
         }
         Ok(GoDuration(s))
     }

@@ -62,7 +62,7 @@ fn decode_strict<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T> {
         // serde_ignored writes "?" for Option/newtype layers; drop them for a readable path.
         unknown.push(path.to_string().replace(".?", "").replace("?.", ""))
     })
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     if !unknown.is_empty() {
         bail!("unknown field(s): {}", unknown.join(", "));
     }
@@ -70,8 +70,16 @@ fn decode_strict<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T> {
 }
 
 fn decode(origin: &str, value: serde_yaml::Value) -> Result<Doc> {
-    let api_version = value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or("").to_string();
-    let kind = value.get("kind").and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let api_version = value
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    let kind = value
+        .get("kind")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
     let name = value
         .get("metadata")
         .and_then(|m| m.get("name"))
@@ -123,22 +131,34 @@ fn decode(origin: &str, value: serde_yaml::Value) -> Result<Doc> {
         ("keda.sh/v1alpha1", "TriggerAuthentication") => Obj::Other,
         _ => bail!("no typed check for apiVersion {api_version:?} kind {kind:?}"),
     };
-    Ok(Doc { origin: origin.to_string(), kind, name, obj })
+    Ok(Doc {
+        origin: origin.to_string(),
+        kind,
+        name,
+        obj,
+    })
 }
 
 /// Trigger metadata keys holding full PromQL (`gpuUtilQuery`, `extra.<name>.query`, ...) must
 /// parse: the scaler would otherwise fail the query at every sample.
 fn check_scaledobject_promql(value: &serde_yaml::Value) -> Result<()> {
-    let triggers = value.get("spec").and_then(|s| s.get("triggers")).and_then(|t| t.as_sequence());
+    let triggers = value
+        .get("spec")
+        .and_then(|s| s.get("triggers"))
+        .and_then(|t| t.as_sequence());
     let mut errs = Vec::new();
     for t in triggers.into_iter().flatten() {
         let ty = t.get("type").and_then(|v| v.as_str()).unwrap_or("");
         if !ty.starts_with("external") {
             continue;
         }
-        let Some(meta) = t.get("metadata").and_then(|m| m.as_mapping()) else { continue };
+        let Some(meta) = t.get("metadata").and_then(|m| m.as_mapping()) else {
+            continue;
+        };
         for (k, v) in meta {
-            let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else { continue };
+            let (Some(k), Some(v)) = (k.as_str(), v.as_str()) else {
+                continue;
+            };
             if k.ends_with("Query") || (k.starts_with("extra.") && k.ends_with(".query")) {
                 if let Err(e) = promql::check(v, None) {
                     errs.push(format!("trigger metadata {k}: {e}"));
@@ -183,7 +203,8 @@ fn load(path: &str) -> Result<Vec<Doc>> {
 fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -193,7 +214,11 @@ fn is_dns1123_subdomain(s: &str) -> bool {
 }
 
 fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let eq = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let eq = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
     let exprs = sel.match_expressions.iter().flatten().all(|e| {
         let vals = e.values.clone().unwrap_or_default();
         match e.operator.as_str() {
@@ -219,11 +244,19 @@ struct Workload<'a> {
 
 impl Workload<'_> {
     fn labels(&self) -> BTreeMap<String, String> {
-        self.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default()
+        self.template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.clone())
+            .unwrap_or_default()
     }
     fn containers(&self) -> impl Iterator<Item = &Container> {
         let spec = self.template.spec.as_ref();
-        spec.into_iter().flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+        spec.into_iter().flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
     }
     fn port_names(&self) -> BTreeSet<String> {
         self.containers()
@@ -232,7 +265,10 @@ impl Workload<'_> {
             .collect()
     }
     fn port_numbers(&self) -> BTreeSet<i32> {
-        self.containers().flat_map(|c| c.ports.iter().flatten()).map(|p| p.container_port).collect()
+        self.containers()
+            .flat_map(|c| c.ports.iter().flatten())
+            .map(|p| p.container_port)
+            .collect()
     }
 }
 
@@ -244,12 +280,12 @@ fn check_port_ref(
     numbers: &BTreeSet<i32>,
 ) {
     match port {
-        IntOrString::String(n) if !names.contains(n) => {
-            errs.push(format!("{what}: named port {n:?} is not a container port (have {names:?})"))
-        }
-        IntOrString::Int(n) if !numbers.contains(n) => {
-            errs.push(format!("{what}: port {n} is not a container port (have {numbers:?})"))
-        }
+        IntOrString::String(n) if !names.contains(n) => errs.push(format!(
+            "{what}: named port {n:?} is not a container port (have {names:?})"
+        )),
+        IntOrString::Int(n) if !numbers.contains(n) => errs.push(format!(
+            "{what}: port {n} is not a container port (have {numbers:?})"
+        )),
         _ => {}
     }
 }
@@ -261,7 +297,8 @@ fn check_pod_security(errs: &mut Vec<String>, w: &Workload) {
         return;
     };
     let psc = spec.security_context.clone().unwrap_or_default();
-    if spec.host_network == Some(true) || spec.host_pid == Some(true) || spec.host_ipc == Some(true) {
+    if spec.host_network == Some(true) || spec.host_pid == Some(true) || spec.host_ipc == Some(true)
+    {
         errs.push(format!("{}: uses host namespaces", w.id));
     }
     for v in spec.volumes.iter().flatten() {
@@ -288,24 +325,41 @@ fn check_pod_security(errs: &mut Vec<String>, w: &Workload) {
         if sc.run_as_user.or(psc.run_as_user) == Some(0) {
             errs.push(format!("{id}: runs as UID 0"));
         }
-        let drops = sc.capabilities.as_ref().and_then(|c| c.drop.clone()).unwrap_or_default();
+        let drops = sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.drop.clone())
+            .unwrap_or_default();
         if !drops.iter().any(|d| d == "ALL") {
             errs.push(format!("{id}: capabilities must drop ALL"));
         }
-        let adds = sc.capabilities.as_ref().and_then(|c| c.add.clone()).unwrap_or_default();
+        let adds = sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.add.clone())
+            .unwrap_or_default();
         if adds.iter().any(|a| a != "NET_BIND_SERVICE") {
             errs.push(format!("{id}: adds capabilities {adds:?}"));
         }
-        let seccomp = sc.seccomp_profile.as_ref().map(|s| s.type_.clone()).or(pod_seccomp.clone());
+        let seccomp = sc
+            .seccomp_profile
+            .as_ref()
+            .map(|s| s.type_.clone())
+            .or(pod_seccomp.clone());
         if !matches!(seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")) {
-            errs.push(format!("{id}: seccompProfile must be RuntimeDefault or Localhost"));
+            errs.push(format!(
+                "{id}: seccompProfile must be RuntimeDefault or Localhost"
+            ));
         }
     }
 }
 
 fn check_workload(errs: &mut Vec<String>, w: &Workload, selector: &LabelSelector) {
     if !selector_matches(selector, &w.labels()) {
-        errs.push(format!("{}: spec.selector does not match the pod template labels", w.id));
+        errs.push(format!(
+            "{}: spec.selector does not match the pod template labels",
+            w.id
+        ));
     }
     let names = w.port_names();
     let numbers = w.port_numbers();
@@ -325,21 +379,48 @@ fn check_workload(errs: &mut Vec<String>, w: &Workload, selector: &LabelSelector
                 }
             }
         }
-        let probes = [("liveness", &c.liveness_probe), ("readiness", &c.readiness_probe), ("startup", &c.startup_probe)];
+        let probes = [
+            ("liveness", &c.liveness_probe),
+            ("readiness", &c.readiness_probe),
+            ("startup", &c.startup_probe),
+        ];
         for (what, probe) in probes {
             let Some(p) = probe else { continue };
-            let handlers = [p.http_get.is_some(), p.grpc.is_some(), p.tcp_socket.is_some(), p.exec.is_some()];
+            let handlers = [
+                p.http_get.is_some(),
+                p.grpc.is_some(),
+                p.tcp_socket.is_some(),
+                p.exec.is_some(),
+            ];
             if handlers.iter().filter(|h| **h).count() != 1 {
                 errs.push(format!("{id}: {what} probe needs exactly one handler"));
             }
             if let Some(h) = &p.http_get {
-                check_port_ref(errs, &format!("{id} {what} probe"), &h.port, &names, &numbers);
+                check_port_ref(
+                    errs,
+                    &format!("{id} {what} probe"),
+                    &h.port,
+                    &names,
+                    &numbers,
+                );
             }
             if let Some(t) = &p.tcp_socket {
-                check_port_ref(errs, &format!("{id} {what} probe"), &t.port, &names, &numbers);
+                check_port_ref(
+                    errs,
+                    &format!("{id} {what} probe"),
+                    &t.port,
+                    &names,
+                    &numbers,
+                );
             }
             if let Some(g) = &p.grpc {
-                check_port_ref(errs, &format!("{id} {what} probe"), &IntOrString::Int(g.port), &names, &numbers);
+                check_port_ref(
+                    errs,
+                    &format!("{id} {what} probe"),
+                    &IntOrString::Int(g.port),
+                    &names,
+                    &numbers,
+                );
             }
         }
         for m in c.volume_mounts.iter().flatten() {
@@ -353,7 +434,9 @@ fn check_workload(errs: &mut Vec<String>, w: &Workload, selector: &LabelSelector
                 if k.contains('/') && !k.starts_with("kubernetes.io/") {
                     let lim = res.limits.as_ref().and_then(|l| l.get(k));
                     if lim != Some(v) {
-                        errs.push(format!("{id}: extended resource {k} request needs an equal limit"));
+                        errs.push(format!(
+                            "{id}: extended resource {k} request needs an equal limit"
+                        ));
                     }
                 }
             }
@@ -365,16 +448,26 @@ fn check_workload(errs: &mut Vec<String>, w: &Workload, selector: &LabelSelector
 fn check_meta(errs: &mut Vec<String>, d: &Doc, meta: Option<&ObjectMeta>) {
     let Some(meta) = meta else { return };
     let name = meta.name.clone().unwrap_or_default();
-    let ok = if d.kind == "Service" { is_dns1123_label(&name) } else { is_dns1123_subdomain(&name) };
+    let ok = if d.kind == "Service" {
+        is_dns1123_label(&name)
+    } else {
+        is_dns1123_subdomain(&name)
+    };
     if !ok {
         errs.push(format!("{} {}: invalid name {name:?}", d.kind, d.origin));
     }
     for (k, v) in meta.labels.iter().flatten() {
         let valid_v = v.len() <= 63
-            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            && (v.is_empty() || (v.as_bytes()[0].is_ascii_alphanumeric() && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric()));
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && (v.is_empty()
+                || (v.as_bytes()[0].is_ascii_alphanumeric()
+                    && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric()));
         if !valid_v {
-            errs.push(format!("{} {}: label {k}={v:?} is not a valid label value", d.kind, d.name));
+            errs.push(format!(
+                "{} {}: label {k}={v:?} is not a valid label value",
+                d.kind, d.name
+            ));
         }
     }
 }
@@ -387,7 +480,11 @@ fn cross_check(docs: &[Doc], metrics: Option<&BTreeSet<String>>) -> Vec<String> 
             Obj::Deployment(x) => {
                 check_meta(&mut errs, d, Some(&x.metadata));
                 if let Some(s) = &x.spec {
-                    let w = Workload { id: format!("Deployment {}", d.name), namespace: x.metadata.namespace.clone(), template: &s.template };
+                    let w = Workload {
+                        id: format!("Deployment {}", d.name),
+                        namespace: x.metadata.namespace.clone(),
+                        template: &s.template,
+                    };
                     check_workload(&mut errs, &w, &s.selector);
                     workloads.push(w);
                 }
@@ -395,7 +492,11 @@ fn cross_check(docs: &[Doc], metrics: Option<&BTreeSet<String>>) -> Vec<String> 
             Obj::DaemonSet(x) => {
                 check_meta(&mut errs, d, Some(&x.metadata));
                 if let Some(s) = &x.spec {
-                    let w = Workload { id: format!("DaemonSet {}", d.name), namespace: x.metadata.namespace.clone(), template: &s.template };
+                    let w = Workload {
+                        id: format!("DaemonSet {}", d.name),
+                        namespace: x.metadata.namespace.clone(),
+                        template: &s.template,
+                    };
                     check_workload(&mut errs, &w, &s.selector);
                     workloads.push(w);
                 }
@@ -411,19 +512,33 @@ fn cross_check(docs: &[Doc], metrics: Option<&BTreeSet<String>>) -> Vec<String> 
                 check_meta(&mut errs, d, Some(&s.metadata));
                 services.push(s);
                 let spec = s.spec.clone().unwrap_or_default();
-                let Some(sel) = spec.selector.filter(|m| !m.is_empty()) else { continue };
+                let Some(sel) = spec.selector.filter(|m| !m.is_empty()) else {
+                    continue;
+                };
                 let backends: Vec<_> = workloads
                     .iter()
-                    .filter(|w| same_ns(&w.namespace, &s.metadata.namespace) && map_matches(&sel, &w.labels()))
+                    .filter(|w| {
+                        same_ns(&w.namespace, &s.metadata.namespace)
+                            && map_matches(&sel, &w.labels())
+                    })
                     .collect();
                 if backends.is_empty() {
-                    errs.push(format!("Service {}: selector {sel:?} matches no pod template", d.name));
+                    errs.push(format!(
+                        "Service {}: selector {sel:?} matches no pod template",
+                        d.name
+                    ));
                     continue;
                 }
                 for p in spec.ports.iter().flatten() {
                     let target = p.target_port.clone().unwrap_or(IntOrString::Int(p.port));
                     for w in &backends {
-                        check_port_ref(&mut errs, &format!("Service {} port {:?} -> {}", d.name, p.name, w.id), &target, &w.port_names(), &w.port_numbers());
+                        check_port_ref(
+                            &mut errs,
+                            &format!("Service {} port {:?} -> {}", d.name, p.name, w.id),
+                            &target,
+                            &w.port_names(),
+                            &w.port_numbers(),
+                        );
                     }
                 }
             }
@@ -431,26 +546,47 @@ fn cross_check(docs: &[Doc], metrics: Option<&BTreeSet<String>>) -> Vec<String> 
                 check_meta(&mut errs, d, Some(&p.metadata));
                 let spec = p.spec.clone().unwrap_or_default();
                 if spec.min_available.is_some() == spec.max_unavailable.is_some() {
-                    errs.push(format!("PodDisruptionBudget {}: set exactly one of minAvailable/maxUnavailable", d.name));
+                    errs.push(format!(
+                        "PodDisruptionBudget {}: set exactly one of minAvailable/maxUnavailable",
+                        d.name
+                    ));
                 }
                 let sel = spec.selector.unwrap_or_default();
-                if !workloads.iter().any(|w| selector_matches(&sel, &w.labels())) {
-                    errs.push(format!("PodDisruptionBudget {}: selector matches no pod template", d.name));
+                if !workloads
+                    .iter()
+                    .any(|w| selector_matches(&sel, &w.labels()))
+                {
+                    errs.push(format!(
+                        "PodDisruptionBudget {}: selector matches no pod template",
+                        d.name
+                    ));
                 }
             }
             Obj::NetPol(n) => {
                 check_meta(&mut errs, d, Some(&n.metadata));
                 let spec = n.spec.clone().unwrap_or_default();
                 let sel = spec.pod_selector.unwrap_or_default();
-                let targets: Vec<_> = workloads.iter().filter(|w| selector_matches(&sel, &w.labels())).collect();
+                let targets: Vec<_> = workloads
+                    .iter()
+                    .filter(|w| selector_matches(&sel, &w.labels()))
+                    .collect();
                 if targets.is_empty() {
-                    errs.push(format!("NetworkPolicy {}: podSelector matches no pod template", d.name));
+                    errs.push(format!(
+                        "NetworkPolicy {}: podSelector matches no pod template",
+                        d.name
+                    ));
                 }
                 for rule in spec.ingress.iter().flatten() {
                     for p in rule.ports.iter().flatten() {
                         if let Some(port) = &p.port {
                             for w in &targets {
-                                check_port_ref(&mut errs, &format!("NetworkPolicy {} -> {}", d.name, w.id), port, &w.port_names(), &w.port_numbers());
+                                check_port_ref(
+                                    &mut errs,
+                                    &format!("NetworkPolicy {} -> {}", d.name, w.id),
+                                    port,
+                                    &w.port_names(),
+                                    &w.port_numbers(),
+                                );
                             }
                         }
                     }
@@ -465,17 +601,32 @@ fn cross_check(docs: &[Doc], metrics: Option<&BTreeSet<String>>) -> Vec<String> 
                 check_meta(&mut errs, d, Some(&sm.metadata));
                 let matched: Vec<_> = services
                     .iter()
-                    .filter(|s| selector_matches(&sm.spec.selector, &s.metadata.labels.clone().unwrap_or_default()))
+                    .filter(|s| {
+                        selector_matches(
+                            &sm.spec.selector,
+                            &s.metadata.labels.clone().unwrap_or_default(),
+                        )
+                    })
                     .collect();
                 if matched.is_empty() {
-                    errs.push(format!("ServiceMonitor {}: selector matches no Service", d.name));
+                    errs.push(format!(
+                        "ServiceMonitor {}: selector matches no Service",
+                        d.name
+                    ));
                 }
                 for ep in &sm.spec.endpoints {
                     let Some(port) = &ep.port else { continue };
                     for s in &matched {
-                        let has = s.spec.iter().flat_map(|sp| sp.ports.iter().flatten()).any(|p| p.name.as_deref() == Some(port));
+                        let has = s
+                            .spec
+                            .iter()
+                            .flat_map(|sp| sp.ports.iter().flatten())
+                            .any(|p| p.name.as_deref() == Some(port));
                         if !has {
-                            errs.push(format!("ServiceMonitor {}: Service {:?} has no port named {port:?}", d.name, s.metadata.name));
+                            errs.push(format!(
+                                "ServiceMonitor {}: Service {:?} has no port named {port:?}",
+                                d.name, s.metadata.name
+                            ));
                         }
                     }
                 }
@@ -484,7 +635,11 @@ fn cross_check(docs: &[Doc], metrics: Option<&BTreeSet<String>>) -> Vec<String> 
                 check_meta(&mut errs, d, Some(&pr.metadata));
                 for g in &pr.spec.groups {
                     for r in &g.rules {
-                        let id = format!("PrometheusRule {} rule {}", d.name, r.alert.clone().or(r.record.clone()).unwrap_or_default());
+                        let id = format!(
+                            "PrometheusRule {} rule {}",
+                            d.name,
+                            r.alert.clone().or(r.record.clone()).unwrap_or_default()
+                        );
                         if r.alert.is_some() == r.record.is_some() {
                             errs.push(format!("{id}: set exactly one of alert/record"));
                         }
@@ -547,7 +702,10 @@ mod promql {
 
     /// Replace Grafana's template variables by values of the right PromQL type.
     pub fn expand_grafana(expr: &str) -> String {
-        let mut s = expr.replace("$__rate_interval", "5m").replace("$__interval", "1m").replace("$__range", "1h");
+        let mut s = expr
+            .replace("$__rate_interval", "5m")
+            .replace("$__interval", "1m")
+            .replace("$__range", "1h");
         for var in ["${datasource}", "$datasource"] {
             s = s.replace(var, "ds");
         }
@@ -586,8 +744,10 @@ mod promql {
 }
 
 fn check_dashboard(path: &Path, known: &BTreeSet<String>) -> Result<usize> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
     let mut exprs = Vec::new();
     fn collect(v: &serde_json::Value, out: &mut Vec<String>) {
         match v {
