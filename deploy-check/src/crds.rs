@@ -207,10 +207,13 @@ pub struct PrivateKey {
     pub rotation_policy: Option<RotationPolicy>,
 }
 
+// The variant names are cert-manager's wire values.
 #[derive(Deserialize)]
 pub enum KeyAlgorithm {
-    RSA,
-    ECDSA,
+    #[serde(rename = "RSA")]
+    Rsa,
+    #[serde(rename = "ECDSA")]
+    Ecdsa,
     Ed25519,
 }
 
