@@ -345,3 +345,76 @@ impl Engine {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> EntryKey {
+        let metadata = [
+            ("endpoints", "http://127.0.0.1:9/metrics"),
+            ("queueTarget", "5"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        EntryKey::new("ns".into(), name.into(), metadata)
+    }
+
+    #[test]
+    fn the_same_object_and_metadata_is_one_entry_and_new_metadata_another() {
+        let engine = Engine::new(EngineSettings::default());
+        let a = engine.entry(key("a")).unwrap();
+        let again = engine.entry(key("a")).unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        let mut edited = key("a").metadata();
+        edited.insert("queueTarget".into(), "6".into());
+        engine
+            .entry(EntryKey::new("ns".into(), "a".into(), edited))
+            .unwrap();
+        assert_eq!(engine.len(), 2);
+    }
+
+    #[test]
+    fn unused_entries_expire_unless_a_stream_watches_them() {
+        let engine = Engine::new(EngineSettings {
+            entry_ttl: Duration::from_millis(50),
+            ..EngineSettings::default()
+        });
+        let watched = engine.entry(key("watched")).unwrap();
+        let _stream = watched.subscribe();
+        engine.entry(key("idle")).unwrap();
+        std::thread::sleep(Duration::from_millis(120));
+        engine.expire();
+        let names: Vec<String> = engine
+            .entries()
+            .iter()
+            .map(|e| e.key.name.clone())
+            .collect();
+        assert_eq!(names, ["watched"]);
+    }
+
+    #[test]
+    fn registrations_are_bounded() {
+        let engine = Engine::new(EngineSettings {
+            max_entries: 2,
+            ..EngineSettings::default()
+        });
+        engine.entry(key("a")).unwrap();
+        engine.entry(key("b")).unwrap();
+        assert!(matches!(
+            engine.entry(key("c")),
+            Err(EngineError::TooManyEntries { count: 2, limit: 2 })
+        ));
+        assert!(engine.entry(key("a")).is_ok(), "known objects still answer");
+    }
+
+    #[test]
+    fn an_unsampled_entry_is_pending_and_says_so() {
+        let engine = Engine::new(EngineSettings::default());
+        let entry = engine.entry(key("new")).unwrap();
+        let err = engine.current(&entry).unwrap_err();
+        assert!(matches!(err, EngineError::Pending { .. }));
+        assert!(err.to_string().contains("ns/new"), "{err}");
+    }
+}

@@ -223,3 +223,64 @@ async fn ready(State(s): State<HttpState>) -> impl IntoResponse {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineSettings;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    async fn status(client: &mut HealthClient<tonic::transport::Channel>) -> i32 {
+        client
+            .check(HealthCheckRequest {
+                service: SERVICE_NAME.into(),
+            })
+            .await
+            .map_or(-1, |r| r.into_inner().status)
+    }
+
+    /// Health follows the sampler: NOT_SERVING before the first round and again once rounds stop.
+    #[tokio::test]
+    async fn health_turns_not_serving_when_sampling_stalls() {
+        let engine = Engine::new(EngineSettings {
+            sample_interval: Duration::from_millis(100),
+            scrape_timeout: Duration::from_millis(50),
+            ..EngineSettings::default()
+        });
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let (healthy_tx, healthy) = watch::channel(false);
+        let (_stop_tx, stop) = watch::channel(false);
+        tokio::spawn(watchdog(engine.clone(), reporter, healthy_tx, stop));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = HealthClient::new(channel);
+        const SERVING: i32 = 1;
+        const NOT_SERVING: i32 = 2;
+
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(status(&mut client).await, NOT_SERVING, "no round yet");
+        assert!(!*healthy.borrow());
+
+        // A round completes (nothing registered: the round itself is what counts).
+        engine.sample(false).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(status(&mut client).await, SERVING);
+        assert!(*healthy.borrow());
+
+        // No more rounds: past three (interval + timeout) the scaler reports itself stalled.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(status(&mut client).await, NOT_SERVING);
+        assert!(!*healthy.borrow());
+    }
+}
