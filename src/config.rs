@@ -526,9 +526,65 @@ mod tests {
 
     #[test]
     fn check_config_output_round_trips() {
-        let s = Settings::default();
+        let mut s = Settings::default();
         let mut file = tempfile::NamedTempFile::new().unwrap();
         write!(file, "{}", s.to_toml()).unwrap();
         assert_eq!(Settings::load(Some(file.path()), &[]).unwrap(), s);
+
+        s.tls = TlsSettings {
+            files: Some(TlsFiles {
+                cert_file: "/etc/tls/odd \"name\\.crt".into(),
+                key_file: "/etc/tls/tls.key".into(),
+                client_ca_file: None,
+            }),
+            reload_interval: Duration::from_millis(250),
+        };
+        let text = s.to_toml();
+        assert!(text.contains("[tls]\ncert_file = "), "{text}");
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write!(file, "{text}").unwrap();
+        assert_eq!(Settings::load(Some(file.path()), &[]).unwrap(), s);
+    }
+
+    #[test]
+    fn tls_paths_come_in_pairs_and_errors_name_the_setting() {
+        let load = |pairs: &[(&str, &str)]| {
+            let overrides: Vec<(&str, String)> =
+                pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
+            Settings::load(None, &overrides)
+        };
+        assert_eq!(load(&[]).unwrap().tls.files, None);
+        let on = load(&[("tls.cert_file", "/c"), ("tls.key_file", "/k")]).unwrap();
+        assert_eq!(
+            on.tls.files,
+            Some(TlsFiles {
+                cert_file: "/c".into(),
+                key_file: "/k".into(),
+                client_ca_file: None
+            })
+        );
+        // Blank counts as unset.
+        let blank = load(&[("tls.cert_file", " "), ("tls.key_file", "")]).unwrap();
+        assert_eq!(blank.tls.files, None);
+
+        let err = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
+        let e = err(&[("tls.cert_file", "/c")]);
+        assert!(e.contains("'tls.key_file' is required"), "{e}");
+        let e = err(&[("tls.key_file", "/k")]);
+        assert!(e.contains("'tls.cert_file' is required"), "{e}");
+        let e = err(&[("tls.client_ca_file", "/ca")]);
+        assert!(
+            e.contains("'tls.cert_file' is required when tls.client_ca_file is set"),
+            "{e}"
+        );
+        let e = err(&[("tls.reload_interval", "10ms")]);
+        assert!(e.contains("'tls.reload_interval' = '10ms'"), "{e}");
+
+        let mut typo = tempfile::NamedTempFile::new().unwrap();
+        writeln!(typo, "[tls]\ncert_flie = \"/c\"").unwrap();
+        let e = Settings::load(Some(typo.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cert_flie"), "{e}");
     }
 }
