@@ -392,3 +392,32 @@ async fn binary_serves_mtls_to_grpcurl_and_check_config_shows_tls() {
     // Refusals cost nothing but the connection: the server still answers.
     grpcurl(&[&mtls[..], &[target.as_str(), "list"]].concat());
 }
+
+#[tokio::test]
+async fn a_silent_client_does_not_hold_up_other_handshakes() {
+    let ca = Ca::new("scaler CA");
+    let dir = TlsDir::new(&ca.server(), None);
+    let running = start(&tls_settings(&dir, false)).await;
+
+    // Connections that never send a ClientHello; the server waits up to its handshake timeout
+    // (10s) on each, but on the side.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(
+            tokio::net::TcpStream::connect(running.grpc_addr)
+                .await
+                .unwrap(),
+        );
+    }
+    let started = Instant::now();
+    health(running.grpc_addr, Some(client_tls(&ca, None)))
+        .await
+        .expect("served while others stall");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
+    running.stop().await;
+}
