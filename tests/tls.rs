@@ -372,6 +372,19 @@ async fn binary_serves_mtls_to_grpcurl_and_check_config_shows_tls() {
             && listed.contains("grpc.health.v1.Health"),
         "{listed}"
     );
+    // As the chart's NOTES and docs/deploy.md show it, through a port-forward: the name to
+    // check comes from -authority, not from the address dialled.
+    let forwarded = grpcurl(
+        &[
+            &mtls[..],
+            &["-authority", "localhost", grpc_addr.as_str(), "list"],
+        ]
+        .concat(),
+    );
+    assert!(
+        forwarded.contains("externalscaler.ExternalScaler"),
+        "{forwarded}"
+    );
     let health = grpcurl(&[&mtls[..], &[target.as_str(), "grpc.health.v1.Health/Check"]].concat());
     assert!(health.contains("\"status\""), "{health}");
 
