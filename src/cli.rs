@@ -27,7 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the scaler: gRPC for KEDA (default :6000), HTTP /metrics and /debug (default :8080).
     Serve(ServeArgs),
-    /// Print the effective settings (defaults < file < environment < flags), or the exact problem.
+    /// Print the effective settings (defaults < file < environment < flags) after checking them and
+    /// the TLS files, or the exact problem.
     CheckConfig(ServeArgs),
     /// Sample a trigger's metadata once and print why it would scale the way it does.
     Explain(ExplainArgs),
@@ -80,6 +81,10 @@ pub fn main() -> Result<()> {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig(args) => {
             let settings = args.settings()?;
+            // The files too, so a bad certificate shows here rather than at the next start.
+            if let Some(files) = &settings.tls.files {
+                crate::tls::ReloadingConfig::load(files)?;
+            }
             print!("{}", settings.to_toml());
             Ok(())
         }

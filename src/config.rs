@@ -3,7 +3,7 @@
 //! setting and what it accepts.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,38 @@ pub struct Settings {
     pub max_entries: usize,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub tls: TlsSettings,
+}
+
+/// `[tls]`: gRPC over TLS when `cert_file` and `key_file` are set, and client certificates
+/// required when `client_ca_file` is set too. Only the paths are checked here; `crate::tls` reads
+/// and checks the files themselves.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TlsSettings {
+    /// `None`: plaintext gRPC.
+    pub files: Option<TlsFiles>,
+    /// How often the files are re-read for rotation.
+    #[serde(with = "duration_text")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            files: None,
+            reload_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TlsFiles {
+    /// PEM certificate chain, server certificate first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the server certificate.
+    pub key_file: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate signed by one of them.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -50,6 +82,7 @@ impl Default for Settings {
             max_entries: engine.max_entries,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -75,6 +108,10 @@ impl Settings {
         for (key, value) in defaults.as_strings() {
             builder = builder.set_default(key, value)?;
         }
+        builder = builder.set_default(
+            "tls.reload_interval",
+            format_duration(defaults.tls.reload_interval),
+        )?;
         if let Some(path) = file {
             if !path.is_file() {
                 return Err(ConfigError::File(format!(
@@ -125,8 +162,48 @@ impl Settings {
                 ),
                 _ => format!("{k} = \"{v}\"\n"),
             })
+            .chain(std::iter::once(self.tls_toml()))
             .collect()
     }
+
+    fn tls_toml(&self) -> String {
+        let mut out = String::from("\n[tls]\n");
+        match &self.tls.files {
+            None => out.push_str("# cert_file and key_file unset: gRPC is served in plaintext\n"),
+            Some(files) => {
+                let path =
+                    |k: &str, p: &Path| format!("{k} = {}\n", toml_string(&p.to_string_lossy()));
+                out.push_str(&path("cert_file", &files.cert_file));
+                out.push_str(&path("key_file", &files.key_file));
+                match &files.client_ca_file {
+                    Some(ca) => out.push_str(&path("client_ca_file", ca)),
+                    None => out.push_str(
+                        "# client_ca_file unset: clients are not asked for a certificate\n",
+                    ),
+                }
+            }
+        }
+        out.push_str(&format!(
+            "reload_interval = \"{}\"\n",
+            format_duration(self.tls.reload_interval)
+        ));
+        out
+    }
+}
+
+/// A TOML basic string: paths may hold quotes or backslashes.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +217,11 @@ pub enum ConfigError {
         key: &'static str,
         value: String,
         accepted: &'static str,
+    },
+    #[error("setting '{key}' is required {because}")]
+    Missing {
+        key: &'static str,
+        because: &'static str,
     },
 }
 
@@ -156,6 +238,76 @@ struct RawSettings {
     max_entries: String,
     log_format: String,
     log_level: String,
+    #[serde(default)]
+    tls: RawTls,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    client_ca_file: Option<String>,
+    reload_interval: Option<String>,
+}
+
+impl RawTls {
+    fn validate(self) -> Result<TlsSettings, ConfigError> {
+        // A blank value counts as unset, so a chart can template an empty variable.
+        let path = |v: Option<String>| {
+            v.map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        };
+        let (cert, key, ca) = (
+            path(self.cert_file),
+            path(self.key_file),
+            path(self.client_ca_file),
+        );
+        let files = match (cert, key, ca) {
+            (None, None, None) => None,
+            (Some(cert_file), Some(key_file), client_ca_file) => Some(TlsFiles {
+                cert_file,
+                key_file,
+                client_ca_file,
+            }),
+            (Some(_), None, _) => {
+                return Err(ConfigError::Missing {
+                    key: "tls.key_file",
+                    because:
+                        "when tls.cert_file is set (the private key of the server certificate)",
+                })
+            }
+            (None, _, ca) => {
+                return Err(ConfigError::Missing {
+                    key: "tls.cert_file",
+                    because: if ca.is_some() {
+                        "when tls.client_ca_file is set (client certificates are only checked over TLS)"
+                    } else {
+                        "when tls.key_file is set"
+                    },
+                })
+            }
+        };
+        let default = TlsSettings::default().reload_interval;
+        let reload_interval = match self.reload_interval {
+            None => default,
+            Some(v) => match parse_duration(&v) {
+                Some(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => d,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "tls.reload_interval",
+                        value: v,
+                        accepted: "a duration from 100ms to 1h, such as 5s",
+                    })
+                }
+            },
+        };
+        Ok(TlsSettings {
+            files,
+            reload_interval,
+        })
+    }
 }
 
 impl RawSettings {
@@ -245,6 +397,7 @@ impl RawSettings {
                 accepted: "a level (error, warn, info, debug, trace) or a filter such as info,keda_gpu_scaler=debug",
             });
         }
+        let tls = self.tls.validate()?;
         Ok(Settings {
             grpc_addr: addr("grpc_addr", &self.grpc_addr)?,
             http_addr: addr("http_addr", &self.http_addr)?,
@@ -255,6 +408,7 @@ impl RawSettings {
             max_entries,
             log_format,
             log_level: self.log_level,
+            tls,
         })
     }
 }
@@ -372,9 +526,65 @@ mod tests {
 
     #[test]
     fn check_config_output_round_trips() {
-        let s = Settings::default();
+        let mut s = Settings::default();
         let mut file = tempfile::NamedTempFile::new().unwrap();
         write!(file, "{}", s.to_toml()).unwrap();
         assert_eq!(Settings::load(Some(file.path()), &[]).unwrap(), s);
+
+        s.tls = TlsSettings {
+            files: Some(TlsFiles {
+                cert_file: "/etc/tls/odd \"name\\.crt".into(),
+                key_file: "/etc/tls/tls.key".into(),
+                client_ca_file: None,
+            }),
+            reload_interval: Duration::from_millis(250),
+        };
+        let text = s.to_toml();
+        assert!(text.contains("[tls]\ncert_file = "), "{text}");
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write!(file, "{text}").unwrap();
+        assert_eq!(Settings::load(Some(file.path()), &[]).unwrap(), s);
+    }
+
+    #[test]
+    fn tls_paths_come_in_pairs_and_errors_name_the_setting() {
+        let load = |pairs: &[(&str, &str)]| {
+            let overrides: Vec<(&str, String)> =
+                pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
+            Settings::load(None, &overrides)
+        };
+        assert_eq!(load(&[]).unwrap().tls.files, None);
+        let on = load(&[("tls.cert_file", "/c"), ("tls.key_file", "/k")]).unwrap();
+        assert_eq!(
+            on.tls.files,
+            Some(TlsFiles {
+                cert_file: "/c".into(),
+                key_file: "/k".into(),
+                client_ca_file: None
+            })
+        );
+        // Blank counts as unset.
+        let blank = load(&[("tls.cert_file", " "), ("tls.key_file", "")]).unwrap();
+        assert_eq!(blank.tls.files, None);
+
+        let err = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
+        let e = err(&[("tls.cert_file", "/c")]);
+        assert!(e.contains("'tls.key_file' is required"), "{e}");
+        let e = err(&[("tls.key_file", "/k")]);
+        assert!(e.contains("'tls.cert_file' is required"), "{e}");
+        let e = err(&[("tls.client_ca_file", "/ca")]);
+        assert!(
+            e.contains("'tls.cert_file' is required when tls.client_ca_file is set"),
+            "{e}"
+        );
+        let e = err(&[("tls.reload_interval", "10ms")]);
+        assert!(e.contains("'tls.reload_interval' = '10ms'"), "{e}");
+
+        let mut typo = tempfile::NamedTempFile::new().unwrap();
+        writeln!(typo, "[tls]\ncert_flie = \"/c\"").unwrap();
+        let e = Settings::load(Some(typo.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cert_flie"), "{e}");
     }
 }

@@ -30,3 +30,5 @@ pub mod sim;
 pub mod spec;
 /// Logging, the scaler's own /metrics and the /debug page.
 pub mod telemetry;
+/// TLS and mTLS for the gRPC listener: certificate files reloaded on change, concurrent handshakes.
+pub mod tls;

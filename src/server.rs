@@ -20,6 +20,7 @@ use crate::engine::Engine;
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::service::ScalerService;
 use crate::telemetry::{self, RpcMetrics};
+use crate::tls::{self, ReloadingConfig, TlsError};
 
 /// gRPC service name reported by grpc.health.v1 (besides the empty, whole-server name).
 pub const SERVICE_NAME: &str = "externalscaler.ExternalScaler";
@@ -32,6 +33,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A started scaler. Dropping it does not stop it; call `stop`.
@@ -68,6 +71,11 @@ struct HttpState {
 
 /// Binds both listeners and starts everything.
 pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
+    // Checked before anything listens, so bad TLS files stop the start with the reason.
+    let tls = match &settings.tls.files {
+        Some(files) => Some(Arc::new(ReloadingConfig::load(files)?)),
+        None => None,
+    };
     let grpc_listener = bind("gRPC", settings.grpc_addr).await?;
     let http_listener = bind("HTTP", settings.http_addr).await?;
     let grpc_addr = grpc_listener
@@ -110,15 +118,33 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ExternalScalerServer::new(scaler))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-            let _ = grpc_stop.wait_for(|s| *s).await;
-        });
-    tasks.spawn(async move {
-        if let Err(e) = grpc.await {
-            tracing::error!(error = %e, "gRPC server failed");
+        .add_service(ExternalScalerServer::new(scaler));
+    let grpc_stopped = async move {
+        let _ = grpc_stop.wait_for(|s| *s).await;
+    };
+    let grpc_tls = match &tls {
+        None => {
+            let served = grpc
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_stopped);
+            tasks.spawn(log_failure("gRPC server", served));
+            "off"
         }
-    });
+        Some(tls) => {
+            let (incoming, accept_loop) = tls::incoming(grpc_listener, tls.clone(), stop.clone());
+            tasks.spawn(accept_loop);
+            tasks.spawn(
+                tls.clone()
+                    .watch(settings.tls.reload_interval, stop.clone()),
+            );
+            let served = grpc.serve_with_incoming_shutdown(incoming, grpc_stopped);
+            tasks.spawn(log_failure("gRPC server", served));
+            if tls.requires_client_cert() {
+                "mtls"
+            } else {
+                "tls"
+            }
+        }
+    };
 
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
@@ -140,7 +166,7 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         }
     });
 
-    tracing::info!(%grpc_addr, %http_addr, "keda-gpu-scaler serving");
+    tracing::info!(%grpc_addr, grpc_tls, %http_addr, "keda-gpu-scaler serving");
     Ok(Running {
         grpc_addr,
         http_addr,
@@ -148,6 +174,15 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         shutdown,
         tasks,
     })
+}
+
+async fn log_failure<E: std::fmt::Display>(
+    what: &'static str,
+    served: impl std::future::Future<Output = Result<(), E>>,
+) {
+    if let Err(e) = served.await {
+        tracing::error!(error = %e, "{what} failed");
+    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {

