@@ -2,6 +2,8 @@
 //! controls, and a KEDA-like gRPC client.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
