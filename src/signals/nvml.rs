@@ -449,7 +449,7 @@ mod tests {
         }
         let source = NvmlSource::default();
         let s = Arc::new(spec(&[("gpuUtilTarget", "50")]));
-        let r = source.sample(&[s.clone()], &[None], 0.0).await;
+        let r = source.sample(std::slice::from_ref(&s), &[None], 0.0).await;
         assert_eq!(r.len(), 1);
         assert!(r[0].failed);
         assert!(

@@ -408,7 +408,7 @@ pub fn split_series(
         match s.labels.get(pod_label) {
             Some(pod) => {
                 if s.labels.get(ns_label).is_some_and(|ns| ns != &p.namespace)
-                    || (builtin && s.labels.get(ns_label).is_none())
+                    || (builtin && !s.labels.contains_key(ns_label))
                     || !pods.is_match(pod)
                 {
                     continue;
