@@ -1313,6 +1313,180 @@ mod tests {
         );
     }
 
+    fn prom(extra: &[(&str, &str)]) -> Result<ScalerSpec, SpecError> {
+        let mut m = meta(&[
+            ("source", "prometheus"),
+            ("deployment", "llm-server"),
+            ("queueTarget", "4"),
+        ]);
+        m.extend(meta(extra));
+        parse_in(
+            ParseContext {
+                namespace: "inference",
+                prometheus_address: Some("http://prom.monitoring:9090"),
+            },
+            &m,
+        )
+    }
+
+    #[test]
+    fn prometheus_source_defaults_to_the_scaled_object_namespace_and_server_address() {
+        let spec = prom(&[]).unwrap();
+        let SourceSpec::Prometheus(p) = &spec.source else {
+            panic!("{:?}", spec.source)
+        };
+        assert_eq!(p.address, "http://prom.monitoring:9090");
+        assert_eq!(p.namespace, "inference");
+        assert_eq!(
+            (p.namespace_label.as_str(), p.pod_label.as_str()),
+            ("namespace", "pod")
+        );
+        let re = regex::Regex::new(&p.pods.pattern()).unwrap();
+        assert!(re.is_match("llm-server-5d8f7c9b4-x2x9k"));
+        assert!(!re.is_match("llm-server-canary-5d8f7c9b4-x2x9k"));
+        assert!(!re.is_match("xllm-server-5d8f7c9b4-x2x9k"));
+
+        let spec = prom(&[
+            ("prometheusAddress", "http://other:9090/"),
+            ("namespace", "team-a"),
+            ("deployment", ""),
+            ("podSelector", "vllm-.+"),
+            ("namespaceLabel", "exported_namespace"),
+            ("podLabel", "exported_pod"),
+            ("gpuUtilTarget", "70"),
+            ("gpuUtilQuery", "avg by (pod) (x)"),
+            (
+                "extra.cpu.query",
+                "sum by (pod) (rate(container_cpu_usage_seconds_total[1m])) * 100",
+            ),
+            ("extra.cpu.target", "80"),
+            ("extra.cpu.kind", "utilisation"),
+        ]);
+        // deployment="" counts as set: both given is a problem.
+        assert!(spec.is_err());
+        let spec = parse_in(
+            ParseContext {
+                namespace: "inference",
+                prometheus_address: None,
+            },
+            &meta(&[
+                ("source", "prometheus"),
+                ("prometheusAddress", "http://other:9090/"),
+                ("namespace", "team-a"),
+                ("podSelector", "vllm-.+"),
+                ("namespaceLabel", "exported_namespace"),
+                ("podLabel", "exported_pod"),
+                ("gpuUtilTarget", "70"),
+                ("gpuUtilQuery", "avg by (pod) (x)"),
+                ("extra.cpu.query", "sum by (pod) (rate(c[1m])) * 100"),
+                ("extra.cpu.target", "80"),
+                ("extra.cpu.kind", "utilisation"),
+            ]),
+        )
+        .unwrap();
+        let SourceSpec::Prometheus(p) = &spec.source else {
+            panic!()
+        };
+        assert_eq!(p.address, "http://other:9090");
+        assert_eq!(p.namespace, "team-a");
+        assert_eq!(p.pods, PodMatch::Selector("vllm-.+".into()));
+        assert_eq!(p.pod_label, "exported_pod");
+        assert_eq!(
+            spec.signals[0].metrics,
+            MetricSource::Query("avg by (pod) (x)".into())
+        );
+        assert_eq!(
+            spec.signals[1].metrics,
+            MetricSource::Query("sum by (pod) (rate(c[1m])) * 100".into())
+        );
+    }
+
+    #[test]
+    fn source_specific_keys_are_checked() {
+        let err = |r: Result<ScalerSpec, SpecError>| r.unwrap_err().to_string();
+        assert!(err(prom(&[("podSelector", "x")])).contains("either deployment or podSelector"));
+        assert!(err(prom(&[("deployment", "Bad_Name")])).contains("not a Deployment name"));
+        assert!(err(prom(&[("deployment", "x"), ("podSelector", "(")])).contains("podSelector"));
+        assert!(err(prom(&[("namespaceLabel", "exported-namespace")])).contains("label name"));
+        assert!(err(prom(&[("prometheusAddress", "prom:9090")])).contains("http(s) URL"));
+        assert!(err(prom(&[("endpoints", "http://a/m")])).contains("applies only to source=scrape"));
+        assert!(err(prom(&[("devices", "0")])).contains("applies only to source=nvml"));
+        assert!(err(prom(&[
+            ("extra.u.metric", "m"),
+            ("extra.u.query", "q"),
+            ("extra.u.target", "1"),
+            ("extra.u.kind", "quantity")
+        ]))
+        .contains("not both"));
+        // No address anywhere.
+        let none = parse_in(
+            ParseContext {
+                namespace: "inference",
+                prometheus_address: None,
+            },
+            &meta(&[
+                ("source", "prometheus"),
+                ("deployment", "x"),
+                ("queueTarget", "1"),
+            ]),
+        );
+        assert!(err(none).contains("prometheusAddress: required"));
+        // Scrape triggers cannot carry PromQL.
+        rejects(
+            base(&[("queueQuery", "sum(x)")]),
+            "queueQuery",
+            "applies only to source=prometheus",
+        );
+        rejects(
+            base(&[
+                ("extra.u.query", "sum(x)"),
+                ("extra.u.target", "1"),
+                ("extra.u.kind", "quantity"),
+            ]),
+            "extra.u.query",
+            "applies only to source=prometheus",
+        );
+    }
+
+    #[test]
+    fn nvml_source_reads_devices_and_only_gpu_signals() {
+        let nvml = |extra: &[(&str, &str)]| {
+            let mut m = meta(&[("source", "nvml"), ("gpuUtilTarget", "60")]);
+            m.extend(meta(extra));
+            parse_in(
+                ParseContext {
+                    namespace: "inference",
+                    prometheus_address: None,
+                },
+                &m,
+            )
+        };
+        let spec = nvml(&[("devices", "0, GPU-20c56d28-0da5, MIG-1/2")]).unwrap();
+        assert_eq!(
+            spec.source,
+            SourceSpec::Nvml(NvmlSpec {
+                devices: vec![
+                    DeviceRef::Index(0),
+                    DeviceRef::Uuid("GPU-20c56d28-0da5".into()),
+                    DeviceRef::Uuid("MIG-1/2".into())
+                ],
+                pods: None
+            })
+        );
+        let spec = nvml(&[("deployment", "llm")]).unwrap();
+        assert!(
+            matches!(&spec.source, SourceSpec::Nvml(n) if n.pods.as_ref().is_some_and(|(ns, _)| ns == "inference"))
+        );
+        assert!(nvml(&[("devices", "gpu0")])
+            .unwrap_err()
+            .to_string()
+            .contains("device indices"));
+        assert!(nvml(&[("queueTarget", "3")])
+            .unwrap_err()
+            .to_string()
+            .contains("reads only GPUs"));
+    }
+
     #[test]
     fn hostile_values_never_panic() {
         let nasty = [
