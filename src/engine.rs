@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 use crate::score::{Decision, Scorer};
+use crate::signals::nvml::NvmlSource;
+use crate::signals::prometheus::{PrometheusSettings, PrometheusSource};
 use crate::signals::scrape::ScrapeSource;
 use crate::signals::{Readings, Source};
-use crate::spec::{self, ScalerSpec, SourceSpec, SpecError};
+use crate::spec::{self, ParseContext, ScalerSpec, SpecError};
 
 /// Engine tuning, from `Settings`.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,6 +31,16 @@ pub struct EngineSettings {
     pub entry_ttl: Duration,
     /// Upper bound on registered ScaledObjects, so hostile callers cannot exhaust memory.
     pub max_entries: usize,
+    /// Server-wide Prometheus address for `source=prometheus` triggers that name none.
+    pub prometheus_address: Option<String>,
+    /// Timeout of each Prometheus query.
+    pub prometheus_timeout: Duration,
+}
+
+/// The Prometheus evaluation grid: the sampling interval in whole seconds (the HTTP API takes
+/// range bounds in seconds), at least 1.
+pub fn prometheus_step(sample_interval: Duration) -> i64 {
+    (sample_interval.as_secs_f64().round() as i64).max(1)
 }
 
 impl Default for EngineSettings {
@@ -39,6 +51,8 @@ impl Default for EngineSettings {
             max_staleness: Duration::from_secs(60),
             entry_ttl: Duration::from_secs(600),
             max_entries: 100_000,
+            prometheus_address: None,
+            prometheus_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -105,10 +119,17 @@ pub struct EntryState {
     pub samples: u64,
 }
 
+/// The scorer and the newest source time it has stepped at (it never steps at or before it, so
+/// history read back twice is not counted twice).
+struct Scoring {
+    scorer: Scorer,
+    stepped_at: Option<f64>,
+}
+
 pub struct Entry {
     pub key: EntryKey,
     pub spec: Arc<ScalerSpec>,
-    scorer: Mutex<Scorer>,
+    scoring: Mutex<Scoring>,
     state: watch::Sender<EntryState>,
     last_used_ms: AtomicU64,
 }
@@ -133,6 +154,8 @@ pub struct Engine {
     origin: Instant,
     entries: RwLock<HashMap<EntryKey, Arc<Entry>>>,
     scrape: ScrapeSource,
+    prometheus: PrometheusSource,
+    nvml: NvmlSource,
     /// Wakes the sampler early so a new ScaledObject gets its first decision at once.
     registered: Notify,
     last_round_ms: AtomicU64,
@@ -143,6 +166,12 @@ impl Engine {
     pub fn new(settings: EngineSettings) -> Arc<Self> {
         Arc::new(Engine {
             scrape: ScrapeSource::new(settings.scrape_timeout),
+            prometheus: PrometheusSource::new(PrometheusSettings {
+                timeout: settings.prometheus_timeout,
+                step_s: prometheus_step(settings.sample_interval),
+                max_history: Duration::from_secs(3600),
+            }),
+            nvml: NvmlSource::default(),
             settings,
             origin: Instant::now(),
             entries: RwLock::new(HashMap::new()),
@@ -172,7 +201,11 @@ impl Engine {
             entry.last_used_ms.store(now, Ordering::Relaxed);
             return Ok(entry.clone());
         }
-        let spec = spec::parse(&key.metadata())?;
+        let ctx = ParseContext {
+            namespace: &key.namespace,
+            prometheus_address: self.settings.prometheus_address.as_deref(),
+        };
+        let spec = spec::parse_in(ctx, &key.metadata())?;
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = entries.get(&key) {
             return Ok(entry.clone());
@@ -184,7 +217,10 @@ impl Engine {
             });
         }
         let entry = Arc::new(Entry {
-            scorer: Mutex::new(Scorer::new(spec.scorer_config())),
+            scoring: Mutex::new(Scoring {
+                scorer: Scorer::new(spec.scorer_config()),
+                stepped_at: None,
+            }),
             spec: Arc::new(spec),
             state: watch::Sender::new(EntryState::default()),
             last_used_ms: AtomicU64::new(now),
@@ -260,7 +296,17 @@ impl Engine {
 
     /// Runs the sampler until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(self.settings.sample_interval);
+        // Ticks sit half an interval after multiples of the interval on the wall clock, so that
+        // replicas sample the same Prometheus grid point each round.
+        let period = self.settings.sample_interval;
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let phase = Duration::from_nanos(
+            ((now_unix.as_nanos() + period.as_nanos() / 2) % period.as_nanos().max(1)) as u64,
+        );
+        let start = tokio::time::Instant::now() + period.saturating_sub(phase);
+        let mut ticker = tokio::time::interval_at(start, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -284,8 +330,7 @@ impl Engine {
             .collect();
         if !entries.is_empty() {
             let t = self.now();
-            let specs: Vec<Arc<ScalerSpec>> = entries.iter().map(|e| e.spec.clone()).collect();
-            let readings = self.read_sources(&specs, t).await;
+            let readings = self.read_sources(&entries, t).await;
             // Score at the time the readings were taken, not when the slowest fetch returned.
             for (entry, readings) in entries.iter().zip(readings) {
                 self.score(entry, &readings, t);
@@ -297,20 +342,88 @@ impl Engine {
         }
     }
 
-    async fn read_sources(&self, specs: &[Arc<ScalerSpec>], t: f64) -> Vec<Readings> {
-        // Every spec is a scrape spec today; other sources batch the same way by kind.
-        debug_assert!(specs
-            .iter()
-            .all(|s| matches!(s.source, SourceSpec::Scrape { .. })));
-        self.scrape.sample(specs, t).await
+    /// Reads every entry from its source, one batch per source, all sources at once.
+    async fn read_sources(&self, entries: &[Arc<Entry>], t: f64) -> Vec<Readings> {
+        let batch = |kind: &str| -> (Vec<usize>, Vec<Arc<ScalerSpec>>, Vec<Option<f64>>) {
+            let mut idx = Vec::new();
+            let mut specs = Vec::new();
+            let mut last = Vec::new();
+            for (i, e) in entries.iter().enumerate() {
+                if e.spec.source.kind() == kind {
+                    idx.push(i);
+                    specs.push(e.spec.clone());
+                    last.push(
+                        e.scoring
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .stepped_at,
+                    );
+                }
+            }
+            (idx, specs, last)
+        };
+        let (scrape_idx, scrape_specs, scrape_last) = batch("scrape");
+        let (prom_idx, prom_specs, prom_last) = batch("prometheus");
+        let (nvml_idx, nvml_specs, nvml_last) = batch("nvml");
+        let (scraped, queried, local) = tokio::join!(
+            async {
+                if scrape_specs.is_empty() {
+                    Vec::new()
+                } else {
+                    self.scrape.sample(&scrape_specs, &scrape_last, t).await
+                }
+            },
+            async {
+                if prom_specs.is_empty() {
+                    Vec::new()
+                } else {
+                    self.prometheus.sample(&prom_specs, &prom_last, t).await
+                }
+            },
+            async {
+                if nvml_specs.is_empty() {
+                    Vec::new()
+                } else {
+                    self.nvml.sample(&nvml_specs, &nvml_last, t).await
+                }
+            },
+        );
+        let mut out = vec![Readings::default(); entries.len()];
+        for (idx, readings) in [
+            (scrape_idx, scraped),
+            (prom_idx, queried),
+            (nvml_idx, local),
+        ] {
+            for (i, r) in idx.into_iter().zip(readings) {
+                out[i] = r;
+            }
+        }
+        out
     }
 
     fn score(&self, entry: &Entry, readings: &Readings, t: f64) {
-        let decision = entry
-            .scorer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .step(t, &readings.values());
+        let any_data = readings
+            .signals
+            .iter()
+            .any(|s| s.pods.iter().any(Option::is_some));
+        let decision = {
+            let mut scoring = entry.scoring.lock().unwrap_or_else(|p| p.into_inner());
+            let after = |at: f64, stepped: Option<f64>| stepped.is_none_or(|s| at > s);
+            for (at, values) in &readings.earlier {
+                if after(*at, scoring.stepped_at) {
+                    scoring.scorer.step(*at, values);
+                    scoring.stepped_at = Some(*at);
+                }
+            }
+            let at = readings.at.unwrap_or(t);
+            // A failed read with nothing in it is not a step: the gap is read back on recovery.
+            if (readings.failed && !any_data) || !after(at, scoring.stepped_at) {
+                None
+            } else {
+                scoring.stepped_at = Some(at);
+                Some(scoring.scorer.step(at, &readings.values()))
+            }
+        };
         let mut notes = readings.notes.clone();
         for (spec, reading) in entry.spec.signals.iter().zip(&readings.signals) {
             if let Some(note) = &reading.note {
@@ -323,7 +436,7 @@ impl Engine {
         entry.state.send_modify(|state| {
             state.samples += 1;
             state.notes = notes;
-            if decision.has_data {
+            if let Some(decision) = decision.filter(|d| d.has_data) {
                 state.decision = Some(Arc::new(decision));
                 state.fresh_at = Some(t);
             }

@@ -43,9 +43,38 @@ const KEYS: &[&str] = &[
     "minReplicas",
     "maxReplicas",
     "metricName",
+    "prometheusAddress",
+    "namespace",
+    "deployment",
+    "podSelector",
+    "namespaceLabel",
+    "podLabel",
+    "gpuUtilQuery",
+    "gpuMemoryQuery",
+    "queueQuery",
+    "inflightQuery",
+    "latencyQuery",
+    "devices",
 ];
 
-const EXTRA_FIELDS: &[&str] = &["metric", "target", "kind"];
+/// Keys that only mean something with one source, and the source they need.
+const SOURCE_KEYS: &[(&str, &[&str])] = &[
+    ("endpoints", &["scrape"]),
+    ("prometheusAddress", &["prometheus"]),
+    ("namespaceLabel", &["prometheus"]),
+    ("podLabel", &["prometheus"]),
+    ("gpuUtilQuery", &["prometheus"]),
+    ("gpuMemoryQuery", &["prometheus"]),
+    ("queueQuery", &["prometheus"]),
+    ("inflightQuery", &["prometheus"]),
+    ("latencyQuery", &["prometheus"]),
+    ("namespace", &["prometheus", "nvml"]),
+    ("deployment", &["prometheus", "nvml"]),
+    ("podSelector", &["prometheus", "nvml"]),
+    ("devices", &["nvml"]),
+];
+
+const EXTRA_FIELDS: &[&str] = &["metric", "query", "target", "kind"];
 
 pub const DEFAULT_METRIC_NAME: &str = "gpu-composite";
 pub const DEFAULT_GPU_UTIL_METRICS: &[&str] = &[
@@ -56,12 +85,90 @@ pub const DEFAULT_QUEUE_METRIC: &str = "workload_queue_length";
 pub const DEFAULT_INFLIGHT_METRIC: &str = "workload_inflight_requests";
 pub const DEFAULT_LATENCY_METRIC: &str = "workload_request_duration_seconds";
 const MAX_ENDPOINTS: usize = 1000;
+/// Longest full PromQL query accepted in metadata.
+const MAX_QUERY_LEN: usize = 8192;
+pub const DEFAULT_NAMESPACE_LABEL: &str = "namespace";
+pub const DEFAULT_POD_LABEL: &str = "pod";
 
 /// Where a ScaledObject's numbers come from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SourceSpec {
     /// Each endpoint is one replica's Prometheus text exposition, fetched directly.
     Scrape { endpoints: Vec<String> },
+    /// PromQL against a Prometheus server, batched with every other ScaledObject.
+    Prometheus(PrometheusSpec),
+    /// The GPUs of the node the scaler runs on, read through NVML.
+    Nvml(NvmlSpec),
+}
+
+impl SourceSpec {
+    /// The `source` metadata value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::Scrape { .. } => "scrape",
+            SourceSpec::Prometheus(_) => "prometheus",
+            SourceSpec::Nvml(_) => "nvml",
+        }
+    }
+}
+
+/// Which pods of a namespace belong to the scaled workload.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PodMatch {
+    /// Pods of this Deployment's ReplicaSets: `<deployment>-<hash>-<suffix>`.
+    Deployment(String),
+    /// A regular expression the whole pod name must match.
+    Selector(String),
+}
+
+impl PodMatch {
+    /// An anchored regular expression (RE2/regex-crate syntax) for the pod name.
+    pub fn pattern(&self) -> String {
+        match self {
+            PodMatch::Deployment(d) => {
+                format!("^{}-[a-z0-9]+-[a-z0-9]+$", regex::escape(d))
+            }
+            PodMatch::Selector(s) => format!("^(?:{s})$"),
+        }
+    }
+}
+
+/// `source=prometheus`: where to query and which series belong to this ScaledObject.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PrometheusSpec {
+    /// Base URL of the Prometheus HTTP API, such as `http://prometheus:9090`.
+    pub address: String,
+    pub namespace: String,
+    pub pods: PodMatch,
+    /// Label carrying the namespace (`exported_namespace` when Prometheus renamed it).
+    pub namespace_label: String,
+    /// Label carrying the pod name (`exported_pod` when Prometheus renamed it).
+    pub pod_label: String,
+}
+
+/// A GPU named in `devices`: its index on the node or its UUID (`GPU-...`, `MIG-...`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceRef {
+    Index(u32),
+    Uuid(String),
+}
+
+/// `source=nvml`: which of the node's GPUs count.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NvmlSpec {
+    /// Devices to read; empty means every device (narrowed by `pods` when set).
+    pub devices: Vec<DeviceRef>,
+    /// Only devices running a process of these pods, where the driver reports the owner.
+    pub pods: Option<(String, PodMatch)>,
+}
+
+/// What a parse knows besides the metadata: the ScaledObject's namespace and server defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ParseContext<'a> {
+    /// The ScaledObject's namespace; the default for `namespace`.
+    pub namespace: &'a str,
+    /// The server-wide Prometheus address (setting `prometheus.address`), if any.
+    pub prometheus_address: Option<&'a str>,
 }
 
 /// How GPU memory in use is turned into a percentage.
@@ -81,6 +188,8 @@ pub enum MetricSource {
     Memory(Vec<MemoryMetrics>),
     /// A classic histogram (base name, `_bucket` series); p95 over the latency window.
     Histogram(String),
+    /// A full PromQL query from metadata (`source=prometheus` only), used as given.
+    Query(String),
 }
 
 /// One signal of a ScaledObject.
@@ -150,18 +259,29 @@ impl fmt::Display for SpecError {
     }
 }
 
-/// Parses and validates a trigger's metadata map.
+/// Parses and validates a trigger's metadata map, with no namespace and no server defaults.
 pub fn parse(metadata: &HashMap<String, String>) -> Result<ScalerSpec, SpecError> {
-    Parser::new(metadata).run()
+    parse_in(ParseContext::default(), metadata)
+}
+
+/// Parses and validates a trigger's metadata map for a ScaledObject in `ctx.namespace`.
+pub fn parse_in(
+    ctx: ParseContext<'_>,
+    metadata: &HashMap<String, String>,
+) -> Result<ScalerSpec, SpecError> {
+    Parser::new(ctx, metadata).run()
 }
 
 struct Parser<'a> {
+    ctx: ParseContext<'a>,
     values: BTreeMap<String, &'a str>,
     problems: Vec<Problem>,
+    /// The `source` value, once read ("scrape" when absent).
+    kind: &'a str,
 }
 
 impl<'a> Parser<'a> {
-    fn new(metadata: &'a HashMap<String, String>) -> Self {
+    fn new(ctx: ParseContext<'a>, metadata: &'a HashMap<String, String>) -> Self {
         let mut problems = Vec::new();
         let mut values = BTreeMap::new();
         // KEDA passes `<key>FromEnv` with the value already resolved from the workload's env.
@@ -187,7 +307,13 @@ impl<'a> Parser<'a> {
                 });
             }
         }
-        Parser { values, problems }
+        let kind = values.get("source").map_or("scrape", |v| v.trim());
+        Parser {
+            ctx,
+            values,
+            problems,
+            kind,
+        }
     }
 
     fn problem(&mut self, key: &str, message: impl Into<String>) {
@@ -296,16 +422,33 @@ impl<'a> Parser<'a> {
     }
 
     fn source(&mut self) -> Option<SourceSpec> {
-        match self.text("source").unwrap_or("scrape") {
-            "scrape" => {}
-            other => {
+        let kind = self.kind;
+        if !matches!(kind, "scrape" | "prometheus" | "nvml") {
+            self.problem(
+                "source",
+                format!("'{kind}' is not accepted; expected scrape, prometheus or nvml"),
+            );
+            return None;
+        }
+        for (key, sources) in SOURCE_KEYS {
+            if self.values.contains_key(*key) && !sources.contains(&kind) {
                 self.problem(
-                    "source",
-                    format!("'{other}' is not accepted; expected scrape"),
+                    key,
+                    format!(
+                        "applies only to source={}; this trigger has source={kind}",
+                        sources.join(" or source=")
+                    ),
                 );
-                return None;
             }
         }
+        match kind {
+            "prometheus" => self.prometheus_source(),
+            "nvml" => self.nvml_source(),
+            _ => self.scrape_source(),
+        }
+    }
+
+    fn scrape_source(&mut self) -> Option<SourceSpec> {
         let Some(raw) = self.text("endpoints") else {
             self.problem(
                 "endpoints",
@@ -347,6 +490,183 @@ impl<'a> Parser<'a> {
         Some(SourceSpec::Scrape { endpoints })
     }
 
+    fn prometheus_source(&mut self) -> Option<SourceSpec> {
+        let address = match self
+            .text("prometheusAddress")
+            .or(self.ctx.prometheus_address)
+        {
+            None => {
+                self.problem(
+                    "prometheusAddress",
+                    "required with source=prometheus because the scaler has no default (setting prometheus.address): an http(s) URL such as http://prometheus-operated.monitoring.svc:9090",
+                );
+                None
+            }
+            Some(raw) => match reqwest::Url::parse(raw) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    Some(url.to_string().trim_end_matches('/').to_string())
+                }
+                _ => {
+                    self.problem(
+                        "prometheusAddress",
+                        format!("'{raw}' is not an http(s) URL like http://prometheus:9090"),
+                    );
+                    None
+                }
+            },
+        };
+        let namespace = self.namespace();
+        let pods = self.pod_match(true);
+        let namespace_label = self
+            .label_name("namespaceLabel")
+            .unwrap_or(DEFAULT_NAMESPACE_LABEL.into());
+        let pod_label = self
+            .label_name("podLabel")
+            .unwrap_or(DEFAULT_POD_LABEL.into());
+        Some(SourceSpec::Prometheus(PrometheusSpec {
+            address: address?,
+            namespace: namespace?,
+            pods: pods?,
+            namespace_label,
+            pod_label,
+        }))
+    }
+
+    fn nvml_source(&mut self) -> Option<SourceSpec> {
+        let mut devices = Vec::new();
+        if let Some(raw) = self.text("devices") {
+            for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                if let Ok(i) = part.parse::<u32>() {
+                    devices.push(DeviceRef::Index(i));
+                } else if (part.starts_with("GPU-") || part.starts_with("MIG-"))
+                    && part.len() <= 128
+                    && part[4..]
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '/')
+                {
+                    devices.push(DeviceRef::Uuid(part.to_string()));
+                } else {
+                    self.problem(
+                        "devices",
+                        format!("'{part}' is not accepted; expected device indices (0,1) or UUIDs (GPU-..., MIG-...) separated by commas"),
+                    );
+                    return None;
+                }
+            }
+            if devices.is_empty() {
+                self.problem("devices", "is empty; expected device indices or UUIDs");
+                return None;
+            }
+        }
+        let pods = if self.text("deployment").is_some() || self.text("podSelector").is_some() {
+            let namespace = self.namespace();
+            let pods = self.pod_match(false);
+            Some((namespace?, pods?))
+        } else {
+            None
+        };
+        Some(SourceSpec::Nvml(NvmlSpec { devices, pods }))
+    }
+
+    /// `namespace`, else the ScaledObject's own namespace.
+    fn namespace(&mut self) -> Option<String> {
+        let ns = self
+            .text("namespace")
+            .unwrap_or(self.ctx.namespace)
+            .to_string();
+        if ns.is_empty() {
+            self.problem(
+                "namespace",
+                "required: the namespace of the pods (defaults to the ScaledObject's namespace, which was not given)",
+            );
+            return None;
+        }
+        if ns.len() > 253 || ns.chars().any(char::is_control) {
+            self.problem(
+                "namespace",
+                "is not accepted; expected a Kubernetes namespace name",
+            );
+            return None;
+        }
+        // Not restricted further on purpose: it is escaped wherever it enters a query.
+        Some(ns)
+    }
+
+    fn pod_match(&mut self, required: bool) -> Option<PodMatch> {
+        match (self.text("deployment"), self.text("podSelector")) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "podSelector",
+                    "set either deployment or podSelector, not both",
+                );
+                None
+            }
+            (Some(d), None) => {
+                if is_dns_subdomain(d) {
+                    Some(PodMatch::Deployment(d.to_string()))
+                } else {
+                    self.problem(
+                        "deployment",
+                        format!("'{d}' is not a Deployment name; expected lower-case a-z, 0-9, '-' or '.', up to 253 characters"),
+                    );
+                    None
+                }
+            }
+            (None, Some(s)) => {
+                let m = PodMatch::Selector(s.to_string());
+                if s.len() > 1024 || regex::Regex::new(&m.pattern()).is_err() {
+                    self.problem(
+                        "podSelector",
+                        format!("'{s}' is not accepted; expected a regular expression (RE2 syntax) for pod names, such as llm-server-.+"),
+                    );
+                    return None;
+                }
+                Some(m)
+            }
+            (None, None) => {
+                if required {
+                    self.problem(
+                        "deployment",
+                        "required with source=prometheus: the Deployment whose pods are read (or podSelector, a pod name regex)",
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn label_name(&mut self, key: &str) -> Option<String> {
+        let raw = self.text(key)?;
+        let mut chars = raw.chars();
+        let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && raw.len() <= 128;
+        if ok {
+            Some(raw.to_string())
+        } else {
+            self.problem(
+                key,
+                format!("'{raw}' is not a Prometheus label name; expected [a-zA-Z_][a-zA-Z0-9_]*, such as exported_pod"),
+            );
+            None
+        }
+    }
+
+    /// A full PromQL override, when given.
+    fn query(&mut self, key: &str) -> Option<String> {
+        let raw = self.text(key)?;
+        if raw.is_empty() || raw.len() > MAX_QUERY_LEN || raw.chars().any(|c| c == '\0') {
+            self.problem(
+                key,
+                format!(
+                    "is not accepted; expected a PromQL query of 1 to {MAX_QUERY_LEN} characters"
+                ),
+            );
+            return None;
+        }
+        Some(raw.to_string())
+    }
+
     fn signals(&mut self) -> Vec<SignalSpec> {
         let mut signals = Vec::new();
         let gpu_util_metrics = match self.metric_name("gpuUtilMetric") {
@@ -356,37 +676,56 @@ impl<'a> Parser<'a> {
                 .map(|s| s.to_string())
                 .collect(),
         };
+        let gpu_util_metrics = self
+            .query("gpuUtilQuery")
+            .map_or(MetricSource::Gauge(gpu_util_metrics), MetricSource::Query);
         if let Some(target) = self.positive("gpuUtilTarget", 100.0, " (percent)") {
             signals.push(SignalSpec {
                 name: "gpu_util".into(),
                 model: DemandModel::Utilisation,
                 target,
-                metrics: MetricSource::Gauge(gpu_util_metrics),
+                metrics: gpu_util_metrics,
             });
         }
-        let memory = self.memory_metrics();
+        let memory = MetricSource::Memory(self.memory_metrics());
+        let memory = self
+            .query("gpuMemoryQuery")
+            .map_or(memory, MetricSource::Query);
         if let Some(target) = self.positive("gpuMemoryTarget", 100.0, " (percent)") {
             signals.push(SignalSpec {
                 name: "gpu_memory".into(),
                 model: DemandModel::Utilisation,
                 target,
-                metrics: MetricSource::Memory(memory),
+                metrics: memory,
             });
+        }
+        if self.kind == "nvml" {
+            for key in ["queueTarget", "inflightTarget", "latencyTargetMs"] {
+                if self.values.contains_key(key) {
+                    self.problem(key, "source=nvml reads only GPUs: use gpuUtilTarget and gpuMemoryTarget, or source=prometheus for application metrics");
+                }
+            }
         }
         let queue = self
             .metric_name("queueMetric")
             .unwrap_or(DEFAULT_QUEUE_METRIC.into());
+        let queue = self
+            .query("queueQuery")
+            .map_or(MetricSource::Gauge(vec![queue]), MetricSource::Query);
         if let Some(target) = self.positive("queueTarget", 1e9, " (waiting requests per replica)") {
             signals.push(SignalSpec {
                 name: "queue".into(),
                 model: DemandModel::Quantity,
                 target,
-                metrics: MetricSource::Gauge(vec![queue]),
+                metrics: queue,
             });
         }
         let inflight = self
             .metric_name("inflightMetric")
             .unwrap_or(DEFAULT_INFLIGHT_METRIC.into());
+        let inflight = self
+            .query("inflightQuery")
+            .map_or(MetricSource::Gauge(vec![inflight]), MetricSource::Query);
         if let Some(target) =
             self.positive("inflightTarget", 1e9, " (requests in service per replica)")
         {
@@ -394,12 +733,15 @@ impl<'a> Parser<'a> {
                 name: "inflight".into(),
                 model: DemandModel::Quantity,
                 target,
-                metrics: MetricSource::Gauge(vec![inflight]),
+                metrics: inflight,
             });
         }
         let latency = self
             .metric_name("latencyMetric")
             .unwrap_or(DEFAULT_LATENCY_METRIC.into());
+        let latency = self
+            .query("latencyQuery")
+            .map_or(MetricSource::Histogram(latency), MetricSource::Query);
         let latency_target = self.positive("latencyTargetMs", 3_600_000.0, " (milliseconds)");
         signals.extend(self.extras());
         if let Some(ms) = latency_target {
@@ -413,7 +755,7 @@ impl<'a> Parser<'a> {
                 name: "latency".into(),
                 model: DemandModel::Latency,
                 target: ms / 1000.0,
-                metrics: MetricSource::Histogram(latency),
+                metrics: latency,
             });
         }
         let any_target_problem = self
@@ -482,7 +824,10 @@ impl<'a> Parser<'a> {
                 );
                 continue;
             }
-            let metric = self.metric_name(&key("metric"));
+            let metric = self
+                .metric_name(&key("metric"))
+                .map(|m| MetricSource::Gauge(vec![m]));
+            let query = self.query(&key("query")).map(MetricSource::Query);
             let target = self.positive(&key("target"), 1e12, "");
             let model = match self.text(&key("kind")) {
                 Some("utilisation") | Some("utilization") => Some(DemandModel::Utilisation),
@@ -499,12 +844,34 @@ impl<'a> Parser<'a> {
                     None
                 }
             };
-            if self.text(&key("metric")).is_none() {
+            if self.kind == "nvml" {
                 self.problem(
-                    &key("metric"),
-                    "required for source=scrape: the Prometheus metric name to read",
+                    &key("target"),
+                    "extra signals need source=scrape or source=prometheus; source=nvml reads only GPUs",
                 );
             }
+            let has_metric = self.text(&key("metric")).is_some();
+            let has_query = self.text(&key("query")).is_some();
+            match (has_metric, has_query) {
+                (true, true) => self.problem(
+                    &key("query"),
+                    "set either extra.<name>.metric or extra.<name>.query, not both",
+                ),
+                (false, true) if self.kind != "prometheus" => self.problem(
+                    &key("query"),
+                    "applies only to source=prometheus; with source=scrape use extra.<name>.metric",
+                ),
+                (false, false) if self.kind == "prometheus" => self.problem(
+                    &key("query"),
+                    "required: a PromQL query returning one series per pod (or extra.<name>.metric, a metric name)",
+                ),
+                (false, false) => self.problem(
+                    &key("metric"),
+                    "required for source=scrape: the Prometheus metric name to read",
+                ),
+                _ => {}
+            }
+            let metric = metric.or(query);
             if self.text(&key("target")).is_none() {
                 self.problem(&key("target"), "required: the value per replica (quantity) or per-pod percentage (utilisation)");
             }
@@ -513,7 +880,7 @@ impl<'a> Parser<'a> {
                     name,
                     model,
                     target,
-                    metrics: MetricSource::Gauge(vec![metric]),
+                    metrics: metric,
                 });
             }
         }
@@ -627,7 +994,7 @@ fn unknown_key_message(key: &str) -> String {
             format!("unknown key; did you mean '{k}'?")
         }
         _ if key.starts_with("extra.") => {
-            "unknown key; extra signals take extra.<name>.metric, extra.<name>.target and extra.<name>.kind".into()
+            "unknown key; extra signals take extra.<name>.metric (or .query), extra.<name>.target and extra.<name>.kind".into()
         }
         _ => format!("unknown key; accepted keys: {}", KEYS.join(", ")),
     }
@@ -664,6 +1031,15 @@ fn is_kubernetes_metric_name(s: &str) -> bool {
         && ok_edge(s.chars().last())
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 fn is_extra_name(s: &str) -> bool {
@@ -877,7 +1253,7 @@ mod tests {
             ("queueMetric", "bad name{}", "Prometheus metric name"),
             ("gpuUtilMetric", "1abc", "Prometheus metric name"),
             ("latencyWindowSeconds", "0", "between 1 and 3600"),
-            ("source", "kafka", "expected scrape"),
+            ("source", "kafka", "expected scrape, prometheus or nvml"),
             ("endpoints", "not a url", "http(s) URL"),
             ("endpoints", "ftp://x/metrics", "http(s) URL"),
             ("endpoints", " , ", "at least one"),
@@ -935,6 +1311,180 @@ mod tests {
                 && text.contains("maxReplicas: ")
                 && text.contains("oops: ")
         );
+    }
+
+    fn prom(extra: &[(&str, &str)]) -> Result<ScalerSpec, SpecError> {
+        let mut m = meta(&[
+            ("source", "prometheus"),
+            ("deployment", "llm-server"),
+            ("queueTarget", "4"),
+        ]);
+        m.extend(meta(extra));
+        parse_in(
+            ParseContext {
+                namespace: "inference",
+                prometheus_address: Some("http://prom.monitoring:9090"),
+            },
+            &m,
+        )
+    }
+
+    #[test]
+    fn prometheus_source_defaults_to_the_scaled_object_namespace_and_server_address() {
+        let spec = prom(&[]).unwrap();
+        let SourceSpec::Prometheus(p) = &spec.source else {
+            panic!("{:?}", spec.source)
+        };
+        assert_eq!(p.address, "http://prom.monitoring:9090");
+        assert_eq!(p.namespace, "inference");
+        assert_eq!(
+            (p.namespace_label.as_str(), p.pod_label.as_str()),
+            ("namespace", "pod")
+        );
+        let re = regex::Regex::new(&p.pods.pattern()).unwrap();
+        assert!(re.is_match("llm-server-5d8f7c9b4-x2x9k"));
+        assert!(!re.is_match("llm-server-canary-5d8f7c9b4-x2x9k"));
+        assert!(!re.is_match("xllm-server-5d8f7c9b4-x2x9k"));
+
+        let spec = prom(&[
+            ("prometheusAddress", "http://other:9090/"),
+            ("namespace", "team-a"),
+            ("deployment", ""),
+            ("podSelector", "vllm-.+"),
+            ("namespaceLabel", "exported_namespace"),
+            ("podLabel", "exported_pod"),
+            ("gpuUtilTarget", "70"),
+            ("gpuUtilQuery", "avg by (pod) (x)"),
+            (
+                "extra.cpu.query",
+                "sum by (pod) (rate(container_cpu_usage_seconds_total[1m])) * 100",
+            ),
+            ("extra.cpu.target", "80"),
+            ("extra.cpu.kind", "utilisation"),
+        ]);
+        // deployment="" counts as set: both given is a problem.
+        assert!(spec.is_err());
+        let spec = parse_in(
+            ParseContext {
+                namespace: "inference",
+                prometheus_address: None,
+            },
+            &meta(&[
+                ("source", "prometheus"),
+                ("prometheusAddress", "http://other:9090/"),
+                ("namespace", "team-a"),
+                ("podSelector", "vllm-.+"),
+                ("namespaceLabel", "exported_namespace"),
+                ("podLabel", "exported_pod"),
+                ("gpuUtilTarget", "70"),
+                ("gpuUtilQuery", "avg by (pod) (x)"),
+                ("extra.cpu.query", "sum by (pod) (rate(c[1m])) * 100"),
+                ("extra.cpu.target", "80"),
+                ("extra.cpu.kind", "utilisation"),
+            ]),
+        )
+        .unwrap();
+        let SourceSpec::Prometheus(p) = &spec.source else {
+            panic!()
+        };
+        assert_eq!(p.address, "http://other:9090");
+        assert_eq!(p.namespace, "team-a");
+        assert_eq!(p.pods, PodMatch::Selector("vllm-.+".into()));
+        assert_eq!(p.pod_label, "exported_pod");
+        assert_eq!(
+            spec.signals[0].metrics,
+            MetricSource::Query("avg by (pod) (x)".into())
+        );
+        assert_eq!(
+            spec.signals[1].metrics,
+            MetricSource::Query("sum by (pod) (rate(c[1m])) * 100".into())
+        );
+    }
+
+    #[test]
+    fn source_specific_keys_are_checked() {
+        let err = |r: Result<ScalerSpec, SpecError>| r.unwrap_err().to_string();
+        assert!(err(prom(&[("podSelector", "x")])).contains("either deployment or podSelector"));
+        assert!(err(prom(&[("deployment", "Bad_Name")])).contains("not a Deployment name"));
+        assert!(err(prom(&[("deployment", "x"), ("podSelector", "(")])).contains("podSelector"));
+        assert!(err(prom(&[("namespaceLabel", "exported-namespace")])).contains("label name"));
+        assert!(err(prom(&[("prometheusAddress", "prom:9090")])).contains("http(s) URL"));
+        assert!(err(prom(&[("endpoints", "http://a/m")])).contains("applies only to source=scrape"));
+        assert!(err(prom(&[("devices", "0")])).contains("applies only to source=nvml"));
+        assert!(err(prom(&[
+            ("extra.u.metric", "m"),
+            ("extra.u.query", "q"),
+            ("extra.u.target", "1"),
+            ("extra.u.kind", "quantity")
+        ]))
+        .contains("not both"));
+        // No address anywhere.
+        let none = parse_in(
+            ParseContext {
+                namespace: "inference",
+                prometheus_address: None,
+            },
+            &meta(&[
+                ("source", "prometheus"),
+                ("deployment", "x"),
+                ("queueTarget", "1"),
+            ]),
+        );
+        assert!(err(none).contains("prometheusAddress: required"));
+        // Scrape triggers cannot carry PromQL.
+        rejects(
+            base(&[("queueQuery", "sum(x)")]),
+            "queueQuery",
+            "applies only to source=prometheus",
+        );
+        rejects(
+            base(&[
+                ("extra.u.query", "sum(x)"),
+                ("extra.u.target", "1"),
+                ("extra.u.kind", "quantity"),
+            ]),
+            "extra.u.query",
+            "applies only to source=prometheus",
+        );
+    }
+
+    #[test]
+    fn nvml_source_reads_devices_and_only_gpu_signals() {
+        let nvml = |extra: &[(&str, &str)]| {
+            let mut m = meta(&[("source", "nvml"), ("gpuUtilTarget", "60")]);
+            m.extend(meta(extra));
+            parse_in(
+                ParseContext {
+                    namespace: "inference",
+                    prometheus_address: None,
+                },
+                &m,
+            )
+        };
+        let spec = nvml(&[("devices", "0, GPU-20c56d28-0da5, MIG-1/2")]).unwrap();
+        assert_eq!(
+            spec.source,
+            SourceSpec::Nvml(NvmlSpec {
+                devices: vec![
+                    DeviceRef::Index(0),
+                    DeviceRef::Uuid("GPU-20c56d28-0da5".into()),
+                    DeviceRef::Uuid("MIG-1/2".into())
+                ],
+                pods: None
+            })
+        );
+        let spec = nvml(&[("deployment", "llm")]).unwrap();
+        assert!(
+            matches!(&spec.source, SourceSpec::Nvml(n) if n.pods.as_ref().is_some_and(|(ns, _)| ns == "inference"))
+        );
+        assert!(nvml(&[("devices", "gpu0")])
+            .unwrap_err()
+            .to_string()
+            .contains("device indices"));
+        assert!(nvml(&[("queueTarget", "3")])
+            .unwrap_err()
+            .to_string()
+            .contains("reads only GPUs"));
     }
 
     #[test]

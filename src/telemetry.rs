@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::config::LogFormat;
 use crate::engine::{Engine, EngineError};
 use crate::score::Decision;
-use crate::spec::SourceSpec;
+use crate::spec::{DeviceRef, SourceSpec};
 
 /// Installs the global tracing subscriber. Safe to call more than once (later calls are no-ops).
 pub fn init_logging(format: LogFormat, level: &str) {
@@ -311,7 +311,12 @@ pub struct DebugEntry {
     pub name: String,
     pub metric_name: String,
     pub source: String,
+    /// Where it reads: endpoint URLs (scrape), the Prometheus address, or NVML devices.
     pub endpoints: Vec<String>,
+    /// Which pods count, as a label selector with an anchored pod-name regex.
+    pub pods: Option<String>,
+    /// The PromQL each signal runs (prometheus source), in signal order.
+    pub queries: Vec<String>,
     /// "ok", "pending" or "stale": what GetMetrics would answer now.
     pub status: &'static str,
     /// The error GetMetrics would return, if any.
@@ -335,15 +340,41 @@ pub fn debug_entries(engine: &Engine) -> Vec<DebugEntry> {
                 Err(e @ EngineError::Pending { .. }) => ("pending", Some(e.to_string())),
                 Err(e) => ("stale", Some(e.to_string())),
             };
-            let (source, endpoints) = match &entry.spec.source {
-                SourceSpec::Scrape { endpoints } => ("scrape".to_string(), endpoints.clone()),
+            let source = entry.spec.source.kind().to_string();
+            let (endpoints, pods) = match &entry.spec.source {
+                SourceSpec::Scrape { endpoints } => (endpoints.clone(), None),
+                SourceSpec::Prometheus(p) => (
+                    vec![p.address.clone()],
+                    Some(format!(
+                        "{}=\"{}\", {}=~\"{}\"",
+                        p.namespace_label,
+                        p.namespace,
+                        p.pod_label,
+                        p.pods.pattern()
+                    )),
+                ),
+                SourceSpec::Nvml(n) => (
+                    n.devices
+                        .iter()
+                        .map(|d| match d {
+                            DeviceRef::Index(i) => format!("device {i}"),
+                            DeviceRef::Uuid(u) => u.clone(),
+                        })
+                        .collect(),
+                    n.pods
+                        .as_ref()
+                        .map(|(ns, m)| format!("namespace=\"{ns}\", pod=~\"{}\"", m.pattern())),
+                ),
             };
+            let queries = crate::signals::prometheus::describe_queries(&entry.spec);
             DebugEntry {
                 namespace: entry.key.namespace.clone(),
                 name: entry.key.name.clone(),
                 metric_name: entry.spec.metric_name.clone(),
                 source,
                 endpoints,
+                pods,
+                queries,
                 status,
                 error,
                 sample_age_s: state.fresh_at.map(|t| now - t),

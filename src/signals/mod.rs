@@ -3,6 +3,9 @@
 
 pub mod exposition;
 pub mod histogram;
+pub mod nvml;
+pub mod prometheus;
+pub mod promql;
 pub mod scrape;
 
 use std::sync::Arc;
@@ -25,6 +28,14 @@ pub struct Readings {
     pub signals: Vec<SignalReading>,
     /// Problems with the source itself (an endpoint timing out), for the decision breakdown.
     pub notes: Vec<String>,
+    /// The time these readings describe on the source's own clock (Prometheus evaluation
+    /// timestamps, unix seconds); None: the engine's sampling time.
+    pub at: Option<f64>,
+    /// Readings at earlier times on the source's clock, oldest first, to be scored before this
+    /// one: history read back for a new ScaledObject, or a gap filled after an outage.
+    pub earlier: Vec<(f64, Vec<Vec<Option<f64>>>)>,
+    /// True when a query or read for this spec failed, so the gap should be read again later.
+    pub failed: bool,
 }
 
 impl Readings {
@@ -38,6 +49,14 @@ impl Readings {
 /// between ScaledObjects (one fetch per endpoint, one query per signal kind).
 pub trait Source: Send + Sync {
     /// Samples each spec; returns one `Readings` per spec, in order. `t` is the sampling time in
-    /// seconds on the engine's clock. Must bound its own run time (timeouts on all IO).
-    fn sample<'a>(&'a self, specs: &'a [Arc<ScalerSpec>], t: f64) -> BoxFuture<'a, Vec<Readings>>;
+    /// seconds on the engine's clock. `last[i]` is the source time of the newest readings already
+    /// scored for `specs[i]` (None for a new ScaledObject); a source that can read history back
+    /// returns what lies between as `Readings::earlier`. Must bound its own run time (timeouts on
+    /// all IO).
+    fn sample<'a>(
+        &'a self,
+        specs: &'a [Arc<ScalerSpec>],
+        last: &'a [Option<f64>],
+        t: f64,
+    ) -> BoxFuture<'a, Vec<Readings>>;
 }

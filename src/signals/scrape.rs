@@ -185,7 +185,11 @@ impl ScrapeSource {
                 SignalReading { pods, note }
             })
             .collect();
-        Readings { signals, notes }
+        Readings {
+            signals,
+            notes,
+            ..Readings::default()
+        }
     }
 
     fn pod_value(
@@ -217,12 +221,19 @@ impl ScrapeSource {
             }
             MetricSource::Memory(choices) => choices.iter().find_map(|m| memory_percent(expo, m)),
             MetricSource::Histogram(base) => self.p95(url, base, spec.latency_window_s, t),
+            // The spec parser accepts PromQL only with source=prometheus.
+            MetricSource::Query(_) => None,
         }
     }
 }
 
 impl Source for ScrapeSource {
-    fn sample<'a>(&'a self, specs: &'a [Arc<ScalerSpec>], t: f64) -> BoxFuture<'a, Vec<Readings>> {
+    fn sample<'a>(
+        &'a self,
+        specs: &'a [Arc<ScalerSpec>],
+        _last: &'a [Option<f64>],
+        t: f64,
+    ) -> BoxFuture<'a, Vec<Readings>> {
         Box::pin(async move {
             let urls: BTreeSet<String> = specs
                 .iter()
@@ -241,6 +252,7 @@ impl Source for ScrapeSource {
 fn endpoints(spec: &ScalerSpec) -> &[String] {
     match &spec.source {
         SourceSpec::Scrape { endpoints } => endpoints,
+        SourceSpec::Prometheus(_) | SourceSpec::Nvml(_) => &[],
     }
 }
 
@@ -280,6 +292,7 @@ fn exposes(expo: &Exposition, metrics: &MetricSource) -> bool {
         MetricSource::Gauge(names) => names.iter().any(|n| expo.has(n)),
         MetricSource::Memory(choices) => choices.iter().any(|m| memory_percent(expo, m).is_some()),
         MetricSource::Histogram(base) => expo.has(&format!("{base}_bucket")),
+        MetricSource::Query(_) => false,
     }
 }
 
@@ -295,6 +308,7 @@ fn describe(metrics: &MetricSource) -> String {
             .collect::<Vec<_>>()
             .join(" or "),
         MetricSource::Histogram(base) => format!("{base}_bucket"),
+        MetricSource::Query(q) => q.clone(),
     }
 }
 

@@ -1,0 +1,738 @@
+//! `source=prometheus`: PromQL through prometheus-http-query, batched across ScaledObjects.
+//!
+//! Each sampling issues one query per (Prometheus address, labels, signal template) for every
+//! registered ScaledObject at once, grouped `by (namespace, pod)`, and splits the answer in memory;
+//! the number of queries does not grow with the number of ScaledObjects. Queries are evaluated at
+//! timestamps on a fixed grid (multiples of the step), so every scaler replica scores the same
+//! inputs at the same times; a ScaledObject seen for the first time has its history over a few
+//! half-lives read back with one `query_range` per group and replayed, so a replica started later
+//! answers like one that never stopped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, StreamExt};
+use prometheus_http_query::response::Data;
+use prometheus_http_query::Client;
+use regex::Regex;
+
+use super::promql::{Labels, Template};
+use super::{Readings, SignalReading, Source};
+use crate::score::DemandModel;
+use crate::spec::{PrometheusSpec, ScalerSpec, SourceSpec};
+
+/// History read back for a new ScaledObject, in multiples of its longest half-life: what is older
+/// weighs less than 2^-8 (0.4 %) in the average.
+pub const HISTORY_HALF_LIVES: f64 = 8.0;
+/// Queries in flight at once.
+const CONCURRENCY: usize = 16;
+
+/// Why a query gave no data.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error("Prometheus rejected the query: {0}")]
+    Rejected(String),
+    #[error("bad address: {0}")]
+    Address(String),
+}
+
+/// Settings of the source, from `Settings`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrometheusSettings {
+    /// Timeout of each HTTP request to Prometheus (connect included).
+    pub timeout: Duration,
+    /// Grid step: queries are evaluated at multiples of it. Whole seconds, at least 1.
+    pub step_s: i64,
+    /// Longest history read back for a new ScaledObject.
+    pub max_history: Duration,
+}
+
+/// One series of a query answer: its labels and (timestamp, value) points.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Series {
+    pub labels: HashMap<String, String>,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// Specs' signals sharing one query.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct GroupKey {
+    address: String,
+    labels: Labels,
+    template: Template,
+}
+
+pub struct PrometheusSource {
+    settings: PrometheusSettings,
+    http: prometheus_http_query::reqwest::Client,
+    clients: Mutex<HashMap<String, Client>>,
+    regexes: Mutex<HashMap<String, Arc<Regex>>>,
+    /// (namespace, pods, signal) currently without series, so the warning is logged once.
+    empty: Mutex<HashSet<(String, String, String)>>,
+}
+
+impl PrometheusSource {
+    pub fn new(settings: PrometheusSettings) -> Self {
+        let http = prometheus_http_query::reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .build()
+            .expect("an HTTP client with only timeouts set always builds");
+        PrometheusSource {
+            settings,
+            http,
+            clients: Mutex::new(HashMap::new()),
+            regexes: Mutex::new(HashMap::new()),
+            empty: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn client(&self, address: &str) -> Result<Client, QueryError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(address) {
+            return Ok(c.clone());
+        }
+        let c = Client::from(self.http.clone(), address)
+            .map_err(|e| QueryError::Address(e.to_string()))?;
+        clients.insert(address.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn regex(&self, pattern: &str) -> Arc<Regex> {
+        let mut cache = self.regexes.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache
+            .entry(pattern.to_string())
+            .or_insert_with(|| {
+                // The spec parser compiled it already; a failure here matches nothing.
+                Arc::new(Regex::new(pattern).unwrap_or_else(|_| Regex::new("$^").expect("valid")))
+            })
+            .clone()
+    }
+
+    /// Runs one query: instant at `end` when `start == end`, else a range on the grid.
+    async fn run(
+        &self,
+        address: &str,
+        query: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Series>, QueryError> {
+        let client = self.client(address)?;
+        let timeout_ms = self.settings.timeout.as_millis() as i64;
+        let result = if start == end {
+            client.query(query).at(end).timeout(timeout_ms).post().await
+        } else {
+            client
+                .query_range(query, start, end, self.settings.step_s as f64)
+                .timeout(timeout_ms)
+                .post()
+                .await
+        };
+        let result = result.map_err(|e| classify(e, self.settings.timeout))?;
+        let (data, _) = result.into_inner();
+        Ok(match data {
+            Data::Vector(v) => v
+                .into_iter()
+                .map(|iv| {
+                    let (labels, sample) = iv.into_inner();
+                    Series {
+                        labels,
+                        points: vec![(sample.timestamp().round() as i64, sample.value())],
+                    }
+                })
+                .collect(),
+            Data::Matrix(m) => m
+                .into_iter()
+                .map(|rv| {
+                    let (labels, samples) = rv.into_inner();
+                    Series {
+                        labels,
+                        points: samples
+                            .iter()
+                            .map(|s| (s.timestamp().round() as i64, s.value()))
+                            .collect(),
+                    }
+                })
+                .collect(),
+            Data::Scalar(s) => vec![Series {
+                labels: HashMap::new(),
+                points: vec![(s.timestamp().round() as i64, s.value())],
+            }],
+        })
+    }
+
+    /// The newest grid time whose data Prometheus has surely ingested: one step behind now.
+    pub fn grid_now(&self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        grid_time(now, self.settings.step_s)
+    }
+
+    /// First grid time to read for a spec whose newest scored time is `last`.
+    fn from(&self, spec: &ScalerSpec, last: Option<f64>, end: i64) -> i64 {
+        let step = self.settings.step_s;
+        let window = history_window(spec, self.settings.max_history).max(step as f64);
+        let earliest = end - ((window / step as f64).ceil() as i64) * step;
+        match last {
+            Some(l) if l.is_finite() => {
+                let next = ((l / step as f64).floor() as i64 + 1) * step;
+                next.clamp(earliest, end)
+            }
+            _ => earliest,
+        }
+    }
+
+    fn note_empty(&self, p: &PrometheusSpec, signal: &str, empty: bool, query: &str) {
+        let key = (p.namespace.clone(), p.pods.pattern(), signal.to_string());
+        let mut set = self.empty.lock().unwrap_or_else(|e| e.into_inner());
+        if empty {
+            if set.len() < 100_000 && set.insert(key) {
+                tracing::warn!(
+                    namespace = %p.namespace,
+                    pods = %p.pods.pattern(),
+                    signal,
+                    query,
+                    "query returned no series for these pods; check namespaceLabel/podLabel (exported_namespace, exported_pod when Prometheus renamed them)"
+                );
+            }
+        } else {
+            set.remove(&key);
+        }
+    }
+}
+
+impl Source for PrometheusSource {
+    fn sample<'a>(
+        &'a self,
+        specs: &'a [Arc<ScalerSpec>],
+        last: &'a [Option<f64>],
+        _t: f64,
+    ) -> BoxFuture<'a, Vec<Readings>> {
+        Box::pin(async move {
+            let end = self.grid_now();
+            let from: Vec<i64> = specs
+                .iter()
+                .zip(last.iter().chain(std::iter::repeat(&None)))
+                .map(|(s, l)| self.from(s, *l, end))
+                .collect();
+            let plan = plan(specs, &from);
+            let answers: HashMap<GroupKey, Result<Vec<Series>, QueryError>> =
+                stream::iter(plan.into_iter().map(|(key, group)| async move {
+                    let query = key.template.build(&key.labels, &group.namespaces);
+                    let result = self.run(&key.address, &query, group.from, end).await;
+                    if let Err(e) = &result {
+                        tracing::warn!(address = %key.address, %query, error = %e, "Prometheus query failed");
+                    }
+                    (key, result)
+                }))
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            specs
+                .iter()
+                .zip(&from)
+                .map(|(spec, from)| self.readings(spec, &answers, *from, end))
+                .collect()
+        })
+    }
+}
+
+/// What one group of signals needs: the namespaces it covers and the earliest time any of them
+/// still has to read.
+struct Group {
+    namespaces: BTreeSet<String>,
+    from: i64,
+}
+
+fn plan(specs: &[Arc<ScalerSpec>], from: &[i64]) -> BTreeMap<GroupKey, Group> {
+    let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
+    for (spec, from) in specs.iter().zip(from) {
+        let SourceSpec::Prometheus(p) = &spec.source else {
+            continue;
+        };
+        for signal in &spec.signals {
+            let group = groups.entry(key(p, spec, signal)).or_insert(Group {
+                namespaces: BTreeSet::new(),
+                from: *from,
+            });
+            group.namespaces.insert(p.namespace.clone());
+            group.from = group.from.min(*from);
+        }
+    }
+    groups
+}
+
+fn key(p: &PrometheusSpec, spec: &ScalerSpec, signal: &crate::spec::SignalSpec) -> GroupKey {
+    let template = Template::of(signal, spec.latency_window_s);
+    // A full query does not depend on the labels: identical ones share a query whatever they say.
+    let labels = if template.is_builtin() {
+        Labels {
+            namespace: p.namespace_label.clone(),
+            pod: p.pod_label.clone(),
+        }
+    } else {
+        Labels {
+            namespace: String::new(),
+            pod: String::new(),
+        }
+    };
+    GroupKey {
+        address: p.address.clone(),
+        labels,
+        template,
+    }
+}
+
+impl PrometheusSource {
+    fn readings(
+        &self,
+        spec: &ScalerSpec,
+        answers: &HashMap<GroupKey, Result<Vec<Series>, QueryError>>,
+        from: i64,
+        end: i64,
+    ) -> Readings {
+        let SourceSpec::Prometheus(p) = &spec.source else {
+            return Readings::default();
+        };
+        let pods_re = self.regex(&p.pods.pattern());
+        let step = self.settings.step_s.max(1);
+        let times: Vec<i64> = (0..)
+            .map(|k| from + k * step)
+            .take_while(|t| *t <= end)
+            .collect();
+        let mut notes = Vec::new();
+        let mut failed = false;
+        // Per signal: per time, the pod values (or one aggregate when the query has no pod label).
+        let mut split: Vec<Option<SignalSeries>> = Vec::with_capacity(spec.signals.len());
+        let mut signal_notes = Vec::with_capacity(spec.signals.len());
+        for signal in &spec.signals {
+            let k = key(p, spec, signal);
+            match answers.get(&k) {
+                Some(Ok(series)) => {
+                    let s =
+                        split_series(series, p, &pods_re, k.template.is_builtin(), signal.model);
+                    let empty = !s.has_data_at(end);
+                    let query = k
+                        .template
+                        .build(&k.labels, &BTreeSet::from([p.namespace.clone()]));
+                    self.note_empty(p, &signal.name, empty, &query);
+                    signal_notes.push(empty.then(|| {
+                        format!(
+                            "query returned no series for {}=\"{}\", {}=~\"{}\" at {end}; if Prometheus renamed the labels set namespaceLabel/podLabel (exported_namespace, exported_pod)",
+                            p.namespace_label,
+                            p.namespace,
+                            p.pod_label,
+                            p.pods.pattern()
+                        )
+                    }));
+                    split.push(Some(s));
+                }
+                Some(Err(e)) => {
+                    failed = true;
+                    notes.push(format!("prometheus {}: {e}", p.address));
+                    signal_notes.push(Some(format!("query failed: {e}")));
+                    split.push(None);
+                }
+                None => {
+                    signal_notes.push(None);
+                    split.push(None);
+                }
+            }
+        }
+        notes.dedup();
+        let mut steps: Vec<(f64, Vec<Vec<Option<f64>>>)> = times
+            .iter()
+            .map(|t| (*t as f64, values_at(spec, &split, *t)))
+            .collect();
+        let current = steps.pop().map(|(_, v)| v).unwrap_or_default();
+        Readings {
+            signals: current
+                .into_iter()
+                .zip(signal_notes)
+                .map(|(pods, note)| SignalReading { pods, note })
+                .collect(),
+            notes,
+            at: Some(end as f64),
+            earlier: steps,
+            failed,
+        }
+    }
+}
+
+/// One signal's answer for one spec: per time, per pod, or aggregate values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SignalSeries {
+    pub pods: BTreeMap<i64, BTreeMap<String, f64>>,
+    pub aggregate: BTreeMap<i64, f64>,
+}
+
+impl SignalSeries {
+    fn has_data_at(&self, t: i64) -> bool {
+        self.pods.get(&t).is_some_and(|p| !p.is_empty()) || self.aggregate.contains_key(&t)
+    }
+}
+
+/// Keeps the series of this spec's pods. Built-in queries carry the spec's labels by construction;
+/// a full query is split by its pod label when it has one (`podLabel`, else `pod`), else its
+/// series are one aggregate for the whole workload (summed, or averaged for utilisation).
+pub fn split_series(
+    series: &[Series],
+    p: &PrometheusSpec,
+    pods: &Regex,
+    builtin: bool,
+    model: DemandModel,
+) -> SignalSeries {
+    let mut out = SignalSeries::default();
+    let mut aggregate: BTreeMap<i64, (f64, usize)> = BTreeMap::new();
+    for s in series {
+        let pod_label = if s.labels.contains_key(&p.pod_label) || builtin {
+            &p.pod_label
+        } else {
+            "pod"
+        };
+        let ns_label = if builtin || s.labels.contains_key(&p.namespace_label) {
+            &p.namespace_label
+        } else {
+            "namespace"
+        };
+        match s.labels.get(pod_label) {
+            Some(pod) => {
+                if s.labels.get(ns_label).is_some_and(|ns| ns != &p.namespace)
+                    || (builtin && !s.labels.contains_key(ns_label))
+                    || !pods.is_match(pod)
+                {
+                    continue;
+                }
+                for (t, v) in &s.points {
+                    if v.is_finite() {
+                        *out.pods
+                            .entry(*t)
+                            .or_default()
+                            .entry(pod.clone())
+                            .or_insert(0.0) += v;
+                    }
+                }
+            }
+            None if !builtin => {
+                for (t, v) in &s.points {
+                    if v.is_finite() {
+                        let e = aggregate.entry(*t).or_insert((0.0, 0));
+                        e.0 += v;
+                        e.1 += 1;
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    out.aggregate = aggregate
+        .into_iter()
+        .map(|(t, (sum, n))| {
+            let v = match model {
+                DemandModel::Quantity => sum,
+                DemandModel::Utilisation | DemandModel::Latency => sum / n as f64,
+            };
+            (t, v)
+        })
+        .collect();
+    out
+}
+
+/// The per-signal, per-pod values of one spec at grid time `t`. Pods are those any signal saw at
+/// `t`, so a pod missing from one signal counts as a missing reading, and a pod gone from all of
+/// them (scaled down) is no longer counted.
+fn values_at(spec: &ScalerSpec, split: &[Option<SignalSeries>], t: i64) -> Vec<Vec<Option<f64>>> {
+    let pods: BTreeSet<&String> = split
+        .iter()
+        .flatten()
+        .filter_map(|s| s.pods.get(&t))
+        .flat_map(|m| m.keys())
+        .collect();
+    spec.signals
+        .iter()
+        .zip(split)
+        .map(|(signal, s)| match s {
+            None => vec![None; pods.len()],
+            Some(s) => match s.aggregate.get(&t) {
+                // One number for the whole workload: a utilisation stands for each known pod, a
+                // quantity or latency is one reading.
+                Some(v) if signal.model == DemandModel::Utilisation => {
+                    vec![Some(*v); pods.len().max(1)]
+                }
+                Some(v) => vec![Some(*v)],
+                None => {
+                    let at = s.pods.get(&t);
+                    pods.iter()
+                        .map(|pod| at.and_then(|m| m.get(*pod)).copied())
+                        .collect()
+                }
+            },
+        })
+        .collect()
+}
+
+/// The grid time one step behind `now`.
+pub fn grid_time(now_unix: f64, step_s: i64) -> i64 {
+    let step = step_s.max(1);
+    ((now_unix / step as f64).floor() as i64 - 1) * step
+}
+
+/// How much history a new ScaledObject reads back: a few of its longest half-lives.
+pub fn history_window(spec: &ScalerSpec, cap: Duration) -> f64 {
+    let h = spec
+        .smoothing
+        .up_half_life_s
+        .max(spec.smoothing.down_half_life_s);
+    (HISTORY_HALF_LIVES * h).min(cap.as_secs_f64())
+}
+
+fn classify(e: prometheus_http_query::Error, timeout: Duration) -> QueryError {
+    match e {
+        prometheus_http_query::Error::Prometheus(p) => QueryError::Rejected(p.to_string()),
+        prometheus_http_query::Error::ParseUrl(u) => QueryError::Address(u.to_string()),
+        other => {
+            let timed_out = std::error::Error::source(&other)
+                .and_then(|s| s.downcast_ref::<prometheus_http_query::reqwest::Error>())
+                .is_some_and(|r| r.is_timeout());
+            if timed_out || other.to_string().contains("timed out") {
+                QueryError::Timeout(timeout)
+            } else {
+                QueryError::Unreachable(other.to_string())
+            }
+        }
+    }
+}
+
+/// The query each signal of `spec` runs (for the debug page), alone in its batch.
+pub fn describe_queries(spec: &ScalerSpec) -> Vec<String> {
+    let SourceSpec::Prometheus(p) = &spec.source else {
+        return Vec::new();
+    };
+    spec.signals
+        .iter()
+        .map(|signal| {
+            let k = key(p, spec, signal);
+            k.template
+                .build(&k.labels, &BTreeSet::from([p.namespace.clone()]))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{parse_in, ParseContext};
+
+    fn spec(pairs: &[(&str, &str)]) -> ScalerSpec {
+        let mut m: HashMap<String, String> = [
+            ("source", "prometheus"),
+            ("prometheusAddress", "http://127.0.0.1:9090"),
+            ("deployment", "llm"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        m.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        parse_in(
+            ParseContext {
+                namespace: "inference",
+                prometheus_address: None,
+            },
+            &m,
+        )
+        .unwrap()
+    }
+
+    fn series(labels: &[(&str, &str)], points: &[(i64, f64)]) -> Series {
+        Series {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            points: points.to_vec(),
+        }
+    }
+
+    fn prom(s: &ScalerSpec) -> &PrometheusSpec {
+        match &s.source {
+            SourceSpec::Prometheus(p) => p,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_hundred_specs_share_one_query_per_signal_kind() {
+        let specs: Vec<Arc<ScalerSpec>> = (0..100)
+            .map(|i| {
+                let ns = format!("team-{}", i % 7);
+                let dep = format!("llm-{i}");
+                Arc::new(spec(&[
+                    ("namespace", &ns),
+                    ("deployment", &dep),
+                    ("gpuUtilTarget", "70"),
+                    ("gpuMemoryTarget", "80"),
+                    ("queueTarget", "4"),
+                    ("latencyTargetMs", "500"),
+                ]))
+            })
+            .collect();
+        let groups = plan(&specs, &[0; 100]);
+        assert_eq!(groups.len(), 4);
+        assert!(groups.values().all(|g| g.namespaces.len() == 7));
+        // Identical full queries are deduplicated; different windows are different queries.
+        let mut more = specs.clone();
+        more.push(Arc::new(spec(&[
+            ("queueQuery", "sum by (pod) (q)"),
+            ("queueTarget", "1"),
+        ])));
+        more.push(Arc::new(spec(&[
+            ("deployment", "other"),
+            ("queueQuery", "sum by (pod) (q)"),
+            ("queueTarget", "2"),
+        ])));
+        more.push(Arc::new(spec(&[
+            ("latencyWindowSeconds", "30"),
+            ("queueTarget", "1"),
+            ("latencyTargetMs", "500"),
+        ])));
+        assert_eq!(plan(&more, &[0; 103]).len(), 6);
+    }
+
+    #[test]
+    fn series_are_split_by_namespace_and_deployment_pods() {
+        let s = spec(&[("queueTarget", "4")]);
+        let p = prom(&s);
+        let re = Regex::new(&p.pods.pattern()).unwrap();
+        let got = split_series(
+            &[
+                series(
+                    &[("namespace", "inference"), ("pod", "llm-7d9f-abcde")],
+                    &[(10, 3.0)],
+                ),
+                series(
+                    &[("namespace", "inference"), ("pod", "llm-7d9f-xyz12")],
+                    &[(10, 5.0)],
+                ),
+                // Another deployment whose name starts the same, another namespace, a NaN.
+                series(
+                    &[("namespace", "inference"), ("pod", "llm-canary-7d9f-abcde")],
+                    &[(10, 9.0)],
+                ),
+                series(
+                    &[("namespace", "other"), ("pod", "llm-7d9f-abcde")],
+                    &[(10, 9.0)],
+                ),
+                series(
+                    &[("namespace", "inference"), ("pod", "llm-1-2")],
+                    &[(10, f64::NAN)],
+                ),
+            ],
+            p,
+            &re,
+            true,
+            DemandModel::Quantity,
+        );
+        assert_eq!(
+            got.pods[&10],
+            BTreeMap::from([
+                ("llm-7d9f-abcde".to_string(), 3.0),
+                ("llm-7d9f-xyz12".to_string(), 5.0)
+            ])
+        );
+    }
+
+    #[test]
+    fn a_full_query_without_pod_label_is_one_aggregate() {
+        let s = spec(&[
+            ("gpuUtilTarget", "50"),
+            ("gpuUtilQuery", "avg(x)"),
+            ("queueTarget", "10"),
+        ]);
+        let p = prom(&s);
+        let re = Regex::new(&p.pods.pattern()).unwrap();
+        let util = split_series(
+            &[series(&[], &[(5, 80.0)])],
+            p,
+            &re,
+            false,
+            DemandModel::Utilisation,
+        );
+        let queue = split_series(
+            &[
+                series(
+                    &[("namespace", "inference"), ("pod", "llm-a-b")],
+                    &[(5, 10.0)],
+                ),
+                series(
+                    &[("namespace", "inference"), ("pod", "llm-a-c")],
+                    &[(5, 20.0)],
+                ),
+            ],
+            p,
+            &re,
+            true,
+            DemandModel::Quantity,
+        );
+        let v = values_at(&s, &[Some(util), Some(queue)], 5);
+        // The aggregate utilisation stands for each of the two pods the queue query saw.
+        assert_eq!(v[0], vec![Some(80.0), Some(80.0)]);
+        assert_eq!(v[1], vec![Some(10.0), Some(20.0)]);
+    }
+
+    #[test]
+    fn a_pod_missing_from_one_signal_is_a_missing_reading() {
+        let s = spec(&[("gpuUtilTarget", "50"), ("queueTarget", "10")]);
+        let mut util = SignalSeries::default();
+        util.pods
+            .insert(1, BTreeMap::from([("a".to_string(), 40.0)]));
+        let mut queue = SignalSeries::default();
+        queue.pods.insert(
+            1,
+            BTreeMap::from([("a".to_string(), 1.0), ("b".to_string(), 2.0)]),
+        );
+        let v = values_at(&s, &[Some(util), Some(queue)], 1);
+        assert_eq!(v[0], vec![Some(40.0), None]);
+        assert_eq!(v[1], vec![Some(1.0), Some(2.0)]);
+        assert_eq!(
+            values_at(&s, &[None, None], 1),
+            vec![Vec::<Option<f64>>::new(); 2]
+        );
+    }
+
+    #[test]
+    fn the_grid_is_one_step_behind_and_history_covers_half_lives() {
+        assert_eq!(grid_time(1000.7, 2), 998);
+        assert_eq!(grid_time(1001.0, 2), 998);
+        assert_eq!(grid_time(1002.0, 2), 1000);
+        let s = spec(&[
+            ("queueTarget", "1"),
+            ("upHalfLifeSeconds", "5"),
+            ("downHalfLifeSeconds", "30"),
+        ]);
+        assert_eq!(history_window(&s, Duration::from_secs(3600)), 240.0);
+        assert_eq!(history_window(&s, Duration::from_secs(60)), 60.0);
+        let source = PrometheusSource::new(PrometheusSettings {
+            timeout: Duration::from_secs(1),
+            step_s: 2,
+            max_history: Duration::from_secs(3600),
+        });
+        assert_eq!(source.from(&s, None, 1000), 760);
+        assert_eq!(source.from(&s, Some(996.0), 1000), 998);
+        assert_eq!(source.from(&s, Some(1000.0), 1000), 1000);
+        assert_eq!(
+            source.from(&s, Some(10.0), 1000),
+            760,
+            "a long gap reads one window"
+        );
+    }
+}
