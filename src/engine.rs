@@ -92,6 +92,28 @@ pub enum EngineError {
     TooManyEntries { count: usize, limit: usize },
 }
 
+/// When a ScaledObject's metadata changes only in its endpoint list (a per-pod list following the
+/// replica set), the new entry continues the most recently used predecessor's smoothing and
+/// activation state instead of starting cold: the service's demand did not change because a pod
+/// came or went. Any other change (targets, smoothing, limits) starts afresh.
+fn inherited_scorer(
+    entries: &HashMap<EntryKey, Arc<Entry>>,
+    key: &EntryKey,
+    spec: &ScalerSpec,
+) -> Option<Scorer> {
+    let config = spec.scorer_config();
+    entries
+        .values()
+        .filter(|e| e.key.namespace == key.namespace && e.key.name == key.name)
+        .filter(|e| {
+            e.spec.signals == spec.signals
+                && e.spec.scorer_config() == config
+                && e.spec.latency_window_s == spec.latency_window_s
+        })
+        .max_by_key(|e| e.last_used_ms.load(Ordering::Relaxed))
+        .map(|e| e.scorer.lock().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
 /// The published state of one entry.
 #[derive(Clone, Debug, Default)]
 pub struct EntryState {
@@ -183,8 +205,10 @@ impl Engine {
                 limit: self.settings.max_entries,
             });
         }
+        let scorer = inherited_scorer(&entries, &key, &spec)
+            .unwrap_or_else(|| Scorer::new(spec.scorer_config()));
         let entry = Arc::new(Entry {
-            scorer: Mutex::new(Scorer::new(spec.scorer_config())),
+            scorer: Mutex::new(scorer),
             spec: Arc::new(spec),
             state: watch::Sender::new(EntryState::default()),
             last_used_ms: AtomicU64::new(now),

@@ -16,6 +16,8 @@ pub mod metrics;
 pub mod params;
 /// The HTTP service: routes, handlers, graceful shutdown.
 pub mod server;
+/// Serve until a signal, then drain: the binary's whole lifecycle as one call.
+pub mod serve;
 
 pub use config::Config;
 pub use server::{AppState, Server, StartError};
