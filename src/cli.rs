@@ -121,7 +121,10 @@ fn demo(args: &crate::demo::DemoArgs) -> Result<()> {
                 args.out.join(format!("demo-{}.svg", s.policy)).display()
             );
             if s.children_left > 0 {
-                bail!("{} replica processes were still present after the run", s.children_left);
+                bail!(
+                    "{} replica processes were still present after the run",
+                    s.children_left
+                );
             }
         }
         crate::demo::Outcome::Compare(c) => {

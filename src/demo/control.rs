@@ -52,7 +52,10 @@ pub enum Reading {
     /// KEDA's GetMetrics answer (None: the call failed) against the metric spec's target.
     External { value: Option<f64>, target: f64 },
     /// Per live pod: ready, and CPU percent of request.
-    Cpu { target_pct: f64, pods: Vec<PodMetric> },
+    Cpu {
+        target_pct: f64,
+        pods: Vec<PodMetric>,
+    },
 }
 
 impl Controller {
@@ -163,7 +166,10 @@ pub fn composite_metadata(
     m.remove("endpoints"); // set per replica set by `KedaSide`
     let d = crate::score::Smoothing::default();
     let fmt = |v: f64| format!("{}", (v * 1000.0).round() / 1000.0);
-    m.insert("upHalfLifeSeconds".into(), fmt(d.up_half_life_s / time_scale));
+    m.insert(
+        "upHalfLifeSeconds".into(),
+        fmt(d.up_half_life_s / time_scale),
+    );
     m.insert(
         "downHalfLifeSeconds".into(),
         fmt(d.down_half_life_s / time_scale),

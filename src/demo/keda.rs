@@ -114,7 +114,12 @@ impl KedaSide {
     }
 
     pub async fn is_active(&mut self) -> Result<bool, tonic::Status> {
-        Ok(self.client.is_active(self.object()).await?.into_inner().result)
+        Ok(self
+            .client
+            .is_active(self.object())
+            .await?
+            .into_inner()
+            .result)
     }
 
     /// The metric value KEDA hands the HPA.

@@ -118,7 +118,10 @@ impl DemoArgs {
     fn check(&self) -> Result<Plan, DemoError> {
         let arg = |name, message: String| Err(DemoError::Arg { name, message });
         if !(self.duration.is_finite() && (5.0..=86_400.0).contains(&self.duration)) {
-            return arg("--duration", format!("{} is not within 5..=86400 seconds", self.duration));
+            return arg(
+                "--duration",
+                format!("{} is not within 5..=86400 seconds", self.duration),
+            );
         }
         if self.min_replicas == 0 {
             return arg(
@@ -133,10 +136,16 @@ impl DemoArgs {
             );
         }
         if !(self.cold_start.is_finite() && (0.0..=600.0).contains(&self.cold_start)) {
-            return arg("--cold-start", format!("{} is not within 0..=600 s", self.cold_start));
+            return arg(
+                "--cold-start",
+                format!("{} is not within 0..=600 s", self.cold_start),
+            );
         }
         if !(1..=60_000).contains(&self.work_ms) {
-            return arg("--work-ms", format!("{} is not within 1..=60000", self.work_ms));
+            return arg(
+                "--work-ms",
+                format!("{} is not within 1..=60000", self.work_ms),
+            );
         }
         if !(1..=64).contains(&self.replica_concurrency) {
             return arg(
@@ -148,7 +157,10 @@ impl DemoArgs {
             return arg("--slo-ms", format!("{} is not >= 1", self.slo_ms));
         }
         if !(self.time_scale.is_finite() && (1.0..=60.0).contains(&self.time_scale)) {
-            return arg("--time-scale", format!("{} is not within 1..=60", self.time_scale));
+            return arg(
+                "--time-scale",
+                format!("{} is not within 1..=60", self.time_scale),
+            );
         }
         let plan = match &self.trace {
             Some(path) => Plan::from_trace(path)?,

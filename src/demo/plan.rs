@@ -106,7 +106,10 @@ impl Plan {
             points.push((t, r));
         }
         if points.len() < 2 {
-            return Err((0, "needs at least two lines (the last one marks the end)".into()));
+            return Err((
+                0,
+                "needs at least two lines (the last one marks the end)".into(),
+            ));
         }
         let phases = points
             .windows(2)

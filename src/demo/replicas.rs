@@ -88,10 +88,23 @@ impl Replica {
 /// Something that happened to a replica, for the log and the summary.
 #[derive(Clone, Debug, PartialEq)]
 pub enum PoolEvent {
-    Started { id: u32, pid: u32, port: u16 },
-    Ready { id: u32, after_s: f64 },
-    Exited { id: u32, code: Option<i32>, unexpected: bool },
-    Killed { id: u32 },
+    Started {
+        id: u32,
+        pid: u32,
+        port: u16,
+    },
+    Ready {
+        id: u32,
+        after_s: f64,
+    },
+    Exited {
+        id: u32,
+        code: Option<i32>,
+        unexpected: bool,
+    },
+    Killed {
+        id: u32,
+    },
 }
 
 pub struct Pool {
@@ -271,7 +284,9 @@ impl Pool {
                 self.replicas.remove(i);
                 continue;
             }
-            if r.draining_since.is_some_and(|t| t.elapsed() > drain_timeout) {
+            if r.draining_since
+                .is_some_and(|t| t.elapsed() > drain_timeout)
+            {
                 if let Some(mut child) = r.child.take() {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -367,7 +382,12 @@ fn spawn(config: &ReplicaConfig, port: u16) -> Result<Child, DemoError> {
         .arg("--queue-capacity")
         .arg(config.queue_capacity.to_string())
         // Keep accepting briefly after SIGTERM: the balancer may have picked this replica just before.
-        .args(["--shutdown-delay-ms", "500", "--shutdown-timeout-secs", "10"])
+        .args([
+            "--shutdown-delay-ms",
+            "500",
+            "--shutdown-timeout-secs",
+            "10",
+        ])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null());

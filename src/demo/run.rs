@@ -109,11 +109,16 @@ async fn drive(
     mut pool: Pool,
 ) -> Result<RunSummary, DemoError> {
     let mut view = View::new(args.plain, policy, plan.duration());
-    let mut controller = Controller::new(policy, args.min_replicas, args.max_replicas, args.time_scale)
-        .ok_or_else(|| DemoError::Arg {
-            name: "--policy",
-            message: format!("{policy} cannot run live"),
-        })?;
+    let mut controller = Controller::new(
+        policy,
+        args.min_replicas,
+        args.max_replicas,
+        args.time_scale,
+    )
+    .ok_or_else(|| DemoError::Arg {
+        name: "--policy",
+        message: format!("{policy} cannot run live"),
+    })?;
 
     // Pre-roll: the Deployment exists with its minimum replicas before the load starts.
     pool.scale(args.min_replicas)?;
@@ -201,21 +206,27 @@ async fn drive(
         keda.set_endpoints(pool.live_metrics_urls()).await?;
 
         let mut scale_to: Option<(u32, Writer)> = None;
+        // A pushed `true` makes KEDA check the ScaledObject at once instead of at the next
+        // polling interval (its external-push path).
+        let mut pushed = false;
         while let Ok(active) = keda.pushes.try_recv() {
             pushes += 1;
-            if active {
-                if let Some(n) = controller.keda_poll(now, true, pool.live()) {
-                    scale_to = Some((n, Writer::KedaPush));
-                }
-            }
+            pushed |= active;
         }
-        if controller.keda_due(now) || (controller.keda.is_none() && controller.hpa_due(now)) {
+        let plain_hpa_display = controller.keda.is_none() && controller.hpa_due(now);
+        if pushed || controller.keda_due(now) || plain_hpa_display {
             match keda.is_active().await {
                 Ok(a) => last_active = Some(a),
                 Err(_) => rpc_errors += 1,
             }
-            if let Some(n) = controller.keda_poll(now, last_active == Some(true), pool.live()) {
-                scale_to = Some((n, Writer::Keda));
+            let active = pushed || last_active == Some(true);
+            if let Some(n) = controller.keda_poll(now, active, pool.live()) {
+                let by = if pushed {
+                    Writer::KedaPush
+                } else {
+                    Writer::Keda
+                };
+                scale_to = Some((n, by));
             }
         }
         if controller.hpa_due(now) {
@@ -258,7 +269,12 @@ async fn drive(
             let from = pool.live();
             if n != from {
                 pool.scale(n)?;
-                let e = ScaleEvent { t: now, from, to: n, by };
+                let e = ScaleEvent {
+                    t: now,
+                    from,
+                    to: n,
+                    by,
+                };
                 view.scaled(&e);
                 events.push(e);
             }
@@ -353,6 +369,7 @@ fn sample(
         ready: pool.ready(),
         scaler_desired: answer,
         active,
+        scaler_active: decision.as_ref().map(|d| d.active),
         hpa_recommended: recommended,
         composite_raw: decision.as_ref().map(|d| d.composite_raw),
         composite_smoothed: decision.as_ref().map(|d| d.composite_smoothed),
@@ -380,7 +397,10 @@ fn sample(
             .iter()
             .filter_map(|r| r.metrics.map(|m| m.inflight))
             .sum(),
-        queue: ready.iter().filter_map(|r| r.metrics.map(|m| m.queue)).sum(),
+        queue: ready
+            .iter()
+            .filter_map(|r| r.metrics.map(|m| m.queue))
+            .sum(),
         outstanding: recorder.outstanding(),
     }
 }

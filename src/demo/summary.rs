@@ -35,6 +35,8 @@ pub struct Sample {
     pub scaler_desired: Option<f64>,
     /// The scaler's last IsActive answer.
     pub active: Option<bool>,
+    /// The scaler's own activation state at this second (what the next IsActive will answer).
+    pub scaler_active: Option<bool>,
     pub hpa_recommended: Option<u32>,
     pub composite_raw: Option<f64>,
     pub composite_smoothed: Option<f64>,
@@ -145,7 +147,13 @@ pub fn build(i: Inputs) -> RunSummary {
         .iter()
         .filter(|r| r.ok() && r.latency_s <= slo_s)
         .count();
-    let frac = |n: usize| if requests > 0 { n as f64 / requests as f64 } else { 1.0 };
+    let frac = |n: usize| {
+        if requests > 0 {
+            n as f64 / requests as f64
+        } else {
+            1.0
+        }
+    };
     RunSummary {
         policy: i.policy.to_string(),
         duration_s: i.plan.duration(),
@@ -192,7 +200,10 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 /// (label, value) rows of the summary table.
 fn rows(s: &RunSummary) -> Vec<(&'static str, String)> {
     vec![
-        ("pods min / max / mean", format!("{} / {} / {:.2}", s.pods_min, s.pods_max, s.pods_mean)),
+        (
+            "pods min / max / mean",
+            format!("{} / {} / {:.2}", s.pods_min, s.pods_max, s.pods_mean),
+        ),
         ("replica-seconds", format!("{:.0}", s.replica_seconds)),
         (
             "accelerator util mean / max (%)",
@@ -215,10 +226,18 @@ fn rows(s: &RunSummary) -> Vec<(&'static str, String)> {
         ),
         (
             "scaling events (up / down)",
-            format!("{} ({} / {})", s.scale_ups + s.scale_downs, s.scale_ups, s.scale_downs),
+            format!(
+                "{} ({} / {})",
+                s.scale_ups + s.scale_downs,
+                s.scale_ups,
+                s.scale_downs
+            ),
         ),
         ("scaler desired max", opt(s.scaler_desired_max, 2)),
-        ("replica processes started / left", format!("{} / {}", s.replicas_started, s.children_left)),
+        (
+            "replica processes started / left",
+            format!("{} / {}", s.replicas_started, s.children_left),
+        ),
     ]
 }
 
@@ -307,7 +326,9 @@ pub fn write_compare(dir: &Path, c: &Comparison) -> Result<(), DemoError> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn nice_ceiling(x: f64) -> f64 {
@@ -383,7 +404,11 @@ pub fn svg(runs: &[RunSummary]) -> String {
                 left + pw,
                 left - 4.0,
                 y + 4.0,
-                if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+                if v.fract() == 0.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                }
             );
         }
         let _ = writeln!(
@@ -410,7 +435,12 @@ pub fn svg(runs: &[RunSummary]) -> String {
             if let Some(r) = runs.first() {
                 let mut pts = String::new();
                 for s in &r.timeline {
-                    let _ = write!(pts, "{:.1},{:.1} ", x(s.t), top + ph - ph * s.rate / rate_max);
+                    let _ = write!(
+                        pts,
+                        "{:.1},{:.1} ",
+                        x(s.t),
+                        top + ph - ph * s.rate / rate_max
+                    );
                 }
                 let _ = writeln!(
                     out,
@@ -425,13 +455,27 @@ pub fn svg(runs: &[RunSummary]) -> String {
             let mut pts = String::new();
             let mut desired = String::new();
             for s in &r.timeline {
-                let v = if i == 0 { Some(s.replicas as f64) } else { s.p95_ms };
+                let v = if i == 0 {
+                    Some(s.replicas as f64)
+                } else {
+                    s.p95_ms
+                };
                 if let Some(v) = v {
-                    let _ = write!(pts, "{:.1},{:.1} ", x(s.t), top + ph - ph * (v / max).min(1.0));
+                    let _ = write!(
+                        pts,
+                        "{:.1},{:.1} ",
+                        x(s.t),
+                        top + ph - ph * (v / max).min(1.0)
+                    );
                 }
                 if i == 0 {
                     if let Some(d) = s.scaler_desired {
-                        let _ = write!(desired, "{:.1},{:.1} ", x(s.t), top + ph - ph * (d / max).min(1.0));
+                        let _ = write!(
+                            desired,
+                            "{:.1},{:.1} ",
+                            x(s.t),
+                            top + ph - ph * (d / max).min(1.0)
+                        );
                     }
                 }
             }
@@ -451,7 +495,11 @@ pub fn svg(runs: &[RunSummary]) -> String {
                 left + 140.0 * j as f64,
                 h - 12.0,
                 escape(&r.policy),
-                if r.policy == "composite" { " (dashed: scaler's GetMetrics answer)" } else { "" }
+                if r.policy == "composite" {
+                    " (dashed: scaler's GetMetrics answer)"
+                } else {
+                    ""
+                }
             );
         }
     }

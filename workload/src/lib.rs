@@ -14,10 +14,10 @@ pub mod gemm;
 pub mod metrics;
 /// Query parameter parsing with bounds.
 pub mod params;
-/// The HTTP service: routes, handlers, graceful shutdown.
-pub mod server;
 /// Serve until a signal, then drain: the binary's whole lifecycle as one call.
 pub mod serve;
+/// The HTTP service: routes, handlers, graceful shutdown.
+pub mod server;
 
 pub use config::Config;
 pub use server::{AppState, Server, StartError};
