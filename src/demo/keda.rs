@@ -58,6 +58,11 @@ impl KedaSide {
         })
     }
 
+    /// The trigger's current metadata (with the endpoint list).
+    pub fn metadata(&self) -> HashMap<String, String> {
+        self.object().scaler_metadata
+    }
+
     fn object(&self) -> ScaledObjectRef {
         let mut metadata = self.base.clone();
         metadata.insert("endpoints".into(), self.endpoints.join(","));

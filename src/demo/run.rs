@@ -2,7 +2,7 @@
 //! until the plan ends or the user interrupts. Everything started here is stopped here: the pool
 //! drains (and its Drop kills) every replica, the scaler is stopped, the load task is awaited.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use super::summary::{self, RunSummary, Sample, ScaleEvent, SignalSample};
 use super::view::View;
 use super::{DemoArgs, DemoError};
 use crate::config::Settings;
-use crate::engine::Engine;
+use crate::engine::{Engine, EntryKey};
 use crate::sim::hpa::PodMetric;
 use crate::sim::policy::{PolicyName, CPU_HPA_TARGET_PCT};
 
@@ -287,6 +287,7 @@ async fn drive(
                 plan,
                 &pool,
                 &running.engine,
+                keda.metadata(),
                 &recorder,
                 last_answer,
                 last_active,
@@ -336,19 +337,23 @@ fn sample(
     plan: &Plan,
     pool: &Pool,
     engine: &Engine,
+    metadata: HashMap<String, String>,
     recorder: &Recorder,
     answer: Option<f64>,
     active: Option<bool>,
     recommended: Option<u32>,
     cpu_window: Duration,
 ) -> Sample {
-    // The scaler's freshest decision on this ScaledObject (what /debug/scaledobjects shows).
+    // The scaler's decision for the trigger as KEDA currently sends it (what
+    // /debug/scaledobjects shows); superseded endpoint lists linger until their TTL.
     let decision = engine
-        .entries()
-        .into_iter()
-        .filter(|e| e.key.namespace == super::keda::NAMESPACE && e.key.name == super::keda::NAME)
-        .filter_map(|e| e.state().decision)
-        .max_by(|a, b| a.at.total_cmp(&b.at));
+        .entry(EntryKey::new(
+            super::keda::NAMESPACE.into(),
+            super::keda::NAME.into(),
+            metadata,
+        ))
+        .ok()
+        .and_then(|e| e.state().decision);
     let (n_window, ok_window, p95) = recorder.window(now, 5.0);
     let ready: Vec<_> = pool
         .replicas
