@@ -179,9 +179,9 @@ mod tests {
         assert!((short.duration() - 36.0).abs() < 1e-9);
         assert!((short.phases[1].secs - 11.0).abs() < 1e-9);
         assert_eq!(short.phases[1].rate, 30.0);
-        assert_eq!(short.at(4.0).1.name, "idle");
-        assert_eq!(short.at(4.0).0, 0);
-        assert_eq!(short.at(5.0).1.name, "burst");
+        assert_eq!(short.at(3.9).1.name, "idle");
+        assert_eq!(short.at(3.9).0, 0);
+        assert_eq!(short.at(4.0).1.name, "burst");
         assert_eq!(short.at(1000.0).0, 3);
         assert_eq!(short.starts(), vec![0.0, 4.0, 15.0, 24.0]);
     }
