@@ -18,7 +18,7 @@ use crate::signals::nvml::NvmlSource;
 use crate::signals::prometheus::{PrometheusSettings, PrometheusSource};
 use crate::signals::scrape::ScrapeSource;
 use crate::signals::{Readings, Source};
-use crate::spec::{self, ParseContext, ScalerSpec, SpecError};
+use crate::spec::{self, ParseContext, ScalerSpec, SourceSpec, SpecError};
 
 /// Engine tuning, from `Settings`.
 #[derive(Clone, Debug, PartialEq)]
@@ -106,6 +106,33 @@ pub enum EngineError {
     TooManyEntries { count: usize, limit: usize },
 }
 
+/// When a ScaledObject's metadata changes only in its endpoint list (a per-pod list following the
+/// replica set), the new entry continues the most recently used predecessor's smoothing and
+/// activation state instead of starting cold: the service's demand did not change because a pod
+/// came or went. Any other change (targets, smoothing, limits) starts afresh.
+/// Only the scrape source needs this: the prometheus source rebuilds state from history.
+fn inherited_scoring(
+    entries: &HashMap<EntryKey, Arc<Entry>>,
+    key: &EntryKey,
+    spec: &ScalerSpec,
+) -> Option<Scoring> {
+    if !matches!(spec.source, SourceSpec::Scrape { .. }) {
+        return None;
+    }
+    let config = spec.scorer_config();
+    entries
+        .values()
+        .filter(|e| e.key.namespace == key.namespace && e.key.name == key.name)
+        .filter(|e| {
+            matches!(e.spec.source, SourceSpec::Scrape { .. })
+                && e.spec.signals == spec.signals
+                && e.spec.scorer_config() == config
+                && e.spec.latency_window_s == spec.latency_window_s
+        })
+        .max_by_key(|e| e.last_used_ms.load(Ordering::Relaxed))
+        .map(|e| e.scoring.lock().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
 /// The published state of one entry.
 #[derive(Clone, Debug, Default)]
 pub struct EntryState {
@@ -121,6 +148,7 @@ pub struct EntryState {
 
 /// The scorer and the newest source time it has stepped at (it never steps at or before it, so
 /// history read back twice is not counted twice).
+#[derive(Clone)]
 struct Scoring {
     scorer: Scorer,
     stepped_at: Option<f64>,
@@ -216,11 +244,12 @@ impl Engine {
                 limit: self.settings.max_entries,
             });
         }
+        let scoring = inherited_scoring(&entries, &key, &spec).unwrap_or_else(|| Scoring {
+            scorer: Scorer::new(spec.scorer_config()),
+            stepped_at: None,
+        });
         let entry = Arc::new(Entry {
-            scoring: Mutex::new(Scoring {
-                scorer: Scorer::new(spec.scorer_config()),
-                stepped_at: None,
-            }),
+            scoring: Mutex::new(scoring),
             spec: Arc::new(spec),
             state: watch::Sender::new(EntryState::default()),
             last_used_ms: AtomicU64::new(now),
@@ -505,6 +534,52 @@ mod tests {
             .map(|e| e.key.name.clone())
             .collect();
         assert_eq!(names, ["watched"]);
+    }
+
+    #[test]
+    fn an_endpoint_list_change_continues_the_smoothing_and_other_changes_start_afresh() {
+        let engine = Engine::new(EngineSettings::default());
+        let first = engine.entry(key("llm")).unwrap();
+        let busy = crate::signals::Readings {
+            signals: vec![crate::signals::SignalReading {
+                pods: vec![Some(50.0)],
+                note: None,
+            }],
+            ..Default::default()
+        };
+        engine.score(&first, &busy, 1.0);
+        assert_eq!(engine.current(&first).unwrap().desired, 10.0);
+
+        let with_endpoints = |endpoints: &str, target: &str| {
+            let mut m = key("llm").metadata();
+            m.insert("endpoints".into(), endpoints.into());
+            m.insert("queueTarget".into(), target.into());
+            EntryKey::new("ns".into(), "llm".into(), m)
+        };
+        // A pod came: the new entry's first idle reading decays from 10, not from nothing.
+        let grown = engine
+            .entry(with_endpoints(
+                "http://127.0.0.1:9/metrics,http://127.0.0.1:10/metrics",
+                "5",
+            ))
+            .unwrap();
+        let idle = crate::signals::Readings {
+            signals: vec![crate::signals::SignalReading {
+                pods: vec![Some(0.0), Some(0.0)],
+                note: None,
+            }],
+            ..Default::default()
+        };
+        engine.score(&grown, &idle, 2.0);
+        let d = engine.current(&grown).unwrap();
+        assert!(d.desired > 9.0 && d.active, "smoothing continued: {d:?}");
+
+        // A new target is a new spec: it starts from the reading alone.
+        let retargeted = engine
+            .entry(with_endpoints("http://127.0.0.1:9/metrics", "6"))
+            .unwrap();
+        engine.score(&retargeted, &idle, 3.0);
+        assert_eq!(engine.current(&retargeted).unwrap().desired, 0.0);
     }
 
     #[test]

@@ -10,10 +10,12 @@ pub mod proto {
         include_bytes!(concat!(env!("OUT_DIR"), "/externalscaler_descriptor.bin"));
 }
 
-/// Command line: serve, check-config, explain, simulate.
+/// Command line: serve, check-config, explain, simulate, demo.
 pub mod cli;
 /// Settings: defaults < file < environment < flags, validated once.
 pub mod config;
+/// `demo`: the whole autoscaling loop live on one machine (scaler, KEDA + HPA, real replicas).
+pub mod demo;
 /// One entry per ScaledObject: sampling loop, cached decisions, staleness, pushes.
 pub mod engine;
 /// Pure scoring math: EWMA, per-signal demand, composite, activation.

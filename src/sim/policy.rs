@@ -146,27 +146,35 @@ pub struct CpuHpa {
     state: HpaState,
 }
 
+/// Policy 1's CPU utilisation target, percent of the pods' CPU request.
+pub const CPU_HPA_TARGET_PCT: f64 = 40.0;
+
+/// Policy 1's HPA object (also what the live demo's `cpu-hpa` runs).
+pub fn cpu_hpa(max_replicas: u32) -> Hpa {
+    Hpa {
+        min_replicas: 1,
+        max_replicas,
+        tolerance: 0.1,
+        scale_up: Rules::new(
+            0.0,
+            Select::Max,
+            &[
+                (PolicyKind::Percent, 100, 10.0),
+                (PolicyKind::Pods, 5, 10.0),
+            ],
+        ),
+        scale_down: Rules::new(
+            30.0,
+            Select::Min,
+            &[(PolicyKind::Percent, 50, 30.0), (PolicyKind::Pods, 2, 30.0)],
+        ),
+    }
+}
+
 impl CpuHpa {
     pub fn new(setup: &Setup) -> Self {
         CpuHpa {
-            hpa: Hpa {
-                min_replicas: 1,
-                max_replicas: setup.max_replicas,
-                tolerance: 0.1,
-                scale_up: Rules::new(
-                    0.0,
-                    Select::Max,
-                    &[
-                        (PolicyKind::Percent, 100, 10.0),
-                        (PolicyKind::Pods, 5, 10.0),
-                    ],
-                ),
-                scale_down: Rules::new(
-                    30.0,
-                    Select::Min,
-                    &[(PolicyKind::Percent, 50, 30.0), (PolicyKind::Pods, 2, 30.0)],
-                ),
-            },
+            hpa: cpu_hpa(setup.max_replicas),
             state: HpaState::default(),
         }
     }
@@ -181,7 +189,7 @@ impl Policy for CpuHpa {
             current_replicas: cluster.replicas(),
             ready_pods: cluster.ready(),
             metrics: vec![Metric::Utilization {
-                target_pct: 40.0,
+                target_pct: CPU_HPA_TARGET_PCT,
                 pods: cpu_pods(cluster, metrics),
             }],
         };
