@@ -184,34 +184,10 @@ pub fn parse(text: &str, format: TraceFormat, cost: &CostModel) -> Result<Trace,
     })
 }
 
-/// `YYYY-MM-DD HH:MM:SS[.fraction]` (also with `T`) to seconds since 1970-01-01, no time zone.
+/// `YYYY-MM-DD HH:MM:SS[.fraction]` to seconds since 1970-01-01, no time zone: the workload's
+/// load generator reads the same traces, so both use its parser.
 pub fn parse_timestamp(s: &str) -> Option<f64> {
-    let (date, time) = s.split_once([' ', 'T'])?;
-    let mut d = date.splitn(3, '-');
-    let y: i64 = d.next()?.parse().ok()?;
-    let m: i64 = d.next()?.parse().ok()?;
-    let day: i64 = d.next()?.parse().ok()?;
-    let mut t = time.splitn(3, ':');
-    let hh: i64 = t.next()?.parse().ok()?;
-    let mm: i64 = t.next()?.parse().ok()?;
-    let ss: f64 = t.next()?.parse().ok()?;
-    if !(1..=12).contains(&m)
-        || !(1..=31).contains(&day)
-        || !(0..24).contains(&hh)
-        || !(0..60).contains(&mm)
-        || !(0.0..61.0).contains(&ss)
-    {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+    gpu_workload::load::trace::parse_timestamp(s).ok()
 }
 
 /// Replays the trace at another pace and load: timestamps are multiplied by `time_scale`, and each
