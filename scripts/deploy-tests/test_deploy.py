@@ -401,6 +401,9 @@ SCHEMA_CASES = [
     ("keda-gpu-scaler", ["config.logFormat=yaml"], "at '/config/logFormat'"),
     ("keda-gpu-scaler", ["config.sampleInterval=2"], "at '/config/sampleInterval': got number, want string"),
     ("keda-gpu-scaler", ["config.maxStaleness=1 minute"], "at '/config/maxStaleness'"),
+    # The scaler's duration parser takes one unit; a Go-style compound duration must fail at install.
+    ("keda-gpu-scaler", ["config.sampleInterval=1m30s"], "at '/config/sampleInterval'"),
+    ("keda-gpu-scaler", ["config.prometheusTimeout=2 s"], "at '/config/prometheusTimeout'"),
     ("keda-gpu-scaler", ["config.prometheusAddress=prometheus:9090"], "at '/config/prometheusAddress'"),
     ("keda-gpu-scaler", ["service.grpcPort=70000"], "at '/service/grpcPort'"),
     ("keda-gpu-scaler", ["tls.clientAuth=true"], "at '/tls/enabled': value must be true"),
