@@ -203,10 +203,16 @@ impl ScrapeSource {
         match &signal.metrics {
             MetricSource::Gauge(names) => {
                 let name = names.iter().find(|n| expo.has(n))?;
+                // The same scale as the prometheus source: 0-1 ratios become percent.
+                let scale = if super::promql::RATIO_METRICS.contains(&name.as_str()) {
+                    100.0
+                } else {
+                    1.0
+                };
                 let values: Vec<f64> = expo
                     .get(name)
                     .iter()
-                    .map(|s| s.value)
+                    .map(|s| s.value * scale)
                     .filter(|v| v.is_finite())
                     .collect();
                 if values.is_empty() {
@@ -324,6 +330,43 @@ mod tests {
             free: "DCGM_FI_DEV_FB_FREE".into(),
         };
         assert_eq!(memory_percent(&expo, &m), Some(50.0));
+    }
+
+    #[test]
+    fn engine_active_ratio_is_read_as_percent_like_gpu_util() {
+        let mut m: std::collections::HashMap<String, String> = [
+            ("endpoints", "http://127.0.0.1:9/metrics"),
+            ("gpuUtilTarget", "50"),
+            ("gpuUtilMetric", "DCGM_FI_PROF_GR_ENGINE_ACTIVE"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let spec = crate::spec::parse(&m).unwrap();
+        let expo = exposition::parse(
+            "DCGM_FI_PROF_GR_ENGINE_ACTIVE{GPU_I_ID=\"1\"} 0.5\nDCGM_FI_PROF_GR_ENGINE_ACTIVE{GPU_I_ID=\"2\"} 0.7\n",
+        );
+        let source = ScrapeSource::new(std::time::Duration::from_secs(1));
+        let v = source.pod_value(
+            &spec.signals[0],
+            "http://127.0.0.1:9/metrics",
+            &expo,
+            &spec,
+            0.0,
+        );
+        assert!((v.unwrap() - 60.0).abs() < 1e-9, "{v:?}");
+
+        m.insert("gpuUtilMetric".into(), "DCGM_FI_DEV_GPU_UTIL".into());
+        let spec = crate::spec::parse(&m).unwrap();
+        let expo = exposition::parse("DCGM_FI_DEV_GPU_UTIL 60\n");
+        let v = source.pod_value(
+            &spec.signals[0],
+            "http://127.0.0.1:9/metrics",
+            &expo,
+            &spec,
+            0.0,
+        );
+        assert_eq!(v, Some(60.0));
     }
 
     #[test]
