@@ -142,6 +142,111 @@ fn a_short_demo_scales_up_under_the_burst_and_back_down_and_leaves_no_process() 
 }
 
 #[test]
+fn with_prometheus_the_scaler_reads_the_replicas_through_a_real_prometheus() {
+    // CI installs Debian's prometheus package; without it this test fails rather than skips.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    assert!(
+        std::env::split_paths(&path).any(|d| d.join("prometheus").is_file()),
+        "the `prometheus` binary is not on PATH; this test runs the demo with a real Prometheus \
+         (Debian/Ubuntu: apt-get install -y prometheus)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--plain",
+            "--prometheus",
+            "--duration",
+            "45",
+            "--phases",
+            "idle:5:1,burst:15:30,idle:25:1",
+            "--time-scale",
+            "30",
+            "--cold-start",
+            "1",
+            "--max-replicas",
+            "5",
+            "--out",
+        ])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| scaler source | prometheus ("),
+        "{stdout}"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("demo-composite.json")).unwrap(),
+    )
+    .unwrap();
+    let timeline = json["timeline"].as_array().unwrap();
+    let during = |a: f64, b: f64| {
+        timeline
+            .iter()
+            .filter(move |s| (a..b).contains(&s["t"].as_f64().unwrap()))
+    };
+
+    // Every decision the scaler made came from the prometheus source, and Prometheus served
+    // the scaler's queries.
+    assert_eq!(json["source"], "prometheus");
+    let sources: Vec<&str> = timeline
+        .iter()
+        .filter_map(|s| s["source"].as_str())
+        .collect();
+    assert!(
+        sources.len() >= 30,
+        "decisions in {} samples",
+        sources.len()
+    );
+    assert!(sources.iter().all(|s| *s == "prometheus"), "{sources:?}");
+    let queries = json["prometheus_queries"].as_f64().unwrap();
+    assert!(queries >= 20.0, "prometheus served {queries} queries");
+    // The pod selector is stable: the trigger was built once.
+    assert_eq!(json["trigger_rebuilds"], 1);
+
+    // Up under the burst, down after it.
+    let burst_answer = during(5.0, 22.0)
+        .filter_map(|s| s["scaler_desired"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(
+        burst_answer >= 2.0,
+        "scaler asked for {burst_answer} at most"
+    );
+    let replicas = |s: &serde_json::Value| s["replicas"].as_u64().unwrap();
+    let peak = during(5.0, 28.0).map(replicas).max().unwrap();
+    let last = replicas(timeline.last().unwrap());
+    assert!(peak >= 2, "peak {peak} replicas");
+    assert!(
+        last < peak,
+        "still {last} replicas at the end (peak {peak})"
+    );
+    let events = json["events"].as_array().unwrap();
+    assert!(events.iter().any(|e| e["to"].as_u64() > e["from"].as_u64()));
+    assert!(events.iter().any(|e| e["to"].as_u64() < e["from"].as_u64()));
+
+    // No child process left: the replicas and Prometheus.
+    assert_eq!(json["children_left"], 0);
+    let prometheus = json["prometheus_pid"].as_u64().unwrap();
+    let mut pids: Vec<u64> = json["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert!(pids.len() as u64 >= peak);
+    pids.push(prometheus);
+    let left: Vec<u64> = pids.into_iter().filter(|p| alive(*p)).collect();
+    assert!(left.is_empty(), "processes still alive: {left:?}");
+}
+
+#[test]
 fn ctrl_c_stops_the_demo_and_every_replica() {
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(BIN)

@@ -32,6 +32,8 @@ pub struct KedaSide {
     pub pushes: mpsc::UnboundedReceiver<bool>,
     /// Times the trigger was rebuilt with a new endpoint list.
     pub rebuilds: u32,
+    /// The metadata carries no endpoint list (`source=prometheus`): built once, never rebuilt.
+    fixed: bool,
 }
 
 impl KedaSide {
@@ -55,6 +57,7 @@ impl KedaSide {
             pushes_tx,
             pushes,
             rebuilds: 0,
+            fixed: false,
         })
     }
 
@@ -65,7 +68,9 @@ impl KedaSide {
 
     fn object(&self) -> ScaledObjectRef {
         let mut metadata = self.base.clone();
-        metadata.insert("endpoints".into(), self.endpoints.join(","));
+        if !self.fixed {
+            metadata.insert("endpoints".into(), self.endpoints.join(","));
+        }
         ScaledObjectRef {
             name: NAME.into(),
             namespace: NAMESPACE.into(),
@@ -77,10 +82,22 @@ impl KedaSide {
     /// as KEDA rebuilds a scaler after a ScaledObject edit: GetMetricSpec, and a new
     /// StreamIsActive subscription replacing the old one.
     pub async fn set_endpoints(&mut self, endpoints: Vec<String>) -> Result<(), DemoError> {
-        if endpoints == self.endpoints || endpoints.is_empty() {
+        if self.fixed || endpoints == self.endpoints || endpoints.is_empty() {
             return Ok(());
         }
         self.endpoints = endpoints;
+        self.build().await
+    }
+
+    /// Builds the trigger once with metadata that never changes (no endpoint list, as with
+    /// `source=prometheus` and a pod selector); later `set_endpoints` calls do nothing.
+    pub async fn build_fixed(&mut self) -> Result<(), DemoError> {
+        self.fixed = true;
+        self.build().await
+    }
+
+    /// GetMetricSpec and a fresh StreamIsActive subscription, as KEDA (re)builds a scaler.
+    async fn build(&mut self) -> Result<(), DemoError> {
         self.rebuilds += 1;
         let spec = self
             .client

@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod keda;
 pub mod load;
 pub mod plan;
+pub mod prometheus;
 pub mod replicas;
 pub mod run;
 pub mod summary;
@@ -99,6 +100,13 @@ pub struct DemoArgs {
     /// Use this gpu-workload binary for replicas instead of this program's own copy.
     #[arg(long, value_name = "PATH")]
     pub workload_bin: Option<PathBuf>,
+    /// Read the replicas through a real Prometheus on loopback (scraping them every second)
+    /// with `source=prometheus`, instead of letting the scaler scrape them directly.
+    #[arg(long)]
+    pub prometheus: bool,
+    /// The Prometheus server binary for `--prometheus` (default: `prometheus` on PATH).
+    #[arg(long, value_name = "PATH", requires = "prometheus")]
+    pub prometheus_bin: Option<PathBuf>,
     /// Plain log lines even on a terminal.
     #[arg(long)]
     pub plain: bool,
@@ -161,6 +169,9 @@ impl DemoArgs {
                 "--time-scale",
                 format!("{} is not within 1..=60", self.time_scale),
             );
+        }
+        if self.prometheus {
+            prometheus::find_binary(self.prometheus_bin.as_deref())?;
         }
         let plan = match &self.trace {
             Some(path) => Plan::from_trace(path)?,

@@ -164,6 +164,15 @@ impl Pool {
         v.into_iter().map(|(_, u)| u).collect()
     }
 
+    /// `(pod name, port)` of live replicas: Prometheus's scrape targets in `--prometheus` mode.
+    pub fn live_targets(&self) -> Vec<(String, u16)> {
+        self.replicas
+            .iter()
+            .filter(|r| r.is_live())
+            .map(|r| (super::prometheus::pod_name(r.id), r.port))
+            .collect()
+    }
+
     /// Scales to `n` live replicas, as a ReplicaSet does: new ones are created pending; removal
     /// takes pending, then starting, then the newest ready replicas, and drains them.
     pub fn scale(&mut self, n: u32) -> Result<(), DemoError> {
@@ -407,11 +416,19 @@ fn spawn(config: &ReplicaConfig, port: u16) -> Result<Child, DemoError> {
             cmd.stderr(Stdio::null());
         }
     }
+    own_group_dying_with_parent(&mut cmd);
+    cmd.spawn().map_err(|source| DemoError::Spawn {
+        program: config.program.display().to_string(),
+        source,
+    })
+}
+
+/// Own process group: the terminal's Ctrl-C reaches the demo only, which then stops the child
+/// itself. If the demo dies without cleaning up, the kernel sends SIGTERM.
+pub(super) fn own_group_dying_with_parent(cmd: &mut Command) {
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
-        // Own process group: the terminal's Ctrl-C reaches the demo only, which then drains the
-        // replicas itself. If the demo dies without cleaning up, the kernel sends SIGTERM.
         cmd.process_group(0);
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
@@ -428,10 +445,8 @@ fn spawn(config: &ReplicaConfig, port: u16) -> Result<Child, DemoError> {
             });
         }
     }
-    cmd.spawn().map_err(|source| DemoError::Spawn {
-        program: config.program.display().to_string(),
-        source,
-    })
+    #[cfg(not(unix))]
+    let _ = cmd;
 }
 
 /// SIGTERM: the workload stops accepting, finishes in-flight requests and exits.

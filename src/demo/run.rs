@@ -14,6 +14,7 @@ use super::control::{self, Controller, Reading, Writer};
 use super::keda::KedaSide;
 use super::load::{self, LoadConfig, Recorder};
 use super::plan::Plan;
+use super::prometheus::{self as prom, DemoPrometheus};
 use super::replicas::{Pool, PoolEvent, ReplicaConfig, ReplicaPhase};
 use super::summary::{self, RunSummary, Sample, ScaleEvent, SignalSample};
 use super::view::View;
@@ -75,6 +76,18 @@ pub async fn run_once(
         entry_ttl: Duration::from_secs(20),
         ..Settings::default()
     };
+    // Started first and dropped last (killed, reaped, storage removed): after the replicas on a
+    // normal end, and on an interrupt, an error or a panic alike.
+    let mut prometheus = match args.prometheus {
+        true => Some(
+            DemoPrometheus::start(
+                &prom::find_binary(args.prometheus_bin.as_deref())?,
+                &args.out.join(format!("prometheus-{policy}.log")),
+            )
+            .await?,
+        ),
+        false => None,
+    };
     let running = crate::server::start(&settings).await?;
     let (program, leading_args) = match &args.workload_bin {
         Some(p) => (p.clone(), Vec::new()),
@@ -95,8 +108,18 @@ pub async fn run_once(
         drain_timeout: Duration::from_secs(12),
         log: Some(args.out.join(format!("replicas-{policy}.log"))),
     });
-    let result = drive(args, policy, plan, stop, &running, pool).await;
+    let result = drive(
+        args,
+        policy,
+        plan,
+        stop,
+        &running,
+        pool,
+        prometheus.as_mut(),
+    )
+    .await;
     running.stop().await;
+    drop(prometheus);
     result
 }
 
@@ -107,6 +130,7 @@ async fn drive(
     stop: &StopSignal,
     running: &crate::server::Running,
     mut pool: Pool,
+    mut prometheus: Option<&mut DemoPrometheus>,
 ) -> Result<RunSummary, DemoError> {
     let mut view = View::new(args.plain, policy, plan.duration());
     let mut controller = Controller::new(
@@ -141,6 +165,9 @@ async fn drive(
         for e in pool.tick().await? {
             view.event(0.0, &e);
         }
+        if let Some(p) = prometheus.as_deref_mut() {
+            p.set_targets(pool.live_targets())?;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -150,8 +177,20 @@ async fn drive(
         args.max_replicas,
         args.time_scale,
     );
-    let mut keda = KedaSide::connect(running.grpc_addr, metadata).await?;
-    keda.set_endpoints(pool.live_metrics_urls()).await?;
+    let mut keda = match prometheus.as_deref() {
+        // A pod selector instead of an endpoint list: the trigger never changes.
+        Some(p) => {
+            let metadata = prom::trigger_metadata(metadata, &p.url());
+            let mut keda = KedaSide::connect(running.grpc_addr, metadata).await?;
+            keda.build_fixed().await?;
+            keda
+        }
+        None => {
+            let mut keda = KedaSide::connect(running.grpc_addr, metadata).await?;
+            keda.set_endpoints(pool.live_metrics_urls()).await?;
+            keda
+        }
+    };
 
     let balancer = Arc::new(Balancer::default());
     balancer.set(pool.ready_addrs());
@@ -204,6 +243,9 @@ async fn drive(
         }
         balancer.set(pool.ready_addrs());
         keda.set_endpoints(pool.live_metrics_urls()).await?;
+        if let Some(p) = prometheus.as_deref_mut() {
+            p.set_targets(pool.live_targets())?;
+        }
 
         let mut scale_to: Option<(u32, Writer)> = None;
         // A pushed `true` makes KEDA check the ScaledObject at once instead of at the next
@@ -310,7 +352,19 @@ async fn drive(
     if interrupted {
         return Err(DemoError::Interrupted);
     }
-    let left = pids.iter().filter(|p| process_exists(**p)).count();
+    let (prometheus_pid, prometheus_queries) = match prometheus {
+        Some(p) => {
+            let queries = p.queries_served().await;
+            p.stop();
+            (Some(p.pid()), queries)
+        }
+        None => (None, None),
+    };
+    let left = pids
+        .iter()
+        .chain(&prometheus_pid)
+        .filter(|p| process_exists(**p))
+        .count();
     Ok(summary::build(summary::Inputs {
         args,
         policy,
@@ -324,6 +378,13 @@ async fn drive(
         pushes,
         trigger_rebuilds: keda.rebuilds,
         rpc_errors,
+        source: keda
+            .metadata()
+            .get("source")
+            .map_or("scrape", |s| s.as_str())
+            .to_string(),
+        prometheus_pid,
+        prometheus_queries,
     }))
 }
 
@@ -346,14 +407,14 @@ fn sample(
 ) -> Sample {
     // The scaler's decision for the trigger as KEDA currently sends it (what
     // /debug/scaledobjects shows); superseded endpoint lists linger until their TTL.
-    let decision = engine
+    let entry = engine
         .entry(EntryKey::new(
             super::keda::NAMESPACE.into(),
             super::keda::NAME.into(),
             metadata,
         ))
-        .ok()
-        .and_then(|e| e.state().decision);
+        .ok();
+    let decision = entry.as_ref().and_then(|e| e.state().decision);
     let (n_window, ok_window, p95) = recorder.window(now, 5.0);
     let ready: Vec<_> = pool
         .replicas
@@ -373,6 +434,10 @@ fn sample(
         replicas: pool.live(),
         ready: pool.ready(),
         scaler_desired: answer,
+        source: entry
+            .as_ref()
+            .filter(|_| decision.is_some())
+            .map(|e| e.spec.source.kind().to_string()),
         active,
         scaler_active: decision.as_ref().map(|d| d.active),
         hpa_recommended: recommended,

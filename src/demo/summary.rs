@@ -33,6 +33,8 @@ pub struct Sample {
     pub ready: u32,
     /// The scaler's last GetMetrics answer (desired replicas).
     pub scaler_desired: Option<f64>,
+    /// The source of the scaler's current decision (`scrape`, `prometheus`), None before one.
+    pub source: Option<String>,
     /// The scaler's last IsActive answer.
     pub active: Option<bool>,
     /// The scaler's own activation state at this second (what the next IsActive will answer).
@@ -106,6 +108,12 @@ pub struct RunSummary {
     /// Replica processes still present after the run (must be 0).
     pub children_left: usize,
     pub pids: Vec<u32>,
+    /// The trigger's source: `scrape`, or `prometheus` with `--prometheus`.
+    pub source: String,
+    /// The Prometheus process (`--prometheus`); counted in `children_left` if still present.
+    pub prometheus_pid: Option<u32>,
+    /// Queries Prometheus served (its own `prometheus_http_requests_total{handler=~"/api/v1/query.*"}`).
+    pub prometheus_queries: Option<f64>,
     pub events: Vec<ScaleEvent>,
     pub timeline: Vec<Sample>,
 }
@@ -123,6 +131,9 @@ pub struct Inputs<'a> {
     pub pushes: u32,
     pub trigger_rebuilds: u32,
     pub rpc_errors: u32,
+    pub source: String,
+    pub prometheus_pid: Option<u32>,
+    pub prometheus_queries: Option<f64>,
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
@@ -187,6 +198,9 @@ pub fn build(i: Inputs) -> RunSummary {
         replicas_started: i.pids.len(),
         served_by_replica: i.served,
         children_left: i.children_left,
+        source: i.source,
+        prometheus_pid: i.prometheus_pid,
+        prometheus_queries: i.prometheus_queries,
         pids: i.pids,
         events: i.events,
         timeline: i.timeline,
@@ -234,6 +248,13 @@ fn rows(s: &RunSummary) -> Vec<(&'static str, String)> {
             ),
         ),
         ("scaler desired max", opt(s.scaler_desired_max, 2)),
+        (
+            "scaler source",
+            match s.prometheus_queries {
+                Some(q) => format!("{} ({q:.0} queries)", s.source),
+                None => s.source.clone(),
+            },
+        ),
         (
             "replica processes started / left",
             format!("{} / {}", s.replicas_started, s.children_left),
