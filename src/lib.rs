@@ -24,7 +24,7 @@ pub mod score;
 pub mod server;
 /// The ExternalScaler gRPC service (thin: spec -> engine -> proto).
 pub mod service;
-X
+/// Signal sources (all IO): Prometheus, direct scrape of replicas' /metrics, NVML.
 pub mod signals;
 /// Trace replay through cluster, metrics, KEDA and HPA models to compare scaling policies.
 pub mod sim;
