@@ -41,13 +41,14 @@ fn children(parent: u32) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn a_short_demo_scales_up_under_the_burst_and_back_down_and_leaves_no_process() {
+/// Runs a 45 s demo (idle, burst, idle at 30x time) with `extra` flags; returns its stdout, its
+/// summary JSON and the output folder (kept alive for the caller).
+fn run_short_demo(extra: &[&str]) -> (String, serde_json::Value, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
+        .args(["demo", "--plain"])
+        .args(extra)
         .args([
-            "demo",
-            "--plain",
             "--duration",
             "45",
             "--phases",
@@ -64,17 +65,23 @@ fn a_short_demo_scales_up_under_the_burst_and_back_down_and_leaves_no_process() 
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("| pods min / max / mean |"), "{stdout}");
     let json: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("demo-composite.json")).unwrap(),
     )
     .unwrap();
+    (stdout, json, dir)
+}
+
+#[test]
+fn a_short_demo_scales_up_under_the_burst_and_back_down_and_leaves_no_process() {
+    let (stdout, json, dir) = run_short_demo(&[]);
+    assert!(stdout.contains("| pods min / max / mean |"), "{stdout}");
     assert!(dir.path().join("demo-composite.svg").exists());
     let timeline = json["timeline"].as_array().unwrap();
     assert!(timeline.len() >= 40, "one sample a second");
@@ -150,42 +157,11 @@ fn with_prometheus_the_scaler_reads_the_replicas_through_a_real_prometheus() {
         "the `prometheus` binary is not on PATH; this test runs the demo with a real Prometheus \
          (Debian/Ubuntu: apt-get install -y prometheus)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "demo",
-            "--plain",
-            "--prometheus",
-            "--duration",
-            "45",
-            "--phases",
-            "idle:5:1,burst:15:30,idle:25:1",
-            "--time-scale",
-            "30",
-            "--cold-start",
-            "1",
-            "--max-replicas",
-            "5",
-            "--out",
-        ])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (stdout, json, _dir) = run_short_demo(&["--prometheus"]);
     assert!(
         stdout.contains("| scaler source | prometheus ("),
         "{stdout}"
     );
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("demo-composite.json")).unwrap(),
-    )
-    .unwrap();
     let timeline = json["timeline"].as_array().unwrap();
     let during = |a: f64, b: f64| {
         timeline
