@@ -206,13 +206,17 @@ impl DemoPrometheus {
             .text()
             .await
             .ok()?;
+        let metrics = crate::signals::exposition::parse(&body);
         Some(
-            body.lines()
-                .filter(|l| {
-                    l.starts_with("prometheus_http_requests_total{")
-                        && l.contains("handler=\"/api/v1/query")
+            metrics
+                .get("prometheus_http_requests_total")
+                .iter()
+                .filter(|s| {
+                    s.label("handler")
+                        .is_some_and(|h| h.starts_with("/api/v1/query"))
                 })
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .map(|s| s.value)
+                .filter(|v| v.is_finite())
                 .sum(),
         )
     }
