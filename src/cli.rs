@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check-config`, `explain`, `simulate`, `demo`. Each subcommand is a few lines that call into
+//! Command line: `serve`, `check-config`, `explain`, `check`, `simulate`, `demo`. Each subcommand is a few lines that call into
 //! the library; `anyhow` turns library errors into messages here and nowhere else.
 
 use std::collections::HashMap;
@@ -32,6 +32,9 @@ pub enum Command {
     CheckConfig(ServeArgs),
     /// Sample a trigger's metadata once and print why it would scale the way it does.
     Explain(ExplainArgs),
+    /// Check ScaledObject manifests offline: every trigger pointing at this scaler is parsed by
+    /// the server's own metadata parser; exits 1 on any problem.
+    Check(CheckArgs),
     /// Replay a request trace through a KEDA + HPA model and compare scaling policies.
     Simulate(crate::sim::SimulateArgs),
     /// Run the whole loop live on this machine: the scaler, KEDA + HPA over real gRPC, real
@@ -76,9 +79,30 @@ pub struct ExplainArgs {
     /// Print the decision as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// TOML settings file (scrape timeout, sample interval).
+    /// TOML settings file (scrape timeout, sample interval, [kubernetes] for `service`).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// The ScaledObject's namespace: where `service` is looked up.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// YAML files, each holding one or more documents (`-` reads standard input).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// A trigger is this scaler's when its scalerAddress contains this text.
+    #[arg(long, default_value = "keda-gpu-scaler")]
+    pub scaler_address: String,
+    /// TOML settings file of the scaler: its prometheus.address is the default that
+    /// source=prometheus triggers without prometheusAddress use. Without it (or
+    /// --prometheus-address) such triggers are checked as if the scaler had one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The scaler's default Prometheus address (setting prometheus.address).
+    #[arg(long)]
+    pub prometheus_address: Option<String>,
 }
 
 pub fn main() -> Result<()> {
@@ -95,6 +119,7 @@ pub fn main() -> Result<()> {
             Ok(())
         }
         Command::Explain(args) => explain(&args),
+        Command::Check(args) => check(&args),
         Command::Demo(args) => demo(&args),
         Command::WorkloadReplica(config) => {
             telemetry::init_logging(crate::config::LogFormat::Text, "warn");
@@ -201,14 +226,67 @@ pub fn parse_pairs(pairs: &[String]) -> Result<HashMap<String, String>> {
     Ok(map)
 }
 
+fn check(args: &CheckArgs) -> Result<()> {
+    let configured = match &args.config {
+        Some(path) => Settings::load(Some(path), &[])?.prometheus.address,
+        None => None,
+    };
+    let options =
+        crate::check::CheckOptions {
+            address_contains: args.scaler_address.clone(),
+            prometheus_address: args.prometheus_address.clone().or(configured).or_else(|| {
+                (args.config.is_none()).then(|| "http://prometheus.assumed:9090".into())
+            }),
+        };
+    let (mut triggers, mut problems) = (0, 0);
+    for file in &args.files {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+        };
+        let report = crate::check::check_text(&text, &options);
+        for p in &report.problems {
+            println!("{}: {p}", file.display());
+        }
+        triggers += report.triggers.len();
+        problems += report.problems.len();
+    }
+    println!(
+        "checked {triggers} keda-gpu-scaler triggers in {} files: {problems} problems",
+        args.files.len()
+    );
+    if problems > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn explain(args: &ExplainArgs) -> Result<()> {
     let metadata = parse_pairs(&args.metadata)?;
     let settings = Settings::load(args.config.as_deref(), &[])?;
     telemetry::init_logging(settings.log_format, "warn");
     runtime()?.block_on(async {
         let engine = Engine::new(settings.engine());
-        let entry = engine.entry(EntryKey::new("explain".into(), "explain".into(), metadata))?;
+        let entry = engine.entry(EntryKey::new(
+            args.namespace.clone(),
+            "explain".into(),
+            metadata,
+        ))?;
         engine.sample(false).await;
+        if matches!(entry.spec.source, crate::spec::SourceSpec::Service(_))
+            && entry.state().starting.is_none()
+        {
+            // The first round starts the namespace's EndpointSlice watch; read again once it
+            // has listed (bounded: 5 s at most).
+            for _ in 0..50 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                engine.sample(false).await;
+                if entry.state().starting.is_some() {
+                    break;
+                }
+            }
+        }
         if entry.spec.signals.iter().any(|s| s.name == "latency") {
             // A p95 needs two histogram snapshots.
             tokio::time::sleep(settings.sample_interval).await;
@@ -221,7 +299,13 @@ fn explain(args: &ExplainArgs) -> Result<()> {
         } else {
             print!(
                 "{}",
-                telemetry::explain_text(&entry.spec, state.decision.as_deref(), &state.notes)
+                telemetry::explain_text(
+                    &entry.spec,
+                    state.decision.as_deref(),
+                    &state.notes,
+                    state.starting,
+                    state.terminating
+                )
             );
         }
         Ok(())

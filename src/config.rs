@@ -37,6 +37,26 @@ pub struct Settings {
     pub log_level: String,
     pub tls: TlsSettings,
     pub prometheus: PrometheusConfig,
+    pub kubernetes: KubernetesConfig,
+}
+
+/// The `[kubernetes]` section: where `service` triggers discover their pods.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KubernetesConfig {
+    /// Namespaces whose EndpointSlices may be watched; empty: any namespace.
+    pub namespaces: Vec<String>,
+    /// A kubeconfig file; None: the in-cluster service account (else `KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl KubernetesConfig {
+    pub fn discovery(&self) -> crate::signals::discovery::DiscoverySettings {
+        crate::signals::discovery::DiscoverySettings {
+            namespaces: (!self.namespaces.is_empty())
+                .then(|| self.namespaces.iter().cloned().collect()),
+            kubeconfig: self.kubeconfig.clone(),
+        }
+    }
 }
 
 /// `[tls]`: gRPC over TLS when `cert_file` and `key_file` are set, and client certificates
@@ -104,6 +124,7 @@ impl Default for Settings {
             log_level: "info".into(),
             tls: TlsSettings::default(),
             prometheus: PrometheusConfig::default(),
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -118,6 +139,7 @@ impl Settings {
             max_entries: self.max_entries,
             prometheus_address: self.prometheus.address.clone(),
             prometheus_timeout: self.prometheus.timeout,
+            discovery: self.kubernetes.discovery(),
         }
     }
 
@@ -175,18 +197,30 @@ impl Settings {
                 "prometheus.timeout",
                 format_duration(self.prometheus.timeout),
             ),
+            (
+                "kubernetes.namespaces",
+                self.kubernetes.namespaces.join(","),
+            ),
+            (
+                "kubernetes.kubeconfig",
+                self.kubernetes
+                    .kubeconfig
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
         ]
     }
 
     /// The effective settings as TOML, for `check-config`.
     pub fn to_toml(&self) -> String {
-        let mut table = false;
+        let mut table = "";
         self.as_strings()
             .into_iter()
             .map(|(k, v)| {
                 let section = match k.split_once('.') {
-                    Some((section, key)) if !table => {
-                        table = true;
+                    Some((section, key)) if section != table => {
+                        table = section;
                         format!("\n[{section}]\n{key}")
                     }
                     Some((_, key)) => key.to_string(),
@@ -284,6 +318,50 @@ struct RawSettings {
     #[serde(default)]
     tls: RawTls,
     prometheus: RawPrometheus,
+    kubernetes: RawKubernetes,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    namespaces: String,
+    kubeconfig: String,
+}
+
+impl RawKubernetes {
+    fn validate(self) -> Result<KubernetesConfig, ConfigError> {
+        let mut namespaces = Vec::new();
+        for ns in self
+            .namespaces
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            let ok = ns.len() <= 63
+                && ns
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && ns.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && ns.ends_with(|c: char| c.is_ascii_alphanumeric());
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "kubernetes.namespaces",
+                    value: self.namespaces,
+                    accepted: "comma-separated namespace names (a-z, 0-9, '-'), or empty for any namespace",
+                });
+            }
+            namespaces.push(ns.to_string());
+        }
+        namespaces.sort();
+        namespaces.dedup();
+        let kubeconfig = Some(self.kubeconfig.trim())
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        Ok(KubernetesConfig {
+            namespaces,
+            kubeconfig,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -478,6 +556,7 @@ impl RawSettings {
         };
         Ok(Settings {
             prometheus,
+            kubernetes: self.kubernetes.validate()?,
             grpc_addr: addr("grpc_addr", &self.grpc_addr)?,
             http_addr: addr("http_addr", &self.http_addr)?,
             sample_interval,

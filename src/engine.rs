@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 use crate::score::{Decision, Scorer};
+use crate::signals::discovery::DiscoverySettings;
 use crate::signals::nvml::NvmlSource;
 use crate::signals::prometheus::{PrometheusSettings, PrometheusSource};
 use crate::signals::scrape::ScrapeSource;
@@ -35,6 +36,8 @@ pub struct EngineSettings {
     pub prometheus_address: Option<String>,
     /// Timeout of each Prometheus query.
     pub prometheus_timeout: Duration,
+    /// Where `service` triggers find their pods.
+    pub discovery: DiscoverySettings,
 }
 
 /// The Prometheus evaluation grid: the sampling interval in whole seconds (the HTTP API takes
@@ -53,6 +56,7 @@ impl Default for EngineSettings {
             max_entries: 100_000,
             prometheus_address: None,
             prometheus_timeout: Duration::from_secs(2),
+            discovery: DiscoverySettings::default(),
         }
     }
 }
@@ -144,6 +148,9 @@ pub struct EntryState {
     pub notes: Vec<String>,
     /// Samplings done, with or without data.
     pub samples: u64,
+    /// Replicas starting and terminating at the latest sampling, where the source knows them.
+    pub starting: Option<u32>,
+    pub terminating: Option<u32>,
 }
 
 /// The scorer and the newest source time it has stepped at (it never steps at or before it, so
@@ -193,7 +200,10 @@ pub struct Engine {
 impl Engine {
     pub fn new(settings: EngineSettings) -> Arc<Self> {
         Arc::new(Engine {
-            scrape: ScrapeSource::new(settings.scrape_timeout),
+            scrape: ScrapeSource::with_discovery(
+                settings.scrape_timeout,
+                settings.discovery.clone(),
+            ),
             prometheus: PrometheusSource::new(PrometheusSettings {
                 timeout: settings.prometheus_timeout,
                 step_s: prometheus_step(settings.sample_interval),
@@ -465,6 +475,8 @@ impl Engine {
         entry.state.send_modify(|state| {
             state.samples += 1;
             state.notes = notes;
+            state.starting = readings.starting;
+            state.terminating = readings.terminating;
             if let Some(decision) = decision.filter(|d| d.has_data) {
                 state.decision = Some(Arc::new(decision));
                 state.fresh_at = Some(t);
@@ -485,6 +497,16 @@ impl Engine {
             }
             keep
         });
+        // Watchers serve the namespaces still read through a Service, and no others.
+        let namespaces = entries
+            .values()
+            .filter_map(|e| match &e.spec.source {
+                SourceSpec::Service(s) => Some(s.namespace.clone()),
+                _ => None,
+            })
+            .collect();
+        drop(entries);
+        self.scrape.discovery().retain(&namespaces);
     }
 }
 

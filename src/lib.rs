@@ -10,7 +10,9 @@ pub mod proto {
         include_bytes!(concat!(env!("OUT_DIR"), "/externalscaler_descriptor.bin"));
 }
 
-/// Command line: serve, check-config, explain, simulate, demo.
+/// `check`: ScaledObject manifests checked offline with the metadata parser.
+pub mod check;
+/// Command line: serve, check-config, explain, check, simulate, demo.
 pub mod cli;
 /// Settings: defaults < file < environment < flags, validated once.
 pub mod config;
@@ -18,6 +20,8 @@ pub mod config;
 pub mod demo;
 /// One entry per ScaledObject: sampling loop, cached decisions, staleness, pushes.
 pub mod engine;
+/// Engine presets: the metrics vLLM, SGLang, TGI, Triton and gpu-workload export for each signal.
+pub mod presets;
 /// Pure scoring math: EWMA, per-signal demand, composite, activation.
 pub mod score;
 /// The running server: gRPC + HTTP listeners, sampler, health watchdog, shutdown.

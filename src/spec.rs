@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+use crate::presets::{self, Preset};
 use crate::score::{Activation, DemandModel, Limits, ScorerConfig, SignalRule, Smoothing};
 
 /// Keys KEDA itself puts in the metadata map (connection and TLS settings); accepted and ignored.
@@ -55,6 +56,13 @@ const KEYS: &[&str] = &[
     "inflightQuery",
     "latencyQuery",
     "devices",
+    "service",
+    "port",
+    "path",
+    "preset",
+    "kvCacheTarget",
+    "kvCacheMetric",
+    "kvCacheQuery",
 ];
 
 /// Keys that only mean something with one source, and the source they need.
@@ -72,6 +80,11 @@ const SOURCE_KEYS: &[(&str, &[&str])] = &[
     ("deployment", &["prometheus", "nvml"]),
     ("podSelector", &["prometheus", "nvml"]),
     ("devices", &["nvml"]),
+    ("service", &["scrape"]),
+    ("port", &["scrape"]),
+    ("path", &["scrape"]),
+    ("kvCacheQuery", &["prometheus"]),
+    ("preset", &["scrape", "prometheus"]),
 ];
 
 const EXTRA_FIELDS: &[&str] = &["metric", "query", "target", "kind"];
@@ -84,7 +97,8 @@ pub const DEFAULT_GPU_UTIL_METRICS: &[&str] = &[
 pub const DEFAULT_QUEUE_METRIC: &str = "workload_queue_length";
 pub const DEFAULT_INFLIGHT_METRIC: &str = "workload_inflight_requests";
 pub const DEFAULT_LATENCY_METRIC: &str = "workload_request_duration_seconds";
-const MAX_ENDPOINTS: usize = 1000;
+pub const MAX_ENDPOINTS: usize = 1000;
+pub const DEFAULT_SERVICE_PATH: &str = "/metrics";
 /// Longest full PromQL query accepted in metadata.
 const MAX_QUERY_LEN: usize = 8192;
 pub const DEFAULT_NAMESPACE_LABEL: &str = "namespace";
@@ -95,6 +109,8 @@ pub const DEFAULT_POD_LABEL: &str = "pod";
 pub enum SourceSpec {
     /// Each endpoint is one replica's Prometheus text exposition, fetched directly.
     Scrape { endpoints: Vec<String> },
+    /// The endpoints of a Service, discovered from its EndpointSlices and scraped directly.
+    Service(ServiceSpec),
     /// PromQL against a Prometheus server, batched with every other ScaledObject.
     Prometheus(PrometheusSpec),
     /// The GPUs of the node the scaler runs on, read through NVML.
@@ -105,9 +121,37 @@ impl SourceSpec {
     /// The `source` metadata value.
     pub fn kind(&self) -> &'static str {
         match self {
-            SourceSpec::Scrape { .. } => "scrape",
+            SourceSpec::Scrape { .. } | SourceSpec::Service(_) => "scrape",
             SourceSpec::Prometheus(_) => "prometheus",
             SourceSpec::Nvml(_) => "nvml",
+        }
+    }
+}
+
+/// `source=scrape` with `service`: a Service in the ScaledObject's own namespace, whose ready
+/// endpoints are each one replica.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceSpec {
+    pub namespace: String,
+    pub name: String,
+    /// Which port of the endpoints serves the metrics; None: the Service's only port.
+    pub port: Option<PortRef>,
+    /// The metrics path, starting with '/'.
+    pub path: String,
+}
+
+/// A port by number, or by the name the Service gives it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PortRef {
+    Number(u16),
+    Name(String),
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(n) => f.write_str(n),
         }
     }
 }
@@ -186,7 +230,10 @@ pub enum MetricSource {
     /// Gauges summed per pod (queue, in-flight) or averaged per pod (utilisation).
     Gauge(Vec<String>),
     Memory(Vec<MemoryMetrics>),
-    /// A classic histogram (base name, `_bucket` series); p95 over the latency window.
+    /// Gauges holding a 0-1 fraction (KV-cache use), averaged per pod and read as percent.
+    Fraction(Vec<String>),
+    /// A classic histogram (base name, `_bucket` series); p95 over the latency window. The unit
+    /// follows the name's suffix (`_ms`, `_us`, else seconds); see `histogram::unit_seconds`.
     Histogram(String),
     /// A full PromQL query from metadata (`source=prometheus` only), used as given.
     Query(String),
@@ -449,10 +496,28 @@ impl<'a> Parser<'a> {
     }
 
     fn scrape_source(&mut self) -> Option<SourceSpec> {
+        if self.values.contains_key("service") {
+            if self.values.contains_key("endpoints") {
+                self.problem(
+                    "endpoints",
+                    "set either service (discovered pods) or endpoints (fixed URLs), not both",
+                );
+                return None;
+            }
+            return self.service_source();
+        }
+        for key in ["port", "path"] {
+            if self.values.contains_key(key) {
+                self.problem(
+                    key,
+                    "applies only with service: the Service whose pods are scraped",
+                );
+            }
+        }
         let Some(raw) = self.text("endpoints") else {
             self.problem(
                 "endpoints",
-                "required with source=scrape: comma-separated http(s) URLs of each replica's /metrics",
+                "required with source=scrape: service (a Service whose pods are scraped) or endpoints (comma-separated http(s) URLs of each replica's /metrics)",
             );
             return None;
         };
@@ -488,6 +553,60 @@ impl<'a> Parser<'a> {
         endpoints.sort();
         endpoints.dedup();
         Some(SourceSpec::Scrape { endpoints })
+    }
+
+    /// `service`, `port` and `path`: a Service in the ScaledObject's namespace, never another.
+    fn service_source(&mut self) -> Option<SourceSpec> {
+        let name = self.text("service").unwrap_or_default();
+        let name_ok = is_dns_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase());
+        if !name_ok {
+            self.problem(
+                "service",
+                format!("'{name}' is not a Service name; expected 1-63 characters of a-z, 0-9 or '-', starting with a letter (a Service in the ScaledObject's namespace)"),
+            );
+        }
+        let port = match self.text("port") {
+            None => Some(None),
+            Some(raw) => match raw.parse::<u16>() {
+                Ok(n) if n > 0 => Some(Some(PortRef::Number(n))),
+                _ if is_dns_label(raw)
+                    && raw.len() <= 15
+                    && raw.chars().any(|c| c.is_ascii_lowercase()) =>
+                {
+                    Some(Some(PortRef::Name(raw.to_string())))
+                }
+                _ => {
+                    self.problem(
+                        "port",
+                        format!("'{raw}' is not accepted; expected a port number 1-65535 or a Service port name such as http or metrics"),
+                    );
+                    None
+                }
+            },
+        };
+        let path = self.text("path").unwrap_or(DEFAULT_SERVICE_PATH);
+        let path_ok = path.starts_with('/')
+            && path.len() <= 256
+            && path
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '#' && c != '\\');
+        if !path_ok {
+            self.problem(
+                "path",
+                format!("'{path}' is not accepted; expected a URL path starting with '/', such as /metrics (printable ASCII, up to 256 characters)"),
+            );
+        }
+        let namespace = match self.ctx.namespace {
+            "" => "default",
+            ns => ns,
+        };
+        (name_ok && path_ok).then_some(())?;
+        Some(SourceSpec::Service(ServiceSpec {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            port: port?,
+            path: path.to_string(),
+        }))
     }
 
     fn prometheus_source(&mut self) -> Option<SourceSpec> {
@@ -700,19 +819,25 @@ impl<'a> Parser<'a> {
             });
         }
         if self.kind == "nvml" {
-            for key in ["queueTarget", "inflightTarget", "latencyTargetMs"] {
+            for key in [
+                "queueTarget",
+                "inflightTarget",
+                "latencyTargetMs",
+                "kvCacheTarget",
+            ] {
                 if self.values.contains_key(key) {
                     self.problem(key, "source=nvml reads only GPUs: use gpuUtilTarget and gpuMemoryTarget, or source=prometheus for application metrics");
                 }
             }
         }
-        let queue = self
-            .metric_name("queueMetric")
-            .unwrap_or(DEFAULT_QUEUE_METRIC.into());
+        let preset = self.preset();
+        let defaults = preset.unwrap_or(Preset::GpuWorkload).metrics();
+        let queue = self.gauge_metrics("queueMetric", defaults.queue);
         let queue = self
             .query("queueQuery")
-            .map_or(MetricSource::Gauge(vec![queue]), MetricSource::Query);
+            .map_or(MetricSource::Gauge(queue), MetricSource::Query);
         if let Some(target) = self.positive("queueTarget", 1e9, " (waiting requests per replica)") {
+            self.needs_metric("queueTarget", &queue, preset, "queueMetric");
             signals.push(SignalSpec {
                 name: "queue".into(),
                 model: DemandModel::Quantity,
@@ -720,15 +845,14 @@ impl<'a> Parser<'a> {
                 metrics: queue,
             });
         }
-        let inflight = self
-            .metric_name("inflightMetric")
-            .unwrap_or(DEFAULT_INFLIGHT_METRIC.into());
+        let inflight = self.gauge_metrics("inflightMetric", defaults.inflight);
         let inflight = self
             .query("inflightQuery")
-            .map_or(MetricSource::Gauge(vec![inflight]), MetricSource::Query);
+            .map_or(MetricSource::Gauge(inflight), MetricSource::Query);
         if let Some(target) =
             self.positive("inflightTarget", 1e9, " (requests in service per replica)")
         {
+            self.needs_metric("inflightTarget", &inflight, preset, "inflightMetric");
             signals.push(SignalSpec {
                 name: "inflight".into(),
                 model: DemandModel::Quantity,
@@ -736,8 +860,37 @@ impl<'a> Parser<'a> {
                 metrics: inflight,
             });
         }
+        let kv_cache = self.gauge_metrics("kvCacheMetric", defaults.kv_cache);
+        let kv_cache = self
+            .query("kvCacheQuery")
+            .map_or(MetricSource::Fraction(kv_cache), MetricSource::Query);
+        if let Some(target) =
+            self.positive("kvCacheTarget", 100.0, " (percent of the KV cache in use)")
+        {
+            if matches!(&kv_cache, MetricSource::Fraction(m) if m.is_empty()) {
+                let why = match preset {
+                    Some(p) => format!(
+                        "preset {} sets no KV-cache metric: {}",
+                        p.name(),
+                        p.metrics().kv_cache_missing
+                    ),
+                    None => "no preset is set".into(),
+                };
+                self.problem(
+                    "kvCacheTarget",
+                    format!("{why}; set preset (vllm or sglang) or kvCacheMetric, a gauge of the 0-1 fraction in use"),
+                );
+            }
+            signals.push(SignalSpec {
+                name: "kv_cache".into(),
+                model: DemandModel::Utilisation,
+                target,
+                metrics: kv_cache,
+            });
+        }
         let latency = self
             .metric_name("latencyMetric")
+            .or(defaults.latency.map(String::from))
             .unwrap_or(DEFAULT_LATENCY_METRIC.into());
         let latency = self
             .query("latencyQuery")
@@ -748,7 +901,7 @@ impl<'a> Parser<'a> {
             if signals.is_empty() {
                 self.problem(
                     "latencyTargetMs",
-                    "latency only pushes capacity up, so it cannot be the only signal; add gpuUtilTarget, gpuMemoryTarget, queueTarget, inflightTarget or an extra signal",
+                    "latency only pushes capacity up, so it cannot be the only signal; add gpuUtilTarget, gpuMemoryTarget, queueTarget, inflightTarget, kvCacheTarget or an extra signal",
                 );
             }
             signals.push(SignalSpec {
@@ -765,10 +918,48 @@ impl<'a> Parser<'a> {
         if signals.is_empty() && !any_target_problem {
             self.problem(
                 "gpuUtilTarget",
-                "no signal has a target; set at least one of gpuUtilTarget, gpuMemoryTarget, queueTarget, inflightTarget, latencyTargetMs or extra.<name>.target",
+                "no signal has a target; set at least one of gpuUtilTarget, gpuMemoryTarget, queueTarget, inflightTarget, kvCacheTarget, latencyTargetMs or extra.<name>.target",
             );
         }
         signals
+    }
+
+    /// `preset`, when set and known.
+    fn preset(&mut self) -> Option<Preset> {
+        let raw = self.text("preset")?;
+        let preset = Preset::parse(raw);
+        if preset.is_none() {
+            self.problem(
+                "preset",
+                format!("'{raw}' is not accepted; expected {}", presets::NAMES),
+            );
+        }
+        preset
+    }
+
+    /// The metric named by `key`, else the preset's (or built-in) alternatives.
+    fn gauge_metrics(&mut self, key: &str, defaults: &[&str]) -> Vec<String> {
+        match self.metric_name(key) {
+            Some(m) => vec![m],
+            None => defaults.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    /// A target whose signal has no metric to read: the preset's engine exports none.
+    fn needs_metric(
+        &mut self,
+        target_key: &str,
+        metrics: &MetricSource,
+        preset: Option<Preset>,
+        metric_key: &str,
+    ) {
+        if matches!(metrics, MetricSource::Gauge(m) if m.is_empty()) {
+            let engine = preset.map_or("this engine", Preset::name);
+            self.problem(
+                target_key,
+                format!("preset {engine} has no metric for it; set {metric_key}"),
+            );
+        }
     }
 
     fn memory_metrics(&mut self) -> Vec<MemoryMetrics> {
@@ -971,7 +1162,14 @@ impl<'a> Parser<'a> {
 
 pub const DEFAULT_ACTIVATION: f64 = 0.1;
 pub const DEFAULT_MAX_REPLICAS: u32 = 100;
-const BUILTIN_SIGNALS: &[&str] = &["gpu_util", "gpu_memory", "queue", "inflight", "latency"];
+const BUILTIN_SIGNALS: &[&str] = &[
+    "gpu_util",
+    "gpu_memory",
+    "queue",
+    "inflight",
+    "kv_cache",
+    "latency",
+];
 
 fn is_known(key: &str) -> bool {
     if KEYS.contains(&key) {
@@ -1038,6 +1236,16 @@ fn is_dns_subdomain(s: &str) -> bool {
         && s.len() <= 253
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// An RFC 1123 label: what Kubernetes accepts as a Service or port name.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }

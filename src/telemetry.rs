@@ -323,6 +323,11 @@ pub struct DebugEntry {
     pub error: Option<String>,
     pub sample_age_s: Option<f64>,
     pub samples: u64,
+    /// Replicas starting (endpoints not ready) at the latest sampling; null when the source
+    /// cannot know (fixed endpoints, Prometheus, NVML).
+    pub starting: Option<u32>,
+    /// Replicas terminating (endpoints draining) at the latest sampling; null when unknown.
+    pub terminating: Option<u32>,
     pub notes: Vec<String>,
     pub decision: Option<Decision>,
 }
@@ -343,6 +348,18 @@ pub fn debug_entries(engine: &Engine) -> Vec<DebugEntry> {
             let source = entry.spec.source.kind().to_string();
             let (endpoints, pods) = match &entry.spec.source {
                 SourceSpec::Scrape { endpoints } => (endpoints.clone(), None),
+                SourceSpec::Service(svc) => (
+                    Vec::new(),
+                    Some(format!(
+                        "ready endpoints of Service {}/{}, port {}, path {}",
+                        svc.namespace,
+                        svc.name,
+                        svc.port
+                            .as_ref()
+                            .map_or("(its only one)".to_string(), |p| p.to_string()),
+                        svc.path
+                    )),
+                ),
                 SourceSpec::Prometheus(p) => (
                     vec![p.address.clone()],
                     Some(format!(
@@ -379,6 +396,8 @@ pub fn debug_entries(engine: &Engine) -> Vec<DebugEntry> {
                 error,
                 sample_age_s: state.fresh_at.map(|t| now - t),
                 samples: state.samples,
+                starting: state.starting,
+                terminating: state.terminating,
                 notes: state.notes,
                 decision: state.decision.map(|d| (*d).clone()),
             }
@@ -391,6 +410,8 @@ pub fn explain_text(
     spec: &crate::spec::ScalerSpec,
     decision: Option<&Decision>,
     notes: &[String],
+    starting: Option<u32>,
+    terminating: Option<u32>,
 ) -> String {
     let mut out = String::new();
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
@@ -461,6 +482,15 @@ pub fn explain_text(
                 "no signal had data: GetMetrics and IsActive would answer UNAVAILABLE"
             );
         }
+    }
+    if starting.is_some() || terminating.is_some() {
+        let count = |v: Option<u32>| v.map_or("-".to_string(), |v| v.to_string());
+        let _ = writeln!(
+            out,
+            "replicas    {} starting (not ready yet), {} terminating (draining); ready ones are scraped",
+            count(starting),
+            count(terminating)
+        );
     }
     for note in notes {
         let _ = writeln!(out, "note        {note}");

@@ -4,6 +4,18 @@
 /// Cumulative bucket counts, sorted by upper bound (`le`), the last one being +Inf.
 pub type Buckets = Vec<(f64, f64)>;
 
+/// Seconds per unit of a histogram, from its name's unit suffix as Prometheus naming asks for:
+/// `_ms` milliseconds (Triton), `_us` microseconds, anything else seconds.
+pub fn unit_seconds(base: &str) -> f64 {
+    if base.ends_with("_ms") || base.ends_with("_milliseconds") {
+        1e-3
+    } else if base.ends_with("_us") || base.ends_with("_microseconds") {
+        1e-6
+    } else {
+        1.0
+    }
+}
+
 /// Sums `_bucket` series that share an upper bound (one histogram per endpoint label, say).
 pub fn merge(series: impl IntoIterator<Item = (f64, f64)>) -> Buckets {
     let mut buckets: Buckets = Vec::new();

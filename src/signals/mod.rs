@@ -1,6 +1,7 @@
 //! Where numbers come from: every source turns a batch of specs into per-pod readings. All IO of
 //! the scaler lives under this module; parsing and aggregation helpers beside it stay pure.
 
+pub mod discovery;
 pub mod exposition;
 pub mod histogram;
 pub mod nvml;
@@ -36,6 +37,10 @@ pub struct Readings {
     pub earlier: Vec<(f64, Vec<Vec<Option<f64>>>)>,
     /// True when a query or read for this spec failed, so the gap should be read again later.
     pub failed: bool,
+    /// Replicas starting (endpoints not ready yet), where the source knows them (discovery).
+    pub starting: Option<u32>,
+    /// Replicas terminating (endpoints draining), where the source knows them (discovery).
+    pub terminating: Option<u32>,
 }
 
 impl Readings {

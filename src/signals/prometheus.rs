@@ -365,6 +365,7 @@ impl PrometheusSource {
             at: Some(end as f64),
             earlier: steps,
             failed,
+            ..Readings::default()
         }
     }
 }

@@ -27,6 +27,8 @@ pub enum Template {
     /// Per-pod gauge: the mean over a pod's series (utilisation) or their sum (quantities). The
     /// first listed metric a pod has is used.
     Gauge { metrics: Vec<String>, mean: bool },
+    /// Per-pod mean of 0-1 gauges, as percent.
+    Fraction(Vec<String>),
     /// GPU memory in use as a percentage of capacity, per pod.
     Memory(Vec<MemoryKey>),
     /// p95 of a classic histogram over a window, seconds, per pod.
@@ -50,6 +52,7 @@ impl Template {
                 metrics: metrics.clone(),
                 mean: signal.model == DemandModel::Utilisation,
             },
+            MetricSource::Fraction(metrics) => Template::Fraction(metrics.clone()),
             MetricSource::Memory(choices) => Template::Memory(
                 choices
                     .iter()
@@ -93,6 +96,11 @@ impl Template {
                     format!("{scale}{agg} by ({by}) ({m}{sel})")
                 }))
             }
+            Template::Fraction(metrics) => alternatives(
+                metrics
+                    .iter()
+                    .map(|m| format!("100 * avg by ({by}) ({m}{sel})")),
+            ),
             Template::Memory(choices) => alternatives(choices.iter().map(|c| match c {
                 MemoryKey::UsedTotal(used, total) => format!(
                     "100 * sum by ({by}) ({used}{sel}) / sum by ({by}) ({total}{sel})"
@@ -101,9 +109,18 @@ impl Template {
                     "100 * sum by ({by}) ({used}{sel}) / (sum by ({by}) ({used}{sel}) + sum by ({by}) ({free}{sel}))"
                 ),
             })),
-            Template::Latency { base, window_s } => format!(
-                "histogram_quantile(0.95, sum by ({by}, le) (rate({base}_bucket{sel}[{window_s}s])))"
-            ),
+            Template::Latency { base, window_s } => {
+                let q = format!(
+                    "histogram_quantile(0.95, sum by ({by}, le) (rate({base}_bucket{sel}[{window_s}s])))"
+                );
+                // Answers are in seconds whatever unit the histogram counts in.
+                let unit = super::histogram::unit_seconds(base);
+                if unit < 1.0 {
+                    format!("{unit} * {q}")
+                } else {
+                    q
+                }
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 
+use super::discovery::{Discovery, DiscoverySettings};
 use super::exposition::{self, Exposition};
 use super::histogram::{self, Buckets};
 use super::{Readings, SignalReading, Source};
@@ -42,14 +43,30 @@ type Scrapes = HashMap<String, Result<Exposition, FetchError>>;
 /// Timestamped cumulative bucket counts, oldest first.
 type Snapshots = VecDeque<(f64, Buckets)>;
 
+/// What one spec scrapes this round: fixed endpoints, or a Service's endpoints as discovered.
+#[derive(Clone, Debug, Default)]
+struct Target {
+    urls: Vec<String>,
+    starting: Option<u32>,
+    terminating: Option<u32>,
+    /// Why there is nothing to scrape (discovery failed), or a warning about the list.
+    note: Option<String>,
+    failed: bool,
+}
+
 pub struct ScrapeSource {
     client: reqwest::Client,
+    discovery: Discovery,
     /// Bucket snapshots per (endpoint, histogram base name), oldest first.
     history: Mutex<HashMap<(String, String), Snapshots>>,
 }
 
 impl ScrapeSource {
     pub fn new(timeout: Duration) -> Self {
+        Self::with_discovery(timeout, DiscoverySettings::default())
+    }
+
+    pub fn with_discovery(timeout: Duration, discovery: DiscoverySettings) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -57,6 +74,7 @@ impl ScrapeSource {
             .expect("an HTTP client with only timeouts set always builds");
         ScrapeSource {
             client,
+            discovery: Discovery::new(discovery),
             history: Mutex::new(HashMap::new()),
         }
     }
@@ -100,17 +118,52 @@ impl ScrapeSource {
             .await
     }
 
+    /// The shared discovery (its watchers are stopped through `retain`).
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    async fn target(&self, spec: &ScalerSpec) -> Target {
+        match &spec.source {
+            SourceSpec::Scrape { endpoints } => Target {
+                urls: endpoints.clone(),
+                ..Target::default()
+            },
+            SourceSpec::Service(svc) => match self.discovery.resolve(svc).await {
+                Ok(r) => Target {
+                    urls: r.urls,
+                    starting: Some(r.starting),
+                    terminating: Some(r.terminating),
+                    note: r.note,
+                    failed: false,
+                },
+                Err(e) => Target {
+                    note: Some(e.to_string()),
+                    failed: true,
+                    ..Target::default()
+                },
+            },
+            SourceSpec::Prometheus(_) | SourceSpec::Nvml(_) => Target::default(),
+        }
+    }
+
     /// Stores this sampling's histogram snapshots and drops those no window needs any more.
-    fn record_histograms(&self, specs: &[Arc<ScalerSpec>], scrapes: &Scrapes, t: f64) {
+    fn record_histograms(
+        &self,
+        specs: &[Arc<ScalerSpec>],
+        targets: &[Target],
+        scrapes: &Scrapes,
+        t: f64,
+    ) {
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let mut longest_window = 0.0f64;
-        for spec in specs {
+        for (spec, target) in specs.iter().zip(targets) {
             for signal in &spec.signals {
                 let MetricSource::Histogram(base) = &signal.metrics else {
                     continue;
                 };
                 longest_window = longest_window.max(spec.latency_window_s);
-                for url in endpoints(spec) {
+                for url in &target.urls {
                     let Some(Ok(expo)) = scrapes.get(url) else {
                         continue;
                     };
@@ -149,11 +202,12 @@ impl ScrapeSource {
             return None;
         }
         histogram::quantile(0.95, &histogram::delta(old, now))
+            .map(|q| q * histogram::unit_seconds(base))
     }
 
-    fn readings(&self, spec: &ScalerSpec, scrapes: &Scrapes, t: f64) -> Readings {
-        let urls = endpoints(spec);
-        let mut notes = Vec::new();
+    fn readings(&self, spec: &ScalerSpec, target: &Target, scrapes: &Scrapes, t: f64) -> Readings {
+        let urls = &target.urls;
+        let mut notes: Vec<String> = target.note.iter().cloned().collect();
         for url in urls {
             if let Some(Err(e)) = scrapes.get(url) {
                 notes.push(format!("{url}: {e}"));
@@ -188,6 +242,9 @@ impl ScrapeSource {
         Readings {
             signals,
             notes,
+            failed: target.failed,
+            starting: target.starting,
+            terminating: target.terminating,
             ..Readings::default()
         }
     }
@@ -225,6 +282,17 @@ impl ScrapeSource {
                     DemandModel::Quantity | DemandModel::Latency => sum,
                 })
             }
+            MetricSource::Fraction(names) => {
+                let name = names.iter().find(|n| expo.has(n))?;
+                let values: Vec<f64> = expo
+                    .get(name)
+                    .iter()
+                    .map(|s| s.value * 100.0)
+                    .filter(|v| v.is_finite())
+                    .collect();
+                // Several engines in one pod (data parallel): their mean is the pod's use.
+                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+            }
             MetricSource::Memory(choices) => choices.iter().find_map(|m| memory_percent(expo, m)),
             MetricSource::Histogram(base) => self.p95(url, base, spec.latency_window_s, t),
             // The spec parser accepts PromQL only with source=prometheus.
@@ -241,24 +309,19 @@ impl Source for ScrapeSource {
         t: f64,
     ) -> BoxFuture<'a, Vec<Readings>> {
         Box::pin(async move {
-            let urls: BTreeSet<String> = specs
-                .iter()
-                .flat_map(|s| endpoints(s).iter().cloned())
-                .collect();
+            let mut targets = Vec::with_capacity(specs.len());
+            for spec in specs {
+                targets.push(self.target(spec).await);
+            }
+            let urls: BTreeSet<String> = targets.iter().flat_map(|t| t.urls.clone()).collect();
             let scrapes = self.fetch_all(urls).await;
-            self.record_histograms(specs, &scrapes, t);
+            self.record_histograms(specs, &targets, &scrapes, t);
             specs
                 .iter()
-                .map(|s| self.readings(s, &scrapes, t))
+                .zip(&targets)
+                .map(|(s, target)| self.readings(s, target, &scrapes, t))
                 .collect()
         })
-    }
-}
-
-fn endpoints(spec: &ScalerSpec) -> &[String] {
-    match &spec.source {
-        SourceSpec::Scrape { endpoints } => endpoints,
-        SourceSpec::Prometheus(_) | SourceSpec::Nvml(_) => &[],
     }
 }
 
@@ -295,7 +358,9 @@ fn buckets_of(expo: &Exposition, base: &str) -> Buckets {
 
 fn exposes(expo: &Exposition, metrics: &MetricSource) -> bool {
     match metrics {
-        MetricSource::Gauge(names) => names.iter().any(|n| expo.has(n)),
+        MetricSource::Gauge(names) | MetricSource::Fraction(names) => {
+            names.iter().any(|n| expo.has(n))
+        }
         MetricSource::Memory(choices) => choices.iter().any(|m| memory_percent(expo, m).is_some()),
         MetricSource::Histogram(base) => expo.has(&format!("{base}_bucket")),
         MetricSource::Query(_) => false,
@@ -304,7 +369,7 @@ fn exposes(expo: &Exposition, metrics: &MetricSource) -> bool {
 
 fn describe(metrics: &MetricSource) -> String {
     match metrics {
-        MetricSource::Gauge(names) => names.join(" or "),
+        MetricSource::Gauge(names) | MetricSource::Fraction(names) => names.join(" or "),
         MetricSource::Memory(choices) => choices
             .iter()
             .map(|m| match m {

@@ -2,6 +2,8 @@
 //! controls, and a KEDA-like gRPC client.
 #![allow(dead_code)]
 
+pub mod engines;
+pub mod kube;
 pub mod pki;
 pub mod prometheus;
 
@@ -59,7 +61,16 @@ pub struct MetricsEndpoint {
 
 impl MetricsEndpoint {
     pub async fn start(body: &str) -> MetricsEndpoint {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), body)
+    }
+
+    /// Listens on `addr`, such as 127.0.0.3:41000: pods of one Service share a port and differ
+    /// in address, and all of 127.0.0.0/8 is loopback.
+    pub async fn start_at(addr: &str, body: &str) -> std::io::Result<MetricsEndpoint> {
+        Ok(Self::serve(TcpListener::bind(addr).await?, body))
+    }
+
+    fn serve(listener: TcpListener, body: &str) -> MetricsEndpoint {
         let addr = listener.local_addr().unwrap();
         let body = Arc::new(Mutex::new(body.to_string()));
         let down = Arc::new(Mutex::new(false));

@@ -1,0 +1,296 @@
+//! `check`: ScaledObject manifests checked offline with the server's own metadata parser.
+//!
+//! Reads YAML (one or many documents), finds the `external` / `external-push` triggers whose
+//! `scalerAddress` points at this scaler, and reports every problem `spec::parse_in` finds, plus
+//! the few ScaledObject settings that decide whether such a trigger can work at all.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::spec::{self, ParseContext, SourceSpec};
+
+/// Where a trigger sits, for messages: `ScaledObject inference/llm, trigger 0 (gpu)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TriggerRef {
+    pub document: usize,
+    pub namespace: String,
+    pub name: String,
+    pub index: usize,
+    pub trigger: Option<String>,
+}
+
+impl fmt::Display for TriggerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "document {}, ScaledObject {}/{}, trigger {}",
+            self.document, self.namespace, self.name, self.index
+        )?;
+        if let Some(t) = &self.trigger {
+            write!(f, " ({t})")?;
+        }
+        Ok(())
+    }
+}
+
+/// One problem in a manifest: where, which key, what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub at: Option<TriggerRef>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.at {
+            Some(at) => write!(f, "{at}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// What checking one file found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Triggers that point at this scaler and were parsed.
+    pub triggers: Vec<TriggerRef>,
+    pub problems: Vec<Finding>,
+}
+
+/// How to recognise and parse this scaler's triggers.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// A trigger is this scaler's when its scalerAddress contains this.
+    pub address_contains: String,
+    /// The server's default Prometheus address, for `source=prometheus` without one.
+    pub prometheus_address: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Doc {
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Meta,
+    spec: Option<SoSpec>,
+}
+
+#[derive(Deserialize, Default)]
+struct Meta {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SoSpec {
+    min_replica_count: Option<i64>,
+    #[serde(default)]
+    triggers: Vec<Trigger>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Trigger {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    name: Option<String>,
+    metric_type: Option<String>,
+    #[serde(default)]
+    metadata: HashMap<String, serde_yaml::Value>,
+}
+
+/// Checks every ScaledObject in `text`.
+pub fn check_text(text: &str, options: &CheckOptions) -> Report {
+    let mut report = Report::default();
+    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = match serde_yaml::Value::deserialize(document) {
+            Ok(v) => v,
+            Err(e) => {
+                report.problems.push(Finding {
+                    at: None,
+                    key: "yaml".into(),
+                    message: format!("document {i}: {e}"),
+                });
+                // A syntax error ends the stream: later documents cannot be read.
+                break;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        let doc: Doc = match serde_yaml::from_value(value) {
+            Ok(d) => d,
+            Err(e) => {
+                report.problems.push(Finding {
+                    at: None,
+                    key: "yaml".into(),
+                    message: format!("document {i}: not a Kubernetes object: {e}"),
+                });
+                continue;
+            }
+        };
+        if doc.kind.as_deref() != Some("ScaledObject") {
+            continue;
+        }
+        check_scaled_object(i, doc, options, &mut report);
+    }
+    report
+}
+
+fn check_scaled_object(document: usize, doc: Doc, options: &CheckOptions, report: &mut Report) {
+    // kubectl's default namespace when the manifest names none.
+    let namespace = doc.metadata.namespace.unwrap_or_else(|| "default".into());
+    let name = doc.metadata.name.unwrap_or_default();
+    let Some(so) = doc.spec else { return };
+    for (index, t) in so.triggers.into_iter().enumerate() {
+        let ours = matches!(t.kind.as_deref(), Some("external" | "external-push"))
+            && t.metadata
+                .get("scalerAddress")
+                .and_then(|v| v.as_str())
+                .is_some_and(|a| a.contains(&options.address_contains));
+        if !ours {
+            continue;
+        }
+        let at = TriggerRef {
+            document,
+            namespace: namespace.clone(),
+            name: name.clone(),
+            index,
+            trigger: t.name.clone(),
+        };
+        let mut problem = |key: &str, message: String| {
+            report.problems.push(Finding {
+                at: Some(at.clone()),
+                key: key.to_string(),
+                message,
+            })
+        };
+        if let Some(mt) = t.metric_type.as_deref().filter(|m| *m != "AverageValue") {
+            problem(
+                "metricType",
+                format!("'{mt}' is not accepted; the scaler reports desired replicas with target 1, which only AverageValue (the default) turns into that many replicas"),
+            );
+        }
+        let mut metadata = HashMap::new();
+        for (k, v) in &t.metadata {
+            match v.as_str() {
+                Some(s) => {
+                    metadata.insert(k.clone(), s.to_string());
+                }
+                None => problem(
+                    k,
+                    "KEDA accepts only string values in trigger metadata; quote it".into(),
+                ),
+            }
+        }
+        let ctx = ParseContext {
+            namespace: &namespace,
+            prometheus_address: options.prometheus_address.as_deref(),
+        };
+        match spec::parse_in(ctx, &metadata) {
+            Ok(spec) => {
+                if matches!(spec.source, SourceSpec::Service(_))
+                    && so.min_replica_count.unwrap_or(0) < 1
+                {
+                    problem(
+                        "minReplicaCount",
+                        "is 0 (KEDA's default) but the trigger scrapes the Service's own pods: at zero replicas there is nothing to scrape, so it never activates; set minReplicaCount >= 1, or scale from zero on a source that exists without pods (source=prometheus, or endpoints of a gateway's queue)".into(),
+                    );
+                }
+            }
+            Err(e) => {
+                for p in e.problems {
+                    problem(&p.key, p.message);
+                }
+            }
+        }
+        report.triggers.push(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> CheckOptions {
+        CheckOptions {
+            address_contains: "keda-gpu-scaler".into(),
+            prometheus_address: Some("http://prometheus:9090".into()),
+        }
+    }
+
+    const GOOD: &str = r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledObject
+metadata: {name: llm, namespace: inference}
+spec:
+  scaleTargetRef: {name: llm}
+  minReplicaCount: 1
+  triggers:
+    - type: external
+      metadata:
+        scalerAddress: keda-gpu-scaler.keda:9443
+        service: llm
+        preset: vllm
+        queueTarget: "4"
+    - type: cron
+      metadata: {timezone: UTC, start: "0 8 * * *", end: "0 9 * * *", desiredReplicas: "1"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: x}
+"#;
+
+    #[test]
+    fn a_good_manifest_has_one_trigger_and_no_problem() {
+        let r = check_text(GOOD, &options());
+        assert_eq!(r.problems, []);
+        assert_eq!(r.triggers.len(), 1);
+        assert_eq!(r.triggers[0].namespace, "inference");
+    }
+
+    #[test]
+    fn every_problem_is_named_with_its_place() {
+        let bad = GOOD
+            .replace(
+                "queueTarget: \"4\"",
+                "queueTarge: \"4\"\n        kvCacheTarget: 80",
+            )
+            .replace("minReplicaCount: 1", "minReplicaCount: 0")
+            .replace(
+                "- type: external\n",
+                "- type: external\n      metricType: Value\n",
+            );
+        let r = check_text(&bad, &options());
+        let text: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+        let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+        assert!(has("ScaledObject inference/llm, trigger 0: queueTarge: unknown key; did you mean 'queueTarget'?"), "{text:#?}");
+        assert!(
+            has("kvCacheTarget: KEDA accepts only string values"),
+            "{text:#?}"
+        );
+        assert!(has("metricType: 'Value' is not accepted"), "{text:#?}");
+        // The spec did not parse, so the replica check had nothing to look at.
+        let r = check_text(
+            &GOOD.replace("minReplicaCount: 1", "minReplicaCount: 0"),
+            &options(),
+        );
+        assert!(
+            r.problems[0].to_string().contains("minReplicaCount: is 0"),
+            "{:?}",
+            r.problems
+        );
+    }
+
+    #[test]
+    fn other_scalers_and_broken_yaml() {
+        let other = GOOD.replace("keda-gpu-scaler.keda:9443", "other-scaler:9090");
+        let r = check_text(&other, &options());
+        assert_eq!((r.triggers.len(), r.problems.len()), (0, 0));
+        let r = check_text("a: [\n", &options());
+        assert_eq!(r.problems[0].key, "yaml");
+    }
+}

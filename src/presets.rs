@@ -1,0 +1,131 @@
+//! Engine presets: which metrics of a serving engine feed queue, in-flight, latency and KV-cache.
+//!
+//! Pure data, read by the spec parser only. Every name was checked against the engine's own source
+//! or documentation (docs/presets.md lists the versions); where an engine renamed a metric, the
+//! current name comes first and the previous one after it, and a pod is read from the first one
+//! it exposes. Explicit `*Metric` / `*Query` keys override any one of these.
+
+/// A serving engine whose metrics the scaler knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Preset {
+    Vllm,
+    Sglang,
+    Tgi,
+    Triton,
+    GpuWorkload,
+}
+
+/// The metric names one preset sets. Empty lists mean the engine exports no such metric.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PresetMetrics {
+    /// Gauges of requests waiting for a slot, summed per pod.
+    pub queue: &'static [&'static str],
+    /// Gauges of requests being served, summed per pod.
+    pub inflight: &'static [&'static str],
+    /// A classic histogram of a latency replicas can lower (time to first token, else queue wait).
+    pub latency: Option<&'static str>,
+    /// Gauges of KV-cache use as a 0-1 fraction, averaged per pod.
+    pub kv_cache: &'static [&'static str],
+    /// Why `kv_cache` is empty, for the error a `kvCacheTarget` without `kvCacheMetric` gets.
+    pub kv_cache_missing: &'static str,
+}
+
+pub const NAMES: &str = "vllm, sglang, tgi, triton or gpu-workload";
+
+impl Preset {
+    pub fn parse(s: &str) -> Option<Preset> {
+        Some(match s {
+            "vllm" => Preset::Vllm,
+            "sglang" => Preset::Sglang,
+            "tgi" => Preset::Tgi,
+            "triton" => Preset::Triton,
+            "gpu-workload" => Preset::GpuWorkload,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Vllm => "vllm",
+            Preset::Sglang => "sglang",
+            Preset::Tgi => "tgi",
+            Preset::Triton => "triton",
+            Preset::GpuWorkload => "gpu-workload",
+        }
+    }
+
+    pub fn metrics(self) -> PresetMetrics {
+        match self {
+            // vllm/v1/metrics/loggers.py. Labels model_name and engine (one series per
+            // data-parallel engine in the pod). kv_cache_usage_perc replaced gpu_cache_usage_perc
+            // in 0.9; both are 0-1 despite the name.
+            Preset::Vllm => PresetMetrics {
+                queue: &["vllm:num_requests_waiting"],
+                inflight: &["vllm:num_requests_running"],
+                latency: Some("vllm:time_to_first_token_seconds"),
+                kv_cache: &["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"],
+                kv_cache_missing: "",
+            },
+            // python/sglang/srt/metrics/collector.py. token_usage is the 0-1 share of the KV
+            // token pool in use.
+            Preset::Sglang => PresetMetrics {
+                queue: &["sglang:num_queue_reqs"],
+                inflight: &["sglang:num_running_reqs"],
+                latency: Some("sglang:time_to_first_token_seconds"),
+                kv_cache: &["sglang:token_usage"],
+                kv_cache_missing: "",
+            },
+            // router/src/server.rs and backends/v3: no time-to-first-token histogram, so the
+            // queue wait (seconds) is the latency replicas can lower. tgi_batch_total_tokens is
+            // described but never set, so there is no KV-cache fraction to read.
+            Preset::Tgi => PresetMetrics {
+                queue: &["tgi_queue_size"],
+                inflight: &["tgi_batch_current_size"],
+                latency: Some("tgi_request_queue_duration"),
+                kv_cache: &[],
+                kv_cache_missing: "TGI exports no KV-cache usage (tgi_batch_total_tokens is never set)",
+            },
+            // docs/user_guide/metrics.md. The first-response histogram is in milliseconds and
+            // needs --metrics-config histogram_latencies=true. Triton has no in-flight gauge
+            // for every backend, and its KV-cache block counts (TensorRT-LLM backend only) are
+            // one family told apart by a label, which a metric name cannot select.
+            Preset::Triton => PresetMetrics {
+                queue: &["nv_inference_pending_request_count"],
+                inflight: &[],
+                latency: Some("nv_inference_first_response_histogram_ms"),
+                kv_cache: &[],
+                kv_cache_missing: "Triton's KV-cache blocks (TensorRT-LLM backend) are one family split by the kv_cache_block_type label; with source=prometheus set kvCacheQuery",
+            },
+            Preset::GpuWorkload => PresetMetrics {
+                queue: &["workload_queue_length"],
+                inflight: &["workload_inflight_requests"],
+                latency: Some("workload_request_duration_seconds"),
+                kv_cache: &[],
+                kv_cache_missing: "gpu-workload has no KV cache",
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_round_trips_and_names_valid_metrics() {
+        for p in [
+            Preset::Vllm,
+            Preset::Sglang,
+            Preset::Tgi,
+            Preset::Triton,
+            Preset::GpuWorkload,
+        ] {
+            assert_eq!(Preset::parse(p.name()), Some(p));
+            assert!(NAMES.contains(p.name()));
+            let m = p.metrics();
+            assert!(!m.queue.is_empty(), "{p:?} has a queue metric");
+            assert_eq!(m.kv_cache.is_empty(), !m.kv_cache_missing.is_empty());
+        }
+        assert_eq!(Preset::parse("VLLM"), None);
+    }
+}

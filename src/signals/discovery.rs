@@ -1,0 +1,635 @@
+//! Kubernetes discovery for `source=scrape` with `service`: the pods behind a Service, from its
+//! EndpointSlices.
+//!
+//! One watcher per namespace, shared by every ScaledObject in it and started when the first one
+//! asks, keeps a small copy of the namespace's EndpointSlices (kube-rs's watcher lists, watches,
+//! and lists again after a 410 Gone). Resolving a Service to the URLs to scrape and the counts of
+//! starting and terminating pods is pure (`resolve`), so it is tested without a cluster.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+
+use crate::spec::{PortRef, ServiceSpec, MAX_ENDPOINTS};
+
+/// The label EndpointSlice controllers set to the owning Service's name.
+const SERVICE_LABEL: &str = "kubernetes.io/service-name";
+/// How long a failure to build the Kubernetes client is remembered before trying again.
+const CLIENT_RETRY: Duration = Duration::from_secs(30);
+
+/// Discovery settings, from `Settings` (`[kubernetes]`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DiscoverySettings {
+    /// Namespaces whose EndpointSlices may be watched; None: any (needs a ClusterRole).
+    pub namespaces: Option<BTreeSet<String>>,
+    /// A kubeconfig file to use; None: in-cluster configuration, else `KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Why a Service could not be resolved to endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("namespace {namespace} is not among the namespaces this scaler watches ({allowed}; setting kubernetes.namespaces)")]
+    NamespaceNotWatched { namespace: String, allowed: String },
+    #[error("no Kubernetes API: {0}")]
+    NoClient(String),
+    #[error("the scaler is not allowed to list EndpointSlices in namespace {namespace} (HTTP 403: {message}); grant list and watch on endpointslices.discovery.k8s.io there (chart value discovery.namespaces, or a cluster-wide grant)")]
+    Forbidden { namespace: String, message: String },
+    #[error("EndpointSlice watch in namespace {namespace} failed: {message}")]
+    Watch { namespace: String, message: String },
+    #[error("waiting for the first EndpointSlice list of namespace {0}")]
+    Syncing(String),
+    #[error("Service {namespace}/{service} has no EndpointSlices: check that it exists and has a selector")]
+    NoSlices { namespace: String, service: String },
+    #[error(
+        "Service {namespace}/{service} has ports {ports}; set port to the one serving metrics"
+    )]
+    AmbiguousPort {
+        namespace: String,
+        service: String,
+        ports: String,
+    },
+    #[error("Service {namespace}/{service} has no port named {port} (its ports: {ports})")]
+    NoSuchPort {
+        namespace: String,
+        service: String,
+        port: String,
+        ports: String,
+    },
+}
+
+/// A Service resolved to what to scrape.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resolved {
+    /// One URL per ready endpoint (a replica serving traffic), sorted.
+    pub urls: Vec<String>,
+    /// Endpoints not ready and not terminating: replicas starting (or failing readiness).
+    pub starting: u32,
+    /// Endpoints terminating: replicas draining, not scraped.
+    pub terminating: u32,
+    /// Something worth telling the operator (truncation, a broken watch serving old data).
+    pub note: Option<String>,
+}
+
+/// What the store keeps of one EndpointSlice.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slice {
+    pub service: String,
+    pub ipv6: bool,
+    /// (port name, "" when unnamed; number).
+    pub ports: Vec<(String, u16)>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One endpoint of a slice, with its conditions read the way the API documents them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub address: String,
+    /// The pod behind it, which identifies it across address families.
+    pub pod: Option<String>,
+    pub ready: bool,
+    pub terminating: bool,
+}
+
+impl Slice {
+    /// The parts of an EndpointSlice that resolving needs; None for slices of no Service, or of
+    /// FQDN addresses.
+    pub fn from_api(s: &EndpointSlice) -> Option<Slice> {
+        let service = s.metadata.labels.as_ref()?.get(SERVICE_LABEL)?.clone();
+        let ipv6 = match s.address_type.as_str() {
+            "IPv4" => false,
+            "IPv6" => true,
+            _ => return None,
+        };
+        let ports = s
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                let port = u16::try_from(p.port?).ok()?;
+                Some((p.name.clone().unwrap_or_default(), port))
+            })
+            .collect();
+        let endpoints = s
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let c = e.conditions.as_ref();
+                // Per the API: ready nil means ready; terminating nil means not terminating.
+                let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+                let ready = c.and_then(|c| c.ready).unwrap_or(true) && !terminating;
+                let pod = e
+                    .target_ref
+                    .as_ref()
+                    .filter(|r| r.kind.as_deref() == Some("Pod"))
+                    .and_then(|r| r.name.clone());
+                Some(Endpoint {
+                    address: e.addresses.first()?.clone(),
+                    pod,
+                    ready,
+                    terminating,
+                })
+            })
+            .collect();
+        Some(Slice {
+            service,
+            ipv6,
+            ports,
+            endpoints,
+        })
+    }
+}
+
+/// The URLs and counts for `svc` from a namespace's slices. An endpoint listed twice (a dual-stack
+/// Service has an IPv4 and an IPv6 slice, and slices overlap while they are rewritten) counts
+/// once: by its pod where known, preferring its IPv4 address.
+pub fn resolve<'a>(
+    svc: &ServiceSpec,
+    slices: impl IntoIterator<Item = &'a Slice>,
+) -> Result<Resolved, DiscoveryError> {
+    let mut by_key: BTreeMap<String, (&Endpoint, bool, u16)> = BTreeMap::new();
+    let mut any = false;
+    for slice in slices.into_iter().filter(|s| s.service == svc.name) {
+        any = true;
+        if slice.endpoints.is_empty() {
+            continue; // A Service scaled to zero has a slice with no ports and no endpoints.
+        }
+        let port = slice_port(svc, slice)?;
+        for e in &slice.endpoints {
+            let key = e.pod.clone().unwrap_or_else(|| e.address.clone());
+            let replace = match by_key.get(&key) {
+                None => true,
+                Some((_, was_v6, _)) => *was_v6 && !slice.ipv6,
+            };
+            if replace {
+                by_key.insert(key, (e, slice.ipv6, port));
+            }
+        }
+    }
+    if !any {
+        return Err(DiscoveryError::NoSlices {
+            namespace: svc.namespace.clone(),
+            service: svc.name.clone(),
+        });
+    }
+    let mut out = Resolved::default();
+    for (e, ipv6, port) in by_key.values() {
+        if e.terminating {
+            out.terminating += 1;
+        } else if !e.ready {
+            out.starting += 1;
+        } else {
+            let host = if *ipv6 {
+                format!("[{}]", e.address)
+            } else {
+                e.address.clone()
+            };
+            out.urls.push(format!("http://{host}:{port}{}", svc.path));
+        }
+    }
+    out.urls.sort();
+    if out.urls.len() > MAX_ENDPOINTS {
+        out.note = Some(format!(
+            "Service {}/{} has {} ready endpoints; only the first {MAX_ENDPOINTS} are scraped",
+            svc.namespace,
+            svc.name,
+            out.urls.len()
+        ));
+        out.urls.truncate(MAX_ENDPOINTS);
+    }
+    Ok(out)
+}
+
+fn slice_port(svc: &ServiceSpec, slice: &Slice) -> Result<u16, DiscoveryError> {
+    let names = || {
+        slice
+            .ports
+            .iter()
+            .map(|(n, p)| {
+                if n.is_empty() {
+                    p.to_string()
+                } else {
+                    format!("{n} ({p})")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match &svc.port {
+        // A number is the pod's port, whether or not the Service forwards it (metrics often sit
+        // on a port of their own); the address is still one of this Service's pods.
+        Some(PortRef::Number(n)) => Ok(*n),
+        Some(PortRef::Name(name)) => slice
+            .ports
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .ok_or_else(|| DiscoveryError::NoSuchPort {
+                namespace: svc.namespace.clone(),
+                service: svc.name.clone(),
+                port: name.clone(),
+                ports: names(),
+            }),
+        None => match slice.ports.as_slice() {
+            [(_, p)] => Ok(*p),
+            _ => Err(DiscoveryError::AmbiguousPort {
+                namespace: svc.namespace.clone(),
+                service: svc.name.clone(),
+                ports: if slice.ports.is_empty() {
+                    "none".into()
+                } else {
+                    names()
+                },
+            }),
+        },
+    }
+}
+
+/// The state one namespace's watcher publishes.
+#[derive(Default)]
+struct NamespaceState {
+    /// Slices by name, once the first list completed.
+    slices: RwLock<HashMap<String, Slice>>,
+    synced: RwLock<bool>,
+    /// The latest watch failure, cleared by the next event that succeeds.
+    error: RwLock<Option<DiscoveryError>>,
+}
+
+struct Watch {
+    state: Arc<NamespaceState>,
+    task: tokio::task::AbortHandle,
+}
+
+/// The shared watchers and the Kubernetes client they use, both created on first need.
+pub struct Discovery {
+    settings: DiscoverySettings,
+    client: tokio::sync::Mutex<Option<(Instant, Result<kube::Client, String>)>>,
+    watches: Mutex<HashMap<String, Watch>>,
+}
+
+impl Discovery {
+    pub fn new(settings: DiscoverySettings) -> Self {
+        Discovery {
+            settings,
+            client: tokio::sync::Mutex::new(None),
+            watches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The endpoints of `svc` as the namespace's watcher last saw them; starts that watcher on
+    /// first use.
+    pub async fn resolve(&self, svc: &ServiceSpec) -> Result<Resolved, DiscoveryError> {
+        if let Some(allowed) = &self.settings.namespaces {
+            if !allowed.contains(&svc.namespace) {
+                return Err(DiscoveryError::NamespaceNotWatched {
+                    namespace: svc.namespace.clone(),
+                    allowed: allowed.iter().cloned().collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        let state = self.watch(&svc.namespace).await?;
+        let synced = *state.synced.read().unwrap_or_else(|p| p.into_inner());
+        let error = state
+            .error
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !synced {
+            return Err(error.unwrap_or_else(|| DiscoveryError::Syncing(svc.namespace.clone())));
+        }
+        let slices = state.slices.read().unwrap_or_else(|p| p.into_inner());
+        let mut resolved = resolve(svc, slices.values())?;
+        if let Some(e) = error {
+            // The last list still stands; say that it may be old.
+            resolved.note = Some(format!("{e}; serving the last EndpointSlices seen"));
+        }
+        Ok(resolved)
+    }
+
+    /// Stops the watchers of namespaces no ScaledObject reads any more.
+    pub fn retain(&self, namespaces: &BTreeSet<String>) {
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        watches.retain(|ns, w| {
+            let keep = namespaces.contains(ns);
+            if !keep {
+                w.task.abort();
+                tracing::info!(namespace = %ns, "stopped EndpointSlice watch");
+            }
+            keep
+        });
+    }
+
+    /// Namespaces watched now.
+    pub fn watched(&self) -> Vec<String> {
+        let watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> = watches.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    async fn watch(&self, namespace: &str) -> Result<Arc<NamespaceState>, DiscoveryError> {
+        if let Some(w) = self
+            .watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(namespace)
+        {
+            return Ok(w.state.clone());
+        }
+        let client = self.client().await?;
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = watches.get(namespace) {
+            return Ok(w.state.clone());
+        }
+        let state = Arc::new(NamespaceState::default());
+        let task = tokio::spawn(run_watch(client, namespace.to_string(), state.clone()));
+        tracing::info!(namespace, "started EndpointSlice watch");
+        watches.insert(
+            namespace.to_string(),
+            Watch {
+                state: state.clone(),
+                task: task.abort_handle(),
+            },
+        );
+        Ok(state)
+    }
+
+    async fn client(&self) -> Result<kube::Client, DiscoveryError> {
+        let mut cached = self.client.lock().await;
+        if let Some((at, result)) = &*cached {
+            if result.is_ok() || at.elapsed() < CLIENT_RETRY {
+                return result.clone().map_err(DiscoveryError::NoClient);
+            }
+        }
+        let result = build_client(&self.settings).await;
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "no Kubernetes API for service discovery");
+        }
+        *cached = Some((Instant::now(), result.clone()));
+        result.map_err(DiscoveryError::NoClient)
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        for w in self
+            .watches
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            w.task.abort();
+        }
+    }
+}
+
+async fn build_client(settings: &DiscoverySettings) -> Result<kube::Client, String> {
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("neither in-cluster configuration nor a kubeconfig: {e}"))?,
+    };
+    kube::Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// Keeps `state` equal to the namespace's EndpointSlices until aborted. kube-rs's watcher lists,
+/// then watches from the list's resourceVersion, and starts over with a new list when the API
+/// answers 410 Gone; errors back off (up to 30 s between tries) rather than spin.
+async fn run_watch(client: kube::Client, namespace: String, state: Arc<NamespaceState>) {
+    let api: kube::Api<EndpointSlice> = kube::Api::namespaced(client, &namespace);
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    futures_util::pin_mut!(stream);
+    // Slices of a list in progress: the store is replaced whole when it completes, so a reader
+    // never sees half a list.
+    let mut listing: Option<HashMap<String, Slice>> = None;
+    let set_error = |e: Option<DiscoveryError>| {
+        *state.error.write().unwrap_or_else(|p| p.into_inner()) = e;
+    };
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => listing = Some(HashMap::new()),
+            Ok(Event::InitApply(s)) => {
+                if let (Some(listing), Some(slice)) = (listing.as_mut(), Slice::from_api(&s)) {
+                    listing.insert(s.metadata.name.clone().unwrap_or_default(), slice);
+                }
+            }
+            Ok(Event::InitDone) => {
+                let slices = listing.take().unwrap_or_default();
+                tracing::debug!(namespace = %namespace, slices = slices.len(), "EndpointSlices listed");
+                *state.slices.write().unwrap_or_else(|p| p.into_inner()) = slices;
+                *state.synced.write().unwrap_or_else(|p| p.into_inner()) = true;
+                set_error(None);
+            }
+            Ok(Event::Apply(s)) => {
+                let name = s.metadata.name.clone().unwrap_or_default();
+                let mut slices = state.slices.write().unwrap_or_else(|p| p.into_inner());
+                match Slice::from_api(&s) {
+                    Some(slice) => slices.insert(name, slice),
+                    None => slices.remove(&name),
+                };
+                drop(slices);
+                set_error(None);
+            }
+            Ok(Event::Delete(s)) => {
+                let name = s.metadata.name.clone().unwrap_or_default();
+                state
+                    .slices
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name);
+                set_error(None);
+            }
+            Err(e) => {
+                let e = classify(&namespace, &e);
+                tracing::warn!(namespace = %namespace, error = %e, "EndpointSlice watch");
+                set_error(Some(e));
+            }
+        }
+    }
+}
+
+/// A watcher error as the operator should read it: RBAC denials say what to grant.
+fn classify(namespace: &str, e: &watcher::Error) -> DiscoveryError {
+    let status = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+        | watcher::Error::WatchError(s) => Some(s),
+        _ => None,
+    };
+    match status {
+        Some(s) if s.code == 403 => DiscoveryError::Forbidden {
+            namespace: namespace.to_string(),
+            message: s.message.clone(),
+        },
+        _ => DiscoveryError::Watch {
+            namespace: namespace.to_string(),
+            message: e.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(address: &str, pod: &str, ready: bool, terminating: bool) -> Endpoint {
+        Endpoint {
+            address: address.into(),
+            pod: Some(pod.into()),
+            ready,
+            terminating,
+        }
+    }
+
+    fn svc(port: Option<PortRef>) -> ServiceSpec {
+        ServiceSpec {
+            namespace: "inference".into(),
+            name: "llm".into(),
+            port,
+            path: "/metrics".into(),
+        }
+    }
+
+    fn slice(service: &str, ipv6: bool, ports: &[(&str, u16)], endpoints: Vec<Endpoint>) -> Slice {
+        Slice {
+            service: service.into(),
+            ipv6,
+            ports: ports.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
+            endpoints,
+        }
+    }
+
+    #[test]
+    fn ready_endpoints_are_scraped_and_the_others_counted() {
+        let slices = [
+            slice(
+                "llm",
+                false,
+                &[("http", 8000)],
+                vec![
+                    ep("10.0.0.2", "llm-a", true, false),
+                    ep("10.0.0.3", "llm-b", false, false),
+                    ep("10.0.0.4", "llm-c", false, true),
+                ],
+            ),
+            slice(
+                "other",
+                false,
+                &[("http", 9000)],
+                vec![ep("10.0.0.9", "x", true, false)],
+            ),
+        ];
+        let r = resolve(&svc(None), &slices).unwrap();
+        assert_eq!(r.urls, ["http://10.0.0.2:8000/metrics"]);
+        assert_eq!((r.starting, r.terminating), (1, 1));
+    }
+
+    #[test]
+    fn dual_stack_counts_each_pod_once_on_ipv4() {
+        let slices = [
+            slice(
+                "llm",
+                true,
+                &[("", 8000)],
+                vec![ep("fd00::2", "llm-a", true, false)],
+            ),
+            slice(
+                "llm",
+                false,
+                &[("", 8000)],
+                vec![ep("10.0.0.2", "llm-a", true, false)],
+            ),
+            slice(
+                "llm",
+                true,
+                &[("", 8000)],
+                vec![ep("fd00::3", "llm-b", true, false)],
+            ),
+        ];
+        let r = resolve(&svc(None), &slices).unwrap();
+        assert_eq!(
+            r.urls,
+            [
+                "http://10.0.0.2:8000/metrics",
+                "http://[fd00::3]:8000/metrics"
+            ]
+        );
+    }
+
+    #[test]
+    fn ports_are_chosen_by_name_number_or_uniqueness() {
+        let slices = [slice(
+            "llm",
+            false,
+            &[("http", 8000), ("metrics", 8002)],
+            vec![ep("10.0.0.2", "llm-a", true, false)],
+        )];
+        let by_name = resolve(&svc(Some(PortRef::Name("metrics".into()))), &slices).unwrap();
+        assert_eq!(by_name.urls, ["http://10.0.0.2:8002/metrics"]);
+        let by_number = resolve(&svc(Some(PortRef::Number(9400))), &slices).unwrap();
+        assert_eq!(by_number.urls, ["http://10.0.0.2:9400/metrics"]);
+        let err = resolve(&svc(None), &slices).unwrap_err();
+        assert!(
+            err.to_string().contains("http (8000), metrics (8002)"),
+            "{err}"
+        );
+        let err = resolve(&svc(Some(PortRef::Name("grpc".into()))), &slices).unwrap_err();
+        assert!(err.to_string().contains("no port named grpc"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_service_and_an_empty_one_differ() {
+        let err = resolve(&svc(None), &[]).unwrap_err();
+        assert!(matches!(err, DiscoveryError::NoSlices { .. }), "{err}");
+        let empty = [slice("llm", false, &[], vec![])];
+        assert_eq!(resolve(&svc(None), &empty).unwrap(), Resolved::default());
+    }
+
+    #[test]
+    fn api_slices_are_read_with_the_documented_condition_defaults() {
+        let s: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "llm-abc", "labels": {"kubernetes.io/service-name": "llm"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["10.0.0.2"], "targetRef": {"kind": "Pod", "name": "llm-a"}},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+                {"addresses": []}
+            ]
+        }))
+        .unwrap();
+        let slice = Slice::from_api(&s).unwrap();
+        assert_eq!(slice.ports, [("http".to_string(), 8000)]);
+        assert_eq!(
+            slice.endpoints,
+            [
+                ep("10.0.0.2", "llm-a", true, false),
+                Endpoint {
+                    address: "10.0.0.3".into(),
+                    pod: None,
+                    ready: false,
+                    terminating: true
+                }
+            ]
+        );
+        let mut fqdn = s.clone();
+        fqdn.address_type = "FQDN".into();
+        assert_eq!(Slice::from_api(&fqdn), None);
+    }
+}

@@ -1,0 +1,382 @@
+//! `source=scrape` with `service`: pods discovered from EndpointSlices served by an in-process
+//! Kubernetes API double (tests/support/kube.rs; no API server can run here), scraped over
+//! loopback as real vLLM-shaped `/metrics` endpoints on 127.0.0.x.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use keda_gpu_scaler::proto::ScaledObjectRef;
+use keda_gpu_scaler::server::Running;
+use serde_json::Value;
+use support::engines::{self, VLLM};
+use support::kube::{slice, Ep, KubeApi};
+use support::*;
+use tonic::Code;
+
+const NS: &str = "inference";
+
+/// Pods of one Service: one port, one address each on 127.0.0.2, .3, ...
+async fn pods(n: usize, body: &str) -> (u16, Vec<MetricsEndpoint>) {
+    for _ in 0..20 {
+        let first = MetricsEndpoint::start_at("127.0.0.2:0", body)
+            .await
+            .unwrap();
+        let port: u16 = first
+            .url
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut all = vec![first];
+        for i in 1..n {
+            match MetricsEndpoint::start_at(&format!("127.0.0.{}:{port}", i + 2), body).await {
+                Ok(ep) => all.push(ep),
+                Err(_) => break,
+            }
+        }
+        if all.len() == n {
+            return (port, all);
+        }
+    }
+    panic!("no port free on 127.0.0.2-{}", n + 1);
+}
+
+fn vllm(waiting: f64, kv: f64) -> String {
+    let text = engines::set(VLLM, "vllm:num_requests_waiting", waiting);
+    let text = engines::set(&text, "vllm:kv_cache_usage_perc", kv);
+    engines::set(&text, "vllm:gpu_cache_usage_perc", kv)
+}
+
+async fn scaler(api: &KubeApi, namespaces: &[&str]) -> Running {
+    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    s.kubernetes.kubeconfig = Some(api.kubeconfig.clone());
+    s.kubernetes.namespaces = namespaces.iter().map(|n| n.to_string()).collect();
+    start_scaler(&s).await
+}
+
+fn so(namespace: &str, name: &str, metadata: &[(&str, &str)]) -> ScaledObjectRef {
+    let mut o = object(name, metadata);
+    o.namespace = namespace.into();
+    o
+}
+
+async fn debug_entry(running: &Running, name: &str) -> Value {
+    let body = reqwest::get(format!("http://{}/debug/scaledobjects", running.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    doc.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} not on the debug page: {doc}"))
+}
+
+/// Polls the debug page until `accept` holds for the entry, or panics after 10 s.
+async fn wait_debug(running: &Running, name: &str, accept: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let e = debug_entry(running, name).await;
+        if accept(&e) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "debug entry never matched: {e:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const VLLM_SO: &[(&str, &str)] = &[
+    ("service", "llm"),
+    ("preset", "vllm"),
+    ("queueTarget", "4"),
+    ("kvCacheTarget", "80"),
+    ("upHalfLifeSeconds", "0"),
+    ("downHalfLifeSeconds", "0"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vllm_preset_follows_pods_as_they_appear_become_ready_and_terminate() {
+    let api = KubeApi::start().await;
+    let (port, eps) = pods(3, &vllm(8.0, 0.5)).await;
+    // Pod a serves; b and c are starting (their /metrics answer, but they are not ready).
+    api.apply(
+        NS,
+        slice(
+            "llm-x7k2p",
+            "llm",
+            &[("http", port)],
+            &[
+                Ep::ready("127.0.0.2", "llm-a"),
+                Ep::starting("127.0.0.3", "llm-b"),
+                Ep::starting("127.0.0.4", "llm-c"),
+            ],
+        ),
+    );
+    // Another Service in the namespace: not ours.
+    api.apply(
+        NS,
+        slice(
+            "embed-q8w2z",
+            "embed",
+            &[("http", port)],
+            &[Ep::ready("127.0.0.4", "embed-a")],
+        ),
+    );
+    let running = scaler(&api, &[]).await;
+    let mut c = client(&running).await;
+    let llm = so(NS, "llm", VLLM_SO);
+
+    // Only the ready pod is scraped: 8 waiting / 4 per replica = 2 (kv 50 % / 80 % = 0.625).
+    let v = wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v > 0.0).await;
+    assert!((v - 2.0).abs() < 1e-9, "one ready pod with 8 waiting: {v}");
+    let e = wait_debug(&running, "llm", |e| e["starting"] == 2).await;
+    assert_eq!(e["terminating"], 0, "{e:#}");
+    assert_eq!(e["status"], "ok");
+    let signals = &e["decision"]["signals"];
+    assert_eq!(signals[0]["name"], "queue");
+    assert_eq!(signals[0]["reporting"], 1, "one pod scraped: {e:#}");
+    assert_eq!(signals[1]["name"], "kv_cache");
+    assert!(
+        (signals[1]["value"].as_f64().unwrap() - 50.0).abs() < 1e-9,
+        "{e:#}"
+    );
+    assert!(
+        e["pods"]
+            .as_str()
+            .unwrap()
+            .contains("Service inference/llm"),
+        "{e:#}"
+    );
+
+    // One watcher for the namespace: one list, one watch so far.
+    assert_eq!(
+        api.requests("list inference").len(),
+        1,
+        "{:?}",
+        api.requests("")
+    );
+    assert_eq!(
+        api.requests("watch inference").len(),
+        1,
+        "{:?}",
+        api.requests("")
+    );
+
+    // explain, as an operator runs it, reads the same Service through the same API (its own
+    // process: its own list and watch).
+    let kubeconfig = api.kubeconfig.display().to_string();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "explain",
+                "--namespace",
+                NS,
+                "service=llm",
+                "preset=vllm",
+                "queueTarget=4",
+            ],
+            &[("KEDA_GPU_SCALER_KUBERNETES__KUBECONFIG", &kubeconfig)],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("2 starting (not ready yet), 0 terminating"),
+        "{out}"
+    );
+    assert!(out.contains("queue") && out.contains("2.000"), "{out}");
+
+    // b becomes ready with 4 waiting: (8 + 4) / 4 = 3, one still starting.
+    eps[1].set(&vllm(4.0, 0.5));
+    api.apply(
+        NS,
+        slice(
+            "llm-x7k2p",
+            "llm",
+            &[("http", port)],
+            &[
+                Ep::ready("127.0.0.2", "llm-a"),
+                Ep::ready("127.0.0.3", "llm-b"),
+                Ep::starting("127.0.0.4", "llm-c"),
+            ],
+        ),
+    );
+    let v = wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| {
+        (v - 3.0).abs() < 1e-9
+    })
+    .await;
+    assert_eq!(v, 3.0);
+    let e = wait_debug(&running, "llm", |e| e["starting"] == 1).await;
+    assert_eq!(e["decision"]["signals"][0]["reporting"], 2, "{e:#}");
+
+    // a terminates (draining, not scraped), c becomes ready with 0 waiting: (4 + 0) / 4 = 1.
+    eps[2].set(&vllm(0.0, 0.1));
+    api.apply(
+        NS,
+        slice(
+            "llm-x7k2p",
+            "llm",
+            &[("http", port)],
+            &[
+                Ep::terminating("127.0.0.2", "llm-a"),
+                Ep::ready("127.0.0.3", "llm-b"),
+                Ep::ready("127.0.0.4", "llm-c"),
+            ],
+        ),
+    );
+    wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| {
+        (v - 1.0).abs() < 1e-9
+    })
+    .await;
+    let e = wait_debug(&running, "llm", |e| e["terminating"] == 1).await;
+    assert_eq!(e["starting"], 0, "{e:#}");
+
+    // A second ScaledObject in the namespace shares the scaler's watcher: no new list or watch.
+    let (lists, watches) = (
+        api.requests("list inference").len(),
+        api.requests("watch inference").len(),
+    );
+    let other = so(
+        NS,
+        "llm-kv",
+        &[
+            ("service", "llm"),
+            ("preset", "vllm"),
+            ("kvCacheTarget", "50"),
+        ],
+    );
+    wait_for_value(&mut c, &other, Duration::from_secs(10), |v| v > 0.0).await;
+    assert_eq!(
+        api.requests("list inference").len(),
+        lists,
+        "{:?}",
+        api.requests("")
+    );
+    assert_eq!(
+        api.requests("watch inference").len(),
+        watches,
+        "{:?}",
+        api.requests("")
+    );
+
+    // The Service goes away: its slices are deleted and the debug page says why data stopped.
+    api.delete(NS, "llm-x7k2p");
+    let e = wait_debug(&running, "llm", |e| {
+        e["notes"].to_string().contains("has no EndpointSlices")
+    })
+    .await;
+    assert!(e["notes"].to_string().contains("inference/llm"), "{e:#}");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_watch_is_answered_with_a_new_list_that_sees_what_changed_meanwhile() {
+    let api = KubeApi::start().await;
+    let (port, eps) = pods(2, &vllm(4.0, 0.2)).await;
+    api.apply(
+        NS,
+        slice(
+            "llm-1",
+            "llm",
+            &[("", port)],
+            &[Ep::ready("127.0.0.2", "llm-a")],
+        ),
+    );
+    let running = scaler(&api, &[NS]).await;
+    let mut c = client(&running).await;
+    let llm = so(NS, "llm", VLLM_SO);
+    wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| {
+        (v - 1.0).abs() < 1e-9
+    })
+    .await;
+    assert_eq!(api.requests("list inference").len(), 1);
+
+    // History is compacted and the watch dropped; meanwhile a second pod became ready. The
+    // scaler's re-watch gets 410 Gone, lists again, and scrapes both pods.
+    api.compact_and_drop_watches();
+    eps[1].set(&vllm(8.0, 0.2));
+    api.apply(
+        NS,
+        slice(
+            "llm-1",
+            "llm",
+            &[("", port)],
+            &[
+                Ep::ready("127.0.0.2", "llm-a"),
+                Ep::ready("127.0.0.3", "llm-b"),
+            ],
+        ),
+    );
+    wait_for_value(&mut c, &llm, Duration::from_secs(15), |v| {
+        (v - 3.0).abs() < 1e-9
+    })
+    .await;
+    assert!(
+        api.requests("list inference").len() >= 2,
+        "a second list after 410: {:?}",
+        api.requests("")
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_denial_and_unwatched_namespaces_are_clear_errors() {
+    let api = KubeApi::start().await;
+    api.forbid("locked");
+    let running = scaler(&api, &["locked", NS]).await;
+    let mut c = client(&running).await;
+
+    let locked = so("locked", "llm", VLLM_SO);
+    let message = wait_error(&mut c, &locked, "403").await;
+    assert!(
+        message.contains("not allowed to list EndpointSlices in namespace locked")
+            && message.contains("cannot list resource \"endpointslices\"")
+            && message.contains("grant list and watch"),
+        "{message}"
+    );
+
+    // A namespace outside kubernetes.namespaces is refused without asking the API.
+    let elsewhere = so("team-b", "llm", VLLM_SO);
+    let message = wait_error(&mut c, &elsewhere, "team-b is not among").await;
+    assert!(
+        message
+            .contains("team-b is not among the namespaces this scaler watches (inference, locked"),
+        "{message}"
+    );
+    assert!(api.requests("list team-b").is_empty());
+    running.stop().await;
+}
+
+/// Polls GetMetrics until it fails with a message containing `needle`; returns the message.
+async fn wait_error(c: &mut Client, o: &ScaledObjectRef, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = c.get_metrics(metrics_request(o)).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        if status.message().contains(needle) {
+            return status.message().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in: {}",
+            status.message()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+type Client =
+    keda_gpu_scaler::proto::external_scaler_client::ExternalScalerClient<tonic::transport::Channel>;

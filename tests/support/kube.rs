@@ -1,0 +1,339 @@
+//! An in-process double of the Kubernetes API for EndpointSlices, on loopback.
+//!
+//! No API server binary can be installed on these machines, so discovery is tested against this:
+//! it serves real `discovery.k8s.io/v1` EndpointSlice objects the way the API server does: a list
+//! with its `resourceVersion`, a watch streaming newline-delimited ADDED / MODIFIED / DELETED
+//! events after a given resourceVersion, an in-stream `ERROR` with a 410 `Expired` Status when
+//! that version was compacted away (the client must list again), and a 403 `Forbidden` Status for
+//! namespaces the test denies, worded like the RBAC authorizer's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+
+#[derive(Default)]
+struct ApiState {
+    rv: u64,
+    /// (namespace, name) -> object.
+    slices: BTreeMap<(String, String), Value>,
+    /// (resourceVersion, namespace, type, object), oldest first.
+    events: Vec<(u64, String, &'static str, Value)>,
+    /// Watches from a resourceVersion below this get 410 Gone.
+    oldest: u64,
+    forbidden: BTreeSet<String>,
+    /// "list <ns>" and "watch <ns> <rv>", in order.
+    requests: Vec<String>,
+    /// Bumped to end every open watch.
+    generation: u64,
+}
+
+#[derive(Clone)]
+struct Shared {
+    state: Arc<Mutex<ApiState>>,
+    changed: broadcast::Sender<()>,
+}
+
+/// The running double. `kubeconfig` points a kube client at it (no credentials: plain HTTP).
+pub struct KubeApi {
+    pub url: String,
+    pub kubeconfig: std::path::PathBuf,
+    shared: Shared,
+    _dir: tempfile::TempDir,
+}
+
+/// One endpoint of a slice: address, pod name and conditions.
+pub struct Ep<'a> {
+    pub address: &'a str,
+    pub pod: &'a str,
+    pub ready: bool,
+    pub terminating: bool,
+}
+
+impl<'a> Ep<'a> {
+    pub fn ready(address: &'a str, pod: &'a str) -> Self {
+        Ep {
+            address,
+            pod,
+            ready: true,
+            terminating: false,
+        }
+    }
+    pub fn starting(address: &'a str, pod: &'a str) -> Self {
+        Ep {
+            address,
+            pod,
+            ready: false,
+            terminating: false,
+        }
+    }
+    pub fn terminating(address: &'a str, pod: &'a str) -> Self {
+        Ep {
+            address,
+            pod,
+            ready: false,
+            terminating: true,
+        }
+    }
+}
+
+/// An EndpointSlice as the EndpointSlice controller writes it for Service `service`.
+pub fn slice(name: &str, service: &str, ports: &[(&str, u16)], endpoints: &[Ep<'_>]) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "generateName": format!("{service}-"),
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"
+            },
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": service, "uid": "0b7c6b4e-4e1f-4b0e-9a8c-000000000001", "controller": true, "blockOwnerDeletion": true}]
+        },
+        "addressType": "IPv4",
+        "ports": ports.iter().map(|(n, p)| json!({"name": n, "port": p, "protocol": "TCP"})).collect::<Vec<_>>(),
+        "endpoints": endpoints.iter().map(|e| json!({
+            "addresses": [e.address],
+            "conditions": {"ready": e.ready, "serving": e.ready || e.terminating, "terminating": e.terminating},
+            "nodeName": "node-1",
+            "targetRef": {"kind": "Pod", "namespace": "inference", "name": e.pod, "uid": format!("uid-{}", e.pod)}
+        })).collect::<Vec<_>>()
+    })
+}
+
+impl KubeApi {
+    pub async fn start() -> KubeApi {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (changed, _) = broadcast::channel(1024);
+        let shared = Shared {
+            state: Arc::new(Mutex::new(ApiState {
+                rv: 1000,
+                oldest: 0,
+                ..ApiState::default()
+            })),
+            changed,
+        };
+        let app = axum::Router::new()
+            .route(
+                "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
+                axum::routing::get(endpointslices),
+            )
+            .with_state(shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: double\n  cluster:\n    server: {url}\ncontexts:\n- name: double\n  context:\n    cluster: double\n    user: nobody\ncurrent-context: double\nusers:\n- name: nobody\n  user: {{}}\n"
+            ),
+        )
+        .unwrap();
+        KubeApi {
+            url,
+            kubeconfig,
+            shared,
+            _dir: dir,
+        }
+    }
+
+    /// Creates or replaces a slice (ADDED or MODIFIED).
+    pub fn apply(&self, namespace: &str, mut object: Value) {
+        let mut s = self.shared.state.lock().unwrap();
+        s.rv += 1;
+        let rv = s.rv;
+        object["metadata"]["namespace"] = json!(namespace);
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        object["metadata"]["uid"] = json!(format!("slice-{}", object["metadata"]["name"]));
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        let kind = if s
+            .slices
+            .insert((namespace.into(), name), object.clone())
+            .is_some()
+        {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        s.events.push((rv, namespace.into(), kind, object));
+        drop(s);
+        let _ = self.shared.changed.send(());
+    }
+
+    pub fn delete(&self, namespace: &str, name: &str) {
+        let mut s = self.shared.state.lock().unwrap();
+        let Some(mut object) = s.slices.remove(&(namespace.into(), name.into())) else {
+            return;
+        };
+        s.rv += 1;
+        let rv = s.rv;
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        s.events.push((rv, namespace.into(), "DELETED", object));
+        drop(s);
+        let _ = self.shared.changed.send(());
+    }
+
+    /// Denies list and watch in `namespace`, as RBAC does without a Role for it.
+    pub fn forbid(&self, namespace: &str) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .forbidden
+            .insert(namespace.into());
+    }
+
+    /// Forgets every event so far (etcd compaction) and ends every open watch: a client that
+    /// watches again from its last resourceVersion gets 410 Gone and must list again.
+    pub fn compact_and_drop_watches(&self) {
+        let mut s = self.shared.state.lock().unwrap();
+        s.oldest = s.rv + 1;
+        s.events.clear();
+        s.generation += 1;
+        drop(s);
+        let _ = self.shared.changed.send(());
+    }
+
+    /// Requests seen so far whose text starts with `prefix` ("list inference", "watch").
+    pub fn requests(&self, prefix: &str) -> Vec<String> {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| r.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+fn status(code: u16, reason: &str, message: String) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "details": {"group": "discovery.k8s.io", "kind": "endpointslices"},
+        "code": code
+    })
+}
+
+async fn endpointslices(
+    State(shared): State<Shared>,
+    Path(ns): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let mut s = shared.state.lock().unwrap();
+    let rv: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    s.requests.push(if watch {
+        format!("watch {ns} {rv}")
+    } else {
+        format!("list {ns}")
+    });
+    if s.forbidden.contains(&ns) {
+        let verb = if watch { "watch" } else { "list" };
+        let body = status(
+            403,
+            "Forbidden",
+            format!("endpointslices.discovery.k8s.io is forbidden: User \"system:serviceaccount:keda:keda-gpu-scaler\" cannot {verb} resource \"endpointslices\" in API group \"discovery.k8s.io\" in the namespace \"{ns}\""),
+        );
+        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
+    if !watch {
+        let items: Vec<Value> = s
+            .slices
+            .iter()
+            .filter(|((n, _), _)| n == &ns)
+            .map(|(_, v)| v.clone())
+            .collect();
+        let body = json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSliceList",
+            "metadata": {"resourceVersion": s.rv.to_string()},
+            "items": items
+        });
+        return axum::Json(body).into_response();
+    }
+    // A watch: events after `rv`, then new ones as they come, until timeoutSeconds (capped so
+    // the test's streams end by themselves) or until the test drops every watch.
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(60)
+        .min(60);
+    let generation = s.generation;
+    let expired = rv < s.oldest;
+    drop(s);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(256);
+    let mut changed = shared.changed.subscribe();
+    tokio::spawn(async move {
+        let line = |kind: &str, object: &Value| {
+            Ok(Bytes::from(format!(
+                "{}\n",
+                json!({"type": kind, "object": object})
+            )))
+        };
+        if expired {
+            let gone = status(
+                410,
+                "Expired",
+                format!("too old resource version: {rv} (compacted)"),
+            );
+            let _ = tx.send(line("ERROR", &gone)).await;
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        let mut last = rv;
+        loop {
+            let (pending, ended) = {
+                let s = shared.state.lock().unwrap();
+                let pending: Vec<(u64, &'static str, Value)> = s
+                    .events
+                    .iter()
+                    .filter(|(v, n, _, _)| *v > last && n == &ns)
+                    .map(|(v, _, k, o)| (*v, *k, o.clone()))
+                    .collect();
+                (pending, s.generation != generation)
+            };
+            if ended {
+                return;
+            }
+            for (v, kind, object) in pending {
+                if tx.send(line(kind, &object)).await.is_err() {
+                    return;
+                }
+                last = v;
+            }
+            tokio::select! {
+                _ = changed.recv() => {}
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap()
+}
