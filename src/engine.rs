@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
-use crate::score::{Decision, Scorer};
+use crate::score::{Context, Decision, Fleet, Scorer};
 use crate::signals::discovery::DiscoverySettings;
 use crate::signals::nvml::NvmlSource;
 use crate::signals::prometheus::{PrometheusSettings, PrometheusSource};
@@ -460,7 +460,16 @@ impl Engine {
                 None
             } else {
                 scoring.stepped_at = Some(at);
-                Some(scoring.scorer.step(at, &readings.values()))
+                // Replicas already starting are capacity on its way: the scorer credits them
+                // rather than asking for them again.
+                let ctx = Context {
+                    fleet: Fleet {
+                        starting: readings.starting,
+                        terminating: readings.terminating,
+                    },
+                    ..Context::default()
+                };
+                Some(scoring.scorer.observe(at, &readings.values(), &ctx))
             }
         };
         let mut notes = readings.notes.clone();
