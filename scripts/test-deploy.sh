@@ -51,10 +51,11 @@ find_helm
 ensure_python_deps
 log "helm: $("$HELM" version --short)"
 
-log "building deploy-check"
-cargo build --quiet --locked -p deploy-check --manifest-path "$ROOT/Cargo.toml" >&2
+log "building deploy-check and keda-gpu-scaler (its check subcommand reads the ScaledObjects)"
+cargo build --quiet --locked -p deploy-check -p keda-gpu-scaler --bin deploy-check --bin keda-gpu-scaler --manifest-path "$ROOT/Cargo.toml" >&2
 
 export HELM
 export DEPLOY_CHECK="$CARGO_TARGET_DIR/debug/deploy-check"
+export KEDA_GPU_SCALER_BIN="$CARGO_TARGET_DIR/debug/keda-gpu-scaler"
 cd "$ROOT"
 exec python3 scripts/deploy-tests/test_deploy.py "$@"

@@ -26,6 +26,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -43,6 +44,10 @@ enum Obj {
     NetPol(Box<NetworkPolicy>),
     ServiceMonitor(Box<crds::ServiceMonitor>),
     PrometheusRule(Box<crds::PrometheusRule>),
+    /// A Role (with its namespace) or a ClusterRole (None), by name.
+    Role(Option<String>),
+    /// A RoleBinding (its namespace) or ClusterRoleBinding (None): what it grants to whom.
+    Binding(Option<String>, Box<RoleRef>, Vec<Subject>),
     /// Decoded and field-checked, no cross-object rules.
     Other,
 }
@@ -103,6 +108,25 @@ fn decode(origin: &str, value: serde_yaml::Value) -> Result<Doc> {
         ("v1", "ServiceAccount") => {
             decode_strict::<ServiceAccount>(value)?;
             Obj::Other
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => {
+            Obj::Role(decode_strict::<Role>(value)?.metadata.namespace)
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+            decode_strict::<ClusterRole>(value)?;
+            Obj::Role(None)
+        }
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+            let b: RoleBinding = decode_strict(value)?;
+            Obj::Binding(
+                b.metadata.namespace,
+                Box::new(b.role_ref),
+                b.subjects.unwrap_or_default(),
+            )
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            let b: ClusterRoleBinding = decode_strict(value)?;
+            Obj::Binding(None, Box::new(b.role_ref), b.subjects.unwrap_or_default())
         }
         ("autoscaling/v2", "HorizontalPodAutoscaler") => {
             decode_strict::<HorizontalPodAutoscaler>(value)?;
@@ -354,6 +378,56 @@ fn check_pod_security(errs: &mut Vec<String>, w: &Workload) {
     }
 }
 
+/// Every binding grants a role rendered beside it (a Role in its own namespace, or a
+/// ClusterRole), to a ServiceAccount some rendered workload runs as.
+fn check_bindings(errs: &mut Vec<String>, docs: &[Doc], workloads: &[Workload]) {
+    for d in docs {
+        let Obj::Binding(namespace, role_ref, subjects) = &d.obj else {
+            continue;
+        };
+        let found = docs.iter().any(|r| match &r.obj {
+            Obj::Role(ns) => {
+                r.name == role_ref.name
+                    && r.kind == role_ref.kind
+                    && (role_ref.kind == "ClusterRole" || ns == namespace)
+            }
+            _ => false,
+        });
+        if !found {
+            errs.push(format!(
+                "{} {}: roleRef {} {} is not rendered{}",
+                d.kind,
+                d.name,
+                role_ref.kind,
+                role_ref.name,
+                namespace
+                    .as_deref()
+                    .map(|n| format!(" in namespace {n}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if subjects.is_empty() {
+            errs.push(format!("{} {}: no subjects", d.kind, d.name));
+        }
+        for s in subjects.iter().filter(|s| s.kind == "ServiceAccount") {
+            let used = workloads.iter().any(|w| {
+                let spec = w.template.spec.as_ref();
+                spec.and_then(|p| p.service_account_name.as_deref()) == Some(s.name.as_str())
+                    && (s.namespace.is_none() || w.namespace == s.namespace)
+            });
+            if !used {
+                errs.push(format!(
+                    "{} {}: subject ServiceAccount {}/{} is used by no rendered workload",
+                    d.kind,
+                    d.name,
+                    s.namespace.as_deref().unwrap_or("?"),
+                    s.name
+                ));
+            }
+        }
+    }
+}
+
 fn check_workload(errs: &mut Vec<String>, w: &Workload, selector: &LabelSelector) {
     if !selector_matches(selector, &w.labels()) {
         errs.push(format!(
@@ -505,6 +579,7 @@ fn cross_check(docs: &[Doc], metrics: Option<&BTreeSet<String>>) -> Vec<String> 
         }
     }
     let same_ns = |a: &Option<String>, b: &Option<String>| a.is_none() || b.is_none() || a == b;
+    check_bindings(&mut errs, docs, &workloads);
     let mut services = Vec::new();
     for d in docs {
         match &d.obj {
