@@ -1715,6 +1715,212 @@ mod tests {
             .contains("reads only GPUs"));
     }
 
+    fn in_ns(pairs: &[(&str, &str)]) -> Result<ScalerSpec, SpecError> {
+        parse_in(
+            ParseContext {
+                namespace: "inference",
+                prometheus_address: Some("http://prom:9090"),
+            },
+            &meta(pairs),
+        )
+    }
+
+    #[test]
+    fn a_service_is_looked_up_in_the_scaled_objects_own_namespace() {
+        let spec = in_ns(&[("service", "llm"), ("queueTarget", "4")]).unwrap();
+        assert_eq!(
+            spec.source,
+            SourceSpec::Service(ServiceSpec {
+                namespace: "inference".into(),
+                name: "llm".into(),
+                port: None,
+                path: "/metrics".into(),
+            })
+        );
+        assert_eq!(spec.source.kind(), "scrape");
+        let spec = in_ns(&[
+            ("service", "llm"),
+            ("port", "metrics"),
+            ("path", "/v2/metrics"),
+            ("queueTarget", "4"),
+        ])
+        .unwrap();
+        let SourceSpec::Service(svc) = &spec.source else {
+            panic!()
+        };
+        assert_eq!(svc.port, Some(PortRef::Name("metrics".into())));
+        assert_eq!(svc.path, "/v2/metrics");
+        let spec = in_ns(&[("service", "llm"), ("port", "8002"), ("queueTarget", "4")]).unwrap();
+        assert!(
+            matches!(&spec.source, SourceSpec::Service(s) if s.port == Some(PortRef::Number(8002)))
+        );
+
+        let err = |pairs: &[(&str, &str)]| in_ns(pairs).unwrap_err().to_string();
+        assert!(err(&[("service", "LLM"), ("queueTarget", "4")])
+            .contains("service: 'LLM' is not a Service name"));
+        assert!(err(&[("service", "a.b"), ("queueTarget", "4")]).contains("not a Service name"));
+        assert!(
+            err(&[("service", "llm"), ("port", "0"), ("queueTarget", "4")])
+                .contains("port: '0' is not accepted")
+        );
+        assert!(
+            err(&[("service", "llm"), ("port", "http_1"), ("queueTarget", "4")])
+                .contains("port number 1-65535")
+        );
+        assert!(err(&[
+            ("service", "llm"),
+            ("path", "metrics"),
+            ("queueTarget", "4")
+        ])
+        .contains("path: 'metrics' is not accepted"));
+        assert!(
+            err(&[("service", "llm"), ("path", "/a b"), ("queueTarget", "4")]).contains("path:")
+        );
+        assert!(err(&[
+            ("service", "llm"),
+            ("endpoints", "http://a/m"),
+            ("queueTarget", "4")
+        ])
+        .contains("either service"));
+        assert!(err(&[
+            ("endpoints", "http://a/m"),
+            ("port", "80"),
+            ("queueTarget", "4")
+        ])
+        .contains("port: applies only with service"));
+        // Another namespace cannot be named: `namespace` is not a scrape key.
+        assert!(err(&[
+            ("service", "llm"),
+            ("namespace", "team-b"),
+            ("queueTarget", "4")
+        ])
+        .contains("namespace: applies only to source=prometheus"));
+        assert!(err(&[
+            ("source", "prometheus"),
+            ("deployment", "x"),
+            ("service", "llm"),
+            ("queueTarget", "4")
+        ])
+        .contains("service: applies only to source=scrape"));
+    }
+
+    #[test]
+    fn presets_set_metrics_and_explicit_keys_override_them() {
+        let spec = in_ns(&[
+            ("service", "llm"),
+            ("preset", "vllm"),
+            ("queueTarget", "4"),
+            ("inflightTarget", "32"),
+            ("kvCacheTarget", "85"),
+            ("latencyTargetMs", "1500"),
+        ])
+        .unwrap();
+        let by = |name: &str| {
+            spec.signals
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .metrics
+                .clone()
+        };
+        assert_eq!(
+            by("queue"),
+            MetricSource::Gauge(vec!["vllm:num_requests_waiting".into()])
+        );
+        assert_eq!(
+            by("inflight"),
+            MetricSource::Gauge(vec!["vllm:num_requests_running".into()])
+        );
+        assert_eq!(
+            by("kv_cache"),
+            MetricSource::Fraction(vec![
+                "vllm:kv_cache_usage_perc".into(),
+                "vllm:gpu_cache_usage_perc".into()
+            ])
+        );
+        assert_eq!(
+            by("latency"),
+            MetricSource::Histogram("vllm:time_to_first_token_seconds".into())
+        );
+
+        let spec = in_ns(&[
+            ("service", "llm"),
+            ("preset", "sglang"),
+            ("queueTarget", "4"),
+            ("queueMetric", "my_queue"),
+        ])
+        .unwrap();
+        assert_eq!(
+            spec.signals[0].metrics,
+            MetricSource::Gauge(vec!["my_queue".into()])
+        );
+
+        // Prometheus: the same names, and the *Query keys override.
+        let spec = in_ns(&[
+            ("source", "prometheus"),
+            ("deployment", "triton"),
+            ("preset", "triton"),
+            ("queueTarget", "4"),
+            ("kvCacheTarget", "80"),
+            ("kvCacheQuery", "100 * sum by (pod) (x)"),
+        ])
+        .unwrap();
+        assert_eq!(
+            spec.signals[0].metrics,
+            MetricSource::Gauge(vec!["nv_inference_pending_request_count".into()])
+        );
+        assert_eq!(
+            spec.signals[1].metrics,
+            MetricSource::Query("100 * sum by (pod) (x)".into())
+        );
+
+        let err = |pairs: &[(&str, &str)]| in_ns(pairs).unwrap_err().to_string();
+        assert!(err(&[
+            ("service", "llm"),
+            ("preset", "ollama"),
+            ("queueTarget", "4")
+        ])
+        .contains(
+            "preset: 'ollama' is not accepted; expected vllm, sglang, tgi, triton or gpu-workload"
+        ));
+        assert!(err(&[
+            ("service", "llm"),
+            ("preset", "tgi"),
+            ("kvCacheTarget", "80")
+        ])
+        .contains("kvCacheTarget: preset tgi sets no KV-cache metric"));
+        assert!(err(&[("service", "llm"), ("kvCacheTarget", "80")]).contains("no preset is set"));
+        assert!(err(&[
+            ("service", "llm"),
+            ("preset", "triton"),
+            ("inflightTarget", "8")
+        ])
+        .contains("inflightTarget: preset triton has no metric for it; set inflightMetric"));
+        assert!(err(&[
+            ("source", "nvml"),
+            ("preset", "vllm"),
+            ("gpuUtilTarget", "50")
+        ])
+        .contains("preset: applies only to source=scrape or source=prometheus"));
+        assert!(err(&[
+            ("service", "llm"),
+            ("kvCacheTarget", "120"),
+            ("kvCacheMetric", "x")
+        ])
+        .contains("<= 100"));
+        // A custom 0-1 gauge is accepted without a preset.
+        let spec = in_ns(&[
+            ("service", "llm"),
+            ("kvCacheTarget", "80"),
+            ("kvCacheMetric", "my_kv_fraction"),
+        ])
+        .unwrap();
+        assert_eq!(
+            spec.signals[0].metrics,
+            MetricSource::Fraction(vec!["my_kv_fraction".into()])
+        );
+    }
+
     #[test]
     fn hostile_values_never_panic() {
         let nasty = [

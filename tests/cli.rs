@@ -169,3 +169,46 @@ async fn serve_answers_grpcurl_and_stops_on_sigterm() {
         .expect("stream ended");
     assert!(end.is_none() || end.unwrap().is_err());
 }
+
+#[test]
+fn check_passes_the_shipped_examples_and_fails_a_typo_naming_the_key() {
+    let keda = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("keda");
+    let mut files: Vec<String> = std::fs::read_dir(&keda)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    let mut args = vec!["check"];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, out, err) = run(&args, &[]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("0 problems"), "{out}");
+    let checked: usize = out
+        .split("checked ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(checked >= 7, "every example trigger is checked: {out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let vllm = std::fs::read_to_string(keda.join("scaledobject-vllm.yaml")).unwrap();
+    std::fs::write(
+        &bad,
+        vllm.replace("kvCacheTarget:", "kvCacheTraget:")
+            .replace("minReplicaCount: 1", "minReplicaCount: 0"),
+    )
+    .unwrap();
+    let (ok, out, _) = run(&["check", &bad.display().to_string()], &[]);
+    assert!(!ok, "a typo must fail: {out}");
+    assert!(
+        out.contains("ScaledObject inference/llm, trigger 0 (vllm): kvCacheTraget: unknown key; did you mean 'kvCacheTarget'?"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 problems"),
+        "one problem (the spec did not parse, so replicas are not judged): {out}"
+    );
+}
