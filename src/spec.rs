@@ -620,7 +620,15 @@ impl<'a> Parser<'a> {
             "" => "default",
             ns => ns,
         };
-        (name_ok && path_ok).then_some(())?;
+        // The namespace becomes part of an API path: only a real namespace name goes there.
+        let namespace_ok = is_dns_label(namespace);
+        if !namespace_ok {
+            self.problem(
+                "service",
+                format!("the ScaledObject's namespace '{namespace}' is not a Kubernetes namespace name (a-z, 0-9, '-', up to 63 characters)"),
+            );
+        }
+        (name_ok && path_ok && namespace_ok).then_some(())?;
         Some(SourceSpec::Service(ServiceSpec {
             namespace: namespace.to_string(),
             name: name.to_string(),

@@ -143,6 +143,8 @@ async fn a_vllm_preset_follows_pods_as_they_appear_become_ready_and_terminate() 
     assert!((v - 2.0).abs() < 1e-9, "one ready pod with 8 waiting: {v}");
     let e = wait_debug(&running, "llm", |e| e["starting"] == 2).await;
     assert_eq!(e["terminating"], 0, "{e:#}");
+    // The counts reach the scorer with the sample (its capacity model credits them).
+    assert_eq!(e["decision"]["capacity"]["fleet"]["starting"], 2, "{e:#}");
     assert_eq!(e["status"], "ok");
     let signals = &e["decision"]["signals"];
     assert_eq!(signals[0]["name"], "queue");

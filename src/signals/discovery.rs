@@ -20,6 +20,9 @@ use crate::spec::{PortRef, ServiceSpec, MAX_ENDPOINTS};
 
 /// The label EndpointSlice controllers set to the owning Service's name.
 const SERVICE_LABEL: &str = "kubernetes.io/service-name";
+/// Most namespaces watched at once: each is one list and one open watch on the API server, and
+/// the namespaces come from whoever calls the scaler.
+pub const MAX_WATCHED_NAMESPACES: usize = 1000;
 /// How long a failure to build the Kubernetes client is remembered before trying again.
 const CLIENT_RETRY: Duration = Duration::from_secs(30);
 
@@ -43,6 +46,8 @@ pub enum DiscoveryError {
     Forbidden { namespace: String, message: String },
     #[error("EndpointSlice watch in namespace {namespace} failed: {message}")]
     Watch { namespace: String, message: String },
+    #[error("{MAX_WATCHED_NAMESPACES} namespaces are watched already; namespace {0} is not (restrict the namespaces with kubernetes.namespaces, or look for a caller inventing them)")]
+    TooManyNamespaces(String),
     #[error("waiting for the first EndpointSlice list of namespace {0}")]
     Syncing(String),
     #[error("Service {namespace}/{service} has no EndpointSlices: check that it exists and has a selector")]
@@ -346,6 +351,9 @@ impl Discovery {
         let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = watches.get(namespace) {
             return Ok(w.state.clone());
+        }
+        if watches.len() >= MAX_WATCHED_NAMESPACES {
+            return Err(DiscoveryError::TooManyNamespaces(namespace.to_string()));
         }
         let state = Arc::new(NamespaceState::default());
         let task = tokio::spawn(run_watch(client, namespace.to_string(), state.clone()));
