@@ -382,3 +382,45 @@ async fn wait_error(c: &mut Client, o: &ScaledObjectRef, needle: &str) -> String
 
 type Client =
     keda_gpu_scaler::proto::external_scaler_client::ExternalScalerClient<tonic::transport::Channel>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_nobody_reads_any_more_is_no_longer_watched() {
+    let api = KubeApi::start().await;
+    let (port, _eps) = pods(1, &vllm(4.0, 0.2)).await;
+    api.apply(
+        NS,
+        slice(
+            "llm-1",
+            "llm",
+            &[("", port)],
+            &[Ep::ready("127.0.0.2", "llm-a")],
+        ),
+    );
+    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    s.kubernetes.kubeconfig = Some(api.kubeconfig.clone());
+    s.entry_ttl = Duration::from_secs(1);
+    let running = start_scaler(&s).await;
+    let mut c = client(&running).await;
+    wait_for_value(
+        &mut c,
+        &so(NS, "llm", VLLM_SO),
+        Duration::from_secs(10),
+        |v| v > 0.0,
+    )
+    .await;
+    // The watch opens right after the first list completes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.open_watches() != 1 {
+        assert!(Instant::now() < deadline, "no watch opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // KEDA stops asking (the ScaledObject was deleted): the entry expires after entry_ttl and
+    // the namespace's watch is closed with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api.open_watches() > 0 {
+        assert!(Instant::now() < deadline, "the watch stayed open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(running.engine.len(), 0);
+    running.stop().await;
+}

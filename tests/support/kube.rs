@@ -34,6 +34,8 @@ struct ApiState {
     requests: Vec<String>,
     /// Bumped to end every open watch.
     generation: u64,
+    /// Watch streams open now.
+    open_watches: usize,
 }
 
 #[derive(Clone)]
@@ -206,6 +208,11 @@ impl KubeApi {
         let _ = self.shared.changed.send(());
     }
 
+    /// Watch streams open now (a client that stops watching closes its stream).
+    pub fn open_watches(&self) -> usize {
+        self.shared.state.lock().unwrap().open_watches
+    }
+
     /// Requests seen so far whose text starts with `prefix` ("list inference", "watch").
     pub fn requests(&self, prefix: &str) -> Vec<String> {
         self.shared
@@ -303,6 +310,15 @@ async fn endpointslices(
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
         let mut last = rv;
+        shared.state.lock().unwrap().open_watches += 1;
+        // Counted down however the stream ends.
+        struct Open(Arc<Mutex<ApiState>>);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                self.0.lock().unwrap().open_watches -= 1;
+            }
+        }
+        let _open = Open(shared.state.clone());
         loop {
             let (pending, ended) = {
                 let s = shared.state.lock().unwrap();
