@@ -20,13 +20,14 @@ pub enum Preset {
 pub struct PresetMetrics {
     /// Gauges of requests waiting for a slot, summed per pod.
     pub queue: &'static [&'static str],
-    /// Gauges of requests being served, summed per pod.
+    /// Gauges of requests being served, summed per pod (every preset has both).
     pub inflight: &'static [&'static str],
     /// A classic histogram of a latency replicas can lower (time to first token, else queue wait).
     pub latency: Option<&'static str>,
     /// Gauges of KV-cache use as a 0-1 fraction, averaged per pod.
     pub kv_cache: &'static [&'static str],
     /// Why `kv_cache` is empty, for the error a `kvCacheTarget` without `kvCacheMetric` gets.
+    /// Entries of every list are `spec::MetricRef` text: a name, maybe with label matchers.
     pub kv_cache_missing: &'static str,
 }
 
@@ -83,18 +84,22 @@ impl Preset {
                 inflight: &["tgi_batch_current_size"],
                 latency: Some("tgi_request_queue_duration"),
                 kv_cache: &[],
-                kv_cache_missing: "TGI exports no KV-cache usage (tgi_batch_total_tokens is never set)",
+                kv_cache_missing:
+                    "TGI exports no KV-cache usage (tgi_batch_total_tokens is never set)",
             },
-            // docs/user_guide/metrics.md. The first-response histogram is in milliseconds and
-            // needs --metrics-config histogram_latencies=true. Triton has no in-flight gauge
-            // for every backend, and its KV-cache block counts (TensorRT-LLM backend only) are
-            // one family told apart by a label, which a metric name cannot select.
+            // docs/user_guide/metrics.md and the TensorRT-LLM backend's families (one metric
+            // split by a label, selected with a matcher). The first-response histogram is in
+            // milliseconds and needs --metrics-config histogram_latencies=true. Other backends
+            // have only the pending count (queue); in-flight and KV cache are TensorRT-LLM's.
             Preset::Triton => PresetMetrics {
-                queue: &["nv_inference_pending_request_count"],
-                inflight: &[],
+                queue: &[
+                    "nv_trt_llm_request_metrics{request_type=\"waiting\"}",
+                    "nv_inference_pending_request_count",
+                ],
+                inflight: &["nv_trt_llm_request_metrics{request_type=\"active\"}"],
                 latency: Some("nv_inference_first_response_histogram_ms"),
-                kv_cache: &[],
-                kv_cache_missing: "Triton's KV-cache blocks (TensorRT-LLM backend) are one family split by the kv_cache_block_type label; with source=prometheus set kvCacheQuery",
+                kv_cache: &["nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=\"fraction\"}"],
+                kv_cache_missing: "",
             },
             Preset::GpuWorkload => PresetMetrics {
                 queue: &["workload_queue_length"],
@@ -123,8 +128,11 @@ mod tests {
             assert_eq!(Preset::parse(p.name()), Some(p));
             assert!(NAMES.contains(p.name()));
             let m = p.metrics();
-            assert!(!m.queue.is_empty(), "{p:?} has a queue metric");
+            assert!(!m.queue.is_empty() && !m.inflight.is_empty(), "{p:?}");
             assert_eq!(m.kv_cache.is_empty(), !m.kv_cache_missing.is_empty());
+            for name in m.queue.iter().chain(m.inflight).chain(m.kv_cache) {
+                assert!(crate::spec::MetricRef::parse(name).is_some(), "{name}");
+            }
         }
         assert_eq!(Preset::parse("VLLM"), None);
     }

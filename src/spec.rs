@@ -227,10 +227,66 @@ pub enum MemoryMetrics {
     UsedFree { used: String, free: String },
 }
 
+/// A metric name, optionally narrowed to series whose labels equal given values:
+/// `vllm:num_requests_waiting` or `nv_trt_llm_request_metrics{request_type="active"}`. Engines
+/// that export one family split by a label (Triton's TensorRT-LLM backend) need the second form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricRef {
+    pub name: String,
+    /// (label, value) pairs a series must carry, sorted.
+    pub labels: Vec<(String, String)>,
+}
+
+impl MetricRef {
+    /// Parses `name` or `name{label="value",...}` (at most 8 matchers; values without `"` or
+    /// `\\`). None when it is neither.
+    pub fn parse(text: &str) -> Option<MetricRef> {
+        let (name, rest) = match text.split_once('{') {
+            None => (text, None),
+            Some((name, rest)) => (name, Some(rest.strip_suffix('}')?)),
+        };
+        if !is_prometheus_name(name) {
+            return None;
+        }
+        let mut labels = Vec::new();
+        for part in rest.iter().flat_map(|r| r.split(',')).map(str::trim) {
+            if part.is_empty() {
+                continue;
+            }
+            let (label, value) = part.split_once('=')?;
+            let label = label.trim();
+            let value = value.trim().strip_prefix('"')?.strip_suffix('"')?;
+            let label_ok = label.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && label.len() <= 128;
+            if !label_ok || value.contains(['"', '\\']) || value.len() > 256 {
+                return None;
+            }
+            labels.push((label.to_string(), value.to_string()));
+        }
+        if labels.len() > 8 {
+            return None;
+        }
+        labels.sort();
+        Some(MetricRef {
+            name: name.to_string(),
+            labels,
+        })
+    }
+
+    /// True when a series with these labels belongs to this reference.
+    pub fn matches<'a>(&self, mut label: impl FnMut(&str) -> Option<&'a str>) -> bool {
+        self.labels
+            .iter()
+            .all(|(k, v)| label(k) == Some(v.as_str()))
+    }
+}
+
 /// Which series carry a signal; the first alternative present in a scrape is used.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MetricSource {
-    /// Gauges summed per pod (queue, in-flight) or averaged per pod (utilisation).
+    /// Gauges summed per pod (queue, in-flight) or averaged per pod (utilisation). Each entry is
+    /// a `MetricRef` in text form (a name, or a name with label matchers).
     Gauge(Vec<String>),
     Memory(Vec<MemoryMetrics>),
     /// Gauges holding a 0-1 fraction (KV-cache use), averaged per pod and read as percent.
@@ -865,7 +921,6 @@ impl<'a> Parser<'a> {
             .query("queueQuery")
             .map_or(MetricSource::Gauge(queue), MetricSource::Query);
         if let Some(target) = self.positive("queueTarget", 1e9, " (waiting requests per replica)") {
-            self.needs_metric("queueTarget", &queue, preset, "queueMetric");
             signals.push(SignalSpec {
                 name: "queue".into(),
                 model: DemandModel::Backlog,
@@ -880,7 +935,6 @@ impl<'a> Parser<'a> {
         if let Some(target) =
             self.positive("inflightTarget", 1e9, " (requests in service per replica)")
         {
-            self.needs_metric("inflightTarget", &inflight, preset, "inflightMetric");
             signals.push(SignalSpec {
                 name: "inflight".into(),
                 model: DemandModel::Quantity,
@@ -895,7 +949,8 @@ impl<'a> Parser<'a> {
         if let Some(target) =
             self.positive("kvCacheTarget", 100.0, " (percent of the KV cache in use)")
         {
-            if matches!(&kv_cache, MetricSource::Fraction(m) if m.is_empty()) {
+            let bad_metric = self.problems.iter().any(|p| p.key == "kvCacheMetric");
+            if matches!(&kv_cache, MetricSource::Fraction(m) if m.is_empty()) && !bad_metric {
                 let why = match preset {
                     Some(p) => format!(
                         "preset {} sets no KV-cache metric: {}",
@@ -965,29 +1020,20 @@ impl<'a> Parser<'a> {
         preset
     }
 
-    /// The metric named by `key`, else the preset's (or built-in) alternatives.
+    /// The metric named by `key` (a name, or a name with label matchers), else the preset's (or
+    /// built-in) alternatives.
     fn gauge_metrics(&mut self, key: &str, defaults: &[&str]) -> Vec<String> {
-        match self.metric_name(key) {
-            Some(m) => vec![m],
-            None => defaults.iter().map(|m| m.to_string()).collect(),
+        let Some(raw) = self.text(key) else {
+            return defaults.iter().map(|m| m.to_string()).collect();
+        };
+        if MetricRef::parse(raw).is_some() {
+            return vec![raw.to_string()];
         }
-    }
-
-    /// A target whose signal has no metric to read: the preset's engine exports none.
-    fn needs_metric(
-        &mut self,
-        target_key: &str,
-        metrics: &MetricSource,
-        preset: Option<Preset>,
-        metric_key: &str,
-    ) {
-        if matches!(metrics, MetricSource::Gauge(m) if m.is_empty()) {
-            let engine = preset.map_or("this engine", Preset::name);
-            self.problem(
-                target_key,
-                format!("preset {engine} has no metric for it; set {metric_key}"),
-            );
-        }
+        self.problem(
+            key,
+            format!("'{raw}' is not a Prometheus metric name, optionally with label matchers; expected a name such as vllm:num_requests_waiting or name{{label=\"value\"}}"),
+        );
+        Vec::new()
     }
 
     fn memory_metrics(&mut self) -> Vec<MemoryMetrics> {
@@ -1875,7 +1921,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             spec.signals[0].metrics,
-            MetricSource::Gauge(vec!["nv_inference_pending_request_count".into()])
+            MetricSource::Gauge(vec![
+                "nv_trt_llm_request_metrics{request_type=\"waiting\"}".into(),
+                "nv_inference_pending_request_count".into()
+            ])
         );
         assert_eq!(
             spec.signals[1].metrics,
@@ -1899,12 +1948,6 @@ mod tests {
         .contains("kvCacheTarget: preset tgi sets no KV-cache metric"));
         assert!(err(&[("service", "llm"), ("kvCacheTarget", "80")]).contains("no preset is set"));
         assert!(err(&[
-            ("service", "llm"),
-            ("preset", "triton"),
-            ("inflightTarget", "8")
-        ])
-        .contains("inflightTarget: preset triton has no metric for it; set inflightMetric"));
-        assert!(err(&[
             ("source", "nvml"),
             ("preset", "vllm"),
             ("gpuUtilTarget", "50")
@@ -1927,6 +1970,64 @@ mod tests {
             spec.signals[0].metrics,
             MetricSource::Fraction(vec!["my_kv_fraction".into()])
         );
+    }
+
+    #[test]
+    fn metric_references_take_equality_matchers_and_nothing_else() {
+        let m =
+            MetricRef::parse("nv_trt_llm_request_metrics{request_type=\"active\", model = \"x\"}")
+                .unwrap();
+        assert_eq!(m.name, "nv_trt_llm_request_metrics");
+        assert_eq!(
+            m.labels,
+            [
+                ("model".to_string(), "x".to_string()),
+                ("request_type".to_string(), "active".to_string())
+            ]
+        );
+        assert!(m.matches(|k| match k {
+            "model" => Some("x"),
+            "request_type" => Some("active"),
+            _ => None,
+        }));
+        assert!(!m.matches(|k| (k == "model").then_some("x")));
+        assert_eq!(MetricRef::parse("up").unwrap().labels, []);
+        for bad in [
+            "up{a=~\"x\"}",
+            "up{a!=\"x\"}",
+            "up{a=\"x\\\"} or vector(1) #\"}",
+            "up{a=x}",
+            "up{1a=\"x\"}",
+            "up{a=\"x\"",
+            "up}",
+            "{a=\"x\"}",
+            "up{a=\"1\",b=\"2\",c=\"3\",d=\"4\",e=\"5\",f=\"6\",g=\"7\",h=\"8\",i=\"9\"}",
+        ] {
+            assert_eq!(MetricRef::parse(bad), None, "{bad}");
+        }
+        let spec = in_ns(&[
+            ("service", "llm"),
+            ("queueTarget", "4"),
+            (
+                "queueMetric",
+                "vllm:num_requests_waiting{model_name=\"llama\"}",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            spec.signals[0].metrics,
+            MetricSource::Gauge(vec![
+                "vllm:num_requests_waiting{model_name=\"llama\"}".into()
+            ])
+        );
+        let err = in_ns(&[
+            ("service", "llm"),
+            ("queueTarget", "4"),
+            ("queueMetric", "q{a=~\".*\"}"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.to_string().contains("queueMetric: 'q{a=~\".*\"}' is not a Prometheus metric name, optionally with label matchers"), "{err}");
     }
 
     #[test]

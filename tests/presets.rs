@@ -95,10 +95,33 @@ fn engines() -> Vec<Engine> {
             preset: "triton",
             body: TRITON.to_string(),
             histogram: "nv_inference_first_response_histogram_ms",
-            targets: &[("queueTarget", "1"), ("latencyTargetMs", "100000")],
-            // Pending requests of both models; first response in ms: rank 4864 in (500, 2000]:
-            // 500 + 1500 x 64 / 310 = 809.677 ms.
-            expect: &[("queue", 6.0), ("latency", 0.809_677_419)],
+            targets: &[
+                ("queueTarget", "1"),
+                ("inflightTarget", "1"),
+                ("kvCacheTarget", "50"),
+                ("latencyTargetMs", "100000"),
+            ],
+            // The TensorRT-LLM families, selected by label: waiting 5, active 14, KV fraction
+            // 0.775; first response in ms: rank 4864 in (500, 2000]: 500 + 1500 x 64 / 310 =
+            // 809.677 ms.
+            expect: &[
+                ("queue", 5.0),
+                ("inflight", 14.0),
+                ("kv_cache", 77.5),
+                ("latency", 0.809_677_419),
+            ],
+        },
+        // A Triton serving another backend has only the pending count: the queue falls back to it.
+        Engine {
+            preset: "triton",
+            body: TRITON
+                .lines()
+                .filter(|l| !l.contains("nv_trt_llm_request_metrics"))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            histogram: "nv_inference_first_response_histogram_ms",
+            targets: &[("queueTarget", "1")],
+            expect: &[("queue", 6.0)],
         },
     ]
 }
@@ -227,14 +250,15 @@ async fn presets_read_each_engines_metrics_through_prometheus() {
         endpoints.push(MetricsEndpoint::start(&e.body).await);
     }
     // Each engine's pod is scraped the way Kubernetes service discovery labels it.
-    const PODS: [&str; 5] = [
+    const PODS: [&str; 6] = [
         "vllm-5d8f7c9b4-aaaaa",
         "vllmold-5d8f7c9b4-aaaaa",
         "sglang-5d8f7c9b4-aaaaa",
         "tgi-5d8f7c9b4-aaaaa",
         "triton-5d8f7c9b4-aaaaa",
+        "tritonpy-5d8f7c9b4-aaaaa",
     ];
-    const JOBS: [&str; 5] = ["vllm", "vllmold", "sglang", "tgi", "triton"];
+    const JOBS: [&str; 6] = ["vllm", "vllmold", "sglang", "tgi", "triton", "tritonpy"];
     let jobs: Vec<Job> = endpoints
         .iter()
         .enumerate()

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use crate::score::DemandModel;
-use crate::spec::{MemoryMetrics, MetricSource, SignalSpec};
+use crate::spec::{MemoryMetrics, MetricRef, MetricSource, SignalSpec};
 
 /// dcgm-exporter's MIG-capable utilisation is a 0-1 ratio; it is scaled to percent.
 pub const RATIO_METRICS: &[&str] = &["DCGM_FI_PROF_GR_ENGINE_ACTIVE"];
@@ -87,20 +87,20 @@ impl Template {
             Template::Custom(q) => q.clone(),
             Template::Gauge { metrics, mean } => {
                 let agg = if *mean { "avg" } else { "sum" };
-                alternatives(metrics.iter().map(|m| {
-                    let scale = if RATIO_METRICS.contains(&m.as_str()) {
+                alternatives(metrics.iter().filter_map(|m| {
+                    let (name, sel) = series(m, labels, namespaces)?;
+                    let scale = if RATIO_METRICS.contains(&name.as_str()) {
                         "100 * "
                     } else {
                         ""
                     };
-                    format!("{scale}{agg} by ({by}) ({m}{sel})")
+                    Some(format!("{scale}{agg} by ({by}) ({name}{sel})"))
                 }))
             }
-            Template::Fraction(metrics) => alternatives(
-                metrics
-                    .iter()
-                    .map(|m| format!("100 * avg by ({by}) ({m}{sel})")),
-            ),
+            Template::Fraction(metrics) => alternatives(metrics.iter().filter_map(|m| {
+                let (name, sel) = series(m, labels, namespaces)?;
+                Some(format!("100 * avg by ({by}) ({name}{sel})"))
+            })),
             Template::Memory(choices) => alternatives(choices.iter().map(|c| match c {
                 MemoryKey::UsedTotal(used, total) => format!(
                     "100 * sum by ({by}) ({used}{sel}) / sum by ({by}) ({total}{sel})"
@@ -123,6 +123,24 @@ impl Template {
             }
         }
     }
+}
+
+/// A metric reference (name, maybe with label matchers) as a name and the selector that adds its
+/// matchers, escaped, to the namespace and pod ones. None for text the spec parser would refuse.
+fn series(
+    reference: &str,
+    labels: &Labels,
+    namespaces: &BTreeSet<String>,
+) -> Option<(String, String)> {
+    let m = MetricRef::parse(reference)?;
+    let sel = selector(labels, namespaces);
+    let extra: String = m
+        .labels
+        .iter()
+        .map(|(k, v)| format!(", {k}={}", string_literal(v)))
+        .collect();
+    let sel = format!("{}{extra}}}", sel.strip_suffix('}').unwrap_or(&sel));
+    Some((m.name, sel))
 }
 
 /// `(a) or (b)`: PromQL's `or` keeps a pod's series from the first alternative that has one.
@@ -194,6 +212,26 @@ mod tests {
 
     fn ns(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn label_matchers_of_a_metric_reference_join_the_selector() {
+        let t = Template::Gauge {
+            metrics: vec![
+                "nv_trt_llm_request_metrics{request_type=\"waiting\"}".into(),
+                "nv_inference_pending_request_count".into(),
+            ],
+            mean: false,
+        };
+        assert_eq!(
+            t.build(&labels(), &ns(&["inference"])),
+            "(sum by (namespace, pod) (nv_trt_llm_request_metrics{namespace=~\"inference\", pod!=\"\", request_type=\"waiting\"})) or (sum by (namespace, pod) (nv_inference_pending_request_count{namespace=~\"inference\", pod!=\"\"}))"
+        );
+        let f = Template::Fraction(vec!["kv{kv_cache_block_type=\"fraction\"}".into()]);
+        assert_eq!(
+            f.build(&labels(), &ns(&["a"])),
+            "100 * avg by (namespace, pod) (kv{namespace=~\"a\", pod!=\"\", kv_cache_block_type=\"fraction\"})"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::exposition::{self, Exposition};
 use super::histogram::{self, Buckets};
 use super::{Readings, SignalReading, Source};
 use crate::score::DemandModel;
-use crate::spec::{MemoryMetrics, MetricSource, ScalerSpec, SignalSpec, SourceSpec};
+use crate::spec::{MemoryMetrics, MetricRef, MetricSource, ScalerSpec, SignalSpec, SourceSpec};
 
 /// Largest `/metrics` body read; a larger one is an error rather than a memory risk.
 const MAX_BODY_BYTES: usize = 16 << 20;
@@ -259,15 +259,14 @@ impl ScrapeSource {
     ) -> Option<f64> {
         match &signal.metrics {
             MetricSource::Gauge(names) => {
-                let name = names.iter().find(|n| expo.has(n))?;
+                let (metric, series) = first_present(expo, names)?;
                 // The same scale as the prometheus source: 0-1 ratios become percent.
-                let scale = if super::promql::RATIO_METRICS.contains(&name.as_str()) {
+                let scale = if super::promql::RATIO_METRICS.contains(&metric.name.as_str()) {
                     100.0
                 } else {
                     1.0
                 };
-                let values: Vec<f64> = expo
-                    .get(name)
+                let values: Vec<f64> = series
                     .iter()
                     .map(|s| s.value * scale)
                     .filter(|v| v.is_finite())
@@ -283,9 +282,8 @@ impl ScrapeSource {
                 })
             }
             MetricSource::Fraction(names) => {
-                let name = names.iter().find(|n| expo.has(n))?;
-                let values: Vec<f64> = expo
-                    .get(name)
+                let (_, series) = first_present(expo, names)?;
+                let values: Vec<f64> = series
                     .iter()
                     .map(|s| s.value * 100.0)
                     .filter(|v| v.is_finite())
@@ -325,6 +323,23 @@ impl Source for ScrapeSource {
     }
 }
 
+/// The first of `refs` (metric names, maybe with label matchers) that has a series in `expo`,
+/// with its matching series.
+fn first_present<'a>(
+    expo: &'a Exposition,
+    refs: &[String],
+) -> Option<(MetricRef, Vec<&'a exposition::Series>)> {
+    refs.iter().find_map(|r| {
+        let metric = MetricRef::parse(r)?;
+        let series: Vec<&exposition::Series> = expo
+            .get(&metric.name)
+            .iter()
+            .filter(|s| metric.matches(|k| s.label(k)))
+            .collect();
+        (!series.is_empty()).then_some((metric, series))
+    })
+}
+
 fn sum_of(expo: &Exposition, name: &str) -> Option<f64> {
     let series = expo.get(name);
     let values = series.iter().map(|s| s.value).filter(|v| v.is_finite());
@@ -359,7 +374,7 @@ fn buckets_of(expo: &Exposition, base: &str) -> Buckets {
 fn exposes(expo: &Exposition, metrics: &MetricSource) -> bool {
     match metrics {
         MetricSource::Gauge(names) | MetricSource::Fraction(names) => {
-            names.iter().any(|n| expo.has(n))
+            first_present(expo, names).is_some()
         }
         MetricSource::Memory(choices) => choices.iter().any(|m| memory_percent(expo, m).is_some()),
         MetricSource::Histogram(base) => expo.has(&format!("{base}_bucket")),
