@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::spec::{self, ParseContext, SourceSpec};
+use crate::spec::{self, MetricSource, ParseContext, SourceSpec};
 
 /// Where a trigger sits, for messages: `ScaledObject inference/llm, trigger 0 (gpu)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,12 +192,25 @@ fn check_scaled_object(document: usize, doc: Doc, options: &CheckOptions, report
         };
         match spec::parse_in(ctx, &metadata) {
             Ok(spec) => {
-                if matches!(spec.source, SourceSpec::Service(_))
-                    && so.min_replica_count.unwrap_or(0) < 1
-                {
+                // Signals read from the scaled pods themselves vanish with them: at zero
+                // replicas such a trigger has no data and can never activate. A full PromQL
+                // query or fixed endpoints may read something that outlives the pods.
+                let from_pods = match &spec.source {
+                    SourceSpec::Service(_) => Some("scrapes the Service's own pods"),
+                    SourceSpec::Prometheus(_)
+                        if spec
+                            .signals
+                            .iter()
+                            .all(|s| !matches!(s.metrics, MetricSource::Query(_))) =>
+                    {
+                        Some("reads only the pods' own series from Prometheus")
+                    }
+                    _ => None,
+                };
+                if let Some(what) = from_pods.filter(|_| so.min_replica_count.unwrap_or(0) < 1) {
                     problem(
                         "minReplicaCount",
-                        "is 0 (KEDA's default) but the trigger scrapes the Service's own pods: at zero replicas there is nothing to scrape, so it never activates; set minReplicaCount >= 1, or scale from zero on a source that exists without pods (source=prometheus, or endpoints of a gateway's queue)".into(),
+                        format!("is 0 (KEDA's default) but the trigger {what}: at zero replicas there is nothing to read, so it never activates; set minReplicaCount >= 1, or scale from zero on a signal that exists without pods (a *Query on a gateway's metric, or endpoints of a gateway's queue)"),
                     );
                 }
             }

@@ -375,6 +375,11 @@ def _():
     assert md["scalerAddress"] == "keda-gpu-scaler.keda-gpu-scaler.svc.cluster.local:9443"
     assert md["namespace"] == "inference" and md["deployment"] == "gpu-workload" and md["maxReplicas"] == "8"
     assert so["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"]
+    assert so["spec"]["minReplicaCount"] == 1, "the pods' own metrics cannot wake a workload at 0"
+    push = find(docs_of(helm_template("gpu-workload", ROOT / "charts/gpu-workload/ci/push-tls-cpu-values.yaml").stdout), "ScaledObject")
+    pmd = push["spec"]["triggers"][0]["metadata"]
+    assert (pmd["source"], pmd["service"], pmd["port"], pmd["preset"]) == ("scrape", "gpu-workload", "http", "gpu-workload"), pmd
+    assert "endpoints" not in pmd
     plain = docs_of(helm_template("gpu-workload").stdout)
     assert find(plain, "Deployment")["spec"]["replicas"] == 1
     assert find(plain, "Deployment")["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
