@@ -165,6 +165,11 @@ pub fn render_metrics(engine: &Engine, rpc: &RpcMetrics) -> String {
         "gauge",
         "Aggregated reading of each signal (percent, requests or seconds).",
     );
+    let mut replicas = Family::new(
+        "keda_gpu_scaler_discovered_replicas",
+        "gauge",
+        "Endpoints of a service trigger's Service by state: starting (not ready yet) or terminating.",
+    );
     for entry in &entries {
         let ns = &entry.key.namespace;
         let so = &entry.key.name;
@@ -175,6 +180,14 @@ pub fn render_metrics(engine: &Engine, rpc: &RpcMetrics) -> String {
         );
         let state = entry.state();
         max.push(&base, entry.spec.limits.max_replicas);
+        for (what, n) in [
+            ("starting", state.starting),
+            ("terminating", state.terminating),
+        ] {
+            if let Some(n) = n {
+                replicas.push(&format!("{base},state=\"{what}\""), f64::from(n));
+            }
+        }
         let Some(decision) = state.decision else {
             continue;
         };
@@ -196,7 +209,7 @@ pub fn render_metrics(engine: &Engine, rpc: &RpcMetrics) -> String {
             }
         }
     }
-    for family in [desired, active, max, age, stale, demand, value] {
+    for family in [desired, active, max, age, stale, demand, value, replicas] {
         family.write(&mut out);
     }
 

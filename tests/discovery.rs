@@ -145,6 +145,16 @@ async fn a_vllm_preset_follows_pods_as_they_appear_become_ready_and_terminate() 
     assert_eq!(e["terminating"], 0, "{e:#}");
     // The counts reach the scorer with the sample (its capacity model credits them).
     assert_eq!(e["decision"]["capacity"]["fleet"]["starting"], 2, "{e:#}");
+    let metrics = reqwest::get(format!("http://{}/metrics", running.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("keda_gpu_scaler_discovered_replicas{namespace=\"inference\",scaledobject=\"llm\",state=\"starting\"} 2"),
+        "{metrics}"
+    );
     assert_eq!(e["status"], "ok");
     let signals = &e["decision"]["signals"];
     assert_eq!(signals[0]["name"], "queue");
