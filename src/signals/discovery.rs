@@ -126,9 +126,12 @@ impl Slice {
             .iter()
             .filter_map(|e| {
                 let c = e.conditions.as_ref();
-                // Per the API: ready nil means ready; terminating nil means not terminating.
+                // Per the API: terminating nil means not terminating; ready nil means unknown,
+                // read as ready, and serving (ready regardless of terminating) stands in for it
+                // when only serving is set. A terminating endpoint takes no new work whatever
+                // serving says (it may still be draining), so it is counted, not scraped.
                 let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-                let ready = c.and_then(|c| c.ready).unwrap_or(true) && !terminating;
+                let ready = c.and_then(|c| c.ready.or(c.serving)).unwrap_or(true) && !terminating;
                 let pod = e
                     .target_ref
                     .as_ref()
@@ -618,6 +621,7 @@ mod tests {
             "endpoints": [
                 {"addresses": ["10.0.0.2"], "targetRef": {"kind": "Pod", "name": "llm-a"}},
                 {"addresses": ["10.0.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
+                {"addresses": ["10.0.0.4"], "conditions": {"serving": false}},
                 {"addresses": []}
             ]
         }))
@@ -633,6 +637,12 @@ mod tests {
                     pod: None,
                     ready: false,
                     terminating: true
+                },
+                Endpoint {
+                    address: "10.0.0.4".into(),
+                    pod: None,
+                    ready: false,
+                    terminating: false
                 }
             ]
         );
