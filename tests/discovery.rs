@@ -256,6 +256,22 @@ async fn a_vllm_preset_follows_pods_as_they_appear_become_ready_and_terminate() 
     let e = wait_debug(&running, "llm", |e| e["terminating"] == 1).await;
     assert_eq!(e["starting"], 0, "{e:#}");
 
+    // a is gone from the slice: nothing terminating any more, two pods scraped.
+    api.apply(
+        NS,
+        slice(
+            "llm-x7k2p",
+            "llm",
+            &[("http", port)],
+            &[
+                Ep::ready("127.0.0.3", "llm-b"),
+                Ep::ready("127.0.0.4", "llm-c"),
+            ],
+        ),
+    );
+    let e = wait_debug(&running, "llm", |e| e["terminating"] == 0).await;
+    assert_eq!(e["decision"]["signals"][0]["reporting"], 2, "{e:#}");
+
     // A second ScaledObject in the namespace shares the scaler's watcher: no new list or watch.
     let (lists, watches) = (
         api.requests("list inference").len(),
