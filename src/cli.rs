@@ -280,11 +280,16 @@ fn explain(args: &ExplainArgs) -> Result<()> {
             // The first round starts the namespace's EndpointSlice watch; read again once it
             // has listed (bounded: 5 s at most).
             for _ in 0..50 {
+                let state = entry.state();
+                let listing = state
+                    .notes
+                    .iter()
+                    .any(|n| n.contains("waiting for the first"));
+                if state.starting.is_some() || !listing {
+                    break; // Listed, or failed for a reason waiting will not fix.
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 engine.sample(false).await;
-                if entry.state().starting.is_some() {
-                    break;
-                }
             }
         }
         if entry.spec.signals.iter().any(|s| s.name == "latency") {
