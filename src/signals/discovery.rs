@@ -154,6 +154,56 @@ impl Slice {
     }
 }
 
+/// A namespace's slices, indexed by Service so resolving one reads only its own slices however
+/// many others the namespace holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Store {
+    by_service: HashMap<String, BTreeMap<String, Slice>>,
+    /// Slice name -> the Service it was filed under.
+    service_of: HashMap<String, String>,
+}
+
+impl Store {
+    /// Adds or replaces slice `name`; None (a slice of no Service) removes it.
+    pub fn apply(&mut self, name: String, slice: Option<Slice>) {
+        self.remove(&name);
+        if let Some(slice) = slice {
+            self.service_of.insert(name.clone(), slice.service.clone());
+            self.by_service
+                .entry(slice.service.clone())
+                .or_default()
+                .insert(name, slice);
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        if let Some(service) = self.service_of.remove(name) {
+            if let Some(slices) = self.by_service.get_mut(&service) {
+                slices.remove(name);
+                if slices.is_empty() {
+                    self.by_service.remove(&service);
+                }
+            }
+        }
+    }
+
+    /// The slices of Service `service`.
+    pub fn service(&self, service: &str) -> impl Iterator<Item = &Slice> {
+        self.by_service
+            .get(service)
+            .into_iter()
+            .flat_map(|s| s.values())
+    }
+
+    pub fn len(&self) -> usize {
+        self.service_of.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.service_of.is_empty()
+    }
+}
+
 /// The URLs and counts for `svc` from a namespace's slices. An endpoint listed twice (a dual-stack
 /// Service has an IPv4 and an IPv6 slice, and slices overlap while they are rewritten) counts
 /// once: by its pod where known, preferring its IPv4 address.
@@ -262,8 +312,8 @@ fn slice_port(svc: &ServiceSpec, slice: &Slice) -> Result<u16, DiscoveryError> {
 /// The state one namespace's watcher publishes.
 #[derive(Default)]
 struct NamespaceState {
-    /// Slices by name, once the first list completed.
-    slices: RwLock<HashMap<String, Slice>>,
+    /// The namespace's slices, once the first list completed.
+    slices: RwLock<Store>,
     synced: RwLock<bool>,
     /// The latest watch failure, cleared by the next event that succeeds.
     error: RwLock<Option<DiscoveryError>>,
@@ -312,7 +362,7 @@ impl Discovery {
             return Err(error.unwrap_or_else(|| DiscoveryError::Syncing(svc.namespace.clone())));
         }
         let slices = state.slices.read().unwrap_or_else(|p| p.into_inner());
-        let mut resolved = resolve(svc, slices.values())?;
+        let mut resolved = resolve(svc, slices.service(&svc.name))?;
         if let Some(e) = error {
             // The last list still stands; say that it may be old.
             resolved.note = Some(format!("{e}; serving the last EndpointSlices seen"));
@@ -425,16 +475,19 @@ async fn run_watch(client: kube::Client, namespace: String, state: Arc<Namespace
     futures_util::pin_mut!(stream);
     // Slices of a list in progress: the store is replaced whole when it completes, so a reader
     // never sees half a list.
-    let mut listing: Option<HashMap<String, Slice>> = None;
+    let mut listing: Option<Store> = None;
     let set_error = |e: Option<DiscoveryError>| {
         *state.error.write().unwrap_or_else(|p| p.into_inner()) = e;
     };
     while let Some(event) = stream.next().await {
         match event {
-            Ok(Event::Init) => listing = Some(HashMap::new()),
+            Ok(Event::Init) => listing = Some(Store::default()),
             Ok(Event::InitApply(s)) => {
-                if let (Some(listing), Some(slice)) = (listing.as_mut(), Slice::from_api(&s)) {
-                    listing.insert(s.metadata.name.clone().unwrap_or_default(), slice);
+                if let Some(listing) = listing.as_mut() {
+                    listing.apply(
+                        s.metadata.name.clone().unwrap_or_default(),
+                        Slice::from_api(&s),
+                    );
                 }
             }
             Ok(Event::InitDone) => {
@@ -446,12 +499,11 @@ async fn run_watch(client: kube::Client, namespace: String, state: Arc<Namespace
             }
             Ok(Event::Apply(s)) => {
                 let name = s.metadata.name.clone().unwrap_or_default();
-                let mut slices = state.slices.write().unwrap_or_else(|p| p.into_inner());
-                match Slice::from_api(&s) {
-                    Some(slice) => slices.insert(name, slice),
-                    None => slices.remove(&name),
-                };
-                drop(slices);
+                state
+                    .slices
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply(name, Slice::from_api(&s));
                 set_error(None);
             }
             Ok(Event::Delete(s)) => {
@@ -608,6 +660,27 @@ mod tests {
         assert!(matches!(err, DiscoveryError::NoSlices { .. }), "{err}");
         let empty = [slice("llm", false, &[], vec![])];
         assert_eq!(resolve(&svc(None), &empty).unwrap(), Resolved::default());
+    }
+
+    #[test]
+    fn the_store_files_slices_under_their_service_and_forgets_them() {
+        let mut store = Store::default();
+        let a = slice(
+            "llm",
+            false,
+            &[("", 80)],
+            vec![ep("10.0.0.2", "a", true, false)],
+        );
+        store.apply("llm-1".into(), Some(a.clone()));
+        store.apply("embed-1".into(), Some(slice("embed", false, &[], vec![])));
+        assert_eq!(store.service("llm").collect::<Vec<_>>(), [&a]);
+        // A slice moved to another Service (or losing its label) leaves the old one.
+        store.apply("llm-1".into(), Some(slice("chat", false, &[], vec![])));
+        assert_eq!(store.service("llm").count(), 0);
+        store.apply("chat-x".into(), None);
+        store.remove("llm-1");
+        store.remove("embed-1");
+        assert!(store.is_empty() && store.by_service.is_empty(), "{store:?}");
     }
 
     #[test]
