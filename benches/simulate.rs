@@ -23,15 +23,21 @@ fn main() {
             cold_start_s: 60.0,
             timeout_s: 60.0,
             slo_s: 5.0,
+            ttft_slo_s: 2.0,
+            tpot_slo_s: 2.0 * cost.decode_s_per_token,
         },
         setup: Setup {
             max_replicas: 100,
-            slo_s: 5.0,
+            slo_s: 2.0,
+            cold_start_s: 60.0,
+            composite_overrides: Vec::new(),
+            composite_hpa: Default::default(),
             batch: cost.batch,
             scrape_s: 15.0,
         },
         policies: PolicyName::ALL.to_vec(),
         threads,
+        record_requests: false,
     };
     let t1 = Instant::now();
     let report = sim::simulate(&trace, &cfg, 1.0, 1.0, 1).expect("simulation runs");

@@ -450,7 +450,11 @@ impl Engine {
                 None
             } else {
                 scoring.stepped_at = Some(at);
-                Some(scoring.scorer.step(at, &readings.values()))
+                Some(
+                    scoring
+                        .scorer
+                        .observe(at, &readings.values(), &readings.context),
+                )
             }
         };
         let mut notes = readings.notes.clone();

@@ -162,7 +162,9 @@ pub fn composite_metadata(
     max: u32,
     time_scale: f64,
 ) -> HashMap<String, String> {
-    let mut m = policy::composite_metadata(batch, slo_s, max);
+    let mut m: HashMap<String, String> = policy::composite_metadata(batch, slo_s, max, &[])
+        .into_iter()
+        .collect();
     m.remove("endpoints"); // set per replica set by `KedaSide`
     let d = crate::score::Smoothing::default();
     let fmt = |v: f64| format!("{}", (v * 1000.0).round() / 1000.0);
@@ -177,6 +179,10 @@ pub fn composite_metadata(
     m.insert(
         "latencyWindowSeconds".into(),
         fmt((60.0 / time_scale).max(1.0)),
+    );
+    m.insert(
+        "drainSeconds".into(),
+        fmt((crate::score::Capacity::default().drain_s / time_scale).max(1.0)),
     );
     m
 }
