@@ -423,3 +423,61 @@ fn committed_reference_reports_are_reproduced() {
         );
     }
 }
+
+/// The oracles are the references every policy is measured against: with perfect foresight they
+/// must meet the SLO on every generator at default settings, or the metric or the oracle is wrong.
+#[test]
+fn the_oracles_meet_the_slo_on_every_generator() {
+    for &(name, generator, _) in sim::suite::SCENARIOS {
+        let Some(generator) = generator else {
+            continue;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path());
+        a.generator = Some(generator.to_string());
+        a.duration_s = 1800.0;
+        a.max_replicas = 100;
+        a.policies = Some("oracle,oracle-coldstart".into());
+        let r = sim::run(&a).unwrap().report;
+        for p in &r.policies {
+            assert!(
+                p.slo_attainment >= 0.99,
+                "{name}: {} meets the SLO for only {:.2} %",
+                p.name,
+                100.0 * p.slo_attainment
+            );
+            assert_eq!(p.timed_out, 0, "{name}: {}", p.name);
+        }
+        // Paying the cold start costs GPU-hours, never SLO.
+        assert!(policy(&r, "oracle-coldstart").gpu_hours >= policy(&r, "oracle").gpu_hours);
+    }
+}
+
+/// `--composite-metadata` reaches the scaler's parser: a typo is refused naming the key, and an
+/// override changes the composite's decisions.
+#[test]
+fn composite_metadata_overrides_go_through_the_parser() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path());
+    a.duration_s = 1500.0;
+    a.policies = Some("composite".into());
+    a.composite_metadata = Some("queueTarjet=3".into());
+    let e = sim::run(&a).unwrap_err().to_string();
+    assert!(
+        e.contains("queueTarjet") && e.contains("queueTarget"),
+        "{e}"
+    );
+    a.composite_metadata = Some("novalue".into());
+    let e = sim::run(&a).unwrap_err().to_string();
+    assert!(
+        e.contains("--composite-metadata") && e.contains("key=value"),
+        "{e}"
+    );
+    a.composite_metadata = None;
+    let base = sim::run(&a).unwrap().report;
+    a.composite_metadata = Some("maxReplicas=2".into());
+    let capped = sim::run(&a).unwrap().report;
+    assert_eq!(capped.composite_metadata["maxReplicas"], "2");
+    assert!(policy(&capped, "composite").replicas_max <= 2);
+    assert!(policy(&base, "composite").replicas_max > 2);
+}

@@ -117,7 +117,8 @@ pub enum CompositeHpa {
 }
 
 impl CompositeHpa {
-    fn behavior(self) -> Option<(Rules, Rules)> {
+    /// `(scaleUp, scaleDown)` when the ScaledObject sets a behavior; None for the legacy rule.
+    pub fn behavior(self) -> Option<(Rules, Rules)> {
         match self {
             CompositeHpa::Recommended => Some((
                 Rules::default_up(),
