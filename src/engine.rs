@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
-use crate::score::{Context, Decision, Fleet, Scorer};
+use crate::score::{Decision, Scorer};
 use crate::signals::discovery::DiscoverySettings;
 use crate::signals::nvml::NvmlSource;
 use crate::signals::prometheus::{PrometheusSettings, PrometheusSource};
@@ -460,16 +460,13 @@ impl Engine {
                 None
             } else {
                 scoring.stepped_at = Some(at);
-                // Replicas already starting are capacity on its way: the scorer credits them
-                // rather than asking for them again.
-                let ctx = Context {
-                    fleet: Fleet {
-                        starting: readings.starting,
-                        terminating: readings.terminating,
-                    },
-                    ..Context::default()
-                };
-                Some(scoring.scorer.observe(at, &readings.values(), &ctx))
+                // The context carries replicas already starting (capacity on its way, credited
+                // rather than asked for again) and the completion rate.
+                Some(
+                    scoring
+                        .scorer
+                        .observe(at, &readings.values(), &readings.context),
+                )
             }
         };
         let mut notes = readings.notes.clone();
@@ -484,8 +481,8 @@ impl Engine {
         entry.state.send_modify(|state| {
             state.samples += 1;
             state.notes = notes;
-            state.starting = readings.starting;
-            state.terminating = readings.terminating;
+            state.starting = readings.context.fleet.starting;
+            state.terminating = readings.context.fleet.terminating;
             if let Some(decision) = decision.filter(|d| d.has_data) {
                 state.decision = Some(Arc::new(decision));
                 state.fresh_at = Some(t);

@@ -104,7 +104,7 @@ impl Preset {
             Preset::GpuWorkload => PresetMetrics {
                 queue: &["workload_queue_length"],
                 inflight: &["workload_inflight_requests"],
-                latency: Some("workload_request_duration_seconds"),
+                latency: Some("workload_queue_wait_seconds"),
                 kv_cache: &[],
                 kv_cache_missing: "gpu-workload has no KV cache",
             },

@@ -364,6 +364,7 @@ impl PrometheusSource {
             notes,
             at: Some(end as f64),
             earlier: steps,
+            context: crate::score::Context::default(),
             failed,
             ..Readings::default()
         }
