@@ -366,7 +366,6 @@ impl PrometheusSource {
             earlier: steps,
             context: crate::score::Context::default(),
             failed,
-            ..Readings::default()
         }
     }
 }
