@@ -192,7 +192,25 @@ fn check_passes_the_shipped_examples_and_fails_a_typo_naming_the_key() {
         .unwrap();
     assert!(checked >= 7, "every example trigger is checked: {out}");
 
+    // The README's headline ScaledObject passes the same check.
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let headline = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("kind: ScaledObject"))
+        .expect("README has a ScaledObject example");
     let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("readme.yaml");
+    std::fs::write(&path, headline).unwrap();
+    let (ok, out, err) = run(&["check", &path.display().to_string()], &[]);
+    assert!(
+        ok && out.contains("checked 1 keda-gpu-scaler triggers"),
+        "{out}{err}"
+    );
+
     let bad = dir.path().join("bad.yaml");
     let vllm = std::fs::read_to_string(keda.join("scaledobject-vllm.yaml")).unwrap();
     std::fs::write(
