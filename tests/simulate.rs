@@ -13,29 +13,11 @@ use keda_gpu_scaler::spec;
 
 fn args(out: &std::path::Path) -> SimulateArgs {
     SimulateArgs {
-        trace: None,
-        trace_format: sim::TraceFormat::Auto,
         generator: Some("step:low=2,high=20,at=900".into()),
         duration_s: 2700.0,
-        rate_scale: 1.0,
-        time_scale: 1.0,
-        policies: None,
-        slo_ms: 5000.0,
-        ttft_slo_ms: 2000.0,
-        tpot_slo_ms: None,
-        composite_metadata: None,
-        requests_out: false,
-        composite_hpa: Default::default(),
-        suite: false,
-        suite_trace: "traces/AzureLLMInferenceTrace_code.csv".into(),
-        cold_start_s: 60.0,
-        timeout_s: 60.0,
         max_replicas: 30,
-        batch: None,
-        profile: None,
-        scrape_s: 15.0,
         seed: 7,
-        out: out.to_path_buf(),
+        ..SimulateArgs::with_defaults(out.to_path_buf())
     }
 }
 
