@@ -44,10 +44,13 @@ pub struct Settings {
     pub memory: MemoryLimits,
     /// Where each ScaledObject's last decision is kept across restarts; None: nowhere.
     pub state_file: Option<PathBuf>,
+    /// Serve `/debug/scaledobjects` (every tenant's endpoints, queries and notes) on the HTTP
+    /// listener. Off by default: that listener is also where Prometheus scrapes.
+    pub debug_page: bool,
 }
 
 /// `[memory]`: the cap on one response body and the budget for all bodies held at once. The
-/// chart derives its memory limit from these and max_entries (docs/operations.md).
+/// chart derives max_entries from these and its memory limit (docs/deploy.md).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MemoryLimits {
     pub max_body_bytes: usize,
@@ -132,6 +135,7 @@ impl Default for Settings {
             egress: EgressPolicy::default(),
             memory: MemoryLimits::default(),
             state_file: None,
+            debug_page: false,
         }
     }
 }
@@ -199,6 +203,7 @@ impl Settings {
             ("max_entries", self.max_entries.to_string()),
             ("log_format", "text".into()),
             ("log_level", self.log_level.clone()),
+            ("debug_page", self.debug_page.to_string()),
             (
                 "state_file",
                 self.state_file
@@ -234,7 +239,7 @@ impl Settings {
                 (k, section, v)
             })
             .map(|(k, name, v)| match k {
-                "max_entries" => format!("{name} = {v}\n"),
+                "max_entries" | "debug_page" => format!("{name} = {v}\n"),
                 "log_format" => format!(
                     "{name} = \"{}\"\n",
                     match self.log_format {
@@ -354,6 +359,7 @@ struct RawSettings {
     log_format: String,
     log_level: String,
     state_file: String,
+    debug_page: String,
     #[serde(default)]
     tls: RawTls,
     prometheus: RawPrometheus,
@@ -681,6 +687,17 @@ impl RawSettings {
             tls,
             egress,
             memory,
+            debug_page: match self.debug_page.trim() {
+                "true" => true,
+                "false" | "" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "debug_page",
+                        value: self.debug_page,
+                        accepted: "true or false",
+                    })
+                }
+            },
             state_file: Some(self.state_file.trim())
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),

@@ -148,16 +148,18 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         }
     };
 
-    let app = axum::Router::new()
+    let mut app = axum::Router::new()
         .route("/metrics", get(metrics))
-        .route("/debug/scaledobjects", get(debug))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .with_state(HttpState {
-            engine: engine.clone(),
-            rpc,
-            health: healthy,
-        });
+        .route("/healthz", get(|| async { "ok" }));
+    // Every tenant's endpoints and notes: only where the operator asked for it.
+    if settings.debug_page {
+        app = app.route("/debug/scaledobjects", get(debug));
+    }
+    let app = app.route("/readyz", get(ready)).with_state(HttpState {
+        engine: engine.clone(),
+        rpc,
+        health: healthy,
+    });
     let mut http_stop = stop.clone();
     tasks.spawn(async move {
         let served = axum::serve(http_listener, app).with_graceful_shutdown(async move {

@@ -105,8 +105,14 @@ async fn hostile_objects_with_black_holed_endpoints_leave_others_fresh_and_the_s
 async fn the_default_egress_policy_refuses_metadata_addresses_loopback_and_credentials() {
     let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
     s.egress = EgressPolicy::default();
+    s.debug_page = false;
     let running = start_scaler(&s).await;
     let mut c = client(&running).await;
+    // The debug page (every tenant's endpoints) is served only when the operator turns it on.
+    let debug = reqwest::get(format!("http://{}/debug/scaledobjects", running.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(debug.status(), 404);
     for endpoint in [
         "http://169.254.169.254/latest/meta-data/",
         "http://2852039166/",

@@ -29,6 +29,7 @@ pub fn settings(sample_interval: Duration, max_staleness: Duration) -> Settings 
         max_staleness,
         // Every endpoint in the tests runs on loopback, which the default policy refuses.
         egress: keda_gpu_scaler::egress::EgressPolicy::loopback(),
+        debug_page: true,
         ..Settings::default()
     }
 }
@@ -148,6 +149,7 @@ pub async fn wait_for_value(
 pub const LOOPBACK_EGRESS: &[(&str, &str)] = &[
     ("KEDA_GPU_SCALER_EGRESS__ALLOW_LOOPBACK", "true"),
     ("KEDA_GPU_SCALER_EGRESS__PROMETHEUS_ADDRESSES", "*"),
+    ("KEDA_GPU_SCALER_DEBUG_PAGE", "true"),
 ];
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_keda-gpu-scaler");
