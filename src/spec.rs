@@ -6,7 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use crate::score::{Activation, DemandModel, Limits, ScorerConfig, SignalRule, Smoothing};
+use crate::score::{
+    Activation, Capacity, DemandModel, Limits, ScorerConfig, SignalRule, Smoothing,
+};
 
 /// Keys KEDA itself puts in the metadata map (connection and TLS settings); accepted and ignored.
 const KEDA_KEYS: &[&str] = &[
@@ -35,6 +37,7 @@ const KEYS: &[&str] = &[
     "inflightMetric",
     "latencyMetric",
     "latencyWindowSeconds",
+    "drainSeconds",
     "upHalfLifeSeconds",
     "downHalfLifeSeconds",
     "panicThreshold",
@@ -216,6 +219,8 @@ pub struct ScalerSpec {
     pub metric_name: String,
     /// Window over which latency histograms are differenced, seconds.
     pub latency_window_s: f64,
+    /// Horizon over which the queue signal's backlog is drained, seconds.
+    pub drain_s: f64,
 }
 
 impl ScalerSpec {
@@ -233,6 +238,17 @@ impl ScalerSpec {
             smoothing: self.smoothing,
             activation: self.activation,
             limits: self.limits,
+            capacity: Capacity {
+                // The in-flight target is the concurrency one replica is sized for.
+                concurrency_per_replica: self
+                    .signals
+                    .iter()
+                    .find(|s| s.name == crate::score::composite::INFLIGHT)
+                    .map(|s| s.target),
+                drain_s: self.drain_s,
+                // Service time is learned over about one latency window.
+                service_half_life_s: self.latency_window_s,
+            },
         }
     }
 }
@@ -428,6 +444,9 @@ impl<'a> Parser<'a> {
                 "seconds between 1 and 3600",
             )
             .unwrap_or(60.0);
+        let drain_s = self
+            .number("drainSeconds", 1.0, 86_400.0, "seconds between 1 and 86400")
+            .unwrap_or(Capacity::default().drain_s);
         if !self.problems.is_empty() {
             return Err(SpecError {
                 problems: self.problems,
@@ -441,6 +460,7 @@ impl<'a> Parser<'a> {
             limits,
             metric_name,
             latency_window_s,
+            drain_s,
         })
     }
 
@@ -778,7 +798,7 @@ impl<'a> Parser<'a> {
         if let Some(target) = self.positive("queueTarget", 1e9, " (waiting requests per replica)") {
             signals.push(SignalSpec {
                 name: "queue".into(),
-                model: DemandModel::Quantity,
+                model: DemandModel::Backlog,
                 target,
                 metrics: queue,
             });

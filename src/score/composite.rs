@@ -14,10 +14,20 @@ pub enum DemandModel {
     Utilisation,
     /// A per-pod count with a target count per replica: demand = total / target.
     Quantity,
-    /// A per-pod p95 with a target: demand = pods x p95 / target, only while p95 is above target,
-    /// else 0 (fast responses are no reason to remove replicas).
+    /// A latency that more replicas can lower (queue wait, time to first token) with a target:
+    /// while it is above target, the replicas the present load keeps busy times
+    /// `min(latency / target, LATENCY_MAX_BOOST)`, else 0. Bounded by load evidence, never by the
+    /// pod count, so a latency that replicas cannot lower does not ratchet capacity up.
     Latency,
+    /// Requests waiting, drained over a horizon: the concurrency the replicas already serve plus
+    /// the extra concurrency that would drain the backlog within `drain_s`, over the concurrency
+    /// one replica is built for (see `backlog_demand`).
+    Backlog,
 }
+
+/// How far above the load evidence a latency signal may push: a latency twice the target or more
+/// asks for at most twice the replicas the present load keeps busy.
+pub const LATENCY_MAX_BOOST: f64 = 2.0;
 
 /// One signal of a ScaledObject: its name (for breakdowns), model and target.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,12 +53,25 @@ pub struct Demand {
 /// Missing pods follow the HPA's rule: they count as 0 when the reporting pods ask for more
 /// replicas, and as exactly at target when they ask for fewer, so a scrape gap never causes a
 /// scale-down or a flap; if counting them as 0 would turn a scale-up into a scale-down, the demand
-/// holds at the current pod count.
+/// holds at the current pod count. A reading of +inf, or a sum that overflows, gives an infinite
+/// demand, which the scorer turns into maxReplicas (never into 0).
 pub fn demand(model: DemandModel, target: f64, pods: &[Option<f64>]) -> Demand {
+    demand_with(model, target, pods, |sum| sum / target)
+}
+
+/// `demand` with the replicas asked for computed by `asked` from the sum of the reporting pods'
+/// readings; the missing-pod rule is applied to what it returns.
+fn demand_with(
+    model: DemandModel,
+    target: f64,
+    pods: &[Option<f64>],
+    asked: impl Fn(f64) -> f64,
+) -> Demand {
+    // NaN is no reading; +inf is a reading too large to count (kept, so it overflows below).
     let readings: Vec<f64> = pods
         .iter()
         .flatten()
-        .filter(|v| v.is_finite())
+        .filter(|v| !v.is_nan())
         .map(|v| v.max(0.0))
         .collect();
     let reporting = readings.len();
@@ -64,19 +87,13 @@ pub fn demand(model: DemandModel, target: f64, pods: &[Option<f64>]) -> Demand {
     let sum: f64 = readings.iter().sum();
     let mean = sum / reporting as f64;
     let value = match model {
-        DemandModel::Quantity => sum,
+        DemandModel::Quantity | DemandModel::Backlog => sum,
         DemandModel::Utilisation | DemandModel::Latency => mean,
     };
-    if model == DemandModel::Latency && mean <= target {
-        return Demand {
-            raw: Some(0.0),
-            value: Some(value),
-            reporting,
-            missing,
-        };
-    }
-    let asked = sum / target;
-    let raw = if missing == 0 {
+    let asked = asked(sum);
+    let raw = if !asked.is_finite() {
+        f64::INFINITY
+    } else if missing == 0 {
         asked
     } else if asked > reporting as f64 {
         asked.max(pods.len() as f64)
@@ -88,6 +105,78 @@ pub fn demand(model: DemandModel, target: f64, pods: &[Option<f64>]) -> Demand {
         value: Some(value),
         reporting,
         missing,
+    }
+}
+
+/// Replicas asked for by a backlog of `queued` requests when `inflight` are in service, with mean
+/// service time `service_s`, `concurrency` requests per replica and a drain horizon `drain_s`:
+///
+/// `(inflight + queued x service_s / drain_s) / concurrency`
+///
+/// By Little's law `inflight / concurrency` is the replicas the arrival rate the fleet serves
+/// needs; draining `queued` requests of `service_s` each within `drain_s` needs
+/// `queued x service_s / drain_s` more requests in service. Replicas already starting are part of
+/// the count the HPA compares this with, so they are credited, not asked for again; and because a
+/// backlog drains in `drain_s` rather than in one service time, a queue that builds up during a
+/// cold start asks for what will clear it, not one replica per queued batch.
+pub fn backlog_demand(
+    queued: f64,
+    inflight: f64,
+    service_s: f64,
+    concurrency: f64,
+    drain_s: f64,
+) -> f64 {
+    (inflight + queued * service_s / drain_s) / concurrency
+}
+
+/// Replicas asked for by a latency `value` against `target` when the present load keeps `busy`
+/// replicas busy: `busy x min(value / target, LATENCY_MAX_BOOST)` above target, else 0.
+pub fn latency_demand(value: f64, target: f64, busy: f64) -> f64 {
+    if value <= target {
+        0.0
+    } else {
+        busy * (value / target).min(LATENCY_MAX_BOOST)
+    }
+}
+
+/// What the scorer knows about the fleet besides the signals' readings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Fleet {
+    /// Replicas created but not ready yet: capacity already on its way. None: the source cannot tell.
+    pub starting: Option<u32>,
+    /// Replicas terminating (draining); they take no new work. None: the source cannot tell.
+    pub terminating: Option<u32>,
+}
+
+/// Inputs of one step beyond the per-signal readings.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Context {
+    /// Requests completed per second by all replicas together over the source's window (from the
+    /// replicas' own request counters). With the in-flight gauge it gives the mean service time by
+    /// Little's law, which turns a backlog into a drain rate.
+    pub completions_per_s: Option<f64>,
+    pub fleet: Fleet,
+}
+
+/// The capacity model: what one replica is built for and how fast a backlog must drain.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Capacity {
+    /// Requests in service one replica is sized for (the in-flight target); None without one.
+    pub concurrency_per_replica: Option<f64>,
+    /// Horizon over which a backlog is drained, seconds. About one replica start: capacity asked
+    /// for now arrives after a cold start, so a backlog that would drain faster needs no new replica.
+    pub drain_s: f64,
+    /// Half-life of the service-time estimate, seconds.
+    pub service_half_life_s: f64,
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Capacity {
+            concurrency_per_replica: None,
+            drain_s: 60.0,
+            service_half_life_s: 60.0,
+        }
     }
 }
 
@@ -113,6 +202,7 @@ pub struct ScorerConfig {
     pub smoothing: Smoothing,
     pub activation: Activation,
     pub limits: Limits,
+    pub capacity: Capacity,
 }
 
 /// Why one signal asks for what it asks for, at one step.
@@ -128,6 +218,22 @@ pub struct SignalDecision {
     pub missing: usize,
     /// The panic rule passed the raw demand through unsmoothed at this step.
     pub panicked: bool,
+    /// A reading or their sum was infinite: the demand was set to maxReplicas (fail safe).
+    pub overflow: bool,
+}
+
+/// How the capacity model read this step (shown by `explain` and `/debug`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct CapacityView {
+    /// Mean service time learned from in-flight / completions (Little's law), seconds.
+    pub service_s: Option<f64>,
+    pub completions_per_s: Option<f64>,
+    /// Requests in service and waiting, all replicas together, as read this step.
+    pub inflight: Option<f64>,
+    pub queued: Option<f64>,
+    /// Replicas the present load keeps busy (the latency signal's bound).
+    pub busy_replicas: Option<f64>,
+    pub fleet: Fleet,
 }
 
 /// The outcome of one scoring step: what KEDA is told and why.
@@ -148,6 +254,7 @@ pub struct Decision {
     /// False when no signal had a single reporting pod at this step.
     pub has_data: bool,
     pub signals: Vec<SignalDecision>,
+    pub capacity: CapacityView,
 }
 
 /// The smoothing and activation state of one ScaledObject. Deterministic: the same readings at the
@@ -157,6 +264,9 @@ pub struct Scorer {
     config: ScorerConfig,
     ewmas: Vec<Ewma>,
     active: bool,
+    /// Smoothed in-flight requests and completions per second, whose ratio is the service time.
+    inflight_avg: Ewma,
+    completions_avg: Ewma,
 }
 
 impl Scorer {
@@ -166,6 +276,8 @@ impl Scorer {
             config,
             ewmas,
             active: false,
+            inflight_avg: Ewma::new(),
+            completions_avg: Ewma::new(),
         }
     }
 
@@ -177,25 +289,88 @@ impl Scorer {
         self.active
     }
 
-    /// Scores one sampling. `readings[i]` holds the per-pod values of `config.signals[i]`; a
-    /// signal with fewer entries than rules is treated as not reported.
+    /// Scores one sampling with no completion counts and no fleet information. `readings[i]` holds
+    /// the per-pod values of `config.signals[i]`; a signal with fewer entries than rules is treated
+    /// as not reported.
     pub fn step(&mut self, t: f64, readings: &[Vec<Option<f64>>]) -> Decision {
-        let mut signals = Vec::with_capacity(self.config.signals.len());
+        self.observe(t, readings, &Context::default())
+    }
+
+    /// Scores one sampling with what the source knows besides the readings.
+    pub fn observe(&mut self, t: f64, readings: &[Vec<Option<f64>>], ctx: &Context) -> Decision {
+        let pods = |i: usize| readings.get(i).map(Vec::as_slice).unwrap_or(&[]);
+        let total = |signals: &[SignalRule], name: &str| {
+            let i = signals.iter().position(|r| r.name == name)?;
+            let d = demand(DemandModel::Quantity, 1.0, pods(i));
+            d.value.filter(|v| v.is_finite())
+        };
+        let inflight = total(&self.config.signals, INFLIGHT);
+        let queued = total(&self.config.signals, QUEUE);
+        let service_s = self.service_time(t, inflight, ctx.completions_per_s);
+        let cfg = &self.config;
+
+        // First every signal but latency; the latency signal is bounded by what these say.
+        let capacity = (inflight, service_s, cfg.capacity.concurrency_per_replica);
+        let signal_demand = |rule: &SignalRule, pods: &[Option<f64>]| match rule.model {
+            DemandModel::Latency => Demand::default(),
+            DemandModel::Backlog => {
+                demand_with(rule.model, rule.target, pods, |q| match capacity {
+                    (Some(n), Some(s), Some(c)) => backlog_demand(q, n, s, c, cfg.capacity.drain_s),
+                    // Without a service time the backlog can only be read as waiting requests
+                    // per replica.
+                    _ => q / rule.target,
+                })
+            }
+            _ => demand(rule.model, rule.target, pods),
+        };
+        let mut demands: Vec<Demand> = Vec::with_capacity(cfg.signals.len());
+        let mut busy: Option<f64> = None;
+        for (i, rule) in cfg.signals.iter().enumerate() {
+            let d = signal_demand(rule, pods(i));
+            if rule.model != DemandModel::Latency {
+                // Load evidence counts only what the reporting pods carry: no missing-pod floor.
+                let reported: Vec<Option<f64>> = pods(i)
+                    .iter()
+                    .filter(|v| v.is_some_and(|x| !x.is_nan()))
+                    .copied()
+                    .collect();
+                if let Some(load) = signal_demand(rule, &reported).raw.filter(|l| l.is_finite()) {
+                    busy = Some(busy.map_or(load, |b: f64| b.max(load)));
+                }
+            }
+            demands.push(d);
+        }
+        for (i, rule) in cfg.signals.iter().enumerate() {
+            if rule.model == DemandModel::Latency {
+                let d = demand(rule.model, rule.target, pods(i));
+                demands[i] = Demand {
+                    raw: d
+                        .value
+                        .map(|v| latency_demand(v, rule.target, busy.unwrap_or(0.0))),
+                    ..d
+                };
+            }
+        }
+
+        let mut signals = Vec::with_capacity(cfg.signals.len());
         let mut composite_raw: Option<f64> = None;
         let mut best: Option<(f64, usize)> = None;
-        for (i, rule) in self.config.signals.iter().enumerate() {
-            let pods = readings.get(i).map(Vec::as_slice).unwrap_or(&[]);
-            let d = demand(rule.model, rule.target, pods);
+        let max = cfg.limits.max_replicas;
+        for (i, (rule, d)) in cfg.signals.iter().zip(demands).enumerate() {
+            // Fail safe: an infinite demand asks for the most the object may have, never 0.
+            let overflow = d.raw.is_some_and(|r| !r.is_finite());
+            let raw = d.raw.map(|r| if r.is_finite() { r } else { max });
             let mut panicked = false;
-            let smoothed = match d.raw {
+            let smoothed = match raw {
                 Some(raw) => {
-                    let o = self.ewmas[i].observe(raw, t, &self.config.smoothing);
+                    let o = self.ewmas[i].observe(raw, t, &cfg.smoothing);
                     panicked = o.panicked;
+                    let value = if overflow { max } else { o.value };
                     composite_raw = Some(composite_raw.map_or(raw, |c| c.max(raw)));
-                    if best.is_none_or(|(b, _)| o.value > b) {
-                        best = Some((o.value, i));
+                    if best.is_none_or(|(b, _)| value > b) {
+                        best = Some((value, i));
                     }
-                    Some(o.value)
+                    Some(value)
                 }
                 // No pod reported: the old average is shown but does not vote.
                 None => self.ewmas[i].value(),
@@ -205,11 +380,12 @@ impl Scorer {
                 model: rule.model,
                 target: rule.target,
                 value: d.value,
-                raw_demand: d.raw,
+                raw_demand: raw,
                 smoothed_demand: smoothed,
                 reporting: d.reporting,
                 missing: d.missing,
                 panicked,
+                overflow,
             });
         }
 
@@ -217,7 +393,7 @@ impl Scorer {
         let composite_smoothed = best.map_or(0.0, |(v, _)| v);
         let composite_raw = composite_raw.unwrap_or(0.0);
         if has_data {
-            let a = self.config.activation;
+            let a = cfg.activation;
             if !self.active
                 && (composite_raw > a.activate_above || composite_smoothed > a.activate_above)
             {
@@ -229,20 +405,57 @@ impl Scorer {
                 self.active = false;
             }
         }
-        let (desired, clamped) = clamp(composite_smoothed, self.config.limits);
+        let (desired, clamped) = clamp(composite_smoothed, cfg.limits);
         Decision {
             at: t,
             desired,
             composite_raw,
             composite_smoothed,
             active: self.active,
-            limiting: best.map(|(_, i)| self.config.signals[i].name.clone()),
+            limiting: best.map(|(_, i)| cfg.signals[i].name.clone()),
             clamped,
             has_data,
             signals,
+            capacity: CapacityView {
+                service_s,
+                completions_per_s: ctx.completions_per_s,
+                inflight,
+                queued,
+                busy_replicas: busy,
+                fleet: ctx.fleet,
+            },
         }
     }
+
+    /// Mean service time by Little's law: smoothed requests in service over smoothed completions
+    /// per second. Both averages decay alike when the service idles, so the estimate survives
+    /// quiet periods; it is None until some request has completed.
+    fn service_time(
+        &mut self,
+        t: f64,
+        inflight: Option<f64>,
+        completions: Option<f64>,
+    ) -> Option<f64> {
+        let hl = self.config.capacity.service_half_life_s;
+        let smoothing = Smoothing {
+            up_half_life_s: hl,
+            down_half_life_s: hl,
+            panic_threshold: 0.0,
+        };
+        if let (Some(n), Some(c)) = (inflight, completions.filter(|c| c.is_finite() && *c >= 0.0)) {
+            self.inflight_avg.observe(n, t, &smoothing);
+            self.completions_avg.observe(c, t, &smoothing);
+        }
+        let n = self.inflight_avg.value()?;
+        let c = self.completions_avg.value()?;
+        // Below one completion in ten minutes the ratio says nothing.
+        (c > 1.0 / 600.0 && n > 0.0).then(|| (n / c).clamp(1e-3, 3600.0))
+    }
 }
+
+/// Names of the built-in signals the capacity model reads.
+pub const INFLIGHT: &str = "inflight";
+pub const QUEUE: &str = "queue";
 
 fn clamp(value: f64, limits: Limits) -> (f64, Option<&'static str>) {
     if value < limits.min_replicas {
@@ -278,6 +491,7 @@ mod tests {
                 min_replicas: 0.0,
                 max_replicas: 100.0,
             },
+            capacity: Capacity::default(),
         }
     }
 
@@ -304,11 +518,135 @@ mod tests {
     }
 
     #[test]
-    fn latency_only_pushes_up() {
-        let slow = demand(DemandModel::Latency, 0.5, &all(&[1.0, 1.0]));
-        assert_eq!(slow.raw, Some(4.0));
-        let fast = demand(DemandModel::Latency, 0.5, &all(&[0.1, 0.2]));
-        assert_eq!(fast.raw, Some(0.0), "fast responses ask for nothing");
+    fn latency_only_pushes_up_and_is_bounded_by_load() {
+        assert_eq!(
+            latency_demand(1.0, 0.5, 3.0),
+            6.0,
+            "twice the target doubles"
+        );
+        assert_eq!(
+            latency_demand(10.0, 0.5, 3.0),
+            6.0,
+            "at most LATENCY_MAX_BOOST"
+        );
+        assert_eq!(
+            latency_demand(0.4, 0.5, 3.0),
+            0.0,
+            "fast answers ask for nothing"
+        );
+        assert_eq!(latency_demand(10.0, 0.5, 0.0), 0.0, "no load, no demand");
+    }
+
+    fn capacity_config() -> ScorerConfig {
+        let mut c = config(vec![
+            rule("queue", DemandModel::Backlog, 8.0),
+            rule("inflight", DemandModel::Quantity, 6.0),
+            rule("latency", DemandModel::Latency, 2.0),
+        ]);
+        c.capacity = Capacity {
+            concurrency_per_replica: Some(6.0),
+            drain_s: 60.0,
+            service_half_life_s: 0.0,
+        };
+        c
+    }
+
+    #[test]
+    fn latency_above_target_with_idle_replicas_does_not_raise_demand() {
+        // Ten replicas, one request in service on each of two, nothing queued, but a p95 time to
+        // first token far above target (long prompts): the old rule asked for 10 x 8 / 2 = 40.
+        let mut s = Scorer::new(capacity_config());
+        let mut inflight = vec![Some(0.0); 10];
+        inflight[0] = Some(1.0);
+        inflight[1] = Some(1.0);
+        let ctx = Context {
+            completions_per_s: Some(1.0),
+            ..Context::default()
+        };
+        let mut d = None;
+        for t in 0..20 {
+            d = Some(s.observe(
+                t as f64 * 15.0,
+                &[all(&[0.0]), inflight.clone(), vec![Some(8.0); 10]],
+                &ctx,
+            ));
+        }
+        let d = d.unwrap();
+        assert_eq!(d.capacity.busy_replicas, Some(2.0 / 6.0));
+        let latency = d.signals[2].raw_demand.unwrap();
+        assert!((latency - 2.0 * 2.0 / 6.0).abs() < 1e-9, "{latency}");
+        assert!(
+            d.desired < 1.0,
+            "ten idle replicas are not a reason for more: {d:?}"
+        );
+    }
+
+    #[test]
+    fn a_backlog_with_replicas_starting_asks_for_the_drain_model_only() {
+        // Four ready replicas, each with a full batch of 8 in service (32), 2 s per request
+        // (16 completions per second), 1200 requests queued while twelve more replicas start.
+        let mut s = Scorer::new(capacity_config());
+        let ctx = Context {
+            completions_per_s: Some(16.0),
+            fleet: Fleet {
+                starting: Some(12),
+                terminating: Some(0),
+            },
+        };
+        let d = s.observe(0.0, &[all(&[1200.0]), all(&[8.0; 4]), vec![None; 4]], &ctx);
+        let drain = backlog_demand(1200.0, 32.0, 2.0, 6.0, 60.0);
+        assert!((drain - (32.0 + 40.0) / 6.0).abs() < 1e-9);
+        assert_eq!(d.capacity.service_s, Some(2.0));
+        assert_eq!(d.signals[0].raw_demand, Some(drain));
+        assert_eq!(d.desired, drain, "12 replicas, not 1200 / 8 = 150");
+        assert_eq!(d.capacity.fleet.starting, Some(12));
+    }
+
+    #[test]
+    fn a_backlog_without_service_time_reads_waiting_requests_per_replica() {
+        let mut s = Scorer::new(capacity_config());
+        let d = s.step(0.0, &[all(&[40.0]), vec![], vec![]]);
+        assert_eq!(d.signals[0].raw_demand, Some(5.0));
+        assert_eq!(d.capacity.service_s, None);
+    }
+
+    #[test]
+    fn service_time_survives_an_idle_period() {
+        let mut c = capacity_config();
+        c.capacity.service_half_life_s = 60.0;
+        let mut s = Scorer::new(c);
+        let busy = Context {
+            completions_per_s: Some(4.0),
+            ..Context::default()
+        };
+        let idle = Context {
+            completions_per_s: Some(0.0),
+            ..Context::default()
+        };
+        s.observe(0.0, &[all(&[0.0]), all(&[6.0, 6.0]), vec![]], &busy);
+        for t in 1..100 {
+            s.observe(
+                t as f64 * 15.0,
+                &[all(&[0.0]), all(&[0.0, 0.0]), vec![]],
+                &idle,
+            );
+        }
+        let d = s.observe(1500.0, &[all(&[0.0]), all(&[0.0, 0.0]), vec![]], &idle);
+        let st = d.capacity.service_s.unwrap();
+        assert!((st - 3.0).abs() < 1e-6, "{st}");
+    }
+
+    #[test]
+    fn an_overflowing_reading_asks_for_max_replicas() {
+        let mut s = Scorer::new(config(vec![rule("inflight", DemandModel::Quantity, 1e-3)]));
+        let d = s.step(0.0, &[all(&[1e308, 1e308])]);
+        assert!(d.signals[0].overflow);
+        assert_eq!(d.desired, 100.0);
+        assert!(d.active);
+        let d = s.step(1.0, &[all(&[f64::INFINITY])]);
+        assert_eq!(d.desired, 100.0);
+        let d = s.step(2.0, &[vec![Some(f64::NAN)]]);
+        assert!(!d.signals[0].overflow, "NaN is no reading, not an overflow");
     }
 
     #[test]

@@ -5,7 +5,7 @@ pub mod composite;
 pub mod ewma;
 
 pub use composite::{
-    demand, Activation, Decision, Demand, DemandModel, Limits, Scorer, ScorerConfig,
-    SignalDecision, SignalRule,
+    backlog_demand, demand, latency_demand, Activation, Capacity, CapacityView, Context, Decision,
+    Demand, DemandModel, Fleet, Limits, Scorer, ScorerConfig, SignalDecision, SignalRule,
 };
 pub use ewma::{Ewma, Smoothing};

@@ -514,7 +514,7 @@ pub fn split_series(
         .into_iter()
         .map(|(t, (sum, n))| {
             let v = match model {
-                DemandModel::Quantity => sum,
+                DemandModel::Quantity | DemandModel::Backlog => sum,
                 DemandModel::Utilisation | DemandModel::Latency => sum / n as f64,
             };
             (t, v)

@@ -282,7 +282,7 @@ impl ScrapeSource {
                 Some(match signal.model {
                     // Several GPUs in one pod: their mean is the pod's utilisation.
                     DemandModel::Utilisation => sum / values.len() as f64,
-                    DemandModel::Quantity | DemandModel::Latency => sum,
+                    DemandModel::Quantity | DemandModel::Backlog | DemandModel::Latency => sum,
                 })
             }
             MetricSource::Memory(choices) => choices.iter().find_map(|m| memory_percent(expo, m)),
