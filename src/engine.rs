@@ -581,16 +581,13 @@ impl Engine {
             .signals
             .iter()
             .any(|s| s.pods.iter().any(Option::is_some));
-        let names: Vec<String> = entry.spec.signals.iter().map(|s| s.name.clone()).collect();
         let mut overflowed = Vec::new();
         let decision = {
             let mut scoring = entry.scoring.lock().unwrap_or_else(|p| p.into_inner());
             let after = |at: f64, stepped: Option<f64>| stepped.is_none_or(|s| at > s);
             for (at, values) in &readings.earlier {
                 if after(*at, scoring.stepped_at) {
-                    let mut values = values.clone();
-                    failsafe::screen(&mut values, &names);
-                    scoring.scorer.step(*at, &values);
+                    scoring.scorer.step(*at, values);
                     scoring.stepped_at = Some(*at);
                 }
             }
@@ -600,11 +597,16 @@ impl Engine {
                 None
             } else {
                 scoring.stepped_at = Some(at);
-                // Values that cannot be counted stay out of the smoothing and ask for the most.
-                let mut values = readings.values();
-                overflowed = failsafe::screen(&mut values, &names);
-                let d = scoring.scorer.step(at, &values);
-                Some(if !overflowed.is_empty() || failsafe::untrustworthy(&d) {
+                // The scorer turns a reading too large to count into maxReplicas for its signal
+                // (and says so); a decision that still comes out not finite asks for the most.
+                let d = scoring.scorer.step(at, &readings.values());
+                overflowed = d
+                    .signals
+                    .iter()
+                    .filter(|s| s.overflow)
+                    .map(|s| s.name.clone())
+                    .collect();
+                Some(if failsafe::untrustworthy(&d) {
                     failsafe::ask_for_max(d, entry.spec.limits.max_replicas)
                 } else {
                     d

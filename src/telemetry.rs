@@ -426,7 +426,9 @@ pub fn explain_text(
                     format!("{}/{}", s.reporting, s.reporting + s.missing),
                     fmt(s.raw_demand),
                     fmt(s.smoothed_demand),
-                    if s.panicked {
+                    if s.overflow {
+                        "  (reading too large to count: asks for maxReplicas)"
+                    } else if s.panicked {
                         "  (surge: passed through)"
                     } else {
                         ""
