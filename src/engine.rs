@@ -70,7 +70,7 @@ impl Default for EngineSettings {
             scrape_timeout: Duration::from_secs(1),
             max_staleness: Duration::from_secs(60),
             entry_ttl: Duration::from_secs(600),
-            max_entries: 18_432,
+            max_entries: 16_384,
             prometheus_address: None,
             prometheus_timeout: Duration::from_secs(2),
             egress: EgressPolicy::default(),

@@ -137,7 +137,7 @@ readinessProbe:
 
 {{/*
 ScaledObjects kept at once: config.maxEntries, or what resources.limits.memory holds after the
-process (48 MiB) and the bodies (twice bodyBudgetBytes: raw and parsed), at 8 KiB per entry
+process (48 MiB) and the bodies (twice bodyBudgetBytes: raw and parsed), at 9 KiB per entry
 (measured by the chaos benchmark; docs/deploy.md, "One scaler, many tenants").
 */}}
 {{- define "keda-gpu-scaler.maxEntries" -}}
@@ -158,7 +158,7 @@ process (48 MiB) and the bodies (twice bodyBudgetBytes: raw and parsed), at 8 Ki
 {{- if lt $free 16 -}}
 {{- fail (printf "resources.limits.memory %s leaves no room for ScaledObjects after 48 MiB for the process and %d MiB for bodies: raise it or lower config.bodyBudgetBytes" $limit $bodies) -}}
 {{- end -}}
-{{ div (mul $free 1024) 8 }}
+{{ div (mul $free 1024) 9 }}
 {{- end -}}
 {{- end }}
 
