@@ -101,6 +101,16 @@ pub fn main() -> Result<()> {
             telemetry::init_logging(crate::config::LogFormat::Text, "warn");
             Ok(crate::demo::replica_main(config)?)
         }
+        Command::Simulate(args) if args.suite => {
+            let suite = crate::sim::run_suite(&args)?;
+            print!("{}", crate::sim::suite::markdown(&suite));
+            println!(
+                "\nwrote {} and {}",
+                args.out.join("suite.md").display(),
+                args.out.join("suite.json").display()
+            );
+            Ok(())
+        }
         Command::Simulate(args) => {
             let summary = crate::sim::run(&args)?;
             print!("{}", summary.markdown);

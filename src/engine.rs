@@ -599,7 +599,9 @@ impl Engine {
                 scoring.stepped_at = Some(at);
                 // The scorer turns a reading too large to count into maxReplicas for its signal
                 // (and says so); a decision that still comes out not finite asks for the most.
-                let d = scoring.scorer.step(at, &readings.values());
+                let d = scoring
+                    .scorer
+                    .observe(at, &readings.values(), &readings.context);
                 overflowed = d
                     .signals
                     .iter()

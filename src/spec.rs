@@ -86,7 +86,9 @@ pub const DEFAULT_GPU_UTIL_METRICS: &[&str] = &[
 ];
 pub const DEFAULT_QUEUE_METRIC: &str = "workload_queue_length";
 pub const DEFAULT_INFLIGHT_METRIC: &str = "workload_inflight_requests";
-pub const DEFAULT_LATENCY_METRIC: &str = "workload_request_duration_seconds";
+/// Queue wait, not request duration: the latency signal must read a latency more replicas can
+/// lower (a long request stays long on an idle replica; its wait for a slot does not).
+pub const DEFAULT_LATENCY_METRIC: &str = "workload_queue_wait_seconds";
 const MAX_ENDPOINTS: usize = 1000;
 /// Longest full PromQL query accepted in metadata.
 const MAX_QUERY_LEN: usize = 8192;
@@ -246,8 +248,8 @@ impl ScalerSpec {
                     .find(|s| s.name == crate::score::composite::INFLIGHT)
                     .map(|s| s.target),
                 drain_s: self.drain_s,
-                // Service time is learned over about one latency window.
-                service_half_life_s: self.latency_window_s,
+                // The sources compute completion rates over the latency window.
+                service_window_s: self.latency_window_s,
             },
         }
     }

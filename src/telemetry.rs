@@ -427,12 +427,31 @@ pub fn explain_text(
                     fmt(s.raw_demand),
                     fmt(s.smoothed_demand),
                     if s.overflow {
-                        "  (reading too large to count: asks for maxReplicas)"
+                        "  (overflow: asks for maxReplicas)"
                     } else if s.panicked {
                         "  (surge: passed through)"
                     } else {
                         ""
                     }
+                );
+            }
+            let c = &d.capacity;
+            if c.service_s.is_some() || c.busy_replicas.is_some() {
+                let _ = writeln!(
+                    out,
+                    "capacity    service {} s (in flight {} / completions {}/s), busy {} replicas, drain {} s",
+                    fmt(c.service_s),
+                    fmt(c.inflight),
+                    fmt(c.completions_per_s),
+                    fmt(c.busy_replicas),
+                    spec.drain_s
+                );
+            }
+            if let Some(starting) = c.fleet.starting {
+                let _ = writeln!(
+                    out,
+                    "fleet       {starting} starting (credited: capacity on its way), {} terminating",
+                    c.fleet.terminating.map_or("?".to_string(), |t| t.to_string())
                 );
             }
             let limiting = d.limiting.as_deref().unwrap_or("none");

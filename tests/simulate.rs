@@ -21,6 +21,13 @@ fn args(out: &std::path::Path) -> SimulateArgs {
         time_scale: 1.0,
         policies: None,
         slo_ms: 5000.0,
+        ttft_slo_ms: 2000.0,
+        tpot_slo_ms: None,
+        composite_metadata: None,
+        requests_out: false,
+        composite_hpa: Default::default(),
+        suite: false,
+        suite_trace: "traces/AzureLLMInferenceTrace_code.csv".into(),
         cold_start_s: 60.0,
         timeout_s: 60.0,
         max_replicas: 30,
@@ -123,7 +130,7 @@ fn same_inputs_and_seed_give_identical_output_and_another_seed_differs() {
 }
 
 #[test]
-fn every_policy_scales_up_for_the_step_and_oracle_is_the_cheapest() {
+fn every_policy_scales_up_for_the_step_and_the_oracle_meets_the_slo() {
     let r = step_report();
     let oracle = policy(r, "oracle");
     for p in &r.policies {
@@ -143,9 +150,11 @@ fn every_policy_scales_up_for_the_step_and_oracle_is_the_cheapest() {
         } else {
             assert!(after > before, "{}: {before} -> {after}", p.name);
         }
+        // The oracle plans for the SLO with perfect foresight: a policy may be cheaper, but not
+        // cheaper and better at once.
         assert!(
-            p.gpu_hours >= oracle.gpu_hours * 0.999,
-            "{} cheaper than the oracle",
+            p.gpu_hours >= oracle.gpu_hours * 0.999 || p.slo_attainment < oracle.slo_attainment,
+            "{} is cheaper than the oracle and meets the SLO as often",
             p.name
         );
         assert_eq!(p.requests, oracle.requests);
@@ -160,7 +169,7 @@ fn every_policy_scales_up_for_the_step_and_oracle_is_the_cheapest() {
         "{:?}",
         oracle.time_to_capacity_s
     );
-    assert!(oracle.slo_attainment > 0.95, "{}", oracle.slo_attainment);
+    assert!(oracle.slo_attainment >= 0.99, "{}", oracle.slo_attainment);
 }
 
 #[test]
@@ -222,10 +231,16 @@ fn composite_runs_the_servers_scorer_on_the_readings_the_simulator_builds() {
     let setup = policy::Setup {
         max_replicas: 30,
         slo_s: 5.0,
+        cold_start_s: 0.0,
+        composite_overrides: Vec::new(),
+        composite_hpa: Default::default(),
         batch: 8,
         scrape_s: 15.0,
     };
-    let spec = spec::parse(&policy::composite_metadata(8, 5.0, 30)).unwrap();
+    let metadata = policy::composite_metadata(8, 5.0, 30, &[])
+        .into_iter()
+        .collect();
+    let spec = spec::parse(&metadata).unwrap();
     let mut server = Scorer::new(spec.scorer_config());
     let mut simulated = policy::Composite::new(&setup).unwrap();
     let cfg = sim::ClusterConfig {
@@ -233,6 +248,8 @@ fn composite_runs_the_servers_scorer_on_the_readings_the_simulator_builds() {
         cold_start_s: 0.0,
         timeout_s: 60.0,
         slo_s: 5.0,
+        ttft_slo_s: 2.0,
+        tpot_slo_s: 0.05,
     };
     let mut cluster = Cluster::new(cfg);
     cluster.warm_start(2);
@@ -250,7 +267,8 @@ fn composite_runs_the_servers_scorer_on_the_readings_the_simulator_builds() {
             use sim::policy::Policy;
             let _ = simulated.control(now, &cluster, &metrics);
             let readings = policy::Composite::readings(&names, &metrics, spec.latency_window_s);
-            let expected = server.step(now, &readings);
+            let ctx = policy::Composite::context(&cluster, &metrics, spec.latency_window_s);
+            let expected = server.observe(now, &readings, &ctx);
             assert_eq!(simulated.last_decision(), Some(&expected), "t={now}");
             compared += 1;
         }
@@ -297,12 +315,13 @@ fn keda_activation_and_cooldown_in_a_replay() {
 
 #[test]
 fn azure_code_trace_replays_at_a_load_that_needs_several_replicas() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/traces/AzureLLMInferenceTrace_code.csv");
-    if !path.exists() {
-        eprintln!("skipping: {} not present", path.display());
-        return;
-    }
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("traces/AzureLLMInferenceTrace_code.csv");
+    assert!(
+        path.exists(),
+        "{} is part of the repository",
+        path.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let mut a = args(dir.path());
     a.generator = None;
@@ -381,21 +400,18 @@ fn bad_input_gets_an_error_naming_the_field() {
 fn committed_reference_reports_are_reproduced() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     std::env::set_current_dir(&root).unwrap();
-    let trace = PathBuf::from("../shared/traces/AzureLLMInferenceTrace_code.csv");
+    let trace = PathBuf::from("traces/AzureLLMInferenceTrace_code.csv");
     let dir = tempfile::tempdir().unwrap();
     let mut step = args(dir.path());
     step.generator = Some("step:low=5,high=40,at=1200".into());
     step.duration_s = 3600.0;
     step.max_replicas = 100;
-    let mut runs = vec![(step, "step-5-to-40")];
-    if trace.exists() {
-        let mut azure = args(dir.path());
-        azure.generator = None;
-        azure.trace = Some(trace);
-        azure.rate_scale = 4.0;
-        azure.max_replicas = 100;
-        runs.push((azure, "azure-code-x4"));
-    }
+    let mut azure = args(dir.path());
+    azure.generator = None;
+    azure.trace = Some(trace);
+    azure.rate_scale = 4.0;
+    azure.max_replicas = 100;
+    let runs = vec![(step, "step-5-to-40"), (azure, "azure-code-x4")];
     for (a, name) in runs {
         let summary = sim::run(&a).unwrap();
         let committed =
@@ -406,4 +422,62 @@ fn committed_reference_reports_are_reproduced() {
             "docs/simulation/{name}/report.md is stale"
         );
     }
+}
+
+/// The oracles are the references every policy is measured against: with perfect foresight they
+/// must meet the SLO on every generator at default settings, or the metric or the oracle is wrong.
+#[test]
+fn the_oracles_meet_the_slo_on_every_generator() {
+    for &(name, generator, _) in sim::suite::SCENARIOS {
+        let Some(generator) = generator else {
+            continue;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = args(dir.path());
+        a.generator = Some(generator.to_string());
+        a.duration_s = 1800.0;
+        a.max_replicas = 100;
+        a.policies = Some("oracle,oracle-coldstart".into());
+        let r = sim::run(&a).unwrap().report;
+        for p in &r.policies {
+            assert!(
+                p.slo_attainment >= 0.99,
+                "{name}: {} meets the SLO for only {:.2} %",
+                p.name,
+                100.0 * p.slo_attainment
+            );
+            assert_eq!(p.timed_out, 0, "{name}: {}", p.name);
+        }
+        // Paying the cold start costs GPU-hours, never SLO.
+        assert!(policy(&r, "oracle-coldstart").gpu_hours >= policy(&r, "oracle").gpu_hours);
+    }
+}
+
+/// `--composite-metadata` reaches the scaler's parser: a typo is refused naming the key, and an
+/// override changes the composite's decisions.
+#[test]
+fn composite_metadata_overrides_go_through_the_parser() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path());
+    a.duration_s = 1500.0;
+    a.policies = Some("composite".into());
+    a.composite_metadata = Some("queueTarjet=3".into());
+    let e = sim::run(&a).unwrap_err().to_string();
+    assert!(
+        e.contains("queueTarjet") && e.contains("queueTarget"),
+        "{e}"
+    );
+    a.composite_metadata = Some("novalue".into());
+    let e = sim::run(&a).unwrap_err().to_string();
+    assert!(
+        e.contains("--composite-metadata") && e.contains("key=value"),
+        "{e}"
+    );
+    a.composite_metadata = None;
+    let base = sim::run(&a).unwrap().report;
+    a.composite_metadata = Some("maxReplicas=2".into());
+    let capped = sim::run(&a).unwrap().report;
+    assert_eq!(capped.composite_metadata["maxReplicas"], "2");
+    assert!(policy(&capped, "composite").replicas_max <= 2);
+    assert!(policy(&base, "composite").replicas_max > 2);
 }

@@ -6,7 +6,7 @@ negative cases below it that feed a broken input through the same check and asse
 and its message, so no check can pass vacuously.
 
 KEDA objects are validated against the openAPIV3Schema of the served version in KEDA's CRDs
-(../shared/reference/keda.sh_*.yaml), converted to JSON Schema the way the API server treats it
+(tests/fixtures/keda/keda.sh_*.yaml, copied from KEDA v2, Apache-2.0), converted to JSON Schema the way the API server treats it
 with strict field validation: objects that list properties and do not preserve unknown fields
 reject unknown keys. Core objects go through deploy-check (typed k8s-openapi structs).
 """
@@ -25,7 +25,7 @@ import jsonschema
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-REF = ROOT.parent / "shared" / "reference"
+REF = ROOT / "tests" / "fixtures" / "keda"
 HELM = os.environ.get("HELM", "helm")
 DEPLOY_CHECK = os.environ.get("DEPLOY_CHECK", "deploy-check")
 METRICS = ROOT / "scripts" / "deploy-tests" / "known-metrics.txt"

@@ -59,7 +59,8 @@ pub enum Reading {
 }
 
 impl Controller {
-    /// `composite`: KEDA defaults + the HPA's default behaviour (what a ScaledObject gets);
+    /// `composite`: KEDA defaults + the recommended ScaledObject's HPA behavior (scale-down window
+    /// 0: the scaler's own decay stabilises);
     /// `cpu-hpa`: the simulator's CPU HPA (target 40 %, its own behaviour).
     pub fn new(policy: PolicyName, min: u32, max: u32, time_scale: f64) -> Option<Controller> {
         let k = time_scale;
@@ -73,8 +74,13 @@ impl Controller {
                     min_replica_count: min,
                     max_replica_count: max,
                 };
+                // The recommended ScaledObject's behavior, as the simulator runs it.
+                let (scale_up, scale_down) = policy::CompositeHpa::Recommended
+                    .behavior()
+                    .expect("the recommended ScaledObject sets a behavior");
                 let hpa = Hpa {
-                    min_replicas: keda.hpa_min_replicas(),
+                    scale_up,
+                    scale_down,
                     ..Hpa::new(keda.hpa_min_replicas(), max)
                 };
                 Some(Controller {
@@ -162,21 +168,28 @@ pub fn composite_metadata(
     max: u32,
     time_scale: f64,
 ) -> HashMap<String, String> {
-    let mut m = policy::composite_metadata(batch, slo_s, max);
+    let mut m: HashMap<String, String> = policy::composite_metadata(batch, slo_s, max, &[])
+        .into_iter()
+        .collect();
     m.remove("endpoints"); // set per replica set by `KedaSide`
     let d = crate::score::Smoothing::default();
     let fmt = |v: f64| format!("{}", (v * 1000.0).round() / 1000.0);
+    let down = m
+        .get("downHalfLifeSeconds")
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(d.down_half_life_s);
     m.insert(
         "upHalfLifeSeconds".into(),
         fmt(d.up_half_life_s / time_scale),
     );
-    m.insert(
-        "downHalfLifeSeconds".into(),
-        fmt(d.down_half_life_s / time_scale),
-    );
+    m.insert("downHalfLifeSeconds".into(), fmt(down / time_scale));
     m.insert(
         "latencyWindowSeconds".into(),
         fmt((60.0 / time_scale).max(1.0)),
+    );
+    m.insert(
+        "drainSeconds".into(),
+        fmt((crate::score::Capacity::default().drain_s / time_scale).max(1.0)),
     );
     m
 }
@@ -189,8 +202,10 @@ mod tests {
     fn compression_divides_every_window_and_period() {
         let c = Controller::new(PolicyName::Composite, 1, 6, 10.0).unwrap();
         assert_eq!(c.sync_s, 1.5);
-        assert_eq!(c.hpa.scale_down.stabilization_window_s, 30.0);
+        // The recommended behavior: no scale-down window; 15 s policy periods become 1.5 s.
+        assert_eq!(c.hpa.scale_down.stabilization_window_s, 0.0);
         assert!(c.hpa.scale_up.policies.iter().all(|p| p.period_s == 1.5));
+        assert!(c.hpa.scale_down.policies.iter().all(|p| p.period_s == 1.5));
         let k = c.keda.unwrap();
         assert_eq!((k.polling_interval_s, k.cooldown_period_s), (3.0, 30.0));
         assert_eq!(c.hpa.min_replicas, 1);
@@ -203,7 +218,8 @@ mod tests {
     #[test]
     fn metadata_parses_with_the_scalers_parser_once_endpoints_are_set() {
         let mut m = composite_metadata(1, 0.5, 6, 10.0);
-        assert_eq!(m["downHalfLifeSeconds"], "6");
+        // The recommended 300 s, divided by the time scale.
+        assert_eq!(m["downHalfLifeSeconds"], "30");
         m.insert("endpoints".into(), "http://127.0.0.1:9/metrics".into());
         let spec = crate::spec::parse(&m).unwrap();
         assert_eq!(spec.smoothing.up_half_life_s, 1.0);

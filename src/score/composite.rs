@@ -166,8 +166,9 @@ pub struct Capacity {
     /// Horizon over which a backlog is drained, seconds. About one replica start: capacity asked
     /// for now arrives after a cold start, so a backlog that would drain faster needs no new replica.
     pub drain_s: f64,
-    /// Half-life of the service-time estimate, seconds.
-    pub service_half_life_s: f64,
+    /// Window the source's completion rate is computed over, seconds: requests in service are
+    /// averaged over the same window, so Little's law compares like with like.
+    pub service_window_s: f64,
 }
 
 impl Default for Capacity {
@@ -175,7 +176,7 @@ impl Default for Capacity {
         Capacity {
             concurrency_per_replica: None,
             drain_s: 60.0,
-            service_half_life_s: 60.0,
+            service_window_s: 60.0,
         }
     }
 }
@@ -264,9 +265,12 @@ pub struct Scorer {
     config: ScorerConfig,
     ewmas: Vec<Ewma>,
     active: bool,
-    /// Smoothed in-flight requests and completions per second, whose ratio is the service time.
-    inflight_avg: Ewma,
-    completions_avg: Ewma,
+    /// When the raw composite last fell below the deactivation threshold (None: it is above).
+    quiet_since: Option<f64>,
+    /// Requests in service at recent steps (time, count), to average over the completion window.
+    inflight_seen: std::collections::VecDeque<(f64, f64)>,
+    /// The last service-time estimate, kept through idle periods.
+    service_s: Option<f64>,
 }
 
 impl Scorer {
@@ -276,8 +280,9 @@ impl Scorer {
             config,
             ewmas,
             active: false,
-            inflight_avg: Ewma::new(),
-            completions_avg: Ewma::new(),
+            quiet_since: None,
+            inflight_seen: std::collections::VecDeque::new(),
+            service_s: None,
         }
     }
 
@@ -327,8 +332,10 @@ impl Scorer {
         let mut busy: Option<f64> = None;
         for (i, rule) in cfg.signals.iter().enumerate() {
             let d = signal_demand(rule, pods(i));
-            if rule.model != DemandModel::Latency {
-                // Load evidence counts only what the reporting pods carry: no missing-pod floor.
+            if matches!(rule.model, DemandModel::Utilisation | DemandModel::Quantity) {
+                // Load evidence: the replicas the requests in service keep busy, counting only
+                // what the reporting pods carry (no missing-pod floor) and not the backlog, which
+                // its own signal drains.
                 let reported: Vec<Option<f64>> = pods(i)
                     .iter()
                     .filter(|v| v.is_some_and(|x| !x.is_nan()))
@@ -343,10 +350,22 @@ impl Scorer {
         for (i, rule) in cfg.signals.iter().enumerate() {
             if rule.model == DemandModel::Latency {
                 let d = demand(rule.model, rule.target, pods(i));
+                // With nothing waiting, more replicas cannot shorten anyone's wait: a latency
+                // above target then comes from the requests themselves (long prompts) or from a
+                // window that still remembers a backlog already drained.
+                let waiting = queued.is_none_or(|q| q > 0.0);
+                // When the backlog model sees the queue and knows the service time, the wait is
+                // already counted there; voting again on the same requests would ask for them
+                // twice (it did, 3 to 5 times the replicas a burst needed). Latency then only
+                // guards the cases the model cannot see.
+                let modelled = queued.is_some() && service_s.is_some() && capacity.2.is_some();
+                let busy = if waiting && !modelled {
+                    busy.unwrap_or(0.0)
+                } else {
+                    0.0
+                };
                 demands[i] = Demand {
-                    raw: d
-                        .value
-                        .map(|v| latency_demand(v, rule.target, busy.unwrap_or(0.0))),
+                    raw: d.value.map(|v| latency_demand(v, rule.target, busy)),
                     ..d
                 };
             }
@@ -394,13 +413,24 @@ impl Scorer {
         let composite_raw = composite_raw.unwrap_or(0.0);
         if has_data {
             let a = cfg.activation;
+            if composite_raw >= a.deactivate_below {
+                self.quiet_since = None;
+            } else if self.quiet_since.is_none() {
+                self.quiet_since = Some(t);
+            }
+            // Quiet for a whole down half-life: the smoothed tail of the last burst (which a long
+            // half-life keeps above the threshold for many half-lives) is no reason to stay
+            // active; KEDA's cooldownPeriod then still waits before 1 -> 0.
+            let quiet_long = self
+                .quiet_since
+                .is_some_and(|q| t - q >= cfg.smoothing.down_half_life_s);
             if !self.active
                 && (composite_raw > a.activate_above || composite_smoothed > a.activate_above)
             {
                 self.active = true;
             } else if self.active
                 && composite_raw < a.deactivate_below
-                && composite_smoothed < a.deactivate_below
+                && (composite_smoothed < a.deactivate_below || quiet_long)
             {
                 self.active = false;
             }
@@ -427,29 +457,38 @@ impl Scorer {
         }
     }
 
-    /// Mean service time by Little's law: smoothed requests in service over smoothed completions
-    /// per second. Both averages decay alike when the service idles, so the estimate survives
-    /// quiet periods; it is None until some request has completed.
+    /// Mean service time by Little's law: requests in service averaged over the window the
+    /// completion rate covers, over that rate. The same window on both sides matters: at the
+    /// start of a burst the in-flight gauge jumps at once while completions over the window still
+    /// include the quiet time before it, and their plain ratio would read a service time many
+    /// times too long. Below one completion in ten minutes (an idle service) the ratio says
+    /// nothing new, so the last estimate is kept; None until some request has completed.
     fn service_time(
         &mut self,
         t: f64,
         inflight: Option<f64>,
         completions: Option<f64>,
     ) -> Option<f64> {
-        let hl = self.config.capacity.service_half_life_s;
-        let smoothing = Smoothing {
-            up_half_life_s: hl,
-            down_half_life_s: hl,
-            panic_threshold: 0.0,
-        };
-        if let (Some(n), Some(c)) = (inflight, completions.filter(|c| c.is_finite() && *c >= 0.0)) {
-            self.inflight_avg.observe(n, t, &smoothing);
-            self.completions_avg.observe(c, t, &smoothing);
+        let window = self.config.capacity.service_window_s.max(0.0);
+        if let Some(n) = inflight {
+            self.inflight_seen.push_back((t, n));
         }
-        let n = self.inflight_avg.value()?;
-        let c = self.completions_avg.value()?;
-        // Below one completion in ten minutes the ratio says nothing.
-        (c > 1.0 / 600.0 && n > 0.0).then(|| (n / c).clamp(1e-3, 3600.0))
+        while self
+            .inflight_seen
+            .front()
+            .is_some_and(|&(at, _)| at <= t - window && self.inflight_seen.len() > 1)
+        {
+            self.inflight_seen.pop_front();
+        }
+        let c = completions.filter(|c| c.is_finite() && *c > 1.0 / 600.0);
+        if let (Some(c), false) = (c, self.inflight_seen.is_empty()) {
+            let mean = self.inflight_seen.iter().map(|&(_, n)| n).sum::<f64>()
+                / self.inflight_seen.len() as f64;
+            if mean > 0.0 {
+                self.service_s = Some((mean / c).clamp(1e-3, 3600.0));
+            }
+        }
+        self.service_s
     }
 }
 
@@ -546,7 +585,7 @@ mod tests {
         c.capacity = Capacity {
             concurrency_per_replica: Some(6.0),
             drain_s: 60.0,
-            service_half_life_s: 0.0,
+            service_window_s: 0.0,
         };
         c
     }
@@ -573,12 +612,46 @@ mod tests {
         }
         let d = d.unwrap();
         assert_eq!(d.capacity.busy_replicas, Some(2.0 / 6.0));
-        let latency = d.signals[2].raw_demand.unwrap();
-        assert!((latency - 2.0 * 2.0 / 6.0).abs() < 1e-9, "{latency}");
+        assert_eq!(d.signals[2].raw_demand, Some(0.0), "nothing waits: no vote");
         assert!(
             d.desired < 1.0,
             "ten idle replicas are not a reason for more: {d:?}"
         );
+        // One request waiting: the backlog model sees it and knows the service time, so the
+        // latency does not count it again.
+        let d = s.observe(
+            400.0,
+            &[all(&[1.0]), inflight.clone(), vec![Some(8.0); 10]],
+            &ctx,
+        );
+        assert_eq!(d.signals[2].raw_demand, Some(0.0));
+        // Without a service time the backlog model is blind: the latency guards, asking for at
+        // most twice the busy replicas.
+        let mut blind = Scorer::new(capacity_config());
+        let d = blind.step(0.0, &[all(&[1.0]), inflight, vec![Some(8.0); 10]]);
+        let latency = d.signals[2].raw_demand.unwrap();
+        assert!((latency - 2.0 * 2.0 / 6.0).abs() < 1e-9, "{latency}");
+        assert!(d.desired < 1.0, "{d:?}");
+    }
+
+    #[test]
+    fn a_long_quiet_period_deactivates_despite_a_slow_decay() {
+        let mut c = config(vec![rule("queue", DemandModel::Quantity, 1.0)]);
+        c.smoothing = Smoothing {
+            up_half_life_s: 0.0,
+            down_half_life_s: 300.0,
+            panic_threshold: 2.0,
+        };
+        let mut s = Scorer::new(c);
+        assert!(s.step(0.0, &[all(&[20.0])]).active);
+        // Quiet from 10 s; 280 s later the average is still ~10: active.
+        assert!(s.step(10.0, &[all(&[0.0])]).active);
+        assert!(s.step(290.0, &[all(&[0.0])]).active);
+        let d = s.step(310.0, &[all(&[0.0])]);
+        assert!(d.composite_smoothed > 1.0 && !d.active, "{d:?}");
+        // Any demand above the threshold resets the quiet clock.
+        assert!(s.step(320.0, &[all(&[1.0])]).active);
+        assert!(s.step(330.0, &[all(&[0.0])]).active);
     }
 
     #[test]
@@ -613,7 +686,7 @@ mod tests {
     #[test]
     fn service_time_survives_an_idle_period() {
         let mut c = capacity_config();
-        c.capacity.service_half_life_s = 60.0;
+        c.capacity.service_window_s = 60.0;
         let mut s = Scorer::new(c);
         let busy = Context {
             completions_per_s: Some(4.0),

@@ -172,7 +172,7 @@ mod tests {
     fn reads_the_real_dcgm_exporter_sample() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/reference/dcgm-exporter-sample.prom"
+            "/tests/fixtures/dcgm-exporter-sample.prom"
         );
         let Ok(text) = std::fs::read_to_string(path) else {
             panic!("fixture missing at {path}");

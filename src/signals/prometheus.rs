@@ -335,8 +335,13 @@ fn plan(specs: &[Arc<ScalerSpec>], from: &[i64]) -> BTreeMap<GroupKey, Group> {
         let SourceSpec::Prometheus(p) = &spec.source else {
             continue;
         };
-        for signal in &spec.signals {
-            let group = groups.entry(key(p, spec, signal)).or_insert(Group {
+        let keys = spec
+            .signals
+            .iter()
+            .map(|signal| key(p, spec, signal))
+            .chain(completions_key(p, spec));
+        for k in keys {
+            let group = groups.entry(k).or_insert(Group {
                 namespaces: BTreeSet::new(),
                 from: *from,
             });
@@ -345,6 +350,43 @@ fn plan(specs: &[Arc<ScalerSpec>], from: &[i64]) -> BTreeMap<GroupKey, Group> {
         }
     }
     groups
+}
+
+/// The completion-rate query of a spec whose latency signal reads a classic histogram.
+fn completions_key(p: &PrometheusSpec, spec: &ScalerSpec) -> Option<GroupKey> {
+    let base = spec.signals.iter().find_map(|s| match &s.metrics {
+        crate::spec::MetricSource::Histogram(base) => Some(base.clone()),
+        _ => None,
+    })?;
+    Some(GroupKey {
+        address: p.address.clone(),
+        labels: Labels {
+            namespace: p.namespace_label.clone(),
+            pod: p.pod_label.clone(),
+        },
+        template: Template::Completions {
+            base,
+            window_s: spec.latency_window_s.round().max(1.0) as u64,
+        },
+    })
+}
+
+/// Completions per second of the spec's pods at `t`, summed; None when the query failed or had
+/// no series for them.
+fn completions_at(
+    answers: &HashMap<GroupKey, Result<Vec<Series>, QueryError>>,
+    p: &PrometheusSpec,
+    spec: &ScalerSpec,
+    pods: &Regex,
+    t: i64,
+) -> Option<f64> {
+    let Ok(series) = answers.get(&completions_key(p, spec)?)? else {
+        return None;
+    };
+    let split = split_series(series, p, pods, true, DemandModel::Quantity);
+    let at = split.pods.get(&t).filter(|m| !m.is_empty())?;
+    let sum: f64 = at.values().sum();
+    sum.is_finite().then_some(sum)
 }
 
 fn key(p: &PrometheusSpec, spec: &ScalerSpec, signal: &crate::spec::SignalSpec) -> GroupKey {
@@ -439,6 +481,10 @@ impl PrometheusSource {
             notes,
             at: Some(end as f64),
             earlier: steps,
+            context: crate::score::Context {
+                completions_per_s: completions_at(answers, p, spec, &pods_re, end),
+                ..Default::default()
+            },
             failed,
         }
     }
@@ -597,8 +643,9 @@ pub fn describe_queries(spec: &ScalerSpec) -> Vec<String> {
     };
     spec.signals
         .iter()
-        .map(|signal| {
-            let k = key(p, spec, signal);
+        .map(|signal| key(p, spec, signal))
+        .chain(completions_key(p, spec))
+        .map(|k| {
             k.template
                 .build(&k.labels, &BTreeSet::from([p.namespace.clone()]))
         })
@@ -664,8 +711,13 @@ mod tests {
                 ]))
             })
             .collect();
+        // Four signals plus the latency histogram's completion rate, one query each.
         let groups = plan(&specs, &[0; 100]);
-        assert_eq!(groups.len(), 4);
+        assert_eq!(groups.len(), 5);
+        assert!(groups.keys().any(|k| matches!(
+            &k.template,
+            Template::Completions { base, window_s: 60 } if base == crate::spec::DEFAULT_LATENCY_METRIC
+        )));
         assert!(groups.values().all(|g| g.namespaces.len() == 7));
         // Identical full queries are deduplicated; different windows are different queries.
         let mut more = specs.clone();
@@ -683,7 +735,44 @@ mod tests {
             ("queueTarget", "1"),
             ("latencyTargetMs", "500"),
         ])));
-        assert_eq!(plan(&more, &[0; 103]).len(), 6);
+        // ... and the 30 s window's latency and completion queries.
+        assert_eq!(plan(&more, &[0; 103]).len(), 8);
+    }
+
+    #[test]
+    fn the_completion_rate_sums_the_specs_pods_at_the_newest_time() {
+        let s = spec(&[("queueTarget", "4"), ("latencyTargetMs", "500")]);
+        let p = prom(&s);
+        let re = Regex::new(&p.pods.pattern()).unwrap();
+        let k = completions_key(p, &s).unwrap();
+        let query = k
+            .template
+            .build(&k.labels, &BTreeSet::from([p.namespace.clone()]));
+        assert!(
+            query.starts_with("sum by (namespace, pod) (rate(workload_queue_wait_seconds_count{"),
+            "{query}"
+        );
+        let pod = |name: &str, v: f64| {
+            series(
+                &[("namespace", &p.namespace), ("pod", name)],
+                &[(100, 1.0), (115, v)],
+            )
+        };
+        let answers = HashMap::from([(
+            k,
+            Ok(vec![
+                pod("llm-5d8f7b9c4-abcde", 2.5),
+                pod("llm-5d8f7b9c4-fghij", 1.5),
+            ]),
+        )]);
+        assert_eq!(completions_at(&answers, p, &s, &re, 115), Some(4.0));
+        assert_eq!(
+            completions_at(&answers, p, &s, &re, 130),
+            None,
+            "no point then"
+        );
+        let without_latency = spec(&[("queueTarget", "4")]);
+        assert!(completions_key(prom(&without_latency), &without_latency).is_none());
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub enum Template {
     Memory(Vec<MemoryKey>),
     /// p95 of a classic histogram over a window, seconds, per pod.
     Latency { base: String, window_s: u64 },
+    /// Observations per second of a classic histogram over a window (its `_count` rate), per pod:
+    /// the completion rate the backlog model learns the service time from.
+    Completions { base: String, window_s: u64 },
     /// A full PromQL query from metadata, run as given.
     Custom(String),
 }
@@ -104,6 +107,9 @@ impl Template {
             Template::Latency { base, window_s } => format!(
                 "histogram_quantile(0.95, sum by ({by}, le) (rate({base}_bucket{sel}[{window_s}s])))"
             ),
+            Template::Completions { base, window_s } => {
+                format!("sum by ({by}) (rate({base}_count{sel}[{window_s}s]))")
+            }
         }
     }
 }

@@ -210,6 +210,27 @@ impl ScrapeSource {
         histogram::quantile(0.95, &histogram::delta(old, now))
     }
 
+    /// Observations per second `url` made over the window ending now (the histogram's `_count`
+    /// rate, i.e. completed requests per second), if it was scraped this round.
+    fn rate(&self, url: &str, base: &str, window_s: f64, t: f64) -> Option<f64> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshots = history.get(&(url.to_string(), base.to_string()))?;
+        let (now_t, now) = snapshots.back()?;
+        if *now_t < t {
+            return None;
+        }
+        let (old_t, old) = snapshots
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= t - window_s)
+            .or_else(|| snapshots.front())?;
+        if old_t >= now_t {
+            return None;
+        }
+        let count = histogram::delta(old, now).last()?.1;
+        Some(count / (now_t - old_t))
+    }
+
     fn readings(&self, spec: &ScalerSpec, scrapes: &Scrapes, t: f64) -> Readings {
         let urls = endpoints(spec);
         let mut notes = Vec::new();
@@ -245,9 +266,29 @@ impl ScrapeSource {
                 SignalReading { pods, note }
             })
             .collect();
+        // Completions per second across the endpoints, from the latency histogram's count: with
+        // the in-flight gauge it gives the service time the backlog model drains with. Unknown
+        // unless every reachable endpoint reported it.
+        let latency = spec.signals.iter().find_map(|s| match &s.metrics {
+            MetricSource::Histogram(base) => Some(base),
+            _ => None,
+        });
+        let completions_per_s = latency.and_then(|base| {
+            let rates: Vec<Option<f64>> = urls
+                .iter()
+                .filter(|u| matches!(scrapes.get(*u), Some(Ok(_))))
+                .map(|u| self.rate(u, base, spec.latency_window_s, t))
+                .collect();
+            (!rates.is_empty() && rates.iter().all(Option::is_some))
+                .then(|| rates.iter().flatten().sum())
+        });
         Readings {
             signals,
             notes,
+            context: crate::score::Context {
+                completions_per_s,
+                ..Default::default()
+            },
             ..Readings::default()
         }
     }

@@ -144,8 +144,37 @@ pub struct ClusterConfig {
     pub cold_start_s: f64,
     /// A request still queued this long after arriving is dropped (the client gave up).
     pub timeout_s: f64,
-    /// Latency objective for the attainment count.
+    /// End-to-end latency objective: the headline SLO for requests without token counts, and the
+    /// secondary (end-to-end) column for every request.
     pub slo_s: f64,
+    /// Time-to-first-token objective (queue wait + prefill) for requests with token counts.
+    pub ttft_slo_s: f64,
+    /// Time-per-output-token objective (decode time / output tokens) for requests with tokens.
+    pub tpot_slo_s: f64,
+}
+
+impl ClusterConfig {
+    /// Whether a request with this first-token time, decode time per token and end-to-end latency
+    /// meets the headline SLO: TTFT and TPOT for token requests, end-to-end latency otherwise.
+    /// A hair of tolerance keeps a request served exactly at the objective inside it.
+    pub fn meets_slo(&self, r: &Request, ttft: f64, tpot: Option<f64>, latency: f64) -> bool {
+        const EPS: f64 = 1e-9;
+        match tpot {
+            Some(tpot) if r.generated_tokens > 0.0 => {
+                ttft <= self.ttft_objective(r) + EPS && tpot <= self.tpot_slo_s + EPS
+            }
+            _ => latency <= self.slo_s + EPS,
+        }
+    }
+
+    /// The time-to-first-token objective of one request: `ttft_slo_s`, or twice the request's
+    /// unloaded prefill when that is longer. A prompt whose prefill alone takes most of the
+    /// objective could not meet it in any batch; like the TPOT objective (twice the unloaded
+    /// decode time) it then gets twice its unloaded time, which a full batch costs.
+    pub fn ttft_objective(&self, r: &Request) -> f64 {
+        let slowdown = self.cost.full_batch_slowdown.max(1.0);
+        self.ttft_slo_s.max(slowdown * r.prefill_s)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -171,6 +200,8 @@ pub struct Replica {
     /// Cumulative latency histogram: completions per `LATENCY_BUCKETS` bucket (not cumulative
     /// across buckets; the metrics model sums them as Prometheus' `le` series would).
     pub latency_counts: Vec<u64>,
+    /// Time-to-first-token histogram, same buckets (recorded when the request completes).
+    pub ttft_counts: Vec<u64>,
 }
 
 impl Replica {
@@ -190,8 +221,12 @@ impl Replica {
 struct Completion {
     at: f64,
     replica: u32,
-    arrived: f64,
-    kv_tokens: f64,
+    request: Request,
+    ttft: f64,
+    /// Decode seconds per output token; None without token counts.
+    tpot: Option<f64>,
+    /// Seconds the request waited in the queue before a replica took it.
+    wait: f64,
 }
 
 impl PartialEq for Completion {
@@ -219,9 +254,29 @@ pub struct Outcomes {
     pub arrived: u64,
     pub completed: u64,
     pub timed_out: u64,
+    /// Completed within the headline SLO (TTFT and TPOT, or end-to-end without tokens).
     pub within_slo: u64,
+    /// Completed within the end-to-end latency objective.
+    pub within_e2e_slo: u64,
+    /// Arrived requests whose service time alone, on an idle replica, exceeds the end-to-end
+    /// objective: no policy can make them meet it.
+    pub e2e_infeasible: u64,
     /// Latency of every completed request, seconds.
     pub latencies: Vec<f32>,
+    /// Per completed request (queue wait, service, latency) in seconds, when asked for.
+    pub requests: Option<Vec<RequestOutcome>>,
+}
+
+/// One completed request, for re-scoring outside the simulator.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct RequestOutcome {
+    pub arrived_s: f64,
+    pub wait_s: f64,
+    pub service_s: f64,
+    pub latency_s: f64,
+    pub ttft_s: f64,
+    pub tpot_s: Option<f64>,
+    pub met_slo: bool,
 }
 
 /// The cluster state. Time only moves forward through `advance`.
@@ -231,7 +286,7 @@ pub struct Cluster {
     pub replicas: Vec<Replica>,
     /// Indices of replicas not yet gone, in creation order.
     live: Vec<u32>,
-    queue: VecDeque<(f64, f64, f64)>,
+    queue: VecDeque<Request>,
     completions: BinaryHeap<Reverse<Completion>>,
     /// Ready replicas with a free slot, bucketed by in-flight count: dispatch goes to the least
     /// loaded in O(batch) rather than scanning every replica.
@@ -376,6 +431,7 @@ impl Cluster {
                 slot_seconds: 0.0,
                 last_t: now,
                 latency_counts: vec![0; LATENCY_BUCKETS.len()],
+                ttft_counts: vec![0; LATENCY_BUCKETS.len()],
             });
             self.free_pos.push(u32::MAX);
             self.live.push(idx);
@@ -444,7 +500,10 @@ impl Cluster {
                     *next += 1;
                     self.integrate(a);
                     self.outcomes.arrived += 1;
-                    self.queue.push_back((r.at, r.work_s, r.kv_tokens));
+                    if r.work_s > self.cfg.slo_s {
+                        self.outcomes.e2e_infeasible += 1;
+                    }
+                    self.queue.push_back(r);
                     self.dispatch();
                 }
                 (None, _) => break,
@@ -465,8 +524,8 @@ impl Cluster {
     }
 
     fn expire(&mut self) {
-        while let Some(&(arrived, _, _)) = self.queue.front() {
-            if self.now - arrived > self.cfg.timeout_s {
+        while let Some(r) = self.queue.front() {
+            if self.now - r.at > self.cfg.timeout_s {
                 self.queue.pop_front();
                 self.outcomes.timed_out += 1;
             } else {
@@ -485,16 +544,32 @@ impl Cluster {
         let r = &mut self.replicas[i];
         r.integrate(c.at);
         r.inflight -= 1;
-        r.kv_tokens = (r.kv_tokens - c.kv_tokens).max(0.0);
+        r.kv_tokens = (r.kv_tokens - c.request.kv_tokens).max(0.0);
         self.total_inflight -= 1;
-        let latency = c.at - c.arrived;
-        let bucket = LATENCY_BUCKETS.partition_point(|&le| le < latency);
-        r.latency_counts[bucket.min(LATENCY_BUCKETS.len() - 1)] += 1;
+        let latency = c.at - c.request.at;
+        let bucket = |x: f64| {
+            LATENCY_BUCKETS
+                .partition_point(|&le| le < x)
+                .min(LATENCY_BUCKETS.len() - 1)
+        };
+        r.latency_counts[bucket(latency)] += 1;
+        r.ttft_counts[bucket(c.ttft)] += 1;
         self.outcomes.completed += 1;
-        if latency <= self.cfg.slo_s {
-            self.outcomes.within_slo += 1;
-        }
+        let met = self.cfg.meets_slo(&c.request, c.ttft, c.tpot, latency);
+        self.outcomes.within_slo += u64::from(met);
+        self.outcomes.within_e2e_slo += u64::from(latency <= self.cfg.slo_s);
         self.outcomes.latencies.push(latency as f32);
+        if let Some(log) = &mut self.outcomes.requests {
+            log.push(RequestOutcome {
+                arrived_s: c.request.at,
+                wait_s: c.wait,
+                service_s: c.at - c.request.at - c.wait,
+                latency_s: latency,
+                ttft_s: c.ttft,
+                tpot_s: c.tpot,
+                met_slo: met,
+            });
+        }
         if r.phase == Phase::Draining && r.inflight == 0 {
             r.phase = Phase::Gone;
             self.live.retain(|&k| k != c.replica);
@@ -511,21 +586,30 @@ impl Cluster {
                 return;
             };
             let r = *self.free[load].last().expect("bucket is not empty");
-            let (arrived, work, kv) = self.queue.pop_front().expect("queue is not empty");
+            let request = self.queue.pop_front().expect("queue is not empty");
             self.free_remove(r);
             let now = self.now;
             let cost = &self.cfg.cost;
             let rep = &mut self.replicas[r as usize];
             rep.integrate(now);
             rep.inflight += 1;
-            rep.kv_tokens += kv;
-            let service = cost.service_s(work, rep.inflight);
+            rep.kv_tokens += request.kv_tokens;
+            let service = cost.service_s(request.work_s, rep.inflight);
+            // The batch slows prefill and decode alike (fixed at admission, like the service time).
+            let slowdown = cost.service_s(1.0, rep.inflight);
+            let wait = now - request.at;
+            let ttft = wait + request.prefill_s * slowdown;
+            let tpot = (request.generated_tokens > 0.0).then(|| {
+                (request.work_s - request.prefill_s).max(0.0) * slowdown / request.generated_tokens
+            });
             self.total_inflight += 1;
             self.completions.push(Reverse(Completion {
                 at: now + service,
                 replica: r,
-                arrived,
-                kv_tokens: kv,
+                request,
+                ttft,
+                tpot,
+                wait,
             }));
             self.free_insert(r);
         }
@@ -549,6 +633,8 @@ mod tests {
             cold_start_s: cold,
             timeout_s: 30.0,
             slo_s: 1.5,
+            ttft_slo_s: 2.0,
+            tpot_slo_s: 0.05,
         }
     }
 
@@ -557,6 +643,8 @@ mod tests {
             at,
             work_s: 1.0,
             kv_tokens: 1000.0,
+            prefill_s: 1.0,
+            generated_tokens: 0.0,
         }
     }
 
@@ -575,6 +663,79 @@ mod tests {
         assert_eq!(c.outcomes.within_slo, 1);
         assert!((c.replicas[0].slot_seconds_at(10.0) - 5.0).abs() < 1e-9);
         assert!((c.gpu_seconds - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn slo_counts_first_token_and_time_per_token_for_token_requests() {
+        // Batch 2, a full batch runs at half speed. Each request: 0.5 s of prefill, 10 tokens of
+        // 25 ms. TTFT SLO 1.5 s, TPOT SLO 50 ms, end-to-end SLO 1.5 s.
+        let mut cfg = cfg(0.0);
+        cfg.ttft_slo_s = 1.5;
+        cfg.tpot_slo_s = 0.05;
+        let mut c = Cluster::new(cfg);
+        c.outcomes.requests = Some(Vec::new());
+        c.set_replicas(1);
+        let r = |at: f64| Request {
+            at,
+            work_s: 0.75,
+            kv_tokens: 100.0,
+            prefill_s: 0.5,
+            generated_tokens: 10.0,
+        };
+        let reqs = [r(0.0), r(0.0), r(0.0)];
+        let mut next = 0;
+        c.advance(10.0, &reqs, &mut next);
+        let mut log = c.outcomes.requests.clone().unwrap();
+        log.sort_by(|a, b| a.latency_s.total_cmp(&b.latency_s));
+        // Alone: TTFT 0.5, TPOT 25 ms, done at 0.75. Second of a batch: TTFT 1.0, TPOT 50 ms (at
+        // the objective: met), done at 1.5. Third waits 0.75 s for the first, then runs as the
+        // second of a batch: TTFT 0.75 + 1.0 = 1.75 > 1.5 (missed), done at 2.25.
+        let got: Vec<(f64, f64, f64, bool)> = log
+            .iter()
+            .map(|o| (o.wait_s, o.ttft_s, o.tpot_s.unwrap(), o.met_slo))
+            .collect();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        let want = [
+            (0.0, 0.5, 0.025, true),
+            (0.0, 1.0, 0.05, true),
+            (0.75, 1.75, 0.05, false),
+        ];
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                close(g.0, w.0) && close(g.1, w.1) && close(g.2, w.2) && g.3 == w.3,
+                "{got:?}"
+            );
+        }
+        assert_eq!(c.outcomes.within_slo, 2);
+        // End to end: 0.75 and 1.5 are within 1.5 s, 2.25 is not; none is infeasible alone.
+        assert_eq!(c.outcomes.within_e2e_slo, 2);
+        assert_eq!(c.outcomes.e2e_infeasible, 0);
+        // A request whose service alone exceeds the end-to-end objective is counted as such.
+        let long = [Request {
+            at: 20.0,
+            work_s: 2.0,
+            kv_tokens: 1.0,
+            prefill_s: 0.1,
+            generated_tokens: 76.0,
+        }];
+        let mut next = 0;
+        c.advance(30.0, &long, &mut next);
+        assert_eq!(c.outcomes.e2e_infeasible, 1);
+        assert_eq!(c.outcomes.within_e2e_slo, 2);
+        assert_eq!(c.outcomes.within_slo, 3, "TTFT 0.1 s, TPOT 25 ms: met");
+    }
+
+    #[test]
+    fn timed_out_requests_are_misses() {
+        let mut c = Cluster::new(cfg(60.0));
+        c.set_replicas(1);
+        let reqs = [req(0.0)];
+        let mut next = 0;
+        for t in 1..=40 {
+            c.advance(t as f64, &reqs, &mut next);
+        }
+        assert_eq!((c.outcomes.arrived, c.outcomes.timed_out), (1, 1));
+        assert_eq!(c.outcomes.within_slo, 0);
     }
 
     #[test]

@@ -128,7 +128,16 @@ pub struct Hpa {
     pub tolerance: f64,
     pub scale_up: Rules,
     pub scale_down: Rules,
+    /// The HPA has no `spec.behavior` (what KEDA generates unless the ScaledObject sets
+    /// `advanced.horizontalPodAutoscalerConfig.behavior`): the controller then applies its
+    /// pre-behavior rule instead of `scale_up` / `scale_down`: scale-up at most to
+    /// max(2 x current, 4) per sync, scale-down to the highest recommendation of the last
+    /// `LEGACY_DOWNSCALE_WINDOW_S`, with no rate limit.
+    pub legacy: bool,
 }
+
+/// `--horizontal-pod-autoscaler-downscale-stabilization`, 5 minutes by default.
+pub const LEGACY_DOWNSCALE_WINDOW_S: f64 = 300.0;
 
 /// Sync period of kube-controller-manager's HPA loop (`--horizontal-pod-autoscaler-sync-period`).
 pub const SYNC_PERIOD_S: f64 = 15.0;
@@ -142,6 +151,15 @@ impl Hpa {
             tolerance: 0.1,
             scale_up: Rules::default_up(),
             scale_down: Rules::default_down(),
+            legacy: false,
+        }
+    }
+
+    /// An HPA without `spec.behavior`, as KEDA generates it by default.
+    pub fn legacy(min_replicas: u32, max_replicas: u32) -> Self {
+        Hpa {
+            legacy: true,
+            ..Hpa::new(min_replicas, max_replicas)
         }
     }
 }
@@ -190,6 +208,8 @@ pub fn sync(now: f64, hpa: &Hpa, state: &mut HpaState, observed: &Observed) -> S
         hpa.max_replicas
     } else if current < hpa.min_replicas {
         hpa.min_replicas
+    } else if hpa.legacy {
+        legacy_normalize(now, hpa, state, current, recommended)
     } else {
         let stabilized = stabilize(now, hpa, state, current, recommended);
         rate_limit(now, hpa, state, current, stabilized)
@@ -342,6 +362,30 @@ fn stabilize(now: f64, hpa: &Hpa, state: &mut HpaState, current: u32, recommende
     state.recommendations.retain(|&(t, _)| t > keep);
     state.recommendations.push((now, recommended));
     result
+}
+
+/// The controller's rule for an HPA without `behavior` (`normalizeDesiredReplicas` and
+/// `convertDesiredReplicasWithRules`): the highest recommendation of the downscale window, then
+/// clamped to [minReplicas, min(maxReplicas, max(2 x current, 4))].
+fn legacy_normalize(
+    now: f64,
+    hpa: &Hpa,
+    state: &mut HpaState,
+    current: u32,
+    recommended: u32,
+) -> u32 {
+    let cutoff = now - LEGACY_DOWNSCALE_WINDOW_S;
+    state.recommendations.retain(|&(t, _)| t > cutoff);
+    let stabilized = state
+        .recommendations
+        .iter()
+        .map(|&(_, r)| r)
+        .fold(recommended, u32::max);
+    state.recommendations.push((now, recommended));
+    let scale_up_limit = current.saturating_mul(2).max(4);
+    stabilized
+        .min(hpa.max_replicas.min(scale_up_limit))
+        .max(hpa.min_replicas)
 }
 
 fn changed_in(events: &[(f64, u32)], now: f64, period_s: f64) -> i64 {
@@ -736,5 +780,64 @@ mod tests {
         assert_eq!(run(9, 9.0), 6);
         assert_eq!(run(0, 9.0), 0);
         assert_eq!(run(1, 1.0), 2);
+    }
+
+    fn avg(v: f64) -> Metric {
+        Metric::AverageValue {
+            value: Some(v),
+            target: 1.0,
+        }
+    }
+
+    #[test]
+    fn legacy_scale_up_is_limited_to_double_or_four() {
+        // Kubernetes without behavior: scaleUpLimit = max(2 x current, 4) per sync.
+        let hpa = Hpa::legacy(1, 100);
+        let mut st = HpaState::default();
+        assert_eq!(
+            sync(0.0, &hpa, &mut st, &obs(1, vec![avg(50.0)])).desired,
+            4
+        );
+        assert_eq!(
+            sync(15.0, &hpa, &mut st, &obs(3, vec![avg(50.0)])).desired,
+            6
+        );
+        assert_eq!(
+            sync(30.0, &hpa, &mut st, &obs(30, vec![avg(50.0)])).desired,
+            50
+        );
+        // The v2 default allows more from 1 replica: max(100 %, 4 pods) = 5.
+        let v2 = Hpa::new(1, 100);
+        let mut st = HpaState::default();
+        assert_eq!(sync(0.0, &v2, &mut st, &obs(1, vec![avg(50.0)])).desired, 5);
+    }
+
+    #[test]
+    fn legacy_scale_down_waits_for_the_window_then_has_no_rate_limit() {
+        let hpa = Hpa::legacy(1, 100);
+        let mut st = HpaState::default();
+        assert_eq!(
+            sync(0.0, &hpa, &mut st, &obs(20, vec![avg(20.0)])).desired,
+            20
+        );
+        // The load falls to 2: the highest recommendation of the last 300 s (20) holds.
+        assert_eq!(
+            sync(15.0, &hpa, &mut st, &obs(20, vec![avg(2.0)])).desired,
+            20
+        );
+        assert_eq!(
+            sync(299.0, &hpa, &mut st, &obs(20, vec![avg(2.0)])).desired,
+            20
+        );
+        // Once the 20 is older than 300 s, all the way down in one sync (v2 default: 100 %/15 s
+        // would allow the same; a Percent 50 policy would not).
+        assert_eq!(
+            sync(301.0, &hpa, &mut st, &obs(20, vec![avg(2.0)])).desired,
+            2
+        );
+        // minReplicas still holds.
+        let mut st = HpaState::default();
+        let hpa = Hpa::legacy(3, 100);
+        assert_eq!(sync(0.0, &hpa, &mut st, &obs(5, vec![avg(0.5)])).desired, 3);
     }
 }

@@ -21,6 +21,8 @@ pub struct PodSample {
     pub inflight: f64,
     /// Cumulative completions per latency bucket (Prometheus `_bucket` series, not yet summed by `le`).
     latency_counts: Vec<u64>,
+    /// Cumulative time-to-first-token histogram, same buckets.
+    ttft_counts: Vec<u64>,
 }
 
 /// One scrape of every ready replica and the gateway.
@@ -73,6 +75,11 @@ impl Metrics {
         self.history.back()
     }
 
+    /// Scrapes taken after `t`, oldest first (a `max_over_time` range).
+    pub fn since(&self, t: f64) -> impl Iterator<Item = &Scrape> {
+        self.history.iter().filter(move |s| s.t > t)
+    }
+
     /// Takes a scrape at the cluster's current time.
     pub fn scrape(&mut self, cluster: &Cluster) {
         let now = cluster.now();
@@ -102,6 +109,7 @@ impl Metrics {
                 cpu_pct: cost.cpu_idle_pct + cost.cpu_full_batch_pct * util,
                 inflight: r.inflight as f64,
                 latency_counts: r.latency_counts.clone(),
+                ttft_counts: r.ttft_counts.clone(),
             });
         }
         for (i, r) in cluster.replicas.iter().enumerate() {
@@ -123,9 +131,15 @@ impl Metrics {
         }
     }
 
-    /// Per-bucket completions over the last `window_s` for one replica (or all with `None`),
-    /// like `sum by (le) (increase(x_bucket[window]))` without Prometheus' extrapolation.
-    fn increase(&self, window_s: f64, replica: Option<usize>) -> Option<Vec<u64>> {
+    /// Per-bucket observations of one histogram over the last `window_s` for one replica (or all
+    /// with `None`), like `sum by (le) (increase(x_bucket[window]))` without Prometheus'
+    /// extrapolation, and the seconds the difference spans.
+    fn increase(
+        &self,
+        window_s: f64,
+        replica: Option<usize>,
+        histogram: impl Fn(&PodSample) -> &[u64],
+    ) -> Option<(Vec<u64>, f64)> {
         let latest = self.history.back()?;
         let from = latest.t - window_s;
         let oldest = self.history.iter().find(|s| s.t >= from - 1e-9)?;
@@ -144,16 +158,53 @@ impl Metrics {
             }
             seen = true;
             for (k, t) in total.iter_mut().enumerate() {
-                *t += pod.latency_counts[k] - old.latency_counts[k];
+                *t += histogram(pod)[k] - histogram(old)[k];
             }
         }
-        seen.then_some(total)
+        seen.then_some((total, latest.t - oldest.t))
     }
 
-    /// `histogram_quantile(q, ...)` over the window for the whole service or one replica; None when
-    /// nothing completed (Prometheus returns NaN / no data).
+    /// `histogram_quantile(q, ...)` of end-to-end latency over the window for the whole service or
+    /// one replica; None when nothing completed (Prometheus returns NaN / no data).
     pub fn latency_quantile(&self, q: f64, window_s: f64, replica: Option<usize>) -> Option<f64> {
-        quantile(q, &self.increase(window_s, replica)?)
+        quantile(
+            q,
+            &self.increase(window_s, replica, |p| &p.latency_counts)?.0,
+        )
+    }
+
+    /// The same for time to first token (vLLM's `time_to_first_token_seconds`).
+    pub fn ttft_quantile(&self, q: f64, window_s: f64, replica: Option<usize>) -> Option<f64> {
+        quantile(q, &self.increase(window_s, replica, |p| &p.ttft_counts)?.0)
+    }
+
+    /// Requests completed per second by all replicas over the window, from the histograms'
+    /// counts (`sum(rate(x_count[window]))`): each pod's rate over the part of the window it was
+    /// scraped in, so a replica that became ready inside the window counts from its start (its
+    /// counter began at zero) instead of being left out. None before two scrapes.
+    pub fn completions_per_s(&self, window_s: f64) -> Option<f64> {
+        let latest = self.history.back()?;
+        let from = latest.t - window_s;
+        let count = |p: &PodSample| p.latency_counts.iter().sum::<u64>() as f64;
+        let mut total = 0.0;
+        let mut seen = false;
+        for pod in &latest.pods {
+            let oldest = self
+                .history
+                .iter()
+                .filter(|s| s.t >= from - 1e-9 && s.t < latest.t)
+                .find_map(|s| s.pod(pod.replica).map(|old| (s.t, count(old))));
+            let (t0, c0) = match oldest {
+                Some(o) => o,
+                // First scrape of a new replica: its counter started at zero within one interval.
+                None => (latest.t - self.interval_s, 0.0),
+            };
+            if latest.t > t0 {
+                total += (count(pod) - c0).max(0.0) / (latest.t - t0);
+                seen = true;
+            }
+        }
+        (seen && self.history.len() > 1).then_some(total)
     }
 }
 
@@ -211,6 +262,8 @@ mod tests {
             cold_start_s: 0.0,
             timeout_s: 100.0,
             slo_s: 5.0,
+            ttft_slo_s: 2.0,
+            tpot_slo_s: 0.05,
         };
         let mut c = Cluster::new(cfg);
         c.set_replicas(1);
@@ -219,6 +272,8 @@ mod tests {
                 at: 5.0 + i as f64,
                 work_s: 20.0,
                 kv_tokens: 1000.0,
+                prefill_s: 20.0,
+                generated_tokens: 0.0,
             })
             .collect();
         let mut m = Metrics::new(15.0, 60.0);

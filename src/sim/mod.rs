@@ -10,6 +10,7 @@ pub mod policy;
 pub mod replay;
 pub mod report;
 pub mod rng;
+pub mod suite;
 pub mod trace;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +44,25 @@ pub enum SimError {
     Spec(crate::spec::SpecError),
 }
 
+/// Parses `--composite-metadata key=value,...`.
+pub fn parse_overrides(list: Option<&str>) -> Result<Vec<(String, String)>, SimError> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    list.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(SimError::Arg {
+                name: "--composite-metadata",
+                message: format!("'{}' is not accepted; expected key=value", pair.trim()),
+            }),
+        })
+        .collect()
+}
+
 /// Command-line arguments of `keda-gpu-scaler simulate`.
 #[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct SimulateArgs {
@@ -51,16 +71,27 @@ pub struct SimulateArgs {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present = "generator",
-        conflicts_with = "generator"
+        required_unless_present_any = ["generator", "suite"],
+        conflicts_with_all = ["generator", "suite"]
     )]
     pub trace: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = TraceFormat::Auto)]
     pub trace_format: TraceFormat,
     /// Built-in load: NAME[:key=value,...], NAME one of poisson, step, ramp, diurnal, spike, onoff
     /// (e.g. `step:low=5,high=25,at=1200`).
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", conflicts_with = "suite")]
     pub generator: Option<String>,
+    /// Run the fixed panel of scenarios (every generator at two loads, the Azure code trace at two
+    /// rate scales, fixed seeds) and write one table, `suite.md` and `suite.json`, under --out.
+    #[arg(long)]
+    pub suite: bool,
+    /// The Azure code trace the suite replays.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "traces/AzureLLMInferenceTrace_code.csv"
+    )]
+    pub suite_trace: PathBuf,
     /// Length of a generated trace, seconds.
     #[arg(long, default_value_t = 3600.0, allow_negative_numbers = true)]
     pub duration_s: f64,
@@ -71,12 +102,33 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub time_scale: f64,
     /// Comma-separated policies: cpu-hpa, keda-prometheus, userscale, gpu-steps, knative-kpa,
-    /// composite, oracle (default: all).
+    /// wva, composite, oracle-coldstart, oracle (default: all).
     #[arg(long, value_name = "LIST")]
     pub policies: Option<String>,
-    /// Latency objective, milliseconds.
+    /// End-to-end latency objective, milliseconds: the headline SLO for traces without token
+    /// counts, and the secondary (e2e) column for all.
     #[arg(long, default_value_t = 5000.0, allow_negative_numbers = true)]
     pub slo_ms: f64,
+    /// Time-to-first-token objective (queue wait + prefill), milliseconds, for requests with tokens.
+    #[arg(long, default_value_t = 2000.0, allow_negative_numbers = true)]
+    pub ttft_slo_ms: f64,
+    /// Time-per-output-token objective, milliseconds (default: twice the cost model's unloaded
+    /// decode time per token).
+    #[arg(long, allow_negative_numbers = true)]
+    pub tpot_slo_ms: Option<f64>,
+    /// Overrides of the composite's trigger metadata, `key=value,...` (an empty value removes the
+    /// key), parsed by the scaler's own parser.
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    pub composite_metadata: Option<String>,
+    /// The HPA behaviour the composite's ScaledObject sets: `recommended` (the README's: scale-down
+    /// window 0, the scaler's decay stabilises) or `legacy` (no `advanced` section: Kubernetes'
+    /// rule for an HPA without behavior).
+    #[arg(long, value_enum, default_value_t = policy::CompositeHpa::Recommended)]
+    pub composite_hpa: policy::CompositeHpa,
+    /// Also write every completed request (arrival, wait, service, latency, TTFT, TPOT, SLO met)
+    /// per policy to requests-POLICY.csv under --out.
+    #[arg(long)]
+    pub requests_out: bool,
     /// Seconds from a replica's creation to readiness (image pull + model load).
     #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
     pub cold_start_s: f64,
@@ -167,6 +219,14 @@ pub fn prepare(args: &SimulateArgs) -> Result<(Trace, SimConfig, f64, f64, u64),
         3_600_000.0,
         "milliseconds between 1 and 3600000",
     )? / 1000.0;
+    let ttft_slo_s = check(
+        "--ttft-slo-ms",
+        args.ttft_slo_ms,
+        1.0,
+        3_600_000.0,
+        "milliseconds between 1 and 3600000",
+    )? / 1000.0;
+    let composite_overrides = parse_overrides(args.composite_metadata.as_deref())?;
     let cold_start_s = check(
         "--cold-start-s",
         args.cold_start_s,
@@ -221,6 +281,19 @@ pub fn prepare(args: &SimulateArgs) -> Result<(Trace, SimConfig, f64, f64, u64),
     if let Some(b) = args.batch {
         cost.batch = b;
     }
+    let tpot_slo_s = match args.tpot_slo_ms {
+        Some(ms) => {
+            check(
+                "--tpot-slo-ms",
+                ms,
+                0.001,
+                60_000.0,
+                "milliseconds > 0 and <= 60000",
+            )? / 1000.0
+        }
+        // Twice the unloaded decode time: what a full batch costs in the cost model's default.
+        None => 2.0 * cost.decode_s_per_token,
+    };
     cost.validate()
         .map_err(|message| match (&args.profile, args.batch) {
             (_, Some(_)) if message.starts_with("batch") => SimError::Arg {
@@ -258,19 +331,28 @@ pub fn prepare(args: &SimulateArgs) -> Result<(Trace, SimConfig, f64, f64, u64),
         base
     };
     let batch = cost.batch;
+    // Policies are configured on the objective a user would state: time to first token when the
+    // service streams tokens, end-to-end latency otherwise.
+    let has_tokens = trace.requests.iter().any(|r| r.generated_tokens > 0.0);
     let cfg = SimConfig {
         cluster: ClusterConfig {
             cost,
             cold_start_s,
             timeout_s,
             slo_s,
+            ttft_slo_s,
+            tpot_slo_s,
         },
         setup: Setup {
             max_replicas: args.max_replicas,
-            slo_s,
+            slo_s: if has_tokens { ttft_slo_s } else { slo_s },
+            cold_start_s,
+            composite_overrides,
+            composite_hpa: args.composite_hpa,
             batch,
             scrape_s,
         },
+        record_requests: args.requests_out,
         policies,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -285,16 +367,34 @@ pub fn simulate(
     time_scale: f64,
     seed: u64,
 ) -> Result<Report, SimError> {
+    Ok(simulate_with_requests(trace, cfg, rate_scale, time_scale, seed)?.0)
+}
+
+/// Per policy, every completed request's outcome (empty unless `cfg.record_requests`).
+pub type RequestLogs = Vec<(PolicyName, Vec<cluster::RequestOutcome>)>;
+
+/// `simulate`, also returning the per-request outcomes.
+pub fn simulate_with_requests(
+    trace: &Trace,
+    cfg: &SimConfig,
+    rate_scale: f64,
+    time_scale: f64,
+    seed: u64,
+) -> Result<(Report, RequestLogs), SimError> {
     let required = replay::required_replicas(trace, &cfg.cluster);
     let surge_windows = report::surges(&required);
-    let runs = replay::replay_all(trace, cfg)?;
+    let mut runs = replay::replay_all(trace, cfg)?;
+    let logs: RequestLogs = runs
+        .iter_mut()
+        .map(|r| (r.name, r.outcomes.requests.take().unwrap_or_default()))
+        .collect();
     let n = trace.requests.len();
     let mut per_window = vec![0u64; required.len()];
     let last = per_window.len() - 1;
     for r in &trace.requests {
         per_window[((r.at / hpa::SYNC_PERIOD_S) as usize).min(last)] += 1;
     }
-    Ok(Report {
+    let report = Report {
         trace: report::TraceInfo {
             source: trace.source.clone(),
             requests: n as u64,
@@ -306,6 +406,8 @@ pub fn simulate(
         },
         settings: report::Settings {
             slo_s: cfg.cluster.slo_s,
+            ttft_slo_s: cfg.cluster.ttft_slo_s,
+            tpot_slo_s: cfg.cluster.tpot_slo_s,
             cold_start_s: cfg.cluster.cold_start_s,
             timeout_s: cfg.cluster.timeout_s,
             scrape_s: cfg.setup.scrape_s,
@@ -317,15 +419,15 @@ pub fn simulate(
             cfg.setup.batch,
             cfg.setup.slo_s,
             cfg.setup.max_replicas,
-        )
-        .into_iter()
-        .collect(),
+            &cfg.setup.composite_overrides,
+        ),
         surges_s: surge_windows
             .iter()
             .map(|&w| w as f64 * hpa::SYNC_PERIOD_S)
             .collect(),
         policies: report::policy_reports(runs, &required, &surge_windows),
-    })
+    };
+    Ok((report, logs))
 }
 
 fn write(path: &Path, text: &str) -> Result<(), SimError> {
@@ -338,11 +440,30 @@ fn write(path: &Path, text: &str) -> Result<(), SimError> {
 /// `keda-gpu-scaler simulate`: prepare, replay, and write `report.json`, `report.md`, `chart.svg`.
 pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
     let (trace, cfg, rate_scale, time_scale, seed) = prepare(args)?;
-    let report = simulate(&trace, &cfg, rate_scale, time_scale, seed)?;
+    let (report, logs) = simulate_with_requests(&trace, &cfg, rate_scale, time_scale, seed)?;
     std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
         path: args.out.display().to_string(),
         source,
     })?;
+    if args.requests_out {
+        for (name, requests) in &logs {
+            let mut csv =
+                String::from("arrived_s,wait_s,service_s,latency_s,ttft_s,tpot_s,met_slo\n");
+            for r in requests {
+                csv.push_str(&format!(
+                    "{:.3},{:.3},{:.3},{:.3},{:.3},{},{}\n",
+                    r.arrived_s,
+                    r.wait_s,
+                    r.service_s,
+                    r.latency_s,
+                    r.ttft_s,
+                    r.tpot_s.map_or(String::new(), |t| format!("{t:.5}")),
+                    u8::from(r.met_slo)
+                ));
+            }
+            write(&args.out.join(format!("requests-{name}.csv")), &csv)?;
+        }
+    }
     let report_json = args.out.join("report.json");
     let report_md = args.out.join("report.md");
     let chart_svg = args.out.join("chart.svg");
@@ -359,4 +480,18 @@ pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
         markdown,
         report,
     })
+}
+
+/// `keda-gpu-scaler simulate --suite`: runs the panel and writes `suite.md` and `suite.json`.
+pub fn run_suite(args: &SimulateArgs) -> Result<suite::Suite, SimError> {
+    let result = suite::run(args)?;
+    std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
+        path: args.out.display().to_string(),
+        source,
+    })?;
+    let json = serde_json::to_string_pretty(&result)
+        .expect("the suite holds only finite numbers and strings");
+    write(&args.out.join("suite.json"), &(json + "\n"))?;
+    write(&args.out.join("suite.md"), &suite::markdown(&result))?;
+    Ok(result)
 }

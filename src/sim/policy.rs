@@ -3,7 +3,7 @@
 //! gateway's concurrency) and answers with a replica count; `composite` runs the scaler's own
 //! `spec::parse` + `score::Scorer` behind the `keda` and `hpa` models.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 
@@ -11,7 +11,7 @@ use super::cluster::{Cluster, Phase};
 use super::hpa::{self, Hpa, HpaState, Metric, Observed, PodMetric, PolicyKind, Rules, Select};
 use super::keda::{self, Keda, KedaState};
 use super::metrics::Metrics;
-use crate::score::{Decision, Scorer};
+use crate::score::{Context, Decision, Fleet, Scorer};
 use crate::spec;
 
 /// Policy names, in report order.
@@ -22,20 +22,29 @@ pub enum PolicyName {
     Userscale,
     GpuSteps,
     KnativeKpa,
+    Wva,
     Composite,
+    OracleColdstart,
     Oracle,
 }
 
 impl PolicyName {
-    pub const ALL: [PolicyName; 7] = [
+    pub const ALL: [PolicyName; 9] = [
         PolicyName::CpuHpa,
         PolicyName::KedaPrometheus,
         PolicyName::Userscale,
         PolicyName::GpuSteps,
         PolicyName::KnativeKpa,
+        PolicyName::Wva,
         PolicyName::Composite,
+        PolicyName::OracleColdstart,
         PolicyName::Oracle,
     ];
+
+    /// The perfect-foresight references, which no real controller can be.
+    pub fn is_reference(self) -> bool {
+        matches!(self, PolicyName::Oracle | PolicyName::OracleColdstart)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -44,7 +53,9 @@ impl PolicyName {
             PolicyName::Userscale => "userscale",
             PolicyName::GpuSteps => "gpu-steps",
             PolicyName::KnativeKpa => "knative-kpa",
+            PolicyName::Wva => "wva",
             PolicyName::Composite => "composite",
+            PolicyName::OracleColdstart => "oracle-coldstart",
             PolicyName::Oracle => "oracle",
         }
     }
@@ -77,11 +88,45 @@ impl FromStr for PolicyName {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Setup {
     pub max_replicas: u32,
+    /// The latency objective a user would configure: time to first token for token traces,
+    /// end-to-end latency otherwise.
     pub slo_s: f64,
+    /// Seconds from a replica's creation to readiness (the oracle-coldstart plans with it).
+    pub cold_start_s: f64,
+    /// Overrides of the composite's trigger metadata (`--composite-metadata`).
+    pub composite_overrides: Vec<(String, String)>,
+    /// The HPA behaviour the composite's ScaledObject sets.
+    pub composite_hpa: CompositeHpa,
     /// Batch slots per replica (B), the concurrency a replica is built for.
     pub batch: u32,
     /// Seconds between scrapes (Prometheus and the scaler's own sampling).
     pub scrape_s: f64,
+}
+
+/// The HPA behaviour of the composite's ScaledObject (`--composite-hpa`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompositeHpa {
+    /// The recommended ScaledObject (README, `keda/`): `advanced.horizontalPodAutoscalerConfig`
+    /// sets `scaleDown.stabilizationWindowSeconds: 0` (100 % per 15 s), Kubernetes' default
+    /// scale-up. The scaler's own time-aware EWMA is then the only scale-down stabilisation.
+    #[default]
+    Recommended,
+    /// No `advanced` section: KEDA generates the HPA without `behavior` and Kubernetes applies
+    /// its legacy rule (300 s downscale window on top of the scaler's own smoothing).
+    Legacy,
+}
+
+impl CompositeHpa {
+    /// `(scaleUp, scaleDown)` when the ScaledObject sets a behavior; None for the legacy rule.
+    pub fn behavior(self) -> Option<(Rules, Rules)> {
+        match self {
+            CompositeHpa::Recommended => Some((
+                Rules::default_up(),
+                Rules::new(0.0, Select::Max, &[(PolicyKind::Percent, 100, 15.0)]),
+            )),
+            CompositeHpa::Legacy => None,
+        }
+    }
 }
 
 /// A scaling policy. `control` runs once per simulated second, after the cluster has advanced to
@@ -100,7 +145,8 @@ fn due(now: f64, period: f64, phase: f64) -> bool {
     k >= 0.0 && (now - phase - k * period).abs() < 1e-6
 }
 
-/// Builds the policy; `oracle_plan` is the oracle's replicas per HPA sync period.
+/// Builds the policy; `oracle_plan` is the oracle's replicas per HPA sync period (the
+/// oracle-coldstart derives its own from it).
 pub fn build(
     name: PolicyName,
     setup: &Setup,
@@ -112,7 +158,12 @@ pub fn build(
         PolicyName::Userscale => Box::new(Userscale::new(setup)),
         PolicyName::GpuSteps => Box::new(GpuSteps::new(setup)),
         PolicyName::KnativeKpa => Box::new(KnativeKpa::new(setup)),
+        PolicyName::Wva => Box::new(Wva::new(setup)),
         PolicyName::Composite => Box::new(Composite::new(setup)?),
+        PolicyName::OracleColdstart => Box::new(Oracle {
+            plan: coldstart_plan(oracle_plan, setup.cold_start_s),
+            last: None,
+        }),
         PolicyName::Oracle => Box::new(Oracle {
             plan: oracle_plan.to_vec(),
             last: None,
@@ -168,6 +219,7 @@ pub fn cpu_hpa(max_replicas: u32) -> Hpa {
             Select::Min,
             &[(PolicyKind::Percent, 50, 30.0), (PolicyKind::Pods, 2, 30.0)],
         ),
+        legacy: false,
     }
 }
 
@@ -206,7 +258,12 @@ struct KedaHpa {
 }
 
 impl KedaHpa {
-    fn new(keda: Keda, scale_up: Rules, scale_down: Rules) -> Self {
+    /// `behavior: None` is KEDA's default (no `advanced.horizontalPodAutoscalerConfig`): the HPA
+    /// then has no behavior and Kubernetes applies its legacy rule.
+    fn new(keda: Keda, behavior: Option<(Rules, Rules)>) -> Self {
+        let legacy = behavior.is_none();
+        let (scale_up, scale_down) =
+            behavior.unwrap_or((Rules::default_up(), Rules::default_down()));
         KedaHpa {
             keda,
             // The replay starts on a service that was already running and active: without this,
@@ -221,6 +278,7 @@ impl KedaHpa {
                 tolerance: 0.1,
                 scale_up,
                 scale_down,
+                legacy,
             },
             hpa_state: HpaState::default(),
         }
@@ -271,15 +329,17 @@ impl KedaPrometheus {
         KedaPrometheus {
             inner: KedaHpa::new(
                 keda,
-                Rules::new(
-                    0.0,
-                    Select::Max,
-                    &[
-                        (PolicyKind::Percent, 100, 30.0),
-                        (PolicyKind::Pods, 2, 30.0),
-                    ],
-                ),
-                Rules::new(300.0, Select::Max, &[(PolicyKind::Percent, 50, 60.0)]),
+                Some((
+                    Rules::new(
+                        0.0,
+                        Select::Max,
+                        &[
+                            (PolicyKind::Percent, 100, 30.0),
+                            (PolicyKind::Pods, 2, 30.0),
+                        ],
+                    ),
+                    Rules::new(300.0, Select::Max, &[(PolicyKind::Percent, 50, 60.0)]),
+                )),
             ),
         }
     }
@@ -532,33 +592,53 @@ impl Policy for KnativeKpa {
 }
 
 /// The trigger metadata the composite policy runs with: what a user would write for a service of
-/// batch size B and latency SLO S. `endpoints` is required by the parser; the simulator supplies
-/// the readings itself.
-pub fn composite_metadata(batch: u32, slo_s: f64, max_replicas: u32) -> HashMap<String, String> {
+/// batch size B and latency objective S (time to first token where the service has tokens), then
+/// `overrides` on top. `endpoints` is required by the parser; the simulator supplies the readings.
+pub fn composite_metadata(
+    batch: u32,
+    slo_s: f64,
+    max_replicas: u32,
+    overrides: &[(String, String)],
+) -> BTreeMap<String, String> {
     let b = batch as f64;
-    [
+    let mut m: BTreeMap<String, String> = [
         (
             "endpoints",
             "http://replica.simulated:8000/metrics".to_string(),
         ),
         // Busy batch slots: leave 30 % headroom for bursts.
         ("gpuUtilTarget", "70".to_string()),
-        // One full batch waiting per replica is as much queueing as a user accepts.
+        // Waiting requests per replica, read as such only until a service time is learned; then
+        // the backlog is drained over drainSeconds (default 60).
         ("queueTarget", format!("{}", b)),
-        // Three quarters of the batch in service per replica.
+        // The concurrency a replica is sized for: three quarters of the batch in service.
         ("inflightTarget", format!("{}", (0.75 * b).max(1.0))),
-        // The SLO itself: latency above it always asks for more.
+        // The objective itself, on a latency more replicas can lower (time to first token).
         ("latencyTargetMs", format!("{}", (slo_s * 1000.0).round())),
+        // With the HPA's downscale window at 0, the scaler's decay is the only scale-down
+        // stabilisation: give it the HPA default window's time constant (300 s), as a gradual
+        // decay instead of a five-minute hold of the peak.
+        ("downHalfLifeSeconds", "300".to_string()),
         ("maxReplicas", max_replicas.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    .collect();
+    for (k, v) in overrides {
+        if v.is_empty() {
+            m.remove(k);
+        } else {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    m
 }
 
-/// Policy 6: This scaler: `spec::parse` of the default metadata, the server's `Scorer` stepped at each
-/// sample with per-pod readings in the spec's signal order, reported to KEDA as desired capacity
-/// (AverageValue, target 1) and IsActive, with KEDA's and the HPA's defaults.
+/// Policy 7: This scaler: `spec::parse` of the default metadata, the server's `Scorer` stepped at
+/// each sample with per-pod readings in the spec's signal order plus the completion rate and the
+/// starting replicas (what a discovery source knows), reported to KEDA as desired capacity
+/// (AverageValue, target 1) and IsActive, with KEDA's defaults: no `advanced` section, so the HPA
+/// has no behavior and runs Kubernetes' legacy rule.
 pub struct Composite {
     scorer: Scorer,
     signals: Vec<String>,
@@ -569,11 +649,15 @@ pub struct Composite {
 
 impl Composite {
     pub fn new(setup: &Setup) -> Result<Self, spec::SpecError> {
-        let spec = spec::parse(&composite_metadata(
+        let metadata: HashMap<String, String> = composite_metadata(
             setup.batch,
             setup.slo_s,
             setup.max_replicas,
-        ))?;
+            &setup.composite_overrides,
+        )
+        .into_iter()
+        .collect();
+        let spec = spec::parse(&metadata)?;
         let keda = Keda {
             max_replica_count: setup.max_replicas,
             ..Keda::default()
@@ -583,7 +667,7 @@ impl Composite {
             signals: spec.signals.iter().map(|s| s.name.clone()).collect(),
             latency_window_s: spec.latency_window_s,
             last: None,
-            inner: KedaHpa::new(keda, Rules::default_up(), Rules::default_down()),
+            inner: KedaHpa::new(keda, setup.composite_hpa.behavior()),
         })
     }
 
@@ -592,7 +676,8 @@ impl Composite {
         self.last.as_ref()
     }
 
-    /// Readings per signal, per ready pod, as the scraper would hand them to the scorer.
+    /// Readings per signal, per ready pod, as the scraper would hand them to the scorer. The
+    /// latency signal reads time to first token, the latency more replicas can lower.
     pub fn readings(
         signals: &[String],
         metrics: &Metrics,
@@ -612,11 +697,27 @@ impl Composite {
                 "latency" => s
                     .pods
                     .iter()
-                    .map(|p| metrics.latency_quantile(0.95, latency_window_s, Some(p.replica)))
+                    .map(|p| metrics.ttft_quantile(0.95, latency_window_s, Some(p.replica)))
                     .collect(),
                 _ => s.pods.iter().map(|_| None).collect(),
             })
             .collect()
+    }
+
+    /// What a discovery source adds: the completion rate and the replicas still starting.
+    pub fn context(cluster: &Cluster, metrics: &Metrics, latency_window_s: f64) -> Context {
+        let starting = cluster
+            .live_indices()
+            .filter(|&i| matches!(cluster.replicas[i].phase, Phase::Starting { .. }))
+            .count() as u32;
+        let terminating = cluster.allocated() - cluster.replicas();
+        Context {
+            completions_per_s: metrics.completions_per_s(latency_window_s),
+            fleet: Fleet {
+                starting: Some(starting),
+                terminating: Some(terminating),
+            },
+        }
     }
 }
 
@@ -624,7 +725,8 @@ impl Policy for Composite {
     fn control(&mut self, now: f64, cluster: &Cluster, metrics: &Metrics) -> Option<u32> {
         if metrics.latest().is_some_and(|s| s.t == now) {
             let readings = Self::readings(&self.signals, metrics, self.latency_window_s);
-            self.last = Some(self.scorer.step(now, &readings));
+            let ctx = Self::context(cluster, metrics, self.latency_window_s);
+            self.last = Some(self.scorer.observe(now, &readings, &ctx));
         }
         let decision = self.last.as_ref();
         let active = decision.is_some_and(|d| d.active);
@@ -643,7 +745,137 @@ impl Policy for Composite {
     }
 }
 
-/// Policy 7: Perfect foresight, no cold start: the replicas each sync period needs at full batch.
+/// Policy 6: llm-d's Workload Variant Autoscaler, saturation analyzer, as its documentation
+/// specifies it, for one variant: every 60 s, over each ready replica's peak KV-cache usage and
+/// waiting requests of the last minute, replicas with KV usage >= 0.8 or queue >= 5 are
+/// saturated; the others' average spare KV (0.8 - usage) and spare queue (5 - queue) trigger a
+/// scale-up below 0.1 or 3 (or when every replica is saturated), to ready replicas + 1, so
+/// replicas still starting are counted; a scale-down to ready - 1 only when at least two replicas
+/// are non-saturated and their load spread over one replica fewer still leaves both spares above
+/// the triggers. The target goes to KEDA + HPA as an AverageValue metric, like the composite's.
+pub struct Wva {
+    target: Option<u32>,
+    inner: KedaHpa,
+}
+
+/// The saturation analyzer's default configuration.
+pub const WVA_KV_THRESHOLD: f64 = 0.8;
+pub const WVA_QUEUE_THRESHOLD: f64 = 5.0;
+pub const WVA_KV_SPARE_TRIGGER: f64 = 0.1;
+pub const WVA_QUEUE_SPARE_TRIGGER: f64 = 3.0;
+pub const WVA_LOOP_S: f64 = 60.0;
+
+impl Wva {
+    pub fn new(setup: &Setup) -> Self {
+        let keda = Keda {
+            min_replica_count: 1,
+            max_replica_count: setup.max_replicas,
+            ..Keda::default()
+        };
+        Wva {
+            target: None,
+            inner: KedaHpa::new(keda, None),
+        }
+    }
+
+    /// One analyzer loop over per-replica (KV usage 0..1, waiting requests); `None` keeps the
+    /// previous target.
+    pub fn analyze(replicas: &[(f64, f64)]) -> Option<i64> {
+        let ready = replicas.len() as i64;
+        if ready == 0 {
+            return None;
+        }
+        let free: Vec<&(f64, f64)> = replicas
+            .iter()
+            .filter(|(kv, q)| *kv < WVA_KV_THRESHOLD && *q < WVA_QUEUE_THRESHOLD)
+            .collect();
+        let n = free.len() as f64;
+        if free.is_empty() {
+            return Some(ready + 1);
+        }
+        let kv_load: f64 = free.iter().map(|r| r.0).sum();
+        let q_load: f64 = free.iter().map(|r| r.1).sum();
+        let spare_kv = WVA_KV_THRESHOLD - kv_load / n;
+        let spare_q = WVA_QUEUE_THRESHOLD - q_load / n;
+        if spare_kv < WVA_KV_SPARE_TRIGGER || spare_q < WVA_QUEUE_SPARE_TRIGGER {
+            return Some(ready + 1);
+        }
+        if free.len() >= 2 {
+            let kv_after = WVA_KV_THRESHOLD - kv_load / (n - 1.0);
+            let q_after = WVA_QUEUE_THRESHOLD - q_load / (n - 1.0);
+            if kv_after >= WVA_KV_SPARE_TRIGGER && q_after >= WVA_QUEUE_SPARE_TRIGGER {
+                return Some(ready - 1);
+            }
+        }
+        None
+    }
+}
+
+impl Policy for Wva {
+    fn control(&mut self, now: f64, cluster: &Cluster, metrics: &Metrics) -> Option<u32> {
+        if due(now, WVA_LOOP_S, HPA_PHASE_S + 1.0) {
+            let cost = &cluster.config().cost;
+            // KV-cache usage: the share of the memory left after the weights that KV tokens hold.
+            let kv_pool = (100.0 - cost.memory_base_pct).max(1.0);
+            let mut peak: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
+            let ready: Vec<usize> = metrics
+                .latest()
+                .map(|s| s.pods.iter().map(|p| p.replica).collect())
+                .unwrap_or_default();
+            for s in metrics.since(now - WVA_LOOP_S) {
+                // vLLM queues per replica; the simulated gateway's shared queue is split evenly.
+                let q = s.queue / s.pods.len().max(1) as f64;
+                for p in s.pods.iter().filter(|p| ready.contains(&p.replica)) {
+                    let kv = ((p.gpu_memory_pct - cost.memory_base_pct) / kv_pool).clamp(0.0, 1.0);
+                    let e = peak.entry(p.replica).or_insert((0.0, 0.0));
+                    *e = (e.0.max(kv), e.1.max(q));
+                }
+            }
+            let per_replica: Vec<(f64, f64)> = peak.into_values().collect();
+            // Scale-up is blocked while replicas are pending (the analyzer's cascade guard).
+            let pending = cluster.replicas() > cluster.ready();
+            match Self::analyze(&per_replica) {
+                Some(t) if t > per_replica.len() as i64 && pending => {}
+                Some(t) => self.target = Some(t.max(1) as u32),
+                None => {}
+            }
+            if self.target.is_none() {
+                self.target = Some(cluster.replicas().max(1));
+            }
+        }
+        let target = self.target.map(f64::from);
+        self.inner.control(
+            now,
+            cluster,
+            || true,
+            || {
+                vec![Metric::AverageValue {
+                    value: target,
+                    target: 1.0,
+                }]
+            },
+        )
+    }
+}
+
+/// The oracle's plan for a cluster that pays the cold start: a replica needed in period `w` is
+/// started `cold_start_s` before, so each period holds the most any period up to one cold start
+/// ahead needs (a dip shorter than a cold start is bridged, as restarting would cost as much).
+pub fn coldstart_plan(plan: &[u32], cold_start_s: f64) -> Vec<u32> {
+    let ahead = (cold_start_s / hpa::SYNC_PERIOD_S).ceil() as usize;
+    (0..plan.len())
+        .map(|w| {
+            plan[w..(w + ahead + 1).min(plan.len())]
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Policies 8 and 9: perfect foresight: the replicas each sync period needs at full batch
+/// (`oracle`, with no cold start) or that plan started one cold start early (`oracle-coldstart`).
 pub struct Oracle {
     plan: Vec<u32>,
     last: Option<u32>,
@@ -674,6 +906,38 @@ mod tests {
     }
 
     #[test]
+    fn the_coldstart_oracle_starts_replicas_one_cold_start_early() {
+        // 15 s periods, 30 s cold start: two periods ahead.
+        assert_eq!(
+            coldstart_plan(&[1, 1, 1, 5, 5, 1, 1, 1], 30.0),
+            vec![1, 5, 5, 5, 5, 1, 1, 1]
+        );
+        // A dip shorter than a cold start is bridged.
+        assert_eq!(
+            coldstart_plan(&[4, 1, 4, 1, 1, 1], 30.0),
+            vec![4, 4, 4, 1, 1, 1]
+        );
+        assert_eq!(coldstart_plan(&[3, 2], 0.0), vec![3, 2]);
+    }
+
+    #[test]
+    fn wva_scales_on_spare_capacity_and_checks_redistribution_before_removing() {
+        // Plenty of spare KV and queue: remove one if the load fits on one replica fewer.
+        assert_eq!(Wva::analyze(&[(0.2, 0.0), (0.2, 0.0), (0.2, 0.0)]), Some(2));
+        // Average spare KV 0.8 - 0.75 < 0.1: add one to the ready count.
+        assert_eq!(Wva::analyze(&[(0.75, 0.0), (0.75, 0.0)]), Some(3));
+        // Queue spare 5 - 2.5 < 3: add one.
+        assert_eq!(Wva::analyze(&[(0.1, 2.5)]), Some(2));
+        // Every replica saturated (KV >= 0.8): add one.
+        assert_eq!(Wva::analyze(&[(0.85, 0.0), (0.9, 6.0)]), Some(3));
+        // Spare now, but not after spreading 2 x 0.4 over one replica: hold.
+        assert_eq!(Wva::analyze(&[(0.4, 0.0), (0.4, 0.0)]), None);
+        // A single non-saturated replica is never removed.
+        assert_eq!(Wva::analyze(&[(0.0, 0.0)]), None);
+        assert_eq!(Wva::analyze(&[]), None);
+    }
+
+    #[test]
     fn phases_and_periods() {
         assert!(due(7.0, 15.0, 7.0) && due(22.0, 15.0, 7.0) && !due(15.0, 15.0, 7.0));
         assert!(!due(3.0, 15.0, 7.0));
@@ -682,7 +946,8 @@ mod tests {
 
     #[test]
     fn composite_metadata_parses_with_the_servers_parser() {
-        let spec = spec::parse(&composite_metadata(8, 5.0, 40)).unwrap();
+        let m: HashMap<String, String> = composite_metadata(8, 5.0, 40, &[]).into_iter().collect();
+        let spec = spec::parse(&m).unwrap();
         let names: Vec<&str> = spec.signals.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["gpu_util", "queue", "inflight", "latency"]);
         assert_eq!(spec.signals[2].target, 6.0);

@@ -20,6 +20,8 @@ pub struct SimConfig {
     pub policies: Vec<PolicyName>,
     /// Worker threads (1 = sequential); results are identical for any value.
     pub threads: usize,
+    /// Keep every completed request's outcome (`--requests-out`).
+    pub record_requests: bool,
 }
 
 /// One point of a policy's timeline, every HPA sync period.
@@ -52,17 +54,35 @@ pub struct Run {
     pub timeline: Vec<Sample>,
 }
 
-/// Replicas needed per sync period at full batch, from the requests that arrive in it.
+/// Replicas needed per sync period with perfect foresight: enough batch slots for the highest
+/// one-second average of requests in service in that period, if every request started the
+/// moment it arrived and ran at full-batch speed. Planning for the period's total work instead
+/// lets requests that arrive together queue behind each other, which a bursty trace punishes
+/// with missed first-token objectives even under perfect foresight; averaging over a second
+/// lets a request wait about that long, well inside the first-token objective.
 pub fn required_replicas(trace: &Trace, cfg: &ClusterConfig) -> Vec<u32> {
+    const BUCKET_S: f64 = 1.0;
     let windows = (trace.duration_s / SYNC_PERIOD_S).ceil().max(1.0) as usize;
-    let mut work = vec![0.0f64; windows];
+    let per_window = (SYNC_PERIOD_S / BUCKET_S) as usize;
+    let buckets = windows * per_window;
     let b = cfg.cost.batch;
+    // Request-seconds in service per one-second bucket.
+    let mut busy = vec![0.0f64; buckets];
     for r in &trace.requests {
-        let w = ((r.at / SYNC_PERIOD_S) as usize).min(windows - 1);
-        work[w] += cfg.cost.service_s(r.work_s, b);
+        let (start, end) = (r.at, r.at + cfg.cost.service_s(r.work_s, b));
+        let mut k = (start / BUCKET_S) as usize;
+        while k < buckets && (k as f64) * BUCKET_S < end {
+            let lo = start.max(k as f64 * BUCKET_S);
+            let hi = end.min((k + 1) as f64 * BUCKET_S);
+            busy[k] += (hi - lo).max(0.0);
+            k += 1;
+        }
     }
-    work.iter()
-        .map(|&s| (s / (SYNC_PERIOD_S * b as f64)).ceil() as u32)
+    busy.chunks(per_window)
+        .map(|c| {
+            let peak = c.iter().fold(0.0f64, |m, &x| m.max(x)) / BUCKET_S;
+            (peak / b as f64 - 1e-9).ceil().max(0.0) as u32
+        })
         .collect()
 }
 
@@ -119,6 +139,9 @@ pub fn replay_one(
         cluster_cfg.cold_start_s = 0.0;
     }
     let mut cluster = Cluster::new(cluster_cfg);
+    if cfg.record_requests {
+        cluster.outcomes.requests = Some(Vec::new());
+    }
     cluster.warm_start(initial.min(cfg.setup.max_replicas));
     let mut policy = policy::build(name, &cfg.setup, plan).map_err(SimError::Spec)?;
     let mut metrics = Metrics::new(cfg.setup.scrape_s, 300.0);

@@ -17,6 +17,34 @@ pub struct Request {
     pub work_s: f64,
     /// KV-cache tokens held while in service (context + generated); drives GPU memory.
     pub kv_tokens: f64,
+    /// Part of `work_s` before the first token (overhead + prefill); all of it without tokens.
+    pub prefill_s: f64,
+    /// Output tokens; 0 when the trace has no token counts (the SLO is then end-to-end latency).
+    pub generated_tokens: f64,
+}
+
+impl Request {
+    /// A request of `context` prompt tokens and `generated` output tokens under `cost`.
+    pub fn tokens(at: f64, cost: &CostModel, context: f64, generated: f64) -> Request {
+        Request {
+            at,
+            work_s: cost.work_s(context, generated),
+            kv_tokens: context + generated,
+            prefill_s: cost.work_s(context, 0.0),
+            generated_tokens: generated,
+        }
+    }
+
+    /// A request known only by its service time (plain traces).
+    pub fn plain(at: f64, work_s: f64, cost: &CostModel) -> Request {
+        Request {
+            at,
+            work_s,
+            kv_tokens: cost.default_context_tokens + cost.default_generated_tokens,
+            prefill_s: work_s,
+            generated_tokens: 0.0,
+        }
+    }
 }
 
 /// A trace ready to replay: requests sorted by arrival, and the horizon the replay covers.
@@ -109,11 +137,7 @@ pub fn parse(text: &str, format: TraceFormat, cost: &CostModel) -> Result<Trace,
                 };
                 let ctx = tokens("ContextTokens", fields[1])?;
                 let gen = tokens("GeneratedTokens", fields[2])?;
-                requests.push(Request {
-                    at,
-                    work_s: cost.work_s(ctx as f64, gen as f64),
-                    kv_tokens: (ctx + gen) as f64,
-                });
+                requests.push(Request::tokens(at, cost, ctx as f64, gen as f64));
             }
             TraceFormat::Plain | TraceFormat::Auto => {
                 let at = match fields[0].parse::<f64>() {
@@ -160,11 +184,7 @@ pub fn parse(text: &str, format: TraceFormat, cost: &CostModel) -> Result<Trace,
                         ),
                     ));
                 }
-                requests.push(Request {
-                    at,
-                    work_s,
-                    kv_tokens: cost.default_context_tokens + cost.default_generated_tokens,
-                });
+                requests.push(Request::plain(at, work_s, cost));
             }
         }
     }
@@ -446,11 +466,7 @@ pub fn generate(shape: &Shape, duration_s: f64, cost: &CostModel, seed: u64) -> 
                 let gen = rng
                     .log_normal(cost.default_generated_tokens.max(1.0), 0.8)
                     .round();
-                requests.push(Request {
-                    at: t,
-                    work_s: cost.work_s(ctx, gen),
-                    kv_tokens: ctx + gen,
-                });
+                requests.push(Request::tokens(t, cost, ctx, gen));
             }
         }
     }

@@ -112,6 +112,7 @@ impl Executor {
         T: Send + 'static,
         F: FnOnce(&Cancel) -> T + Send + 'static,
     {
+        let admitted = Instant::now();
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -122,6 +123,9 @@ impl Executor {
                     .expect("executor semaphore is never closed")
             }
         };
+        self.metrics
+            .queue_wait
+            .observe(admitted.elapsed().as_secs_f64());
         let busy = Arc::clone(&self.busy);
         let metrics = Arc::clone(&self.metrics);
         let cancel = Cancel::default();

@@ -56,6 +56,9 @@ pub struct Metrics {
     pub open_streams: Gauge,
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    /// Time from admission to a compute slot: the latency more replicas lower (the time-to-first-
+    /// token surrogate the scaler's latency signal reads).
+    pub queue_wait: Histogram,
     pub utilization: Family<BackendLabels, Gauge<f64, AtomicU64>>,
     pub memory_used: Family<BackendLabels, Gauge>,
     pub memory_total: Family<BackendLabels, Gauge>,
@@ -97,6 +100,12 @@ impl Metrics {
             "workload_request_duration_seconds",
             "Request latency including queueing, by endpoint",
             duration.clone(),
+        );
+        let queue_wait = duration_histogram();
+        registry.register(
+            "workload_queue_wait_seconds",
+            "Time from admission until the compute executor starts the job",
+            queue_wait.clone(),
         );
         let utilization = Family::<BackendLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
@@ -146,6 +155,7 @@ impl Metrics {
             open_streams,
             requests,
             duration,
+            queue_wait,
             utilization,
             memory_used,
             memory_total,
