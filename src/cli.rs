@@ -83,6 +83,7 @@ pub struct ExplainArgs {
 
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
+    crate::signals::client::install_provider();
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig(args) => {

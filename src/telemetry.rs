@@ -165,13 +165,15 @@ pub fn render_metrics(engine: &Engine, rpc: &RpcMetrics) -> String {
         "gauge",
         "Aggregated reading of each signal (percent, requests or seconds).",
     );
-    for entry in &entries {
+    // One series per (namespace, ScaledObject, trigger metric), whatever the entries behind it.
+    for entry in &engine.current_entries() {
         let ns = &entry.key.namespace;
         let so = &entry.key.name;
         let base = format!(
-            "namespace=\"{}\",scaledobject=\"{}\"",
+            "namespace=\"{}\",scaledobject=\"{}\",metric=\"{}\"",
             escape(ns),
-            escape(so)
+            escape(so),
+            escape(&entry.spec.metric_name)
         );
         let state = entry.state();
         max.push(&base, entry.spec.limits.max_replicas);
