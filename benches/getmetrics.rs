@@ -172,6 +172,7 @@ fn main() {
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
             log_level: "warn".into(),
+            egress: keda_gpu_scaler::egress::EgressPolicy::loopback(),
             ..Settings::default()
         };
         let scaler = keda_gpu_scaler::server::start(&settings).await.unwrap();

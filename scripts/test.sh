@@ -23,4 +23,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+# The chaos benchmark in its short form: hostile tenants against the binary, promises checked.
+CHAOS_SHORT=1 bash scripts/chaos.sh
 bash scripts/test-deploy.sh

@@ -67,6 +67,8 @@ pub struct CheckOptions {
     pub address_contains: String,
     /// The server's default Prometheus address, for `source=prometheus` without one.
     pub prometheus_address: Option<String>,
+    /// The server's egress policy (what tenants may read: custom queries, other namespaces).
+    pub egress: crate::egress::EgressPolicy,
 }
 
 #[derive(Deserialize)]
@@ -145,6 +147,8 @@ fn check_scaled_object(document: usize, doc: Doc, options: &CheckOptions, report
     let namespace = doc.metadata.namespace.unwrap_or_else(|| "default".into());
     let name = doc.metadata.name.unwrap_or_default();
     let Some(so) = doc.spec else { return };
+    // Another trigger (a cron floor, a queue scaler) can wake a workload at zero replicas.
+    let others_can_wake = so.triggers.len() > 1;
     for (index, t) in so.triggers.into_iter().enumerate() {
         let ours = matches!(t.kind.as_deref(), Some("external" | "external-push"))
             && t.metadata
@@ -189,6 +193,7 @@ fn check_scaled_object(document: usize, doc: Doc, options: &CheckOptions, report
         let ctx = ParseContext {
             namespace: &namespace,
             prometheus_address: options.prometheus_address.as_deref(),
+            egress: Some(&options.egress),
         };
         match spec::parse_in(ctx, &metadata) {
             Ok(spec) => {
@@ -207,7 +212,8 @@ fn check_scaled_object(document: usize, doc: Doc, options: &CheckOptions, report
                     }
                     _ => None,
                 };
-                if let Some(what) = from_pods.filter(|_| so.min_replica_count.unwrap_or(0) < 1) {
+                let at_zero = so.min_replica_count.unwrap_or(0) < 1 && !others_can_wake;
+                if let Some(what) = from_pods.filter(|_| at_zero) {
                     problem(
                         "minReplicaCount",
                         format!("is 0 (KEDA's default) but the trigger {what}: at zero replicas there is nothing to read, so it never activates; set minReplicaCount >= 1, or scale from zero on a signal that exists without pods (a *Query on a gateway's metric, or endpoints of a gateway's queue)"),
@@ -232,6 +238,7 @@ mod tests {
         CheckOptions {
             address_contains: "keda-gpu-scaler".into(),
             prometheus_address: Some("http://prometheus:9090".into()),
+            egress: crate::egress::EgressPolicy::default(),
         }
     }
 
@@ -286,16 +293,64 @@ metadata: {name: x}
             "{text:#?}"
         );
         assert!(has("metricType: 'Value' is not accepted"), "{text:#?}");
-        // The spec did not parse, so the replica check had nothing to look at.
-        let r = check_text(
-            &GOOD.replace("minReplicaCount: 1", "minReplicaCount: 0"),
-            &options(),
+    }
+
+    #[test]
+    fn zero_replicas_need_a_signal_that_outlives_the_pods() {
+        // The cron trigger can wake the workload: zero is fine with it.
+        let with_cron = GOOD.replace("minReplicaCount: 1", "minReplicaCount: 0");
+        assert_eq!(check_text(&with_cron, &options()).problems, []);
+        let alone = with_cron.replace(
+            "    - type: cron\n      metadata: {timezone: UTC, start: \"0 8 * * *\", end: \"0 9 * * *\", desiredReplicas: \"1\"}\n",
+            "",
         );
+        let r = check_text(&alone, &options());
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
         assert!(
-            r.problems[0].to_string().contains("minReplicaCount: is 0"),
+            r.problems[0].to_string().contains("minReplicaCount: is 0")
+                && r.problems[0]
+                    .message
+                    .contains("scrapes the Service's own pods"),
             "{:?}",
             r.problems
         );
+        // Prometheus on the pods' own series: the same; fixed endpoints (a gateway) may not be.
+        let prom = alone.replace(
+            "service: llm",
+            "source: prometheus\n        deployment: llm",
+        );
+        let r = check_text(&prom, &options());
+        assert!(
+            r.problems[0]
+                .message
+                .contains("reads only the pods' own series"),
+            "{:?}",
+            r.problems
+        );
+        let gateway = alone.replace(
+            "service: llm",
+            "endpoints: http://gateway.inference:8000/metrics",
+        );
+        assert_eq!(check_text(&gateway, &options()).problems, []);
+    }
+
+    #[test]
+    fn the_servers_egress_policy_applies() {
+        let prom = GOOD.replace(
+            "service: llm",
+            "source: prometheus\n        deployment: llm\n        queueQuery: sum(gateway_queue)",
+        );
+        let r = check_text(&prom, &options());
+        assert!(
+            r.problems[0]
+                .message
+                .contains("egress.allow_custom_queries"),
+            "{:?}",
+            r.problems
+        );
+        let mut allowing = options();
+        allowing.egress.allow_custom_queries = true;
+        assert_eq!(check_text(&prom, &allowing).problems, []);
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub struct CheckArgs {
 
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
+    crate::signals::client::install_provider();
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig(args) => {
@@ -237,16 +238,17 @@ pub fn parse_pairs(pairs: &[String]) -> Result<HashMap<String, String>> {
 }
 
 fn check(args: &CheckArgs) -> Result<()> {
-    let configured = match &args.config {
-        Some(path) => Settings::load(Some(path), &[])?.prometheus.address,
-        None => None,
-    };
+    // The server's own settings decide what tenants may use (custom queries, other namespaces):
+    // the file given, else the defaults a stock server runs with.
+    let settings = Settings::load(args.config.as_deref(), &[])?;
+    let configured = settings.prometheus.address.clone();
     let options =
         crate::check::CheckOptions {
             address_contains: args.scaler_address.clone(),
             prometheus_address: args.prometheus_address.clone().or(configured).or_else(|| {
                 (args.config.is_none()).then(|| "http://prometheus.assumed:9090".into())
             }),
+            egress: settings.egress.clone().from_environment(),
         };
     let (mut triggers, mut problems) = (0, 0);
     for file in &args.files {

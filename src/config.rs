@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::egress::EgressPolicy;
 use crate::engine::EngineSettings;
 
 pub const ENV_PREFIX: &str = "KEDA_GPU_SCALER";
@@ -38,6 +39,33 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub prometheus: PrometheusConfig,
     pub kubernetes: KubernetesConfig,
+    /// `[egress]`: where tenants' URLs may point (see `crate::egress`).
+    pub egress: EgressPolicy,
+    /// `[memory]`: response body limits.
+    pub memory: MemoryLimits,
+    /// Where each ScaledObject's last decision is kept across restarts; None: nowhere.
+    pub state_file: Option<PathBuf>,
+    /// Serve `/debug/scaledobjects` (every tenant's endpoints, queries and notes) on the HTTP
+    /// listener. Off by default: that listener is also where Prometheus scrapes.
+    pub debug_page: bool,
+}
+
+/// `[memory]`: the cap on one response body and the budget for all bodies held at once. The
+/// chart derives max_entries from these and its memory limit (docs/deploy.md).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MemoryLimits {
+    pub max_body_bytes: usize,
+    pub body_budget_bytes: usize,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        let engine = EngineSettings::default();
+        MemoryLimits {
+            max_body_bytes: engine.max_body_bytes,
+            body_budget_bytes: engine.body_budget_bytes,
+        }
+    }
 }
 
 /// The `[kubernetes]` section: where `service` triggers discover their pods.
@@ -125,6 +153,10 @@ impl Default for Settings {
             tls: TlsSettings::default(),
             prometheus: PrometheusConfig::default(),
             kubernetes: KubernetesConfig::default(),
+            egress: EgressPolicy::default(),
+            memory: MemoryLimits::default(),
+            state_file: None,
+            debug_page: false,
         }
     }
 }
@@ -140,6 +172,10 @@ impl Settings {
             prometheus_address: self.prometheus.address.clone(),
             prometheus_timeout: self.prometheus.timeout,
             discovery: self.kubernetes.discovery(),
+            egress: self.egress.clone().from_environment(),
+            max_body_bytes: self.memory.max_body_bytes,
+            body_budget_bytes: self.memory.body_budget_bytes,
+            state_file: self.state_file.clone(),
         }
     }
 
@@ -189,6 +225,14 @@ impl Settings {
             ("max_entries", self.max_entries.to_string()),
             ("log_format", "text".into()),
             ("log_level", self.log_level.clone()),
+            ("debug_page", self.debug_page.to_string()),
+            (
+                "state_file",
+                self.state_file
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
             (
                 "prometheus.address",
                 self.prometheus.address.clone().unwrap_or_default(),
@@ -229,7 +273,7 @@ impl Settings {
                 (k, section, v)
             })
             .map(|(k, name, v)| match k {
-                "max_entries" => format!("{name} = {v}\n"),
+                "max_entries" | "debug_page" => format!("{name} = {v}\n"),
                 "log_format" => format!(
                     "{name} = \"{}\"\n",
                     match self.log_format {
@@ -240,7 +284,40 @@ impl Settings {
                 _ => format!("{name} = {}\n", toml_string(&v)),
             })
             .chain(std::iter::once(self.tls_toml()))
+            .chain(std::iter::once(self.egress_toml()))
             .collect()
+    }
+
+    fn egress_toml(&self) -> String {
+        let e = &self.egress;
+        let mut out = String::from("\n[egress]\n");
+        for (k, v) in [
+            ("allow_loopback", e.allow_loopback),
+            ("allow_link_local", e.allow_link_local),
+            ("allow_api_server", e.allow_api_server),
+            ("allow_cross_namespace", e.allow_cross_namespace),
+            ("allow_custom_queries", e.allow_custom_queries),
+        ] {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+        out.push_str(&format!(
+            "prometheus_addresses = {}\n",
+            toml_string(&e.prometheus_addresses.join(","))
+        ));
+        match &e.ca_file {
+            Some(ca) => out.push_str(&format!(
+                "ca_file = {}\n",
+                toml_string(&ca.to_string_lossy())
+            )),
+            None => {
+                out.push_str("# ca_file unset: https is checked against the system roots only\n")
+            }
+        }
+        out.push_str(&format!(
+            "\n[memory]\nmax_body_bytes = {}\nbody_budget_bytes = {}\n",
+            self.memory.max_body_bytes, self.memory.body_budget_bytes
+        ));
+        out
     }
 
     fn tls_toml(&self) -> String {
@@ -315,10 +392,128 @@ struct RawSettings {
     max_entries: String,
     log_format: String,
     log_level: String,
+    state_file: String,
+    debug_page: String,
     #[serde(default)]
     tls: RawTls,
     prometheus: RawPrometheus,
     kubernetes: RawKubernetes,
+    #[serde(default)]
+    egress: RawEgress,
+    #[serde(default)]
+    memory: RawMemory,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    allow_loopback: Option<String>,
+    allow_link_local: Option<String>,
+    allow_api_server: Option<String>,
+    allow_cross_namespace: Option<String>,
+    allow_custom_queries: Option<String>,
+    /// Comma-separated.
+    prometheus_addresses: Option<String>,
+    ca_file: Option<String>,
+}
+
+impl RawEgress {
+    fn validate(self) -> Result<EgressPolicy, ConfigError> {
+        let flag = |key: &'static str, v: Option<String>| match v.as_deref().map(str::trim) {
+            None | Some("") | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(_) => Err(ConfigError::Invalid {
+                key,
+                value: v.unwrap_or_default(),
+                accepted: "true or false",
+            }),
+        };
+        let mut prometheus_addresses = Vec::new();
+        for a in self
+            .prometheus_addresses
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match reqwest::Url::parse(a) {
+                _ if a == "*" => prometheus_addresses.push(a.to_string()),
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    prometheus_addresses.push(u.to_string().trim_end_matches('/').to_string())
+                }
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "egress.prometheus_addresses",
+                        value: a.to_string(),
+                        accepted: "comma-separated http(s) URLs of Prometheus servers tenants may name, or * for any",
+                    })
+                }
+            }
+        }
+        Ok(EgressPolicy {
+            allow_loopback: flag("egress.allow_loopback", self.allow_loopback)?,
+            allow_link_local: flag("egress.allow_link_local", self.allow_link_local)?,
+            allow_api_server: flag("egress.allow_api_server", self.allow_api_server)?,
+            allow_cross_namespace: flag(
+                "egress.allow_cross_namespace",
+                self.allow_cross_namespace,
+            )?,
+            allow_custom_queries: flag("egress.allow_custom_queries", self.allow_custom_queries)?,
+            api_server: None,
+            prometheus_addresses,
+            ca_file: self
+                .ca_file
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        })
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {
+    max_body_bytes: Option<String>,
+    body_budget_bytes: Option<String>,
+}
+
+impl RawMemory {
+    fn validate(self) -> Result<MemoryLimits, ConfigError> {
+        let d = MemoryLimits::default();
+        let bytes = |key: &'static str, v: Option<String>, default: usize| match v {
+            None => Ok(default),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1024..=(1usize << 32)).contains(&n) => Ok(n),
+                _ => Err(ConfigError::Invalid {
+                    key,
+                    value: v,
+                    accepted: "a number of bytes from 1024 to 4294967296",
+                }),
+            },
+        };
+        let max_body_bytes = bytes(
+            "memory.max_body_bytes",
+            self.max_body_bytes,
+            d.max_body_bytes,
+        )?;
+        let body_budget_bytes = bytes(
+            "memory.body_budget_bytes",
+            self.body_budget_bytes,
+            d.body_budget_bytes,
+        )?;
+        if body_budget_bytes < max_body_bytes {
+            return Err(ConfigError::Invalid {
+                key: "memory.body_budget_bytes",
+                value: body_budget_bytes.to_string(),
+                accepted: "at least memory.max_body_bytes",
+            });
+        }
+        Ok(MemoryLimits {
+            max_body_bytes,
+            body_budget_bytes,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -527,6 +722,8 @@ impl RawSettings {
             });
         }
         let tls = self.tls.validate()?;
+        let egress = self.egress.validate()?;
+        let memory = self.memory.validate()?;
         let address = self.prometheus.address.trim();
         let address = if address.is_empty() {
             None
@@ -567,6 +764,22 @@ impl RawSettings {
             log_format,
             log_level: self.log_level,
             tls,
+            egress,
+            memory,
+            debug_page: match self.debug_page.trim() {
+                "true" => true,
+                "false" | "" => false,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "debug_page",
+                        value: self.debug_page,
+                        accepted: "true or false",
+                    })
+                }
+            },
+            state_file: Some(self.state_file.trim())
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
         })
     }
 }

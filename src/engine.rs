@@ -13,13 +13,25 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
+use crate::egress::EgressPolicy;
+use crate::failsafe;
+use crate::intake::Rejections;
+use crate::restore;
 use crate::score::{Decision, Scorer};
+use crate::signals::budget::BodyBudget;
+use crate::signals::client::{self, ClientError};
 use crate::signals::discovery::DiscoverySettings;
 use crate::signals::nvml::NvmlSource;
 use crate::signals::prometheus::{PrometheusSettings, PrometheusSource};
 use crate::signals::scrape::ScrapeSource;
 use crate::signals::{Readings, Source};
 use crate::spec::{self, ParseContext, ScalerSpec, SourceSpec, SpecError};
+
+/// How often decisions are written to the state file (and once more on shutdown).
+const STATE_SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// Notes kept per entry and sampling.
+const MAX_NOTES: usize = 20;
 
 /// Engine tuning, from `Settings`.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +50,14 @@ pub struct EngineSettings {
     pub prometheus_timeout: Duration,
     /// Where `service` triggers find their pods.
     pub discovery: DiscoverySettings,
+    /// Where tenants' URLs may point, and what they may read.
+    pub egress: EgressPolicy,
+    /// Largest response body read from an endpoint or Prometheus.
+    pub max_body_bytes: usize,
+    /// Bytes of bodies (and what is parsed from them) held at once, all sources together.
+    pub body_budget_bytes: usize,
+    /// Where decisions are kept across restarts (`crate::restore`); None: not kept.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 /// The Prometheus evaluation grid: the sampling interval in whole seconds (the HTTP API takes
@@ -53,10 +73,14 @@ impl Default for EngineSettings {
             scrape_timeout: Duration::from_secs(1),
             max_staleness: Duration::from_secs(60),
             entry_ttl: Duration::from_secs(600),
-            max_entries: 100_000,
+            max_entries: 16_384,
             prometheus_address: None,
             prometheus_timeout: Duration::from_secs(2),
             discovery: DiscoverySettings::default(),
+            egress: EgressPolicy::default(),
+            max_body_bytes: 4 << 20,
+            body_budget_bytes: 32 << 20,
+            state_file: None,
         }
     }
 }
@@ -167,6 +191,8 @@ pub struct Entry {
     scoring: Mutex<Scoring>,
     state: watch::Sender<EntryState>,
     last_used_ms: AtomicU64,
+    /// The decision saved before a restart, a floor until the fresh smoothing reaches it.
+    restored: Mutex<Option<restore::Saved>>,
 }
 
 impl Entry {
@@ -195,20 +221,44 @@ pub struct Engine {
     registered: Notify,
     last_round_ms: AtomicU64,
     rounds: AtomicU64,
+    /// When the sampler loop last showed it was alive (started, or finished a round), plus one.
+    alive_ms: AtomicU64,
+    /// Metadata maps already refused, so a bad map is not parsed again on every call.
+    rejected: Rejections,
+    budget: BodyBudget,
+    /// Decisions read from the state file at start, taken by entries as they register.
+    saved: Mutex<HashMap<(String, String, u64), restore::Saved>>,
 }
 
 impl Engine {
+    /// An engine with these settings. Panics only when the HTTP client cannot be built, which
+    /// `try_new` reports instead (an unreadable `egress.ca_file`).
     pub fn new(settings: EngineSettings) -> Arc<Self> {
-        Arc::new(Engine {
-            scrape: ScrapeSource::with_discovery(
-                settings.scrape_timeout,
-                settings.discovery.clone(),
+        Engine::try_new(settings).expect("the HTTP client builds")
+    }
+
+    pub fn try_new(settings: EngineSettings) -> Result<Arc<Self>, ClientError> {
+        let egress = Arc::new(settings.egress.clone());
+        let budget = BodyBudget::new(settings.body_budget_bytes, settings.max_body_bytes);
+        let scrape_client = client::build(settings.scrape_timeout, &egress)?;
+        let prometheus_client = client::build(settings.prometheus_timeout, &egress)?;
+        let saved = settings
+            .state_file
+            .as_deref()
+            .map(restore::load)
+            .unwrap_or_default();
+        Ok(Arc::new(Engine {
+            scrape: ScrapeSource::new(scrape_client, budget.clone(), settings.scrape_timeout)
+                .with_discovery(settings.discovery.clone()),
+            prometheus: PrometheusSource::new(
+                PrometheusSettings {
+                    timeout: settings.prometheus_timeout,
+                    step_s: prometheus_step(settings.sample_interval),
+                    max_history: Duration::from_secs(3600),
+                },
+                prometheus_client,
+                budget.clone(),
             ),
-            prometheus: PrometheusSource::new(PrometheusSettings {
-                timeout: settings.prometheus_timeout,
-                step_s: prometheus_step(settings.sample_interval),
-                max_history: Duration::from_secs(3600),
-            }),
             nvml: NvmlSource::default(),
             settings,
             origin: Instant::now(),
@@ -216,7 +266,16 @@ impl Engine {
             registered: Notify::new(),
             last_round_ms: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
-        })
+            alive_ms: AtomicU64::new(0),
+            rejected: Rejections::default(),
+            budget,
+            saved: Mutex::new(saved),
+        }))
+    }
+
+    /// Bytes of response bodies held now (for the chaos benchmark and /metrics).
+    pub fn body_bytes_in_use(&self) -> usize {
+        self.budget.in_use()
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -239,11 +298,19 @@ impl Engine {
             entry.last_used_ms.store(now, Ordering::Relaxed);
             return Ok(entry.clone());
         }
+        // A map refused before is refused again without parsing it.
+        let hash = self.rejected.hash(&key);
+        if let Some(e) = self.rejected.get(hash) {
+            return Err(e.into());
+        }
         let ctx = ParseContext {
             namespace: &key.namespace,
             prometheus_address: self.settings.prometheus_address.as_deref(),
+            egress: Some(&self.settings.egress),
         };
-        let spec = spec::parse_in(ctx, &key.metadata())?;
+        let spec = spec::parse_in(ctx, &key.metadata()).inspect_err(|e| {
+            self.rejected.remember(hash, e);
+        })?;
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = entries.get(&key) {
             return Ok(entry.clone());
@@ -258,7 +325,17 @@ impl Engine {
             scorer: Scorer::new(spec.scorer_config()),
             stepped_at: None,
         });
+        let restored = self
+            .saved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(
+                key.namespace.clone(),
+                key.name.clone(),
+                restore::metadata_hash(&key.metadata),
+            ));
         let entry = Arc::new(Entry {
+            restored: Mutex::new(restored),
             scoring: Mutex::new(scoring),
             spec: Arc::new(spec),
             state: watch::Sender::new(EntryState::default()),
@@ -301,11 +378,58 @@ impl Engine {
         Ok(decision.clone())
     }
 
+    /// Like `current`, but a new entry's first answer waits (bounded by the first sampling's
+    /// longest fetch) for its first sample instead of failing: KEDA asks right after
+    /// GetMetricSpec registered it, and counts an error as a scaler failure.
+    pub async fn current_or_wait(&self, entry: &Entry) -> Result<Arc<Decision>, EngineError> {
+        if entry.state.borrow().samples == 0 {
+            let wait = self
+                .settings
+                .scrape_timeout
+                .max(self.settings.prometheus_timeout)
+                + Duration::from_millis(500);
+            let mut states = entry.subscribe();
+            let _ = tokio::time::timeout(wait, states.wait_for(|s| s.samples > 0)).await;
+        }
+        self.current(entry)
+    }
+
     /// Every registered entry, for the debug page and metrics.
     pub fn entries(&self) -> Vec<Arc<Entry>> {
         let mut all: Vec<Arc<Entry>> = self.read_entries().values().cloned().collect();
         all.sort_by(|a, b| (&a.key.namespace, &a.key.name).cmp(&(&b.key.namespace, &b.key.name)));
         all
+    }
+
+    /// One entry per (namespace, ScaledObject, trigger metric): the most recently asked about.
+    /// An edited trigger leaves its old entry behind until it expires, and two entries must not
+    /// export two series with the same labels.
+    pub fn current_entries(&self) -> Vec<Arc<Entry>> {
+        let mut newest: HashMap<(&str, &str, &str), Arc<Entry>> = HashMap::new();
+        let all = self.entries();
+        for e in &all {
+            let k = (
+                e.key.namespace.as_str(),
+                e.key.name.as_str(),
+                e.spec.metric_name.as_str(),
+            );
+            let used = e.last_used_ms.load(Ordering::Relaxed);
+            match newest.get(&k) {
+                Some(kept) if kept.last_used_ms.load(Ordering::Relaxed) >= used => {}
+                _ => {
+                    newest.insert(k, e.clone());
+                }
+            }
+        }
+        let mut out: Vec<Arc<Entry>> = newest.into_values().collect();
+        out.sort_by(|a, b| {
+            (&a.key.namespace, &a.key.name, &a.spec.metric_name).cmp(&(
+                &b.key.namespace,
+                &b.key.name,
+                &b.spec.metric_name,
+            ))
+        });
+        out
     }
 
     pub fn len(&self) -> usize {
@@ -328,6 +452,18 @@ impl Engine {
         })
     }
 
+    /// Time since the sampler loop last showed it is alive: started, or finished a round. Rounds
+    /// are bounded (every fetch and query has a deadline), so this is the scaler's own health,
+    /// whatever tenants' endpoints do.
+    pub fn since_alive(&self) -> Option<Duration> {
+        let alive = self.alive_ms.load(Ordering::Relaxed);
+        (alive > 0).then(|| Duration::from_millis(self.now_ms().saturating_sub(alive - 1)))
+    }
+
+    fn mark_alive(&self) {
+        self.alive_ms.store(self.now_ms() + 1, Ordering::Relaxed);
+    }
+
     /// Engine time (seconds) at which the last round finished.
     pub fn last_round_at(&self) -> f64 {
         self.last_round_ms.load(Ordering::Relaxed) as f64 / 1000.0
@@ -347,16 +483,23 @@ impl Engine {
         let start = tokio::time::Instant::now() + period.saturating_sub(phase);
         let mut ticker = tokio::time::interval_at(start, period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut saved_at = Instant::now();
+        self.mark_alive();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {
                     self.sample(false).await;
                     self.expire();
+                    if saved_at.elapsed() >= STATE_SAVE_EVERY {
+                        self.save_state();
+                        saved_at = Instant::now();
+                    }
                 }
                 _ = self.registered.notified() => self.sample(true).await,
                 _ = shutdown.changed() => break,
             }
         }
+        self.save_state();
     }
 
     /// One sampling round: all entries, or only those never sampled yet.
@@ -379,6 +522,7 @@ impl Engine {
             self.last_round_ms.store(self.now_ms(), Ordering::Relaxed);
             self.rounds.fetch_add(1, Ordering::Relaxed);
         }
+        self.mark_alive();
     }
 
     /// Reads every entry from its source, one batch per source, all sources at once.
@@ -445,6 +589,7 @@ impl Engine {
             .signals
             .iter()
             .any(|s| s.pods.iter().any(Option::is_some));
+        let mut overflowed = Vec::new();
         let decision = {
             let mut scoring = entry.scoring.lock().unwrap_or_else(|p| p.into_inner());
             let after = |at: f64, stepped: Option<f64>| stepped.is_none_or(|s| at > s);
@@ -460,20 +605,48 @@ impl Engine {
                 None
             } else {
                 scoring.stepped_at = Some(at);
-                // The context carries replicas already starting (capacity on its way, credited
-                // rather than asked for again) and the completion rate.
-                Some(
-                    scoring
-                        .scorer
-                        .observe(at, &readings.values(), &readings.context),
-                )
+                // The context carries replicas already starting (capacity on its way) and the
+                // completion rate. The scorer turns a reading too large to count into maxReplicas for its signal
+                // (and says so); a decision that still comes out not finite asks for the most.
+                let d = scoring
+                    .scorer
+                    .observe(at, &readings.values(), &readings.context);
+                overflowed = d
+                    .signals
+                    .iter()
+                    .filter(|s| s.overflow)
+                    .map(|s| s.name.clone())
+                    .collect();
+                Some(if failsafe::untrustworthy(&d) {
+                    failsafe::ask_for_max(d, entry.spec.limits.max_replicas)
+                } else {
+                    d
+                })
             }
         };
+        let decision = decision.map(|mut d| {
+            self.apply_restored(entry, &mut d);
+            d
+        });
         let mut notes = readings.notes.clone();
+        for name in &overflowed {
+            notes.push(format!(
+                "{name}: a reading was not finite or the readings' sum overflowed; asking for maxReplicas"
+            ));
+        }
         for (spec, reading) in entry.spec.signals.iter().zip(&readings.signals) {
             if let Some(note) = &reading.note {
                 notes.push(format!("{}: {note}", spec.name));
             }
+        }
+        // Notes carry endpoint errors: a thousand failing endpoints give a bounded list.
+        if notes.len() > MAX_NOTES {
+            let more = notes.len() - MAX_NOTES;
+            notes.truncate(MAX_NOTES);
+            notes.push(format!("... and {more} more"));
+        }
+        for note in &mut notes {
+            *note = crate::text::bounded(note, 300);
         }
         if !notes.is_empty() {
             tracing::debug!(object = %entry.object(), ?notes, "sampling gaps");
@@ -488,6 +661,58 @@ impl Engine {
                 state.fresh_at = Some(t);
             }
         });
+    }
+
+    /// Holds a decision at the one saved before a restart, decayed, until the fresh smoothing
+    /// catches up (see `crate::restore`).
+    fn apply_restored(&self, entry: &Entry, decision: &mut Decision) {
+        let mut restored = entry.restored.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(saved) = restored.as_ref() else {
+            return;
+        };
+        let spec = &entry.spec;
+        let held = decision.has_data
+            && restore::floor(saved, spec.smoothing.down_half_life_s, restore::unix_now())
+                .is_some_and(|floor| {
+                    restore::apply(
+                        decision,
+                        floor,
+                        saved.active,
+                        spec.activation.deactivate_below,
+                        spec.limits.max_replicas,
+                    )
+                });
+        if !held && decision.has_data {
+            *restored = None;
+        }
+    }
+
+    /// Writes every object's current decision to the state file, if one is set.
+    pub fn save_state(&self) {
+        let Some(path) = &self.settings.state_file else {
+            return;
+        };
+        let now = self.now();
+        let unix = restore::unix_now();
+        let objects: Vec<restore::Saved> = self
+            .current_entries()
+            .iter()
+            .filter_map(|e| {
+                let state = e.state.borrow();
+                let d = state.decision.as_ref()?;
+                Some(restore::Saved {
+                    namespace: e.key.namespace.clone(),
+                    name: e.key.name.clone(),
+                    metadata: restore::metadata_hash(&e.key.metadata),
+                    desired: d.desired,
+                    active: d.active,
+                    at: unix - (now - state.fresh_at?),
+                })
+            })
+            .collect();
+        if let Err(e) = restore::save(path, objects) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the state file");
+        }
     }
 
     /// Drops entries unused for longer than the TTL, unless a stream still watches them.
@@ -520,6 +745,14 @@ impl Engine {
 mod tests {
     use super::*;
 
+    /// The tests' endpoints are on loopback, which the default egress policy refuses.
+    fn test_settings() -> EngineSettings {
+        EngineSettings {
+            egress: EgressPolicy::loopback(),
+            ..EngineSettings::default()
+        }
+    }
+
     fn key(name: &str) -> EntryKey {
         let metadata = [
             ("endpoints", "http://127.0.0.1:9/metrics"),
@@ -533,7 +766,7 @@ mod tests {
 
     #[test]
     fn the_same_object_and_metadata_is_one_entry_and_new_metadata_another() {
-        let engine = Engine::new(EngineSettings::default());
+        let engine = Engine::new(test_settings());
         let a = engine.entry(key("a")).unwrap();
         let again = engine.entry(key("a")).unwrap();
         assert!(Arc::ptr_eq(&a, &again));
@@ -549,7 +782,7 @@ mod tests {
     fn unused_entries_expire_unless_a_stream_watches_them() {
         let engine = Engine::new(EngineSettings {
             entry_ttl: Duration::from_millis(50),
-            ..EngineSettings::default()
+            ..test_settings()
         });
         let watched = engine.entry(key("watched")).unwrap();
         let _stream = watched.subscribe();
@@ -566,7 +799,7 @@ mod tests {
 
     #[test]
     fn an_endpoint_list_change_continues_the_smoothing_and_other_changes_start_afresh() {
-        let engine = Engine::new(EngineSettings::default());
+        let engine = Engine::new(test_settings());
         let first = engine.entry(key("llm")).unwrap();
         let busy = crate::signals::Readings {
             signals: vec![crate::signals::SignalReading {
@@ -614,7 +847,7 @@ mod tests {
     fn registrations_are_bounded() {
         let engine = Engine::new(EngineSettings {
             max_entries: 2,
-            ..EngineSettings::default()
+            ..test_settings()
         });
         engine.entry(key("a")).unwrap();
         engine.entry(key("b")).unwrap();
@@ -627,7 +860,7 @@ mod tests {
 
     #[test]
     fn an_unsampled_entry_is_pending_and_says_so() {
-        let engine = Engine::new(EngineSettings::default());
+        let engine = Engine::new(test_settings());
         let entry = engine.entry(key("new")).unwrap();
         let err = engine.current(&entry).unwrap_err();
         assert!(matches!(err, EngineError::Pending { .. }));

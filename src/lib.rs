@@ -18,10 +18,18 @@ pub mod cli;
 pub mod config;
 /// `demo`: the whole autoscaling loop live on one machine (scaler, KEDA + HPA, real replicas).
 pub mod demo;
+/// Where the scaler may fetch from: the operator's egress policy for tenants' URLs.
+pub mod egress;
 /// One entry per ScaledObject: sampling loop, cached decisions, staleness, pushes.
 pub mod engine;
+/// Untrustworthy numbers (infinite, overflowing) turned into the safe answer: maxReplicas.
+pub mod failsafe;
+/// Metadata size limits checked before parsing, and refused maps remembered.
+pub mod intake;
 /// Engine presets: the metrics vLLM, SGLang, TGI, Triton and gpu-workload export for each signal.
 pub mod presets;
+/// Decisions kept across restarts in a small state file, so a restart never reports less.
+pub mod restore;
 /// Pure scoring math: EWMA, per-signal demand, composite, activation.
 pub mod score;
 /// The running server: gRPC + HTTP listeners, sampler, health watchdog, shutdown.
@@ -36,5 +44,7 @@ pub mod sim;
 pub mod spec;
 /// Logging, the scaler's own /metrics and the /debug page.
 pub mod telemetry;
+/// Tenant and network text made safe for errors, logs and the debug page.
+pub mod text;
 /// TLS and mTLS for the gRPC listener: certificate files reloaded on change, concurrent handshakes.
 pub mod tls;

@@ -35,6 +35,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Client(#[from] crate::signals::client::ClientError),
 }
 
 /// A started scaler. Dropping it does not stop it; call `stop`.
@@ -85,7 +87,7 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         .local_addr()
         .expect("bound socket has an address");
 
-    let engine = Engine::new(settings.engine());
+    let engine = Engine::try_new(settings.engine())?;
     let rpc = Arc::new(RpcMetrics::default());
     let (shutdown, stop) = watch::channel(false);
     let (healthy_tx, healthy) = watch::channel(false);
@@ -146,16 +148,18 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         }
     };
 
-    let app = axum::Router::new()
+    let mut app = axum::Router::new()
         .route("/metrics", get(metrics))
-        .route("/debug/scaledobjects", get(debug))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .with_state(HttpState {
-            engine: engine.clone(),
-            rpc,
-            health: healthy,
-        });
+        .route("/healthz", get(|| async { "ok" }));
+    // Every tenant's endpoints and notes: only where the operator asked for it.
+    if settings.debug_page {
+        app = app.route("/debug/scaledobjects", get(debug));
+    }
+    let app = app.route("/readyz", get(ready)).with_state(HttpState {
+        engine: engine.clone(),
+        rpc,
+        health: healthy,
+    });
     let mut http_stop = stop.clone();
     tasks.spawn(async move {
         let served = axum::serve(http_listener, app).with_graceful_shutdown(async move {
@@ -191,8 +195,10 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Serve
         .map_err(|source| ServerError::Bind { what, addr, source })
 }
 
-/// SERVING while the sampler completes rounds; NOT_SERVING once it has missed three rounds (each
-/// an interval plus a scrape timeout), so Kubernetes stops routing to a scaler going stale.
+/// SERVING while the sampler loop is alive (started, and completing rounds); NOT_SERVING once it
+/// has missed three rounds (each an interval plus a scrape timeout), so Kubernetes stops routing
+/// to a scaler going stale. Tenants' endpoints cannot cause that: every round is bounded by
+/// per-object deadlines, and their trouble shows per object (/debug, keda_gpu_scaler_stale).
 async fn watchdog(
     engine: Arc<Engine>,
     reporter: tonic_health::server::HealthReporter,
@@ -200,7 +206,8 @@ async fn watchdog(
     mut stop: watch::Receiver<bool>,
 ) {
     let settings = engine.settings().clone();
-    let limit = (settings.sample_interval + settings.scrape_timeout) * 3;
+    let round = settings.scrape_timeout.max(settings.prometheus_timeout);
+    let limit = (settings.sample_interval + round) * 3;
     let mut ticker = tokio::time::interval(settings.sample_interval.min(Duration::from_secs(1)));
     let mut last: Option<bool> = None;
     loop {
@@ -208,7 +215,7 @@ async fn watchdog(
             _ = ticker.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        let ok = engine.since_last_round().is_some_and(|age| age <= limit);
+        let ok = engine.since_alive().is_some_and(|age| age <= limit);
         if last != Some(ok) {
             let status = if ok {
                 ServingStatus::Serving
@@ -281,6 +288,7 @@ mod tests {
         let engine = Engine::new(EngineSettings {
             sample_interval: Duration::from_millis(100),
             scrape_timeout: Duration::from_millis(50),
+            prometheus_timeout: Duration::from_millis(50),
             ..EngineSettings::default()
         });
         let (reporter, service) = tonic_health::server::health_reporter();

@@ -21,6 +21,7 @@ use crate::proto::{
 };
 use crate::spec::ScalerSpec;
 use crate::telemetry::{Method, RpcMetrics};
+use crate::{intake, text};
 
 pub struct ScalerService {
     engine: Arc<Engine>,
@@ -68,11 +69,15 @@ fn status(e: EngineError) -> Status {
         EngineError::Pending { .. } | EngineError::Stale { .. } => tonic::Code::Unavailable,
         EngineError::TooManyEntries { .. } => tonic::Code::ResourceExhausted,
     };
-    Status::new(code, e.to_string())
+    // Messages land in KEDA's events: bounded, without control characters.
+    Status::new(code, text::bounded(&e.to_string(), text::MAX_MESSAGE))
 }
 
-fn key(r: ScaledObjectRef) -> EntryKey {
-    EntryKey::new(r.namespace, r.name, r.scaler_metadata)
+/// The entry key, once the map is known to be within the size limits (checked before anything
+/// else touches it).
+fn key(r: ScaledObjectRef) -> Result<EntryKey, EngineError> {
+    intake::check(&r.scaler_metadata)?;
+    Ok(EntryKey::new(r.namespace, r.name, r.scaler_metadata))
 }
 
 /// The spec KEDA gives the HPA: desired capacity in replicas with target 1, so the default
@@ -109,11 +114,11 @@ impl ExternalScaler for ScalerService {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
         let start = Instant::now();
-        let result = self
-            .engine
-            .entry(key(request.into_inner()))
-            .and_then(|entry| self.engine.current(&entry))
-            .map(|d| IsActiveResponse { result: d.active });
+        let result = match key(request.into_inner()).and_then(|k| self.engine.entry(k)) {
+            Ok(entry) => self.engine.current_or_wait(&entry).await,
+            Err(e) => Err(e),
+        }
+        .map(|d| IsActiveResponse { result: d.active });
         self.answer(Method::IsActive, start, result)
     }
 
@@ -124,41 +129,43 @@ impl ExternalScaler for ScalerService {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let start = Instant::now();
-        let result = self.engine.entry(key(request.into_inner())).map(|entry| {
-            let mut states = entry.subscribe();
-            let mut shutdown = self.shutdown.clone();
-            let (tx, rx) = mpsc::channel(4);
-            tokio::spawn(async move {
-                let mut last: Option<bool> = None;
-                while !*shutdown.borrow() {
-                    let active = states
-                        .borrow_and_update()
-                        .decision
-                        .as_ref()
-                        .map(|d| d.active);
-                    if let Some(active) = active {
-                        // The current state once, then only inactive -> active: each pushed
-                        // `true` restarts KEDA's cooldown, and KEDA ignores pushed `false`.
-                        let push = last.is_none() || (last == Some(false) && active);
-                        if push
-                            && tx
-                                .send(Ok(IsActiveResponse { result: active }))
-                                .await
-                                .is_err()
-                        {
-                            break;
+        let result = key(request.into_inner())
+            .and_then(|k| self.engine.entry(k))
+            .map(|entry| {
+                let mut states = entry.subscribe();
+                let mut shutdown = self.shutdown.clone();
+                let (tx, rx) = mpsc::channel(4);
+                tokio::spawn(async move {
+                    let mut last: Option<bool> = None;
+                    while !*shutdown.borrow() {
+                        let active = states
+                            .borrow_and_update()
+                            .decision
+                            .as_ref()
+                            .map(|d| d.active);
+                        if let Some(active) = active {
+                            // The current state once, then only inactive -> active: each pushed
+                            // `true` restarts KEDA's cooldown, and KEDA ignores pushed `false`.
+                            let push = last.is_none() || (last == Some(false) && active);
+                            if push
+                                && tx
+                                    .send(Ok(IsActiveResponse { result: active }))
+                                    .await
+                                    .is_err()
+                            {
+                                break;
+                            }
+                            last = Some(active);
                         }
-                        last = Some(active);
+                        tokio::select! {
+                            changed = states.changed() => if changed.is_err() { break },
+                            _ = shutdown.changed() => {}
+                            _ = tx.closed() => break,
+                        }
                     }
-                    tokio::select! {
-                        changed = states.changed() => if changed.is_err() { break },
-                        _ = shutdown.changed() => {}
-                        _ = tx.closed() => break,
-                    }
-                }
+                });
+                ReceiverStream::new(rx)
             });
-            ReceiverStream::new(rx)
-        });
         self.answer(Method::StreamIsActive, start, result)
     }
 
@@ -167,9 +174,8 @@ impl ExternalScaler for ScalerService {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
         let start = Instant::now();
-        let result = self
-            .engine
-            .entry(key(request.into_inner()))
+        let result = key(request.into_inner())
+            .and_then(|k| self.engine.entry(k))
             .map(|entry| metric_spec(&entry.spec));
         self.answer(Method::GetMetricSpec, start, result)
     }
@@ -191,19 +197,25 @@ impl ExternalScaler for ScalerService {
             );
             return Err(Status::invalid_argument("scaledObjectRef is required"));
         };
-        let result = self.engine.entry(key(object)).and_then(|entry| {
-            if metric_name != entry.spec.metric_name {
-                return Err(EngineError::UnknownMetric {
-                    object: entry.object(),
-                    asked: metric_name,
-                    served: entry.spec.metric_name.clone(),
-                });
+        let result = match key(object).and_then(|k| self.engine.entry(k)) {
+            Err(e) => Err(e),
+            Ok(entry) if metric_name != entry.spec.metric_name => Err(EngineError::UnknownMetric {
+                object: entry.object(),
+                asked: metric_name,
+                served: entry.spec.metric_name.clone(),
+            }),
+            Ok(entry) => {
+                self.engine
+                    .current_or_wait(&entry)
+                    .await
+                    .map(|decision| GetMetricsResponse {
+                        metric_values: vec![metric_value(
+                            &entry.spec.metric_name,
+                            decision.desired,
+                        )],
+                    })
             }
-            let decision = self.engine.current(&entry)?;
-            Ok(GetMetricsResponse {
-                metric_values: vec![metric_value(&entry.spec.metric_name, decision.desired)],
-            })
-        });
+        };
         self.answer(Method::GetMetrics, start, result)
     }
 
@@ -214,23 +226,25 @@ impl ExternalScaler for ScalerService {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
         let start = Instant::now();
-        let result = self.engine.entry(key(request.into_inner())).map(|entry| {
-            let mut shutdown = self.shutdown.clone();
-            let (tx, rx) = mpsc::channel(1);
-            tokio::spawn(async move {
-                // The spec is a function of the metadata in the request, so it cannot change
-                // during this stream: send it once and hold the stream (and the entry) open.
-                let _states = entry.subscribe();
-                if tx.send(Ok(metric_spec(&entry.spec))).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    _ = shutdown.wait_for(|stop| *stop) => {}
-                    _ = tx.closed() => {}
-                }
+        let result = key(request.into_inner())
+            .and_then(|k| self.engine.entry(k))
+            .map(|entry| {
+                let mut shutdown = self.shutdown.clone();
+                let (tx, rx) = mpsc::channel(1);
+                tokio::spawn(async move {
+                    // The spec is a function of the metadata in the request, so it cannot change
+                    // during this stream: send it once and hold the stream (and the entry) open.
+                    let _states = entry.subscribe();
+                    if tx.send(Ok(metric_spec(&entry.spec))).await.is_err() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = shutdown.wait_for(|stop| *stop) => {}
+                        _ = tx.closed() => {}
+                    }
+                });
+                ReceiverStream::new(rx)
             });
-            ReceiverStream::new(rx)
-        });
         self.answer(Method::StreamMetricSpec, start, result)
     }
 }

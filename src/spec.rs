@@ -220,6 +220,9 @@ pub struct ParseContext<'a> {
     pub namespace: &'a str,
     /// The server-wide Prometheus address (setting `prometheus.address`), if any.
     pub prometheus_address: Option<&'a str>,
+    /// Where the server may fetch from, and what tenants may read; None only for offline
+    /// checks that fetch nothing.
+    pub egress: Option<&'a crate::egress::EgressPolicy>,
 }
 
 /// How GPU memory in use is turned into a percentage.
@@ -379,7 +382,13 @@ impl fmt::Display for SpecError {
             if i > 0 {
                 f.write_str("; ")?;
             }
-            write!(f, "{}: {}", p.key, p.message)?;
+            // Messages quote tenants' values: bounded and without control characters.
+            write!(
+                f,
+                "{}: {}",
+                crate::text::bounded(&p.key, 100),
+                crate::text::bounded(&p.message, 300)
+            )?;
         }
         Ok(())
     }
@@ -466,15 +475,29 @@ impl<'a> Parser<'a> {
     }
 
     fn positive(&mut self, key: &str, max: f64, unit: &str) -> Option<f64> {
-        let v = self.number(key, 0.0, max, &format!("a number > 0 and <= {max}{unit}"))?;
-        if v == 0.0 {
-            self.problem(
-                key,
-                format!("'0' is not accepted; expected a number > 0 and <= {max}{unit}"),
-            );
+        let accepted = format!("a number >= {MIN_TARGET} and <= {max}{unit}");
+        let v = self.number(key, 0.0, max, &accepted)?;
+        // A tiny target turns any reading into an infinite demand.
+        if v < MIN_TARGET {
+            self.problem(key, format!("'{v}' is not accepted; expected {accepted}"));
             return None;
         }
         Some(v)
+    }
+
+    /// The egress policy's verdict on a URL from `key`, recorded as a problem when refused.
+    fn egress_allows(&mut self, key: &str, url: &reqwest::Url, shown: &str) -> bool {
+        let Some(policy) = self.ctx.egress else {
+            return true;
+        };
+        match policy.check_url(url) {
+            Ok(()) => true,
+            Err(why) => {
+                let shown = redact(shown);
+                self.problem(key, format!("'{shown}' {why}"));
+                false
+            }
+        }
     }
 
     fn replicas(&mut self, key: &str) -> Option<u32> {
@@ -632,12 +655,18 @@ impl<'a> Parser<'a> {
         for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match reqwest::Url::parse(part) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    if !self.egress_allows("endpoints", &url, part) {
+                        return None;
+                    }
                     endpoints.push(url.to_string())
                 }
                 _ => {
                     self.problem(
                         "endpoints",
-                        format!("'{part}' is not an http(s) URL like http://10.0.0.7:8000/metrics"),
+                        format!(
+                            "'{}' is not an http(s) URL like http://10.0.0.7:8000/metrics",
+                            redact(part)
+                        ),
                     );
                     return None;
                 }
@@ -738,12 +767,29 @@ impl<'a> Parser<'a> {
             }
             Some(raw) => match reqwest::Url::parse(raw) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                    Some(url.to_string().trim_end_matches('/').to_string())
+                    let address = url.to_string().trim_end_matches('/').to_string();
+                    let listed = match self.ctx.egress {
+                        Some(policy) if self.values.contains_key("prometheusAddress") => {
+                            policy.check_prometheus(&address, self.ctx.prometheus_address)
+                        }
+                        _ => Ok(()),
+                    };
+                    if let Err(why) = listed {
+                        self.problem("prometheusAddress", format!("'{}' {why}", redact(raw)));
+                        None
+                    } else if self.egress_allows("prometheusAddress", &url, raw) {
+                        Some(address)
+                    } else {
+                        None
+                    }
                 }
                 _ => {
                     self.problem(
                         "prometheusAddress",
-                        format!("'{raw}' is not an http(s) URL like http://prometheus:9090"),
+                        format!(
+                            "'{}' is not an http(s) URL like http://prometheus:9090",
+                            redact(raw)
+                        ),
                     );
                     None
                 }
@@ -822,6 +868,16 @@ impl<'a> Parser<'a> {
             );
             return None;
         }
+        let own = self.ctx.namespace;
+        if let Some(policy) = self.ctx.egress {
+            if !policy.allow_cross_namespace && !own.is_empty() && ns != own {
+                self.problem(
+                    "namespace",
+                    format!("'{ns}' is another namespace; a ScaledObject reads only its own namespace ('{own}') unless the operator allows cross-namespace reads (setting egress.allow_cross_namespace)"),
+                );
+                return None;
+            }
+        }
         // Not restricted further on purpose: it is escaped wherever it enters a query.
         Some(ns)
     }
@@ -889,6 +945,13 @@ impl<'a> Parser<'a> {
     /// A full PromQL override, when given.
     fn query(&mut self, key: &str) -> Option<String> {
         let raw = self.text(key)?;
+        if self.ctx.egress.is_some_and(|p| !p.allow_custom_queries) {
+            self.problem(
+                key,
+                "full PromQL from metadata can read any namespace's series, so the operator has not allowed it (setting egress.allow_custom_queries); use the built-in signals with deployment or podSelector",
+            );
+            return None;
+        }
         if raw.is_empty() || raw.len() > MAX_QUERY_LEN || raw.chars().any(|c| c == '\0') {
             self.problem(
                 key,
@@ -1266,6 +1329,28 @@ impl<'a> Parser<'a> {
 }
 
 pub const DEFAULT_ACTIVATION: f64 = 0.1;
+/// Smallest target accepted: below it any reading is an overflowing demand.
+pub const MIN_TARGET: f64 = 1e-3;
+
+/// A URL as it may be shown back: userinfo replaced, so a password never reaches an error.
+fn redact(raw: &str) -> String {
+    match reqwest::Url::parse(raw) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("redacted");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Ok(_) => raw.to_string(),
+        // Not a URL, but it may still hold "user:password@".
+        Err(_) => match (raw.find("//"), raw.rfind('@')) {
+            (Some(start), Some(at)) if start < at => {
+                format!("{}//redacted@{}", &raw[..start], &raw[at + 1..])
+            }
+            (None, Some(at)) => format!("redacted@{}", &raw[at + 1..]),
+            _ => raw.to_string(),
+        },
+    }
+}
 pub const DEFAULT_MAX_REPLICAS: u32 = 100;
 const BUILTIN_SIGNALS: &[&str] = &[
     "gpu_util",
@@ -1542,14 +1627,15 @@ mod tests {
     #[test]
     fn every_bad_value_names_its_key_and_what_is_accepted() {
         let cases: &[(&str, &str, &str)] = &[
-            ("queueTarget", "ten", "a number > 0"),
-            ("queueTarget", "0", "a number > 0"),
-            ("queueTarget", "-3", "a number > 0"),
-            ("queueTarget", "NaN", "a number > 0"),
-            ("queueTarget", "inf", "a number > 0"),
+            ("queueTarget", "ten", "a number >= 0.001"),
+            ("queueTarget", "0", "a number >= 0.001"),
+            ("queueTarget", "-3", "a number >= 0.001"),
+            ("queueTarget", "NaN", "a number >= 0.001"),
+            ("queueTarget", "inf", "a number >= 0.001"),
             ("gpuUtilTarget", "150", "<= 100"),
-            ("gpuMemoryTarget", "", "a number > 0"),
-            ("inflightTarget", "1e400", "a number > 0"),
+            ("gpuMemoryTarget", "", "a number >= 0.001"),
+            ("inflightTarget", "1e400", "a number >= 0.001"),
+            ("queueTarget", "1e-320", "a number >= 0.001"),
             ("latencyTargetMs", "fast", "milliseconds"),
             ("upHalfLifeSeconds", "-1", "seconds between 0 and 86400"),
             ("downHalfLifeSeconds", "1e9", "seconds between 0 and 86400"),
@@ -1635,6 +1721,7 @@ mod tests {
         m.extend(meta(extra));
         parse_in(
             ParseContext {
+                egress: None,
                 namespace: "inference",
                 prometheus_address: Some("http://prom.monitoring:9090"),
             },
@@ -1679,6 +1766,7 @@ mod tests {
         assert!(spec.is_err());
         let spec = parse_in(
             ParseContext {
+                egress: None,
                 namespace: "inference",
                 prometheus_address: None,
             },
@@ -1734,6 +1822,7 @@ mod tests {
         // No address anywhere.
         let none = parse_in(
             ParseContext {
+                egress: None,
                 namespace: "inference",
                 prometheus_address: None,
             },
@@ -1768,6 +1857,7 @@ mod tests {
             m.extend(meta(extra));
             parse_in(
                 ParseContext {
+                    egress: None,
                     namespace: "inference",
                     prometheus_address: None,
                 },
@@ -1805,6 +1895,7 @@ mod tests {
             ParseContext {
                 namespace: "inference",
                 prometheus_address: Some("http://prom:9090"),
+                egress: None,
             },
             &meta(pairs),
         )

@@ -170,13 +170,15 @@ pub fn render_metrics(engine: &Engine, rpc: &RpcMetrics) -> String {
         "gauge",
         "Endpoints of a service trigger's Service by state: starting (not ready yet) or terminating.",
     );
-    for entry in &entries {
+    // One series per (namespace, ScaledObject, trigger metric), whatever the entries behind it.
+    for entry in &engine.current_entries() {
         let ns = &entry.key.namespace;
         let so = &entry.key.name;
         let base = format!(
-            "namespace=\"{}\",scaledobject=\"{}\"",
+            "namespace=\"{}\",scaledobject=\"{}\",metric=\"{}\"",
             escape(ns),
-            escape(so)
+            escape(so),
+            escape(&entry.spec.metric_name)
         );
         let state = entry.state();
         max.push(&base, entry.spec.limits.max_replicas);

@@ -53,7 +53,7 @@ async fn explain_prints_the_breakdown() {
                 "gpuUtilTarget=60",
                 "maxReplicas=2",
             ],
-            &[],
+            LOOPBACK_EGRESS,
         )
     })
     .await
@@ -71,7 +71,7 @@ async fn explain_prints_the_breakdown() {
                 "endpoints=http://127.0.0.1:1/metrics",
                 "queueTarge=1",
             ],
-            &[],
+            LOOPBACK_EGRESS,
         )
     })
     .await

@@ -321,7 +321,7 @@ async fn health_is_serving_and_metrics_and_debug_explain_decisions() {
         .unwrap();
     assert!(
         metrics.contains(
-            "keda_gpu_scaler_desired_replicas{namespace=\"default\",scaledobject=\"dbg\"} 1.5"
+            "keda_gpu_scaler_desired_replicas{namespace=\"default\",scaledobject=\"dbg\",metric=\"gpu-composite\"} 1.5"
         ),
         "{metrics}"
     );

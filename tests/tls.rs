@@ -1,6 +1,7 @@
 //! TLS and mTLS on the gRPC port, over loopback with certificates generated per test: who is
 //! let in, certificate rotation without a restart, grpcurl through the binary, and bad files
-//! refused at start with the setting named.
+//! refused at start with the setting named; and the https client that reads endpoints, trusting
+//! a configured CA bundle.
 
 mod support;
 
@@ -433,4 +434,85 @@ async fn a_silent_client_does_not_hold_up_other_handshakes() {
     );
     drop(silent);
     running.stop().await;
+}
+
+/// A `/metrics` endpoint over https with a certificate from `ca`: answers every request with
+/// `body` over HTTP/1.1.
+async fn https_metrics(ca: &Ca, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let leaf = ca.server();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(reply.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    format!("https://localhost:{}/metrics", addr.port())
+}
+
+#[tokio::test]
+async fn https_endpoints_are_read_with_the_configured_ca_bundle_and_refused_without_it() {
+    let ca = Ca::new("metrics-ca");
+    let url = https_metrics(&ca, "workload_queue_length 30\n").await;
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("ca.pem");
+    std::fs::write(&bundle, &ca.pem).unwrap();
+    let so = object("secure", &[("endpoints", &url), ("queueTarget", "10")]);
+
+    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    s.egress.ca_file = Some(bundle);
+    let running = start(&s).await;
+    let mut c = client(&running).await;
+    c.get_metric_spec(so.clone()).await.unwrap();
+    let v = wait_for_value(&mut c, &so, Duration::from_secs(5), |v| v > 0.0).await;
+    assert_eq!(v, 3.0);
+    running.stop().await;
+
+    // The same endpoint without the bundle: the certificate is not trusted, and the error says so.
+    let s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    let running = start(&s).await;
+    let mut c = client(&running).await;
+    c.get_metric_spec(so.clone()).await.unwrap();
+    let e = c.get_metrics(metrics_request(&so)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(e.message().contains("certificate"), "{}", e.message());
+    running.stop().await;
+
+    // A bundle that is not PEM stops the start, naming the setting.
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    s.egress.ca_file = Some(bad);
+    let e = keda_gpu_scaler::server::start(&s).await.err().unwrap();
+    assert!(e.to_string().contains("egress.ca_file"), "{e}");
 }

@@ -661,6 +661,64 @@ def _():
     assert {v["name"] for v in dash["templating"]["list"]} >= {"datasource", "namespace", "scaledobject"}
 
 
+@test("ServiceMonitor keeps the scaler's labels; alerts and dashboard queries evaluated by promtool on relabelled series")
+def _():
+    """The scaler runs in its own namespace and exports `namespace` = the workload's. With the
+    ServiceMonitor's honorLabels, Prometheus stores that label as exported; the alerts and the
+    dashboard must then group by the workload's namespace. promtool evaluates the rendered rules
+    and the dashboard's queries on series labelled as Prometheus stores them."""
+    import shutil
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is needed (Debian's prometheus package ships it)"
+    docs = docs_of(helm_template("keda-gpu-scaler", sets=["serviceMonitor.enabled=true", "prometheusRule.enabled=true"]).stdout)
+    sm = find(docs, "ServiceMonitor")
+    assert all(e.get("honorLabels") is True for e in sm["spec"]["endpoints"]), sm["spec"]["endpoints"]
+    rule = find(docs, "PrometheusRule")
+    groups = rule["spec"]["groups"]
+    pinned = next(r for g in groups for r in g["rules"] if r.get("alert") == "KedaGpuScalerPinnedAtMax")
+    job = re.search(r'job="([^"]+)"', pinned["expr"]).group(1)
+    scaler_ns = NS["keda-gpu-scaler"]
+    # As stored with honorLabels: the target's namespace label lost to the scaler's own.
+    target = f'job="{job}", pod="{job}-5d8f7-aaaaa", instance="10.0.0.9:8080"'
+    so = 'namespace="inference", scaledobject="llm", metric="gpu-composite"'
+    dash = json.loads(DASHBOARD.read_text())
+    desired_expr = next(t["expr"] for p_ in dash["panels"] for t in p_.get("targets", [])
+                        if t["expr"].startswith("max by (namespace, scaledobject) (keda_gpu_scaler_desired_replicas"))
+    expand = lambda e: e.replace("$namespace", "inference").replace("$scaledobject", "llm").replace("$job", job)
+    with tempfile.TemporaryDirectory() as d:
+        rules = Path(d) / "rules.yaml"
+        rules.write_text(json.dumps({"groups": groups}))
+        tests = Path(d) / "test.yaml"
+        tests.write_text(json.dumps({
+            "rule_files": [str(rules)],
+            "evaluation_interval": "1m",
+            "tests": [{
+                "interval": "1m",
+                "input_series": [
+                    {"series": f"keda_gpu_scaler_desired_replicas{{{target}, {so}}}", "values": "40x150"},
+                    {"series": f"keda_gpu_scaler_max_replicas{{{target}, {so}}}", "values": "40x150"},
+                    {"series": f'up{{{target}, namespace="{scaler_ns}"}}', "values": "1x150"},
+                ],
+                "alert_rule_test": [{
+                    "eval_time": "140m",
+                    "alertname": "KedaGpuScalerPinnedAtMax",
+                    "exp_alerts": [{
+                        "exp_labels": {"severity": pinned["labels"]["severity"], "namespace": "inference", "scaledobject": "llm"},
+                        "exp_annotations": {k: v.replace("{{ $labels.namespace }}", "inference").replace("{{ $labels.scaledobject }}", "llm")
+                                            for k, v in pinned["annotations"].items()},
+                    }],
+                }],
+                "promql_expr_test": [{
+                    "expr": expand(desired_expr),
+                    "eval_time": "10m",
+                    "exp_samples": [{"labels": '{namespace="inference", scaledobject="llm"}', "value": 40}],
+                }],
+            }],
+        }))
+        p = run([promtool, "test", "rules", tests], check=False)
+        assert p.returncode == 0, f"promtool test rules failed:\n{p.stdout}\n{p.stderr}"
+
+
 @test("dashboard check rejects a misspelt metric, broken PromQL and duplicate panel ids")
 def _():
     dash = json.loads(DASHBOARD.read_text())

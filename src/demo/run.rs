@@ -74,6 +74,8 @@ pub async fn run_once(
         max_staleness: Duration::from_secs(30),
         // Superseded endpoint lists are dropped soon after the replica set changes.
         entry_ttl: Duration::from_secs(20),
+        // Every replica and Prometheus run on this machine.
+        egress: crate::egress::EgressPolicy::loopback(),
         ..Settings::default()
     };
     // Started first and dropped last (killed, reaped, storage removed): after the replicas on a

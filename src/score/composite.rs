@@ -854,26 +854,32 @@ mod tests {
     #[test]
     fn activation_rises_on_raw_but_falls_only_on_smoothed() {
         let mut c = config(vec![rule("queue", DemandModel::Quantity, 1.0)]);
+        // No panic pass-through: the average alone would take many seconds to cross 0.5, so
+        // only the raw branch can activate at once.
         c.smoothing = Smoothing {
             up_half_life_s: 30.0,
             down_half_life_s: 30.0,
-            panic_threshold: 2.0,
+            panic_threshold: 0.0,
         };
         let mut s = Scorer::new(c);
         s.step(0.0, &[all(&[0.0])]);
-        assert!(
-            s.step(1.0, &[all(&[1.0])]).active,
-            "raw 1.0 activates at once"
-        );
+        let d = s.step(1.0, &[all(&[1.0])]);
+        assert!(d.composite_smoothed < 0.1, "{}", d.composite_smoothed);
+        assert!(d.active, "raw 1.0 activates at once");
+        // The average climbs towards 1 over a few half-lives.
+        for t in 2..=150 {
+            s.step(t as f64, &[all(&[1.0])]);
+        }
         // Raw drops to zero but the average is still near 1: stays active.
-        assert!(s.step(2.0, &[all(&[0.0])]).active);
-        let mut t = 2.0;
+        assert!(s.step(151.0, &[all(&[0.0])]).active);
+        let mut t = 151.0;
         while s.is_active() {
             t += 5.0;
             s.step(t, &[all(&[0.0])]);
-            assert!(t < 200.0, "never deactivated");
+            assert!(t < 400.0, "never deactivated");
         }
-        assert!(t > 30.0, "deactivated too early at {t}");
+        // From ~1 to below 0.2 takes log2(5) = 2.3 half-lives (70 s), or one quiet half-life.
+        assert!(t > 151.0 + 25.0, "deactivated too early at {t}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Where numbers come from: every source turns a batch of specs into per-pod readings. All IO of
 //! the scaler lives under this module; parsing and aggregation helpers beside it stay pure.
 
+pub mod budget;
+pub mod client;
 pub mod discovery;
 pub mod exposition;
 pub mod histogram;

@@ -325,6 +325,7 @@ mod tests {
         m.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         parse_in(
             ParseContext {
+                egress: None,
                 namespace: "inference",
                 prometheus_address: None,
             },

@@ -18,6 +18,7 @@ use prometheus_http_query::response::Data;
 use prometheus_http_query::Client;
 use regex::Regex;
 
+use super::budget::{BodyBudget, BodyError, Share};
 use super::promql::{Labels, Template};
 use super::{Readings, SignalReading, Source};
 use crate::score::DemandModel;
@@ -40,6 +41,36 @@ pub enum QueryError {
     Rejected(String),
     #[error("bad address: {0}")]
     Address(String),
+}
+
+/// The Prometheus HTTP API's envelope.
+#[derive(serde::Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+enum Answer {
+    Success {
+        data: prometheus_http_query::response::PromqlResult,
+    },
+    Error {
+        #[serde(rename = "errorType", default)]
+        error_type: String,
+        #[serde(default)]
+        error: String,
+    },
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "unreadable",
+            serde_json::error::Category::Syntax => "not JSON",
+            serde_json::error::Category::Data => "unexpected fields",
+            serde_json::error::Category::Eof => "cut short",
+        }
+    }
 }
 
 /// Settings of the source, from `Settings`.
@@ -71,6 +102,8 @@ struct GroupKey {
 pub struct PrometheusSource {
     settings: PrometheusSettings,
     http: prometheus_http_query::reqwest::Client,
+    /// Answers are read through the body budget, under its cap, like scraped bodies.
+    budget: BodyBudget,
     clients: Mutex<HashMap<String, Client>>,
     regexes: Mutex<HashMap<String, Arc<Regex>>>,
     /// (namespace, pods, signal) currently without series, so the warning is logged once.
@@ -78,15 +111,16 @@ pub struct PrometheusSource {
 }
 
 impl PrometheusSource {
-    pub fn new(settings: PrometheusSettings) -> Self {
-        let http = prometheus_http_query::reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .build()
-            .expect("an HTTP client with only timeouts set always builds");
+    /// `http` carries the timeouts and the egress policy (`signals::client::build`).
+    pub fn new(
+        settings: PrometheusSettings,
+        http: prometheus_http_query::reqwest::Client,
+        budget: BodyBudget,
+    ) -> Self {
         PrometheusSource {
             settings,
             http,
+            budget,
             clients: Mutex::new(HashMap::new()),
             regexes: Mutex::new(HashMap::new()),
             empty: Mutex::new(HashSet::new()),
@@ -128,17 +162,49 @@ impl PrometheusSource {
     ) -> Result<Vec<Series>, QueryError> {
         let client = self.client(address)?;
         let timeout_ms = self.settings.timeout.as_millis() as i64;
-        let result = if start == end {
-            client.query(query).at(end).timeout(timeout_ms).post().await
+        let response = if start == end {
+            client
+                .query(query)
+                .at(end)
+                .timeout(timeout_ms)
+                .post_raw()
+                .await
         } else {
             client
                 .query_range(query, start, end, self.settings.step_s as f64)
                 .timeout(timeout_ms)
-                .post()
+                .post_raw()
                 .await
         };
-        let result = result.map_err(|e| classify(e, self.settings.timeout))?;
-        let (data, _) = result.into_inner();
+        let response = response.map_err(|e| classify(e, self.settings.timeout))?;
+        let status = response.status();
+        // Prometheus answers errors (400, 422, 503) with a JSON body naming the problem.
+        let body = self
+            .budget
+            .read(response, &Share::whole(&self.budget))
+            .await
+            .map_err(|e| match e {
+                BodyError::Timeout => QueryError::Timeout(self.settings.timeout),
+                other => QueryError::Unreachable(other.to_string()),
+            })?;
+        let data = match serde_json::from_slice::<Answer>(&body.bytes) {
+            Ok(Answer::Success { data }) => data.into_inner().0,
+            Ok(Answer::Error { error_type, error }) => {
+                return Err(QueryError::Rejected(crate::text::bounded(
+                    &format!("{error_type}: {error}"),
+                    300,
+                )))
+            }
+            // The body is not echoed: it is whatever the address served.
+            Err(e) => {
+                return Err(QueryError::Unreachable(format!(
+                    "HTTP {} with an answer that is not the Prometheus API's JSON ({})",
+                    status.as_u16(),
+                    e.classify_name()
+                )))
+            }
+        };
+        drop(body);
         Ok(match data {
             Data::Vector(v) => v
                 .into_iter()
@@ -226,7 +292,8 @@ impl Source for PrometheusSource {
                 .map(|(s, l)| self.from(s, *l, end))
                 .collect();
             let plan = plan(specs, &from);
-            let answers: HashMap<GroupKey, Result<Vec<Series>, QueryError>> =
+            let keys: Vec<GroupKey> = plan.keys().cloned().collect();
+            let mut answers: HashMap<GroupKey, Result<Vec<Series>, QueryError>> =
                 stream::iter(plan.into_iter().map(|(key, group)| async move {
                     let query = key.template.build(&key.labels, &group.namespaces);
                     let result = self.run(&key.address, &query, group.from, end).await;
@@ -236,8 +303,16 @@ impl Source for PrometheusSource {
                     (key, result)
                 }))
                 .buffer_unordered(CONCURRENCY)
+                // A round lasts one query timeout: queries still queued then count as timed out,
+                // so many slow queries cannot hold every other ScaledObject's samples.
+                .take_until(tokio::time::sleep(self.settings.timeout))
                 .collect()
                 .await;
+            for key in keys {
+                answers
+                    .entry(key)
+                    .or_insert(Err(QueryError::Timeout(self.settings.timeout)));
+            }
             specs
                 .iter()
                 .zip(&from)
@@ -547,13 +622,15 @@ fn classify(e: prometheus_http_query::Error, timeout: Duration) -> QueryError {
         prometheus_http_query::Error::Prometheus(p) => QueryError::Rejected(p.to_string()),
         prometheus_http_query::Error::ParseUrl(u) => QueryError::Address(u.to_string()),
         other => {
-            let timed_out = std::error::Error::source(&other)
-                .and_then(|s| s.downcast_ref::<prometheus_http_query::reqwest::Error>())
-                .is_some_and(|r| r.is_timeout());
-            if timed_out || other.to_string().contains("timed out") {
+            let cause = std::error::Error::source(&other)
+                .and_then(|s| s.downcast_ref::<prometheus_http_query::reqwest::Error>());
+            if cause.is_some_and(|r| r.is_timeout()) || other.to_string().contains("timed out") {
                 QueryError::Timeout(timeout)
             } else {
-                QueryError::Unreachable(other.to_string())
+                // The address is named by the caller; the cause is described without it.
+                QueryError::Unreachable(
+                    cause.map_or_else(|| other.to_string(), super::client::describe),
+                )
             }
         }
     }
@@ -592,6 +669,7 @@ mod tests {
         m.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         parse_in(
             ParseContext {
+                egress: None,
                 namespace: "inference",
                 prometheus_address: None,
             },
@@ -810,11 +888,16 @@ mod tests {
         ]);
         assert_eq!(history_window(&s, Duration::from_secs(3600)), 240.0);
         assert_eq!(history_window(&s, Duration::from_secs(60)), 60.0);
-        let source = PrometheusSource::new(PrometheusSettings {
-            timeout: Duration::from_secs(1),
-            step_s: 2,
-            max_history: Duration::from_secs(3600),
-        });
+        crate::signals::client::install_provider();
+        let source = PrometheusSource::new(
+            PrometheusSettings {
+                timeout: Duration::from_secs(1),
+                step_s: 2,
+                max_history: Duration::from_secs(3600),
+            },
+            prometheus_http_query::reqwest::Client::new(),
+            BodyBudget::new(1 << 20, 1 << 20),
+        );
         assert_eq!(source.from(&s, None, 1000), 760);
         assert_eq!(source.from(&s, Some(996.0), 1000), 998);
         assert_eq!(source.from(&s, Some(1000.0), 1000), 1000);

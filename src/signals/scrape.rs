@@ -1,17 +1,22 @@
 //! `source=scrape`: reads each replica's `/metrics` directly, no Prometheus needed.
 //!
-//! Each endpoint is one replica. Every endpoint named by any ScaledObject is fetched once per
-//! sampling, concurrently, with a timeout and a body-size cap; an endpoint that fails counts as a
-//! missing pod. Latency histograms are differenced over a window, so a history of bucket snapshots
-//! per endpoint is the only state kept here.
+//! Each endpoint is one replica. Every endpoint named by any ScaledObject is fetched at most once
+//! per sampling, with a timeout and a body cap; an endpoint that fails counts as a missing pod.
+//! Tenants are isolated from each other: in each round every ScaledObject gets an equal share of
+//! the fetch slots and of the body budget, and a deadline (the scrape timeout) after which its
+//! unfinished endpoints count as missing. A ScaledObject with a thousand black-holed endpoints
+//! thus only makes itself stale. Latency histograms are differenced over a window, so a history
+//! of bucket snapshots per endpoint is the only state kept here.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{self, StreamExt};
+use tokio::sync::{OnceCell, Semaphore};
 
+use super::budget::{BodyBudget, BodyError, Held, Share};
 use super::discovery::{Discovery, DiscoverySettings};
 use super::exposition::{self, Exposition};
 use super::histogram::{self, Buckets};
@@ -19,10 +24,8 @@ use super::{Readings, SignalReading, Source};
 use crate::score::DemandModel;
 use crate::spec::{MemoryMetrics, MetricRef, MetricSource, ScalerSpec, SignalSpec, SourceSpec};
 
-/// Largest `/metrics` body read; a larger one is an error rather than a memory risk.
-const MAX_BODY_BYTES: usize = 16 << 20;
-/// Endpoints fetched at once.
-const CONCURRENCY: usize = 64;
+/// Endpoints fetched at once by the whole source; each ScaledObject gets an equal share.
+pub const CONCURRENCY: usize = 128;
 
 /// Why one endpoint gave no data.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -33,15 +36,31 @@ pub enum FetchError {
     Connect(String),
     #[error("HTTP status {0}")]
     Status(u16),
-    #[error("body larger than {MAX_BODY_BYTES} bytes")]
-    TooLarge,
-    #[error("reading body: {0}")]
-    Body(String),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error("not fetched: this ScaledObject's time for the round (the scrape timeout) ran out")]
+    Deadline,
 }
 
-type Scrapes = HashMap<String, Result<Exposition, FetchError>>;
+/// One endpoint's parsed exposition; its body's bytes stay counted against the budget until the
+/// round is done with it.
+pub struct Scraped {
+    expo: Exposition,
+    _held: Held,
+}
+
+impl std::ops::Deref for Scraped {
+    type Target = Exposition;
+    fn deref(&self) -> &Exposition {
+        &self.expo
+    }
+}
+
+type Scrapes = HashMap<String, Result<Arc<Scraped>, FetchError>>;
 /// Timestamped cumulative bucket counts, oldest first.
 type Snapshots = VecDeque<(f64, Buckets)>;
+/// This round's fetches by URL, shared by every ScaledObject naming the URL.
+type Round = HashMap<String, Arc<OnceCell<Result<Arc<Scraped>, FetchError>>>>;
 
 /// What one spec scrapes this round: fixed endpoints, or a Service's endpoints as discovered.
 #[derive(Clone, Debug, Default)]
@@ -57,65 +76,109 @@ struct Target {
 pub struct ScrapeSource {
     client: reqwest::Client,
     discovery: Discovery,
+    budget: BodyBudget,
+    /// Fetch slots of the whole source.
+    slots: Arc<Semaphore>,
+    /// Each ScaledObject's time per round.
+    deadline: Duration,
     /// Bucket snapshots per (endpoint, histogram base name), oldest first.
     history: Mutex<HashMap<(String, String), Snapshots>>,
 }
 
 impl ScrapeSource {
-    pub fn new(timeout: Duration) -> Self {
-        Self::with_discovery(timeout, DiscoverySettings::default())
-    }
-
-    pub fn with_discovery(timeout: Duration, discovery: DiscoverySettings) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .expect("an HTTP client with only timeouts set always builds");
+    /// `client` carries the timeouts and the egress policy (`signals::client::build`).
+    pub fn new(client: reqwest::Client, budget: BodyBudget, deadline: Duration) -> Self {
         ScrapeSource {
             client,
-            discovery: Discovery::new(discovery),
+            budget,
+            slots: Arc::new(Semaphore::new(CONCURRENCY)),
+            deadline,
+            discovery: Discovery::new(DiscoverySettings::default()),
             history: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn fetch(&self, url: &str) -> Result<Exposition, FetchError> {
+    /// Resolves `service` triggers through Kubernetes discovery with these settings.
+    pub fn with_discovery(mut self, settings: DiscoverySettings) -> Self {
+        self.discovery = Discovery::new(settings);
+        self
+    }
+
+    /// A source with a default client, for tests and tools.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        let client =
+            super::client::build(timeout, &Arc::new(crate::egress::EgressPolicy::loopback()))
+                .expect("the default client builds");
+        ScrapeSource::new(client, BodyBudget::new(64 << 20, 4 << 20), timeout)
+    }
+
+    async fn fetch(&self, url: &str, share: &Share) -> Result<Arc<Scraped>, FetchError> {
         let classify = |e: reqwest::Error| {
             if e.is_timeout() {
                 FetchError::Timeout
             } else {
-                FetchError::Connect(e.to_string())
+                FetchError::Connect(super::client::describe(&e))
             }
         };
-        let mut resp = self.client.get(url).send().await.map_err(classify)?;
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| FetchError::Deadline)?;
+        let resp = self.client.get(url).send().await.map_err(classify)?;
         if !resp.status().is_success() {
             return Err(FetchError::Status(resp.status().as_u16()));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| {
-            if e.is_timeout() {
-                FetchError::Timeout
-            } else {
-                FetchError::Body(e.to_string())
-            }
-        })? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(FetchError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(exposition::parse(&String::from_utf8_lossy(&body)))
+        let body = self.budget.read(resp, share).await?;
+        let expo = exposition::parse(&String::from_utf8_lossy(&body.bytes));
+        Ok(Arc::new(Scraped {
+            expo,
+            _held: body.into_held(),
+        }))
     }
 
-    async fn fetch_all(&self, urls: BTreeSet<String>) -> Scrapes {
-        let fetches = urls.into_iter().map(|url| async move {
-            let result = self.fetch(&url).await;
-            (url, result)
-        });
-        stream::iter(fetches)
-            .buffer_unordered(CONCURRENCY)
+    /// Fetches `url` unless another ScaledObject already did (or is doing) it this round.
+    async fn fetch_once(
+        &self,
+        cell: &OnceCell<Result<Arc<Scraped>, FetchError>>,
+        url: &str,
+        share: &Share,
+    ) {
+        cell.get_or_init(|| self.fetch(url, share)).await;
+    }
+
+    /// Fetches every spec's endpoints (`targets[i]` for spec i), each spec within its share and
+    /// deadline.
+    async fn fetch_all(&self, targets: &[Target]) -> Scrapes {
+        let round: Round = targets
+            .iter()
+            .flat_map(|t| t.urls.iter())
+            .map(|url| (url.clone(), Arc::new(OnceCell::new())))
+            .collect();
+        let shares = self.budget.shares(targets.len());
+        let slots = (CONCURRENCY / targets.len().max(1)).max(1);
+        let mut per_spec = Vec::with_capacity(targets.len());
+        for (target, share) in targets.iter().zip(&shares) {
+            let fetches: Vec<_> = target
+                .urls
+                .iter()
+                .map(|url| self.fetch_once(&round[url], url, share))
+                .collect();
+            per_spec.push(async move {
+                let all = stream::iter(fetches)
+                    .buffer_unordered(slots)
+                    .collect::<Vec<()>>();
+                let _ = tokio::time::timeout(self.deadline, all).await;
+            });
+        }
+        join_all(per_spec).await;
+        round
+            .into_iter()
+            .map(|(url, cell)| {
+                let result = cell.get().cloned().unwrap_or(Err(FetchError::Deadline));
+                (url, result)
+            })
             .collect()
-            .await
     }
 
     /// The shared discovery (its watchers are stopped through `retain`).
@@ -244,6 +307,7 @@ impl ScrapeSource {
                 let reachable: Vec<&Exposition> = urls
                     .iter()
                     .filter_map(|u| scrapes.get(u).and_then(|r| r.as_ref().ok()))
+                    .map(|s| &s.expo)
                     .collect();
                 let note = (!reachable.is_empty()
                     && !reachable.iter().any(|e| exposes(e, &signal.metrics)))
@@ -349,8 +413,7 @@ impl Source for ScrapeSource {
             for spec in specs {
                 targets.push(self.target(spec).await);
             }
-            let urls: BTreeSet<String> = targets.iter().flat_map(|t| t.urls.clone()).collect();
-            let scrapes = self.fetch_all(urls).await;
+            let scrapes = self.fetch_all(&targets).await;
             self.record_histograms(specs, &targets, &scrapes, t);
             specs
                 .iter()
@@ -464,7 +527,7 @@ mod tests {
         let expo = exposition::parse(
             "DCGM_FI_PROF_GR_ENGINE_ACTIVE{GPU_I_ID=\"1\"} 0.5\nDCGM_FI_PROF_GR_ENGINE_ACTIVE{GPU_I_ID=\"2\"} 0.7\n",
         );
-        let source = ScrapeSource::new(std::time::Duration::from_secs(1));
+        let source = ScrapeSource::with_timeout(std::time::Duration::from_secs(1));
         let v = source.pod_value(
             &spec.signals[0],
             "http://127.0.0.1:9/metrics",

@@ -11,6 +11,7 @@ pub mod replay;
 pub mod report;
 pub mod rng;
 pub mod suite;
+pub mod svg;
 pub mod trace;
 
 use std::path::{Path, PathBuf};

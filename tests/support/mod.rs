@@ -29,6 +29,9 @@ pub fn settings(sample_interval: Duration, max_staleness: Duration) -> Settings 
         sample_interval,
         scrape_timeout: Duration::from_millis(300),
         max_staleness,
+        // Every endpoint in the tests runs on loopback, which the default policy refuses.
+        egress: keda_gpu_scaler::egress::EgressPolicy::loopback(),
+        debug_page: true,
         ..Settings::default()
     }
 }
@@ -153,6 +156,13 @@ pub async fn wait_for_value(
     }
 }
 
+/// The egress settings a test scaler needs: its endpoints and Prometheus run on loopback.
+pub const LOOPBACK_EGRESS: &[(&str, &str)] = &[
+    ("KEDA_GPU_SCALER_EGRESS__ALLOW_LOOPBACK", "true"),
+    ("KEDA_GPU_SCALER_EGRESS__PROMETHEUS_ADDRESSES", "*"),
+    ("KEDA_GPU_SCALER_DEBUG_PAGE", "true"),
+];
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_keda-gpu-scaler");
 
 /// Runs the binary to completion: (success, stdout, stderr).
@@ -190,6 +200,7 @@ pub fn spawn_serve(env: &[(&str, &str)]) -> (KillOnDrop, String) {
             "--http-addr",
             "127.0.0.1:0",
         ])
+        .envs(LOOPBACK_EGRESS.iter().copied())
         .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()

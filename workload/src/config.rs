@@ -57,6 +57,10 @@ pub struct Config {
     /// After that, wait at most this long for in-flight requests before exiting.
     #[arg(long, env = "WORKLOAD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
+    /// Longest time to receive a request body (/tryon), in milliseconds: a client sending
+    /// slowly, or announcing more than it sends, does not hold the connection longer.
+    #[arg(long, env = "WORKLOAD_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WORKLOAD_LOG_JSON", default_value_t = false)]
     pub log_json: bool,

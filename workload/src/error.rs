@@ -37,6 +37,11 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            // Nobody reads it (the client left), but logs and metrics show what happened:
+            // nginx's 499 "client closed request".
+            Self::Backend(BackendError::Cancelled) => {
+                StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+            }
             Self::Backend(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

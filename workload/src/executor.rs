@@ -3,7 +3,7 @@
 //! Retry-After). Jobs run on tokio's blocking pool so compute never stalls the HTTP reactor.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,43 @@ pub enum AdmitError {
     QueueFull { capacity: usize, running: usize },
     #[error("compute job failed to complete: {0}")]
     JobPanicked(String),
+}
+
+/// Set when the request that submitted a job has gone (its future was dropped: the client
+/// disconnected or timed out). Jobs check it between GEMM chunks or model steps and stop, so an
+/// abandoned request does not hold the device.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// A job nobody will cancel (tests, benchmarks, tools).
+    pub fn never() -> Cancel {
+        Cancel::default()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Err(Cancelled) once cancelled: `cancel.check()?` between steps.
+    pub fn check(&self) -> Result<(), crate::gemm::BackendError> {
+        if self.is_cancelled() {
+            Err(crate::gemm::BackendError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Cancels the job when dropped before `done`: the caller's future went away.
+struct CancelOnDrop(Option<Cancel>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.0.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 pub struct Executor {
@@ -68,11 +105,12 @@ impl Executor {
     /// Admits `job`, waits for a slot, runs it on a blocking thread and returns its result.
     ///
     /// If the caller's future is dropped while the job waits, it leaves the queue; once running,
-    /// the job finishes and keeps its slot (the device cannot be interrupted mid-kernel).
+    /// the job's `Cancel` is set and the job stops at its next check (a kernel in flight
+    /// finishes: the device cannot be interrupted mid-kernel).
     pub async fn run<T, F>(&self, job: F) -> Result<T, AdmitError>
     where
         T: Send + 'static,
-        F: FnOnce() -> T + Send + 'static,
+        F: FnOnce(&Cancel) -> T + Send + 'static,
     {
         let admitted = Instant::now();
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
@@ -90,14 +128,18 @@ impl Executor {
             .observe(admitted.elapsed().as_secs_f64());
         let busy = Arc::clone(&self.busy);
         let metrics = Arc::clone(&self.metrics);
+        let cancel = Cancel::default();
+        let mut on_drop = CancelOnDrop(Some(cancel.clone()));
         let handle = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let _running = RunningGuard::start(busy, metrics);
-            job()
+            job(&cancel)
         });
-        handle
+        let result = handle
             .await
-            .map_err(|e| AdmitError::JobPanicked(e.to_string()))
+            .map_err(|e| AdmitError::JobPanicked(e.to_string()));
+        on_drop.0 = None;
+        result
     }
 
     fn enqueue(&self) -> Result<QueueGuard<'_>, AdmitError> {

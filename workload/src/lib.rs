@@ -23,3 +23,10 @@ pub use config::Config;
 pub use server::{AppState, Server, StartError};
 /// Load generation (scenarios, open/closed loop, HDR latency summary), used by `loadgen`.
 pub mod load;
+
+/// Installs ring as the process's rustls provider, once. The scaler in this workspace turns on
+/// reqwest's rustls support (without a bundled provider), and reqwest then wants a process-wide
+/// provider before it builds any client, plain http included. Safe to call any number of times.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::compute::{busy, matrix, tryon};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::executor::Executor;
+use crate::executor::{Cancel, Executor};
 use crate::gemm::{Backend, BackendError};
 use crate::metrics::{Metrics, CONTENT_TYPE};
 use crate::params::bounded;
@@ -108,12 +108,12 @@ impl AppState {
     async fn compute<T, F>(&self, job: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
-        F: FnOnce(&Backend) -> T + Send + 'static,
+        F: FnOnce(&Backend, &Cancel) -> T + Send + 'static,
     {
         let backend = Arc::clone(&self.inner.backend);
         self.inner
             .executor
-            .run(move || job(&backend))
+            .run(move |cancel| job(&backend, cancel))
             .await
             .map_err(|e| ApiError::admit(e, self.inner.config.retry_after_secs))
     }
@@ -187,7 +187,12 @@ pub fn router(state: AppState) -> Router {
         .route("/stream", get(stream_handler))
         .route(
             "/tryon",
-            post(tryon_handler).layer(DefaultBodyLimit::max(body_limit)),
+            post(tryon_handler)
+                .layer(DefaultBodyLimit::max(body_limit))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    refuse_announced_oversize,
+                )),
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -241,7 +246,9 @@ async fn matrix_handler(
         let iterations = bounded(&q, "iterations", 1u32, 1, cfg.max_iterations)?;
         let seed = bounded(&q, "seed", 42u64, 0, u64::MAX)?;
         let (outcome, _) = state
-            .compute(move |b| with_device!(b, d => matrix::run(d, size, iterations, seed)))
+            .compute(
+                move |b, c| with_device!(b, d => matrix::run_until(d, size, iterations, seed, c)),
+            )
             .await??;
         Ok(Json(MatrixResponse {
             backend: state.backend().kind().as_str(),
@@ -271,7 +278,7 @@ async fn gpu_job_handler(
         let cfg = &state.inner.config;
         let work_ms = bounded(&q, "work_ms", 100u64.min(cfg.max_work_ms), 1, cfg.max_work_ms)?;
         let outcome = state
-            .compute(move |b| with_device!(b, d => busy::run(d, Duration::from_millis(work_ms), work_ms)))
+            .compute(move |b, c| with_device!(b, d => busy::run_until(d, Duration::from_millis(work_ms), work_ms, c)))
             .await??;
         Ok(Json(BusyResponse {
             backend: state.backend().kind().as_str(),
@@ -281,6 +288,37 @@ async fn gpu_job_handler(
     }
     .await;
     finish(&state, "gpu_job", start, result)
+}
+
+/// Refuses a body whose announced length is over the limit before reading any of it, instead of
+/// reading up to the limit (or holding the connection while a client trickles 10 GB).
+async fn refuse_announced_oversize(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let max = state.inner.config.max_body_bytes;
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match announced {
+        Some(n) if n > max as u64 => {
+            let mut resp = ApiError::TooLarge {
+                field: "body",
+                message: format!("request body of {n} bytes announced; at most {max} are accepted"),
+            }
+            .into_response();
+            // The unread body makes the connection unusable: say so.
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            resp
+        }
+        _ => next.run(request).await,
+    }
 }
 
 async fn tryon_handler(
@@ -294,33 +332,46 @@ async fn tryon_handler(
             message: format!("expected multipart/form-data with person_image and cloth_image: {e}"),
         })?;
         let max_body = state.inner.config.max_body_bytes;
+        let body_timeout = Duration::from_millis(state.inner.config.body_timeout_ms);
         let mut person: Option<Bytes> = None;
         let mut cloth: Option<Bytes> = None;
-        loop {
-            let field = multipart
-                .next_field()
-                .await
-                .map_err(|e| multipart_error(e, max_body))?;
-            let Some(field) = field else { break };
-            let slot = match field.name() {
-                Some("person_image") => &mut person,
-                Some("cloth_image") => &mut cloth,
-                // Other form fields are ignored, but still read so the body limit applies.
-                _ => {
+        let read = async {
+            loop {
+                let field = multipart
+                    .next_field()
+                    .await
+                    .map_err(|e| multipart_error(e, max_body))?;
+                let Some(field) = field else { break };
+                let slot = match field.name() {
+                    Some("person_image") => &mut person,
+                    Some("cloth_image") => &mut cloth,
+                    // Other form fields are ignored, but still read so the body limit applies.
+                    _ => {
+                        field
+                            .bytes()
+                            .await
+                            .map_err(|e| multipart_error(e, max_body))?;
+                        continue;
+                    }
+                };
+                *slot = Some(
                     field
                         .bytes()
                         .await
-                        .map_err(|e| multipart_error(e, max_body))?;
-                    continue;
-                }
-            };
-            *slot = Some(
-                field
-                    .bytes()
-                    .await
-                    .map_err(|e| multipart_error(e, max_body))?,
-            );
-        }
+                        .map_err(|e| multipart_error(e, max_body))?,
+                );
+            }
+            Ok::<(), ApiError>(())
+        };
+        tokio::time::timeout(body_timeout, read)
+            .await
+            .map_err(|_| ApiError::BadRequest {
+                field: "body",
+                message: format!(
+                    "request body not received within {} ms",
+                    body_timeout.as_millis()
+                ),
+            })??;
         let missing = |field| ApiError::BadRequest {
             field,
             message:
@@ -335,7 +386,9 @@ async fn tryon_handler(
         };
         let model = Arc::clone(&state.inner.model);
         let outcome = state
-            .compute(move |b| with_device!(b, d => model.run(d, &person, &cloth, limits)))
+            .compute(
+                move |b, c| with_device!(b, d => model.run_until(d, &person, &cloth, limits, c)),
+            )
             .await??;
         let mut resp = (
             StatusCode::OK,

@@ -333,3 +333,63 @@ async fn readyz_fails_during_the_shutdown_delay() {
     // Still serving during the delay.
     assert_eq!(s.get("/matrix?size=8").await.status(), 200);
 }
+
+#[tokio::test]
+async fn an_abandoned_request_stops_its_work_and_frees_the_executor() {
+    let s = TestServer::start(|c| c.max_concurrency = 1).await;
+    // A client that gives up after 300 ms on a 20 s job.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let gone = impatient.get(s.url("/gpu_job?work_ms=20000")).send().await;
+    assert!(gone.is_err(), "the client timed out");
+    // The next request gets the executor within a moment, not after 20 s.
+    let start = std::time::Instant::now();
+    let r = s.get("/gpu_job?work_ms=50").await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the abandoned job was stopped: next request took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_body_announced_over_the_limit_is_refused_at_once_and_slow_bodies_time_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(|c| {
+        c.max_body_bytes = 1 << 20;
+        c.body_timeout_ms = 500;
+    })
+    .await;
+    let request = |length: u64| {
+        format!(
+            "POST /tryon HTTP/1.1\r\nhost: x\r\ncontent-type: multipart/form-data; boundary=b\r\ncontent-length: {length}\r\n\r\n--b\r\n"
+        )
+    };
+    // 10 GB announced, a few bytes sent: 413 without waiting for the rest.
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    conn.write_all(request(10_000_000_000).as_bytes())
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut head))
+        .await
+        .expect("answered at once")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+
+    // Within the limit but never finished: refused once the body timeout passes.
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    conn.write_all(request(500_000).as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut head))
+        .await
+        .expect("answered after the body timeout")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(head.contains("not received within 500 ms"), "{head}");
+}

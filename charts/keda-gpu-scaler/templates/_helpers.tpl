@@ -135,7 +135,46 @@ readinessProbe:
 {{- end }}
 {{- end }}
 
+{{/*
+ScaledObjects kept at once: config.maxEntries, or what resources.limits.memory holds after the
+process (48 MiB) and the bodies (twice bodyBudgetBytes: raw and parsed), at 9 KiB per entry
+(measured by the chaos benchmark; docs/deploy.md, "One scaler, many tenants").
+*/}}
+{{- define "keda-gpu-scaler.maxEntries" -}}
+{{- if .Values.config.maxEntries -}}
+{{ .Values.config.maxEntries | int64 }}
+{{- else -}}
+{{- $limit := toString (dig "limits" "memory" "256Mi" .Values.resources) -}}
+{{- $mi := 0 -}}
+{{- if hasSuffix "Gi" $limit -}}
+{{- $mi = mul (trimSuffix "Gi" $limit | int64) 1024 -}}
+{{- else if hasSuffix "Mi" $limit -}}
+{{- $mi = trimSuffix "Mi" $limit | int64 -}}
+{{- else -}}
+{{- fail "resources.limits.memory: write it in Mi or Gi so the chart can derive config.maxEntries, or set config.maxEntries" -}}
+{{- end -}}
+{{- $bodies := div (mul 2 (.Values.config.bodyBudgetBytes | int64)) 1048576 -}}
+{{- $free := sub (sub $mi 48) $bodies -}}
+{{- if lt $free 16 -}}
+{{- fail (printf "resources.limits.memory %s leaves no room for ScaledObjects after 48 MiB for the process and %d MiB for bodies: raise it or lower config.bodyBudgetBytes" $limit $bodies) -}}
+{{- end -}}
+{{ div (mul $free 1024) 9 }}
+{{- end -}}
+{{- end }}
+
 {{- define "keda-gpu-scaler.volumes" -}}
+{{- if .Values.config.stateFile }}
+# Survives container restarts (not pod deletion): the last decisions, read back at start.
+- name: state
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end }}
+{{- if .Values.egress.caSecret }}
+- name: egress-ca
+  secret:
+    secretName: {{ .Values.egress.caSecret }}
+    defaultMode: 292
+{{- end }}
 {{- if .Values.configToml }}
 - name: config
   configMap:
@@ -156,6 +195,15 @@ readinessProbe:
 {{- end }}
 
 {{- define "keda-gpu-scaler.volumeMounts" -}}
+{{- if .Values.config.stateFile }}
+- name: state
+  mountPath: /var/lib/keda-gpu-scaler
+{{- end }}
+{{- if .Values.egress.caSecret }}
+- name: egress-ca
+  mountPath: /etc/keda-gpu-scaler/egress-ca
+  readOnly: true
+{{- end }}
 {{- if .Values.configToml }}
 - name: config
   mountPath: /etc/keda-gpu-scaler/config

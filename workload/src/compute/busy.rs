@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::rng::SplitMix64;
+use crate::executor::Cancel;
 use crate::gemm::{BackendError, BackendKind, Device, GemmDims};
 
 /// Matrix size per kernel: large enough to be efficient, small enough that the job overshoots the
@@ -25,6 +26,16 @@ pub struct BusyOutcome {
 }
 
 pub fn run<D: Device>(dev: &D, work: Duration, seed: u64) -> Result<BusyOutcome, BackendError> {
+    run_until(dev, work, seed, &Cancel::never())
+}
+
+/// `run`, stopping between kernel batches once `cancel` is set.
+pub fn run_until<D: Device>(
+    dev: &D,
+    work: Duration,
+    seed: u64,
+    cancel: &Cancel,
+) -> Result<BusyOutcome, BackendError> {
     let n = kernel_size(dev.kind());
     let dims = GemmDims::square(n);
     let mut rng = SplitMix64::new(seed);
@@ -36,6 +47,7 @@ pub fn run<D: Device>(dev: &D, work: Duration, seed: u64) -> Result<BusyOutcome,
     // Queue a few kernels between synchronisations so the GPU never idles waiting for the host.
     const BATCH: u64 = 4;
     while start.elapsed() < work {
+        cancel.check()?;
         for _ in 0..BATCH {
             dev.gemm(dims, 1.0, &a, &b, 0.5, &mut c)?;
         }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::rng::SplitMix64;
+use crate::executor::Cancel;
 use crate::gemm::{BackendError, Device, GemmDims};
 
 pub const PRODUCTS_PER_ITERATION: u32 = 4;
@@ -42,6 +43,17 @@ pub fn run<D: Device>(
     iterations: u32,
     seed: u64,
 ) -> Result<(MatrixOutcome, Vec<f32>), BackendError> {
+    run_until(dev, n, iterations, seed, &Cancel::never())
+}
+
+/// `run`, stopping between iterations once `cancel` is set.
+pub fn run_until<D: Device>(
+    dev: &D,
+    n: usize,
+    iterations: u32,
+    seed: u64,
+    cancel: &Cancel,
+) -> Result<(MatrixOutcome, Vec<f32>), BackendError> {
     let len = n * n;
     let mut rng = SplitMix64::new(seed);
     let a = dev.upload(&rng.fill_signed(len))?;
@@ -58,6 +70,7 @@ pub fn run<D: Device>(
     let avg = 1.0 / iterations.max(1) as f32;
     let start = Instant::now();
     for _ in 0..iterations {
+        cancel.check()?;
         dev.gemm(dims, s, &a, &b, 0.0, &mut c)?; // product 1: C = s A B
         dev.gemm(dims, s, &b, &a, 0.0, &mut d)?; // product 2: D = s B A
         dev.mul_assign(&mut c, &d)?; // ew 1: C = C ⊙ D

@@ -13,6 +13,7 @@ use std::time::Instant;
 use image::{ImageFormat, ImageReader, RgbImage};
 
 use super::rng::SplitMix64;
+use crate::executor::Cancel;
 use crate::gemm::{BackendError, Device, GemmDims};
 
 /// Working resolution (height x width), the classic VITON size.
@@ -277,10 +278,24 @@ impl TryOnModel {
         cloth_bytes: &[u8],
         limits: ImageLimits,
     ) -> Result<TryOnOutcome, TryOnError> {
+        self.run_until(dev, person_bytes, cloth_bytes, limits, &Cancel::never())
+    }
+
+    /// `run`, stopping between steps once `cancel` is set.
+    pub fn run_until<D: Device>(
+        &self,
+        dev: &D,
+        person_bytes: &[u8],
+        cloth_bytes: &[u8],
+        limits: ImageLimits,
+        cancel: &Cancel,
+    ) -> Result<TryOnOutcome, TryOnError> {
         let start = Instant::now();
         let person = decode("person_image", person_bytes, limits)?;
         let cloth = decode("cloth_image", cloth_bytes, limits)?;
+        cancel.check()?;
         let out = self.forward(dev, &person, &cloth)?;
+        cancel.check()?;
         let mut png = Vec::new();
         out.write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
             .map_err(|e| TryOnError::Encode(e.to_string()))?;

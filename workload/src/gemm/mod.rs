@@ -22,6 +22,8 @@ pub enum BackendError {
     Shape(String),
     #[error("could not start CPU thread pool: {0}")]
     ThreadPool(String),
+    #[error("stopped: the request that asked for this work has gone")]
+    Cancelled,
 }
 
 /// Which backend the operator asked for at start.

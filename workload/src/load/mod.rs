@@ -255,6 +255,7 @@ struct Shared {
 /// Runs the plan to completion (duration elapsed and open requests finished or timed out).
 pub async fn run(plan: LoadPlan, live: Arc<LiveStats>) -> Result<Summary, LoadError> {
     plan.validate()?;
+    crate::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(plan.timeout)
         .connect_timeout(Duration::from_secs(5))

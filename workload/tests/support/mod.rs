@@ -29,6 +29,7 @@ impl TestServer {
         let task = tokio::spawn(server.run(async {
             let _ = rx.await;
         }));
+        gpu_workload::install_tls_provider();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()

@@ -1,0 +1,353 @@
+//! One scaler, many tenants: a hostile ScaledObject only hurts itself, the egress policy refuses
+//! what the operator did not allow, numbers fail safe, and a new object's first answer succeeds.
+//! Everything runs over loopback; the black-holed endpoints accept connections and never answer.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use keda_gpu_scaler::egress::EgressPolicy;
+use support::*;
+use tokio::net::TcpListener;
+
+/// A port that accepts connections and never answers: each fetch waits for its timeout.
+async fn black_hole() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn debug_age(http: &str, name: &str) -> Option<f64> {
+    let doc: serde_json::Value = reqwest::get(format!("{http}/debug/scaledobjects"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    doc.as_array()?.iter().find(|e| e["name"] == name)?["sample_age_s"].as_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_objects_with_black_holed_endpoints_leave_others_fresh_and_the_scaler_ready() {
+    let interval = Duration::from_millis(500);
+    let running = start_scaler(&settings(interval, Duration::from_secs(30))).await;
+    let http = format!("http://{}", running.http_addr);
+    let ready_by = Instant::now() + Duration::from_secs(5);
+    while reqwest::get(format!("{http}/readyz"))
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(
+            Instant::now() < ready_by,
+            "the scaler turns ready after starting"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = client(&running).await;
+    let healthy_endpoint = MetricsEndpoint::start("workload_queue_length 20\n").await;
+    let healthy = object(
+        "healthy",
+        &[("endpoints", &healthy_endpoint.url), ("queueTarget", "10")],
+    );
+    let hole = black_hole().await;
+    for i in 0..5 {
+        let endpoints: Vec<String> = (0..1000).map(|j| format!("{hole}/o{i}/e{j}")).collect();
+        let hostile = object(
+            &format!("hostile-{i}"),
+            &[("endpoints", &endpoints.join(",")), ("queueTarget", "1")],
+        );
+        c.get_metric_spec(hostile).await.unwrap();
+    }
+    // The first answer waits for the first sample instead of failing.
+    c.get_metric_spec(healthy.clone()).await.unwrap();
+    let first = c.get_metrics(metrics_request(&healthy)).await;
+    assert!(
+        first.is_ok(),
+        "first GetMetrics after registration: {first:?}"
+    );
+
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut worst_age = 0.0f64;
+    while Instant::now() < until {
+        let v = c
+            .get_metrics(metrics_request(&healthy))
+            .await
+            .expect("the healthy object keeps answering")
+            .into_inner()
+            .metric_values[0]
+            .metric_value_float;
+        assert_eq!(v, 2.0);
+        let ready = reqwest::get(format!("{http}/readyz")).await.unwrap();
+        assert_eq!(
+            ready.status(),
+            200,
+            "/readyz reflects the scaler, not tenants"
+        );
+        worst_age = worst_age.max(debug_age(&http, "healthy").await.unwrap_or(f64::MAX));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        worst_age < 2.0 * interval.as_secs_f64(),
+        "healthy samples stay under two intervals old: worst {worst_age:.2}s"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn the_default_egress_policy_refuses_metadata_addresses_loopback_and_credentials() {
+    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    s.egress = EgressPolicy::default();
+    s.debug_page = false;
+    let running = start_scaler(&s).await;
+    let mut c = client(&running).await;
+    // The debug page (every tenant's endpoints) is served only when the operator turns it on.
+    let debug = reqwest::get(format!("http://{}/debug/scaledobjects", running.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(debug.status(), 404);
+    for endpoint in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://2852039166/",
+        "http://0xa9fea9fe/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://127.0.0.1:9100/metrics",
+        "http://localhost:9100/metrics",
+        "http://admin:hunter2@10.0.0.7:8000/metrics",
+    ] {
+        let so = object("tenant", &[("endpoints", endpoint), ("queueTarget", "1")]);
+        let e = c.get_metric_spec(so).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{endpoint}");
+        assert!(
+            e.message().contains("egress policy") || e.message().contains("credentials"),
+            "{endpoint}: {}",
+            e.message()
+        );
+        assert!(!e.message().contains("hunter2"), "{}", e.message());
+    }
+    let cross = object(
+        "tenant",
+        &[
+            ("source", "prometheus"),
+            ("prometheusAddress", "http://prometheus.monitoring:9090"),
+            ("deployment", "llm"),
+            ("namespace", "other-team"),
+            ("queueTarget", "1"),
+        ],
+    );
+    let e = c.get_metric_spec(cross).await.unwrap_err();
+    assert!(
+        e.message().contains("egress.prometheus_addresses"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message().contains("egress.allow_cross_namespace"),
+        "{}",
+        e.message()
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_and_bodies_are_never_echoed() {
+    let target = MetricsEndpoint::start("workload_queue_length 50\n").await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirect_addr = listener.local_addr().unwrap();
+    let to = target.url.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let to = to.clone();
+                async move { axum::response::Redirect::temporary(&to) }
+            }),
+        )
+        .route(
+            "/secret",
+            axum::routing::get(|| async { "not a metric: SECRET-BODY-CONTENT\x1b[31m" }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let running = start_scaler(&settings(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ))
+    .await;
+    let mut c = client(&running).await;
+    let so = object(
+        "redirected",
+        &[
+            ("endpoints", &format!("http://{redirect_addr}/metrics")),
+            ("queueTarget", "10"),
+        ],
+    );
+    c.get_metric_spec(so.clone()).await.unwrap();
+    let e = c.get_metrics(metrics_request(&so)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(e.message().contains("HTTP status 307"), "{}", e.message());
+
+    let so = object(
+        "body",
+        &[
+            ("endpoints", &format!("http://{redirect_addr}/secret")),
+            ("queueTarget", "10"),
+        ],
+    );
+    c.get_metric_spec(so.clone()).await.unwrap();
+    let e = c.get_metrics(metrics_request(&so)).await.unwrap_err();
+    let http = format!("http://{}", running.http_addr);
+    let debug = reqwest::get(format!("{http}/debug/scaledobjects"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for text in [e.message(), debug.as_str()] {
+        assert!(!text.contains("SECRET-BODY"), "{text}");
+        assert!(!text.contains('\x1b'), "{text}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn overflowing_readings_ask_for_max_replicas() {
+    let a = MetricsEndpoint::start("workload_queue_length 1e308\n").await;
+    let b = MetricsEndpoint::start("workload_queue_length 1e308\n").await;
+    let running = start_scaler(&settings(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ))
+    .await;
+    let mut c = client(&running).await;
+    let so = object(
+        "overflow",
+        &[
+            ("endpoints", &format!("{},{}", a.url, b.url)),
+            ("queueTarget", "10"),
+            ("maxReplicas", "40"),
+        ],
+    );
+    c.get_metric_spec(so.clone()).await.unwrap();
+    let v = wait_for_value(&mut c, &so, Duration::from_secs(5), |v| v > 0.0).await;
+    assert_eq!(v, 40.0, "an infinite demand asks for maxReplicas, never 0");
+    let active = c.is_active(so.clone()).await.unwrap().into_inner().result;
+    assert!(active);
+
+    // Sane readings again: the smoothing was not poisoned by the infinite values.
+    a.set("workload_queue_length 10\n");
+    b.set("workload_queue_length 10\n");
+    wait_for_value(&mut c, &so, Duration::from_secs(10), |v| v < 40.0).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_metadata_is_refused_before_parsing() {
+    let running = start_scaler(&settings(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ))
+    .await;
+    let mut c = client(&running).await;
+    let mut keys: Vec<(String, String)> = (0..10_000)
+        .map(|i| (format!("unknownKey{i}"), "\u{7}x".repeat(7)))
+        .collect();
+    keys.push(("queueTarget".into(), "1".into()));
+    let pairs: Vec<(&str, &str)> = keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let so = object("huge", &pairs);
+    let e = c.get_metric_spec(so).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("10001 keys given"), "{}", e.message());
+    assert!(e.message().len() < 300);
+
+    let so = object(
+        "long",
+        &[("queueTarget", &format!("1{}", "\n0".repeat(100_000)))],
+    );
+    let e = c.get_metric_spec(so).await.unwrap_err();
+    assert!(e.message().len() <= 2100, "bounded: {}", e.message().len());
+    assert!(!e.message().contains('\n'));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn one_series_per_scaled_object_and_metric_whatever_the_entries() {
+    let endpoint = MetricsEndpoint::start("workload_queue_length 20\n").await;
+    let running = start_scaler(&settings(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ))
+    .await;
+    let mut c = client(&running).await;
+    // A metadata edit: two entries for one ScaledObject and metric.
+    for target in ["10", "5"] {
+        let so = object(
+            "edited",
+            &[("endpoints", &endpoint.url), ("queueTarget", target)],
+        );
+        c.get_metric_spec(so.clone()).await.unwrap();
+        c.get_metrics(metrics_request(&so)).await.unwrap();
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", running.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("keda_gpu_scaler_desired_replicas{"))
+        .collect();
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert!(
+        series[0].ends_with(" 4"),
+        "the newest entry's value: {series:?}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_never_reports_less_or_inactive_before_it_knows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    s.state_file = Some(dir.path().join("state.json"));
+    let endpoint = MetricsEndpoint::start("workload_queue_length 100\n").await;
+    let so = object(
+        "llm",
+        &[
+            ("endpoints", &endpoint.url),
+            ("queueTarget", "10"),
+            ("downHalfLifeSeconds", "120"),
+        ],
+    );
+    let running = start_scaler(&s).await;
+    let mut c = client(&running).await;
+    c.get_metric_spec(so.clone()).await.unwrap();
+    let before = wait_for_value(&mut c, &so, Duration::from_secs(5), |v| v >= 9.9).await;
+    running.stop().await;
+
+    // The load went away while the scaler was down: the first readings alone say 0.
+    endpoint.set("workload_queue_length 0\n");
+    let running = start_scaler(&s).await;
+    let mut c = client(&running).await;
+    c.get_metric_spec(so.clone()).await.unwrap();
+    for _ in 0..10 {
+        let v = c
+            .get_metrics(metrics_request(&so))
+            .await
+            .expect("answers after the restart")
+            .into_inner()
+            .metric_values[0]
+            .metric_value_float;
+        assert!(v >= before * 0.9, "restart reported {v}, was {before}");
+        assert!(c.is_active(so.clone()).await.unwrap().into_inner().result);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await;
+}
