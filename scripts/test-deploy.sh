@@ -56,6 +56,7 @@ cargo build --quiet --locked -p deploy-check -p keda-gpu-scaler --bin deploy-che
 
 export HELM
 export DEPLOY_CHECK="$CARGO_TARGET_DIR/debug/deploy-check"
-export KEDA_GPU_SCALER_BIN="$CARGO_TARGET_DIR/debug/keda-gpu-scaler"
+# Not KEDA_GPU_SCALER_*: the scaler reads every variable with that prefix as a setting.
+export SCALER_BIN="$CARGO_TARGET_DIR/debug/keda-gpu-scaler"
 cd "$ROOT"
 exec python3 scripts/deploy-tests/test_deploy.py "$@"

@@ -155,7 +155,7 @@ VALIDATORS = dict(load_crd(REF / f) for f in ("keda.sh_scaledobjects.yaml", "ked
 
 # Trigger metadata is checked by the scaler itself: `keda-gpu-scaler check` runs the server's
 # own parser (src/spec.rs) over each ScaledObject, so there is no second key list to keep in step.
-SCALER = os.environ.get("KEDA_GPU_SCALER_BIN", "keda-gpu-scaler")
+SCALER = os.environ.get("SCALER_BIN", "keda-gpu-scaler")
 NUM = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
@@ -627,7 +627,8 @@ def _():
 @test("deploy-check rejects unparsable PromQL in a ScaledObject query override")
 def _():
     text = (ROOT / "keda/scaledobject-external-prometheus.yaml").read_text()
-    bad = replace_once(text, 'exported_pod=~"llm-server-.+"})\n', 'exported_pod=~"llm-server-.+"}\n')
+    # An override (allowed where the operator allows custom queries) with a missing ')'.
+    bad = replace_once(text, "        deployment: llm-server", '        deployment: llm-server\n        gpuUtilQuery: avg(DCGM_FI_DEV_GPU_UTIL{namespace="inference"}')
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(bad)
     try:
