@@ -249,7 +249,7 @@ impl Engine {
             .unwrap_or_default();
         Ok(Arc::new(Engine {
             scrape: ScrapeSource::new(scrape_client, budget.clone(), settings.scrape_timeout)
-                .with_discovery(settings.discovery.clone()),
+                .with_discovery(settings.discovery.clone(), egress.clone()),
             prometheus: PrometheusSource::new(
                 PrometheusSettings {
                     timeout: settings.prometheus_timeout,

@@ -199,7 +199,11 @@ async fn a_vllm_preset_follows_pods_as_they_appear_become_ready_and_terminate() 
                 "preset=vllm",
                 "queueTarget=4",
             ],
-            &[("KEDA_GPU_SCALER_KUBERNETES__KUBECONFIG", &kubeconfig)],
+            &[
+                ("KEDA_GPU_SCALER_KUBERNETES__KUBECONFIG", &kubeconfig),
+                // The pods of this test listen on loopback, which the default policy refuses.
+                ("KEDA_GPU_SCALER_EGRESS__ALLOW_LOOPBACK", "true"),
+            ],
         )
     })
     .await
@@ -448,5 +452,53 @@ async fn a_namespace_nobody_reads_any_more_is_no_longer_watched() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(running.engine.len(), 0);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovered_addresses_the_egress_policy_refuses_are_not_scraped() {
+    // Anyone who may write EndpointSlices in a namespace can list any address: a hand-written
+    // slice naming the cloud metadata service must not make the scaler fetch it.
+    let api = KubeApi::start().await;
+    let (port, _eps) = pods(1, &vllm(8.0, 0.2)).await;
+    api.apply(
+        NS,
+        slice(
+            "llm-1",
+            "llm",
+            &[("http", port)],
+            &[
+                Ep::ready("127.0.0.2", "llm-a"),
+                Ep::ready("169.254.169.254", "not-a-pod"),
+            ],
+        ),
+    );
+    let running = scaler(&api, &[]).await;
+    let mut c = client(&running).await;
+    let v = wait_for_value(
+        &mut c,
+        &so(NS, "llm", VLLM_SO),
+        Duration::from_secs(10),
+        |v| v > 0.0,
+    )
+    .await;
+    assert_eq!(
+        v, 2.0,
+        "only the pod on loopback (allowed in tests) is read"
+    );
+    let e = wait_debug(&running, "llm", |e| {
+        e["notes"].to_string().contains("169.254.169.254")
+    })
+    .await;
+    let notes = e["notes"].to_string();
+    assert!(
+        notes.contains("link-local (cloud metadata)") && notes.contains("not scraped"),
+        "{e:#}"
+    );
+    assert_eq!(e["decision"]["signals"][0]["reporting"], 1, "{e:#}");
+    assert_eq!(
+        e["decision"]["signals"][0]["missing"], 0,
+        "a refused address is no replica: {e:#}"
+    );
     running.stop().await;
 }

@@ -76,6 +76,9 @@ struct Target {
 pub struct ScrapeSource {
     client: reqwest::Client,
     discovery: Discovery,
+    /// Checked on every discovered URL: anyone who may write EndpointSlices in a namespace can
+    /// list any address, and an IP address never reaches the client's policy resolver.
+    egress: Arc<crate::egress::EgressPolicy>,
     budget: BodyBudget,
     /// Fetch slots of the whole source.
     slots: Arc<Semaphore>,
@@ -94,13 +97,20 @@ impl ScrapeSource {
             slots: Arc::new(Semaphore::new(CONCURRENCY)),
             deadline,
             discovery: Discovery::new(DiscoverySettings::default()),
+            egress: Arc::new(crate::egress::EgressPolicy::default()),
             history: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Resolves `service` triggers through Kubernetes discovery with these settings.
-    pub fn with_discovery(mut self, settings: DiscoverySettings) -> Self {
+    /// Resolves `service` triggers through Kubernetes discovery with these settings, fetching
+    /// only the discovered URLs `egress` allows.
+    pub fn with_discovery(
+        mut self,
+        settings: DiscoverySettings,
+        egress: Arc<crate::egress::EgressPolicy>,
+    ) -> Self {
         self.discovery = Discovery::new(settings);
+        self.egress = egress;
         self
     }
 
@@ -193,13 +203,32 @@ impl ScrapeSource {
                 ..Target::default()
             },
             SourceSpec::Service(svc) => match self.discovery.resolve(svc).await {
-                Ok(r) => Target {
-                    urls: r.urls,
-                    starting: Some(r.starting),
-                    terminating: Some(r.terminating),
-                    note: r.note,
-                    failed: false,
-                },
+                Ok(r) => {
+                    let mut notes: Vec<String> = r.note.into_iter().collect();
+                    let urls = r
+                        .urls
+                        .into_iter()
+                        .filter(|u| {
+                            let verdict = reqwest::Url::parse(u)
+                                .map_err(|e| e.to_string())
+                                .and_then(|url| self.egress.check_url(&url));
+                            if let Err(why) = &verdict {
+                                notes.push(format!(
+                                    "Service {}/{} lists {u}, which {why}; not scraped",
+                                    svc.namespace, svc.name
+                                ));
+                            }
+                            verdict.is_ok()
+                        })
+                        .collect();
+                    Target {
+                        urls,
+                        starting: Some(r.starting),
+                        terminating: Some(r.terminating),
+                        note: (!notes.is_empty()).then(|| notes.join("; ")),
+                        failed: false,
+                    }
+                }
                 Err(e) => Target {
                     note: Some(e.to_string()),
                     failed: true,
