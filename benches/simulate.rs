@@ -77,30 +77,10 @@ fn main() {
     // The suite: 14 one-hour scenarios through all nine policies, as `simulate --suite` runs it.
     let dir = std::env::temp_dir().join(format!("kgs-suite-bench-{}", std::process::id()));
     let args = sim::SimulateArgs {
-        trace: None,
-        trace_format: sim::TraceFormat::Auto,
-        generator: None,
         suite: true,
         suite_trace: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("traces/AzureLLMInferenceTrace_code.csv"),
-        duration_s: 3600.0,
-        rate_scale: 1.0,
-        time_scale: 1.0,
-        policies: None,
-        slo_ms: 5000.0,
-        ttft_slo_ms: 2000.0,
-        tpot_slo_ms: None,
-        composite_metadata: None,
-        composite_hpa: Default::default(),
-        requests_out: false,
-        cold_start_s: 60.0,
-        timeout_s: 60.0,
-        max_replicas: 100,
-        batch: None,
-        profile: None,
-        scrape_s: 15.0,
-        seed: 1,
-        out: dir.clone(),
+        ..sim::SimulateArgs::with_defaults(dir.clone())
     };
     let t2 = Instant::now();
     let suite = sim::run_suite(&args).expect("suite runs");

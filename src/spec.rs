@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use crate::score::{
-    Activation, Capacity, DemandModel, Limits, ScorerConfig, SignalRule, Smoothing,
+    Activation, Capacity, DemandModel, ForecastConfig, Limits, ScorerConfig, SignalRule, Smoothing,
 };
 
 /// Keys KEDA itself puts in the metadata map (connection and TLS settings); accepted and ignored.
@@ -38,6 +38,8 @@ const KEYS: &[&str] = &[
     "latencyMetric",
     "latencyWindowSeconds",
     "drainSeconds",
+    "forecastPeriodSeconds",
+    "forecastLeadSeconds",
     "upHalfLifeSeconds",
     "downHalfLifeSeconds",
     "panicThreshold",
@@ -223,6 +225,8 @@ pub struct ScalerSpec {
     pub latency_window_s: f64,
     /// Horizon over which the queue signal's backlog is drained, seconds.
     pub drain_s: f64,
+    /// Seasonal pre-warm floor (off unless `forecastPeriodSeconds` is set).
+    pub forecast: Option<ForecastConfig>,
 }
 
 impl ScalerSpec {
@@ -251,6 +255,7 @@ impl ScalerSpec {
                 // The sources compute completion rates over the latency window.
                 service_window_s: self.latency_window_s,
             },
+            forecast: self.forecast,
         }
     }
 }
@@ -449,6 +454,29 @@ impl<'a> Parser<'a> {
         let drain_s = self
             .number("drainSeconds", 1.0, 86_400.0, "seconds between 1 and 86400")
             .unwrap_or(Capacity::default().drain_s);
+        let forecast_period = self.number(
+            "forecastPeriodSeconds",
+            60.0,
+            8.0 * 86_400.0,
+            "seconds between 60 and 691200 (a season: 86400 for a day, 604800 for a week)",
+        );
+        let forecast_lead = self.number(
+            "forecastLeadSeconds",
+            0.0,
+            3600.0,
+            "seconds between 0 and 3600",
+        );
+        if forecast_lead.is_some() && forecast_period.is_none() {
+            self.problem(
+                "forecastLeadSeconds",
+                "only means something with forecastPeriodSeconds, which turns the seasonal floor on",
+            );
+        }
+        let forecast = forecast_period.map(|period_s| ForecastConfig {
+            period_s,
+            // About two replica starts: capacity for a recurring peak is ready when it comes.
+            lead_s: forecast_lead.unwrap_or(120.0),
+        });
         if !self.problems.is_empty() {
             return Err(SpecError {
                 problems: self.problems,
@@ -463,6 +491,7 @@ impl<'a> Parser<'a> {
             metric_name,
             latency_window_s,
             drain_s,
+            forecast,
         })
     }
 

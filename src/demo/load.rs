@@ -80,13 +80,9 @@ impl Recorder {
     }
 }
 
-/// Nearest-rank quantile of sorted values.
+/// Nearest-rank quantile of sorted values (the simulator's rule, so both report alike).
 pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
-    Some(sorted[rank.min(sorted.len()) - 1])
+    crate::sim::replay::nearest_rank_index(sorted.len(), q).map(|k| sorted[k])
 }
 
 /// Sends the plan's load until it ends, then waits for open requests (bounded by the timeout).

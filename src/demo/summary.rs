@@ -11,6 +11,7 @@ use super::load::{quantile, Record};
 use super::plan::Plan;
 use super::{DemoArgs, DemoError};
 use crate::sim::policy::PolicyName;
+use crate::sim::svg::{escape, nice_ceiling};
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct SignalSample {
@@ -346,24 +347,6 @@ pub fn write_compare(dir: &Path, c: &Comparison) -> Result<(), DemoError> {
     write(&dir.join("compare.svg"), &svg(&c.runs))
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn nice_ceiling(x: f64) -> f64 {
-    if !(x.is_finite() && x > 0.0) {
-        return 1.0;
-    }
-    let p = 10f64.powf(x.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * p)
-        .find(|v| *v >= x)
-        .unwrap_or(10.0 * p)
-}
-
 const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 
 /// Timeline: offered load and replicas (with the scaler's answer) on top, p95 latency below, one
@@ -531,17 +514,4 @@ pub fn svg(runs: &[RunSummary]) -> String {
         panels[1].0 + panels[1].1 + 16.0
     );
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nice_axes() {
-        assert_eq!(nice_ceiling(3.2), 5.0);
-        assert_eq!(nice_ceiling(6.0), 10.0);
-        assert_eq!(nice_ceiling(180.0), 200.0);
-        assert_eq!(nice_ceiling(0.0), 1.0);
-    }
 }

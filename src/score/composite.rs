@@ -5,6 +5,7 @@
 //! has to compute `ceil(desired / 1)`, which is independent of how many pods run.
 
 use super::ewma::{Ewma, Smoothing};
+use super::forecast::{ForecastConfig, Seasonal};
 
 /// How a signal's per-pod readings become a demand in replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -204,6 +205,8 @@ pub struct ScorerConfig {
     pub activation: Activation,
     pub limits: Limits,
     pub capacity: Capacity,
+    /// Seasonal pre-warm floor; None (the default) turns it off.
+    pub forecast: Option<ForecastConfig>,
 }
 
 /// Why one signal asks for what it asks for, at one step.
@@ -256,6 +259,8 @@ pub struct Decision {
     pub has_data: bool,
     pub signals: Vec<SignalDecision>,
     pub capacity: CapacityView,
+    /// The seasonal floor at this step, when one is configured and has a season of history.
+    pub forecast_floor: Option<f64>,
 }
 
 /// The smoothing and activation state of one ScaledObject. Deterministic: the same readings at the
@@ -271,11 +276,13 @@ pub struct Scorer {
     inflight_seen: std::collections::VecDeque<(f64, f64)>,
     /// The last service-time estimate, kept through idle periods.
     service_s: Option<f64>,
+    seasonal: Option<Seasonal>,
 }
 
 impl Scorer {
     pub fn new(config: ScorerConfig) -> Self {
         let ewmas = vec![Ewma::new(); config.signals.len()];
+        let seasonal = config.forecast.map(Seasonal::new);
         Scorer {
             config,
             ewmas,
@@ -283,6 +290,7 @@ impl Scorer {
             quiet_since: None,
             inflight_seen: std::collections::VecDeque::new(),
             service_s: None,
+            seasonal,
         }
     }
 
@@ -409,8 +417,22 @@ impl Scorer {
         }
 
         let has_data = best.is_some();
-        let composite_smoothed = best.map_or(0.0, |(v, _)| v);
+        let mut composite_smoothed = best.map_or(0.0, |(v, _)| v);
         let composite_raw = composite_raw.unwrap_or(0.0);
+        let mut limiting = best.map(|(_, i)| cfg.signals[i].name.clone());
+        // The floor reads last season's demand, so it is recorded before the floor is applied
+        // (a floor that fed itself would never come down).
+        let mut forecast_floor = None;
+        if let Some(seasonal) = &mut self.seasonal {
+            if has_data {
+                seasonal.record(t, composite_raw.min(cfg.limits.max_replicas));
+            }
+            forecast_floor = seasonal.floor(t);
+            if let Some(floor) = forecast_floor.filter(|f| *f > composite_smoothed) {
+                composite_smoothed = floor;
+                limiting = Some("forecast".into());
+            }
+        }
         if has_data {
             let a = cfg.activation;
             if composite_raw >= a.deactivate_below {
@@ -442,7 +464,7 @@ impl Scorer {
             composite_raw,
             composite_smoothed,
             active: self.active,
-            limiting: best.map(|(_, i)| cfg.signals[i].name.clone()),
+            limiting,
             clamped,
             has_data,
             signals,
@@ -454,6 +476,7 @@ impl Scorer {
                 busy_replicas: busy,
                 fleet: ctx.fleet,
             },
+            forecast_floor,
         }
     }
 
@@ -531,6 +554,7 @@ mod tests {
                 max_replicas: 100.0,
             },
             capacity: Capacity::default(),
+            forecast: None,
         }
     }
 
@@ -632,6 +656,31 @@ mod tests {
         let latency = d.signals[2].raw_demand.unwrap();
         assert!((latency - 2.0 * 2.0 / 6.0).abs() < 1e-9, "{latency}");
         assert!(d.desired < 1.0, "{d:?}");
+    }
+
+    #[test]
+    fn the_seasonal_floor_pre_warms_and_says_so() {
+        let mut c = config(vec![rule("queue", DemandModel::Quantity, 1.0)]);
+        c.forecast = Some(ForecastConfig {
+            period_s: 600.0,
+            lead_s: 60.0,
+        });
+        let mut s = Scorer::new(c);
+        // A burst of 8 from 300 s to 400 s, then quiet; no floor during the first season.
+        for t in (0..600).step_by(15) {
+            let q = if (300..400).contains(&t) { 8.0 } else { 0.0 };
+            let d = s.step(t as f64, &[all(&[q])]);
+            assert_eq!(d.forecast_floor, None, "t={t}");
+        }
+        // One season later, 60 s before the burst recurs, the floor asks for it.
+        let d = s.step(825.0, &[all(&[0.0])]);
+        assert_eq!(d.forecast_floor, Some(0.0));
+        let d = s.step(855.0, &[all(&[0.0])]);
+        assert_eq!((d.desired, d.limiting.as_deref()), (8.0, Some("forecast")));
+        assert!(d.active, "the floor activates a scaled-to-zero object");
+        // Off by default.
+        let mut off = Scorer::new(config(vec![rule("queue", DemandModel::Quantity, 1.0)]));
+        assert_eq!(off.step(0.0, &[all(&[1.0])]).forecast_floor, None);
     }
 
     #[test]
@@ -805,26 +854,32 @@ mod tests {
     #[test]
     fn activation_rises_on_raw_but_falls_only_on_smoothed() {
         let mut c = config(vec![rule("queue", DemandModel::Quantity, 1.0)]);
+        // No panic pass-through: the average alone would take many seconds to cross 0.5, so
+        // only the raw branch can activate at once.
         c.smoothing = Smoothing {
             up_half_life_s: 30.0,
             down_half_life_s: 30.0,
-            panic_threshold: 2.0,
+            panic_threshold: 0.0,
         };
         let mut s = Scorer::new(c);
         s.step(0.0, &[all(&[0.0])]);
-        assert!(
-            s.step(1.0, &[all(&[1.0])]).active,
-            "raw 1.0 activates at once"
-        );
+        let d = s.step(1.0, &[all(&[1.0])]);
+        assert!(d.composite_smoothed < 0.1, "{}", d.composite_smoothed);
+        assert!(d.active, "raw 1.0 activates at once");
+        // The average climbs towards 1 over a few half-lives.
+        for t in 2..=150 {
+            s.step(t as f64, &[all(&[1.0])]);
+        }
         // Raw drops to zero but the average is still near 1: stays active.
-        assert!(s.step(2.0, &[all(&[0.0])]).active);
-        let mut t = 2.0;
+        assert!(s.step(151.0, &[all(&[0.0])]).active);
+        let mut t = 151.0;
         while s.is_active() {
             t += 5.0;
             s.step(t, &[all(&[0.0])]);
-            assert!(t < 200.0, "never deactivated");
+            assert!(t < 400.0, "never deactivated");
         }
-        assert!(t > 30.0, "deactivated too early at {t}");
+        // From ~1 to below 0.2 takes log2(5) = 2.3 half-lives (70 s), or one quiet half-life.
+        assert!(t > 151.0 + 25.0, "deactivated too early at {t}");
     }
 
     #[test]

@@ -3,9 +3,11 @@
 
 pub mod composite;
 pub mod ewma;
+pub mod forecast;
 
 pub use composite::{
     backlog_demand, demand, latency_demand, Activation, Capacity, CapacityView, Context, Decision,
     Demand, DemandModel, Fleet, Limits, Scorer, ScorerConfig, SignalDecision, SignalRule,
 };
 pub use ewma::{Ewma, Smoothing};
+pub use forecast::{ForecastConfig, Seasonal};

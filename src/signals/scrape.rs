@@ -190,8 +190,15 @@ impl ScrapeSource {
         history.retain(|_, s| s.back().is_some_and(|(at, _)| *at >= t - horizon));
     }
 
-    /// The p95 of the observations `url` made over the window ending now, if any.
-    fn p95(&self, url: &str, base: &str, window_s: f64, t: f64) -> Option<f64> {
+    /// The observations `url` made over the window ending now, and the seconds that covers; None
+    /// when it was not scraped this round or has no older snapshot.
+    fn increase(
+        &self,
+        url: &str,
+        base: &str,
+        window_s: f64,
+        t: f64,
+    ) -> Option<(histogram::Buckets, f64)> {
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let snapshots = history.get(&(url.to_string(), base.to_string()))?;
         let (now_t, now) = snapshots.back()?;
@@ -204,31 +211,19 @@ impl ScrapeSource {
             .rev()
             .find(|(at, _)| *at <= t - window_s)
             .or_else(|| snapshots.front())?;
-        if old_t >= now_t {
-            return None;
-        }
-        histogram::quantile(0.95, &histogram::delta(old, now))
+        (old_t < now_t).then(|| (histogram::delta(old, now), now_t - old_t))
+    }
+
+    /// The p95 of the observations `url` made over the window ending now, if any.
+    fn p95(&self, url: &str, base: &str, window_s: f64, t: f64) -> Option<f64> {
+        histogram::quantile(0.95, &self.increase(url, base, window_s, t)?.0)
     }
 
     /// Observations per second `url` made over the window ending now (the histogram's `_count`
     /// rate, i.e. completed requests per second), if it was scraped this round.
     fn rate(&self, url: &str, base: &str, window_s: f64, t: f64) -> Option<f64> {
-        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let snapshots = history.get(&(url.to_string(), base.to_string()))?;
-        let (now_t, now) = snapshots.back()?;
-        if *now_t < t {
-            return None;
-        }
-        let (old_t, old) = snapshots
-            .iter()
-            .rev()
-            .find(|(at, _)| *at <= t - window_s)
-            .or_else(|| snapshots.front())?;
-        if old_t >= now_t {
-            return None;
-        }
-        let count = histogram::delta(old, now).last()?.1;
-        Some(count / (now_t - old_t))
+        let (delta, span) = self.increase(url, base, window_s, t)?;
+        Some(delta.last()?.1 / span)
     }
 
     fn readings(&self, spec: &ScalerSpec, scrapes: &Scrapes, t: f64) -> Readings {

@@ -208,27 +208,19 @@ impl Metrics {
     }
 }
 
-/// Prometheus' `histogram_quantile` on per-bucket (non-cumulative) counts: linear inside a bucket,
-/// the lower bound of +Inf's bucket when the rank falls there.
+/// Prometheus' `histogram_quantile` on per-bucket (non-cumulative) counts: the scaler's own
+/// implementation (`signals::histogram`), on the cumulative buckets Prometheus would expose.
 pub fn quantile(q: f64, counts: &[u64]) -> Option<f64> {
-    let total: u64 = counts.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = q * total as f64;
-    let mut below = 0u64;
-    for (k, &c) in counts.iter().enumerate() {
-        if (below + c) as f64 >= rank && c > 0 {
-            let upper = LATENCY_BUCKETS[k];
-            let lower = if k == 0 { 0.0 } else { LATENCY_BUCKETS[k - 1] };
-            if upper.is_infinite() {
-                return Some(lower);
-            }
-            return Some(lower + (upper - lower) * (rank - below as f64) / c as f64);
-        }
-        below += c;
-    }
-    Some(LATENCY_BUCKETS[LATENCY_BUCKETS.len() - 2])
+    let mut total = 0u64;
+    let buckets: crate::signals::histogram::Buckets = LATENCY_BUCKETS
+        .iter()
+        .zip(counts)
+        .map(|(&le, &c)| {
+            total += c;
+            (le, total as f64)
+        })
+        .collect();
+    crate::signals::histogram::quantile(q, &buckets)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod replay;
 pub mod report;
 pub mod rng;
 pub mod suite;
+pub mod svg;
 pub mod trace;
 
 use std::path::{Path, PathBuf};
@@ -151,6 +152,38 @@ pub struct SimulateArgs {
     /// Output directory for report.json, report.md and chart.svg (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+}
+
+impl SimulateArgs {
+    /// The command line's defaults with output to `out` and no input chosen yet (set `trace`,
+    /// `generator` or `suite`).
+    pub fn with_defaults(out: PathBuf) -> Self {
+        SimulateArgs {
+            trace: None,
+            trace_format: TraceFormat::Auto,
+            generator: None,
+            suite: false,
+            suite_trace: PathBuf::from("traces/AzureLLMInferenceTrace_code.csv"),
+            duration_s: 3600.0,
+            rate_scale: 1.0,
+            time_scale: 1.0,
+            policies: None,
+            slo_ms: 5000.0,
+            ttft_slo_ms: 2000.0,
+            tpot_slo_ms: None,
+            composite_metadata: None,
+            composite_hpa: policy::CompositeHpa::Recommended,
+            requests_out: false,
+            cold_start_s: 60.0,
+            timeout_s: 60.0,
+            max_replicas: 100,
+            batch: None,
+            profile: None,
+            scrape_s: 15.0,
+            seed: 1,
+            out,
+        }
+    }
 }
 
 /// What `run` wrote.
@@ -494,4 +527,28 @@ pub fn run_suite(args: &SimulateArgs) -> Result<suite::Suite, SimError> {
     write(&args.out.join("suite.json"), &(json + "\n"))?;
     write(&args.out.join("suite.md"), &suite::markdown(&result))?;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    #[test]
+    fn with_defaults_is_what_the_command_line_gives() {
+        let cli = Cli::try_parse_from(["simulate", "--out", "o", "--suite"]).unwrap();
+        assert_eq!(
+            cli.args,
+            SimulateArgs {
+                suite: true,
+                ..SimulateArgs::with_defaults("o".into())
+            }
+        );
+    }
 }

@@ -222,14 +222,17 @@ pub fn replay_one(
     })
 }
 
+/// Index of the q-quantile in `n` sorted values, by nearest rank (the smallest value with at
+/// least q of the values at or below it); None for no values.
+pub fn nearest_rank_index(n: usize, q: f64) -> Option<usize> {
+    (n > 0).then(|| ((q * n as f64).ceil() as usize).clamp(1, n) - 1)
+}
+
 /// The q-quantile (nearest rank) of `xs`, using `scratch` to avoid reordering the input.
 pub fn percentile(scratch: &mut Vec<f32>, xs: &[f32], q: f64) -> Option<f64> {
-    if xs.is_empty() {
-        return None;
-    }
+    let k = nearest_rank_index(xs.len(), q)?;
     scratch.clear();
     scratch.extend_from_slice(xs);
-    let k = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len()) - 1;
     let (_, v, _) = scratch.select_nth_unstable_by(k, f32::total_cmp);
     Some(*v as f64)
 }

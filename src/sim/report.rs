@@ -8,6 +8,7 @@ use std::fmt::Write;
 use super::cluster::CostModel;
 use super::hpa::SYNC_PERIOD_S;
 use super::replay::{percentile, Run, Sample};
+use super::svg::{downsample, escape, nice_ceiling};
 
 /// The whole report, as written to `report.json`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -260,35 +261,6 @@ pub fn markdown(report: &Report) -> String {
         report.surges_s.len()
     );
     md
-}
-
-/// Reduces a series to at most `n` points, keeping each bucket's maximum (peaks stay visible).
-fn downsample(xs: &[(f64, f64)], n: usize) -> Vec<(f64, f64)> {
-    if xs.len() <= n {
-        return xs.to_vec();
-    }
-    let per = xs.len().div_ceil(n);
-    xs.chunks(per)
-        .map(|c| (c[0].0, c.iter().map(|p| p.1).fold(f64::MIN, f64::max)))
-        .collect()
-}
-
-fn nice_ceiling(x: f64) -> f64 {
-    if x <= 0.0 {
-        return 1.0;
-    }
-    let mag = 10f64.powf(x.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * mag)
-        .find(|&v| v >= x)
-        .unwrap_or(10.0 * mag)
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// The chart: per policy, load (grey area, right axis) and replicas (blue: requested, green:
