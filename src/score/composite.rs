@@ -276,6 +276,8 @@ pub struct Scorer {
     inflight_seen: std::collections::VecDeque<(f64, f64)>,
     /// The last service-time estimate, kept through idle periods.
     service_s: Option<f64>,
+    /// The desired capacity of the previous step (0 before the first).
+    last_desired: f64,
     seasonal: Option<Seasonal>,
 }
 
@@ -290,6 +292,7 @@ impl Scorer {
             quiet_since: None,
             inflight_seen: std::collections::VecDeque::new(),
             service_s: None,
+            last_desired: 0.0,
             seasonal,
         }
     }
@@ -321,6 +324,21 @@ impl Scorer {
         let queued = total(&self.config.signals, QUEUE);
         let service_s = self.service_time(t, inflight, ctx.completions_per_s);
         let cfg = &self.config;
+        // Replicas on their way: what a discovery source counts, else what this scorer last
+        // asked for beyond the pods that report (the HPA may not have followed, so this can
+        // only overcount starting pods for a step or two).
+        let reporting = cfg
+            .signals
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r.model, DemandModel::Utilisation | DemandModel::Quantity))
+            .map(|(i, _)| pods(i).iter().filter(|v| v.is_some()).count())
+            .max()
+            .unwrap_or(0) as f64;
+        let starting = ctx.fleet.starting.map_or_else(
+            || (self.last_desired.ceil() - reporting).max(0.0),
+            f64::from,
+        );
 
         // First every signal but latency; the latency signal is bounded by what these say.
         let capacity = (inflight, service_s, cfg.capacity.concurrency_per_replica);
@@ -366,8 +384,13 @@ impl Scorer {
                 // already counted there; voting again on the same requests would ask for them
                 // twice (it did, 3 to 5 times the replicas a burst needed). Latency then only
                 // guards the cases the model cannot see.
+                // While replicas are starting and the backlog model sees the queue and knows
+                // the service time, the waiting requests are already counted there, and capacity
+                // for them is on its way: voting again on them asked for 3 to 5 times what
+                // bursts needed. Otherwise (nothing starting, or the model blind) the latency
+                // guards: a wait above target with nothing on its way asks for more.
                 let modelled = queued.is_some() && service_s.is_some() && capacity.2.is_some();
-                let busy = if waiting && !modelled {
+                let busy = if waiting && !(modelled && starting > 0.0) {
                     busy.unwrap_or(0.0)
                 } else {
                     0.0
@@ -458,6 +481,7 @@ impl Scorer {
             }
         }
         let (desired, clamped) = clamp(composite_smoothed, cfg.limits);
+        self.last_desired = desired;
         Decision {
             at: t,
             desired,
@@ -641,14 +665,29 @@ mod tests {
             d.desired < 1.0,
             "ten idle replicas are not a reason for more: {d:?}"
         );
-        // One request waiting: the backlog model sees it and knows the service time, so the
-        // latency does not count it again.
-        let d = s.observe(
-            400.0,
-            &[all(&[1.0]), inflight.clone(), vec![Some(8.0); 10]],
-            &ctx,
-        );
+        // One request waiting while two replicas start: the backlog model sees it, knows the
+        // service time and capacity is on its way, so the latency does not count it again.
+        let starting = Context {
+            fleet: Fleet {
+                starting: Some(2),
+                terminating: Some(0),
+            },
+            ..ctx
+        };
+        let pods = [all(&[1.0]), inflight.clone(), vec![Some(8.0); 10]];
+        let d = s.observe(400.0, &pods, &starting);
         assert_eq!(d.signals[2].raw_demand, Some(0.0));
+        // Nothing starting: the wait above target asks for at most twice the busy replicas.
+        let none = Context {
+            fleet: Fleet {
+                starting: Some(0),
+                terminating: Some(0),
+            },
+            ..ctx
+        };
+        let d = s.observe(415.0, &pods, &none);
+        let latency = d.signals[2].raw_demand.unwrap();
+        assert!((latency - 2.0 * 2.0 / 6.0).abs() < 1e-9, "{latency}");
         // Without a service time the backlog model is blind: the latency guards, asking for at
         // most twice the busy replicas.
         let mut blind = Scorer::new(capacity_config());
