@@ -1375,7 +1375,12 @@ fn unknown_key_message(key: &str) -> String {
     let best = KEYS
         .iter()
         .chain(KEDA_KEYS)
-        .map(|k| (edit_distance(&key.to_lowercase(), &k.to_lowercase()), *k))
+        .map(|k| {
+            (
+                strsim::levenshtein(&key.to_lowercase(), &k.to_lowercase()),
+                *k,
+            )
+        })
         .min();
     match best {
         Some((d, k)) if d <= 3 || k.to_lowercase() == key.to_lowercase() => {
@@ -1386,21 +1391,6 @@ fn unknown_key_message(key: &str) -> String {
         }
         _ => format!("unknown key; accepted keys: {}", KEYS.join(", ")),
     }
-}
-
-/// Levenshtein distance, for "did you mean" hints.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 fn is_prometheus_name(s: &str) -> bool {
