@@ -1,5 +1,6 @@
 //! Compiles KEDA's external scaler contract. protoc comes from the protoc-bin-vendored crate so the
-//! build never depends on a system install; the descriptor set feeds gRPC server reflection.
+//! build never depends on a system install; the descriptor set feeds gRPC server reflection and
+//! the gRPC metrics' method table.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -10,5 +11,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("externalscaler_descriptor.bin"))
         .compile_protos(&["proto/externalscaler.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/externalscaler.proto");
+    // For keda_gpu_scaler_build_info: the compiler cargo runs for this build.
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=KEDA_GPU_SCALER_RUSTC_VERSION={version}");
     Ok(())
 }

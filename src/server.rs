@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::engine::Engine;
 use crate::proto::external_scaler_server::ExternalScalerServer;
 use crate::service::ScalerService;
-use crate::telemetry::{self, RpcMetrics};
+use crate::telemetry::{self, GrpcMetrics, GrpcMetricsLayer, Metrics};
 use crate::tls::{self, ReloadingConfig, TlsError};
 
 /// gRPC service name reported by grpc.health.v1 (besides the empty, whole-server name).
@@ -67,7 +67,7 @@ impl Running {
 #[derive(Clone)]
 struct HttpState {
     engine: Arc<Engine>,
-    rpc: Arc<RpcMetrics>,
+    metrics: Arc<Metrics>,
     health: watch::Receiver<bool>,
 }
 
@@ -88,7 +88,16 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         .expect("bound socket has an address");
 
     let engine = Engine::try_new(settings.engine())?;
-    let rpc = Arc::new(RpcMetrics::default());
+    // Every service the server registers (and describes for reflection) is measured.
+    let descriptors = [
+        crate::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let grpc_metrics =
+        Arc::new(GrpcMetrics::new(&descriptors).expect("the embedded descriptor sets are valid"));
+    let scaler_metrics = Arc::new(Metrics::new(engine.clone(), &grpc_metrics));
     let (shutdown, stop) = watch::channel(false);
     let (healthy_tx, healthy) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -99,16 +108,16 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
     tasks.spawn(watchdog(engine.clone(), reporter, healthy_tx, stop.clone()));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(descriptors[0])
+        .register_encoded_file_descriptor_set(descriptors[1])
         .build_v1()
         .expect("the embedded descriptor sets are valid");
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(descriptors[0])
+        .register_encoded_file_descriptor_set(descriptors[1])
         .build_v1alpha()
         .expect("the embedded descriptor sets are valid");
-    let scaler = ScalerService::new(engine.clone(), rpc.clone(), stop.clone());
+    let scaler = ScalerService::new(engine.clone(), stop.clone());
 
     let mut grpc_stop = stop.clone();
     let grpc = tonic::transport::Server::builder()
@@ -117,6 +126,7 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)
+        .layer(GrpcMetricsLayer::new(grpc_metrics))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -157,7 +167,7 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
     }
     let app = app.route("/readyz", get(ready)).with_state(HttpState {
         engine: engine.clone(),
-        rpc,
+        metrics: scaler_metrics,
         health: healthy,
     });
     let mut http_stop = stop.clone();
@@ -243,11 +253,8 @@ async fn watchdog(
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        telemetry::render_metrics(&s.engine, &s.rpc),
+        [(header::CONTENT_TYPE, telemetry::metrics::CONTENT_TYPE)],
+        s.metrics.render(),
     )
 }
 

@@ -7,7 +7,6 @@
 #![allow(deprecated)]
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,42 +19,28 @@ use crate::proto::{
     MetricValue, ScaledObjectRef,
 };
 use crate::spec::ScalerSpec;
-use crate::telemetry::{Method, RpcMetrics};
 use crate::{intake, text};
 
+/// RPCs are counted and timed around the whole server (`telemetry::grpc`), not here.
 pub struct ScalerService {
     engine: Arc<Engine>,
-    metrics: Arc<RpcMetrics>,
     /// Turns true on shutdown; open streams end when it does.
     shutdown: watch::Receiver<bool>,
 }
 
 impl ScalerService {
-    pub fn new(
-        engine: Arc<Engine>,
-        metrics: Arc<RpcMetrics>,
-        shutdown: watch::Receiver<bool>,
-    ) -> Self {
-        ScalerService {
-            engine,
-            metrics,
-            shutdown,
-        }
+    pub fn new(engine: Arc<Engine>, shutdown: watch::Receiver<bool>) -> Self {
+        ScalerService { engine, shutdown }
     }
 
     fn answer<T>(
         &self,
-        method: Method,
-        start: Instant,
+        method: &'static str,
         result: Result<T, EngineError>,
     ) -> Result<Response<T>, Status> {
         let result = result.map_err(status);
-        let code = result
-            .as_ref()
-            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-        self.metrics.observe(method, code, start.elapsed());
         if let Err(s) = &result {
-            tracing::debug!(method = method.name(), code = ?s.code(), message = s.message(), "rpc failed");
+            tracing::debug!(method, code = ?s.code(), message = s.message(), "rpc failed");
         }
         result.map(Response::new)
     }
@@ -113,13 +98,12 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
-        let start = Instant::now();
         let result = match key(request.into_inner()).and_then(|k| self.engine.entry(k)) {
             Ok(entry) => self.engine.current_or_wait(&entry).await,
             Err(e) => Err(e),
         }
         .map(|d| IsActiveResponse { result: d.active });
-        self.answer(Method::IsActive, start, result)
+        self.answer("IsActive", result)
     }
 
     type StreamIsActiveStream = ReceiverStream<Result<IsActiveResponse, Status>>;
@@ -128,7 +112,6 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let start = Instant::now();
         let result = key(request.into_inner())
             .and_then(|k| self.engine.entry(k))
             .map(|entry| {
@@ -166,35 +149,28 @@ impl ExternalScaler for ScalerService {
                 });
                 ReceiverStream::new(rx)
             });
-        self.answer(Method::StreamIsActive, start, result)
+        self.answer("StreamIsActive", result)
     }
 
     async fn get_metric_spec(
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        let start = Instant::now();
         let result = key(request.into_inner())
             .and_then(|k| self.engine.entry(k))
             .map(|entry| metric_spec(&entry.spec));
-        self.answer(Method::GetMetricSpec, start, result)
+        self.answer("GetMetricSpec", result)
     }
 
     async fn get_metrics(
         &self,
         request: Request<GetMetricsRequest>,
     ) -> Result<Response<GetMetricsResponse>, Status> {
-        let start = Instant::now();
         let GetMetricsRequest {
             scaled_object_ref,
             metric_name,
         } = request.into_inner();
         let Some(object) = scaled_object_ref else {
-            self.metrics.observe(
-                Method::GetMetrics,
-                tonic::Code::InvalidArgument,
-                start.elapsed(),
-            );
             return Err(Status::invalid_argument("scaledObjectRef is required"));
         };
         let result = match key(object).and_then(|k| self.engine.entry(k)) {
@@ -216,7 +192,7 @@ impl ExternalScaler for ScalerService {
                     })
             }
         };
-        self.answer(Method::GetMetrics, start, result)
+        self.answer("GetMetrics", result)
     }
 
     type StreamMetricSpecStream = ReceiverStream<Result<GetMetricSpecResponse, Status>>;
@@ -225,7 +201,6 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
-        let start = Instant::now();
         let result = key(request.into_inner())
             .and_then(|k| self.engine.entry(k))
             .map(|entry| {
@@ -245,7 +220,7 @@ impl ExternalScaler for ScalerService {
                 });
                 ReceiverStream::new(rx)
             });
-        self.answer(Method::StreamMetricSpec, start, result)
+        self.answer("StreamMetricSpec", result)
     }
 }
 

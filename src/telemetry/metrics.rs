@@ -1,0 +1,316 @@
+//! The scaler's own `/metrics`, through prometheus-client: the build, the gRPC server (see
+//! `grpc`), and the state of every ScaledObject, read from the engine at each scrape so that a
+//! ScaledObject that expires takes its series with it.
+//!
+//! Every name carries its unit: `_seconds` for times, `_ratio` for 0-1 fractions, `_total` on
+//! counters (added by the encoder), and counts of replicas, ScaledObjects or requests say what
+//! they count. The exposition is OpenMetrics text, which Prometheus asks for first.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::grpc::GrpcMetrics;
+use crate::engine::Engine;
+use crate::score::DemandModel;
+
+/// What `/metrics` answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of `keda_gpu_scaler_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    rustc_version: &'static str,
+}
+
+/// The registry behind `/metrics`, built once at start.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(engine: Arc<Engine>, grpc: &GrpcMetrics) -> Self {
+        let mut registry = Registry::default();
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                rustc_version: env!("KEDA_GPU_SCALER_RUSTC_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "keda_gpu_scaler_build_info",
+            "Always 1; the labels say which build of the scaler runs.",
+            build,
+        );
+        grpc.register(&mut registry);
+        registry.register_collector(Box::new(EngineCollector(engine)));
+        Metrics { registry }
+    }
+
+    /// The OpenMetrics text exposition (ends with `# EOF`).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Per-ScaledObject state, encoded from the engine at each scrape.
+struct EngineCollector(Arc<Engine>);
+
+impl std::fmt::Debug for EngineCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineCollector")
+    }
+}
+
+/// Label values written as given by the encoder, which does not escape: names of Kubernetes
+/// objects are safe, but metric and signal names come from tenants' metadata.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Labels of one (namespace, ScaledObject, trigger metric) series, with optional extras.
+type Labels = Vec<(&'static str, String)>;
+
+/// One gauge family, collected before it is written.
+struct GaugeFamily {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    series: Vec<(Labels, f64)>,
+}
+
+impl GaugeFamily {
+    fn new(name: &'static str, unit: Option<Unit>, help: &'static str) -> Self {
+        GaugeFamily {
+            name,
+            help,
+            unit,
+            series: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, labels: Labels, value: f64) {
+        self.series.push((labels, value));
+    }
+
+    fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut metric = encoder.encode_descriptor(
+            self.name,
+            self.help,
+            self.unit.as_ref(),
+            MetricType::Gauge,
+        )?;
+        // A family's label set, even an empty one, is written in braces: `name{} 1`.
+        if let [(labels, value)] = self.series.as_slice() {
+            if labels.is_empty() {
+                return ConstGauge::new(*value).encode(metric);
+            }
+        }
+        for (labels, value) in &self.series {
+            let family = metric.encode_family(labels)?;
+            ConstGauge::new(*value).encode(family)?;
+        }
+        Ok(())
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let engine = &self.0;
+        let now = engine.now();
+        let max_staleness = engine.settings().max_staleness.as_secs_f64();
+
+        let mut objects = GaugeFamily::new(
+            "keda_gpu_scaler_scaledobjects",
+            None,
+            "ScaledObjects registered.",
+        );
+        objects.push(Vec::new(), engine.len() as f64);
+        let mut last_round = GaugeFamily::new(
+            "keda_gpu_scaler_last_sample_timestamp",
+            Some(Unit::Seconds),
+            "Unix time the sampler last finished a round.",
+        );
+        if let Some(age) = engine.since_last_round() {
+            last_round.push(Vec::new(), unix_now() - age.as_secs_f64());
+        }
+        let mut desired = GaugeFamily::new(
+            "keda_gpu_scaler_desired_replicas",
+            None,
+            "Composite desired capacity after clamps (the value sent to KEDA).",
+        );
+        let mut active =
+            GaugeFamily::new("keda_gpu_scaler_active", None, "1 when IsActive is true.");
+        let mut max = GaugeFamily::new(
+            "keda_gpu_scaler_max_replicas",
+            None,
+            "maxReplicas of the ScaledObject's spec.",
+        );
+        let mut age = GaugeFamily::new(
+            "keda_gpu_scaler_sample_age",
+            Some(Unit::Seconds),
+            "Age of the last sample that had data.",
+        );
+        let mut stale = GaugeFamily::new(
+            "keda_gpu_scaler_stale",
+            None,
+            "1 when the last good sample is older than max_staleness.",
+        );
+        let mut demand = GaugeFamily::new(
+            "keda_gpu_scaler_signal_demand_replicas",
+            None,
+            "Demand of each signal in replicas, raw and smoothed.",
+        );
+        let mut utilisation = GaugeFamily::new(
+            "keda_gpu_scaler_signal_utilisation",
+            Some(Unit::Other("ratio".into())),
+            "Mean reading of each utilisation signal (GPU, GPU memory, KV cache, utilisation extras), 0-1.",
+        );
+        let mut quantity = GaugeFamily::new(
+            "keda_gpu_scaler_signal_quantity",
+            None,
+            "Total of each quantity signal over the replicas: requests waiting or in service, or an extra signal's count.",
+        );
+        let mut latency = GaugeFamily::new(
+            "keda_gpu_scaler_signal_latency",
+            Some(Unit::Seconds),
+            "Mean reading of each latency signal.",
+        );
+        let mut replicas = GaugeFamily::new(
+            "keda_gpu_scaler_discovered_replicas",
+            None,
+            "Endpoints of a service trigger's Service by state: starting (not ready yet) or terminating.",
+        );
+        // One series per (namespace, ScaledObject, trigger metric), whatever the entries behind it.
+        for entry in &engine.current_entries() {
+            let base: Labels = vec![
+                ("namespace", escape(&entry.key.namespace)),
+                ("scaledobject", escape(&entry.key.name)),
+                ("metric", escape(&entry.spec.metric_name)),
+            ];
+            let with = |extra: &[(&'static str, &str)]| {
+                let mut l = base.clone();
+                l.extend(extra.iter().map(|(k, v)| (*k, escape(v))));
+                l
+            };
+            let state = entry.state();
+            max.push(base.clone(), entry.spec.limits.max_replicas);
+            for (what, n) in [
+                ("starting", state.starting),
+                ("terminating", state.terminating),
+            ] {
+                if let Some(n) = n {
+                    replicas.push(with(&[("state", what)]), f64::from(n));
+                }
+            }
+            let Some(decision) = state.decision else {
+                continue;
+            };
+            let sample_age = state.fresh_at.map_or(f64::NAN, |t| now - t);
+            desired.push(base.clone(), decision.desired);
+            active.push(base.clone(), f64::from(u8::from(decision.active)));
+            age.push(base.clone(), sample_age);
+            stale.push(
+                base.clone(),
+                f64::from(u8::from(sample_age > max_staleness)),
+            );
+            for s in &decision.signals {
+                if let Some(v) = s.raw_demand {
+                    demand.push(with(&[("signal", &s.name), ("stage", "raw")]), v);
+                }
+                if let Some(v) = s.smoothed_demand {
+                    demand.push(with(&[("signal", &s.name), ("stage", "smoothed")]), v);
+                }
+                if let Some(v) = s.value {
+                    let labels = with(&[("signal", &s.name)]);
+                    match s.model {
+                        // Utilisation signals read percentages; the metric is in base units.
+                        DemandModel::Utilisation => utilisation.push(labels, v / 100.0),
+                        DemandModel::Latency => latency.push(labels, v),
+                        DemandModel::Quantity | DemandModel::Backlog => quantity.push(labels, v),
+                    }
+                }
+            }
+        }
+        for family in [
+            objects,
+            last_round,
+            desired,
+            active,
+            max,
+            age,
+            stale,
+            demand,
+            utilisation,
+            quantity,
+            latency,
+            replicas,
+        ] {
+            family.encode(&mut encoder)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signals::exposition;
+
+    fn metrics() -> (Metrics, Arc<GrpcMetrics>) {
+        let grpc = Arc::new(GrpcMetrics::new(&[crate::proto::FILE_DESCRIPTOR_SET]).unwrap());
+        let engine = Engine::new(Default::default());
+        (Metrics::new(engine, &grpc), grpc)
+    }
+
+    #[test]
+    fn build_info_is_one_with_the_version() {
+        let text = metrics().0.render();
+        let parsed = exposition::parse(&text);
+        let info = parsed.get("keda_gpu_scaler_build_info");
+        assert_eq!(info.len(), 1, "{text}");
+        assert_eq!(info[0].value, 1.0);
+        assert_eq!(info[0].label("version"), Some(env!("CARGO_PKG_VERSION")));
+        assert!(info[0]
+            .label("rustc_version")
+            .is_some_and(|v| v.split('.').count() == 3));
+    }
+
+    #[test]
+    fn the_exposition_is_openmetrics_that_our_parser_reads_whole() {
+        let text = metrics().0.render();
+        assert!(text.ends_with("# EOF\n"));
+        assert!(text.contains("# TYPE keda_gpu_scaler_sample_age_seconds gauge\n"));
+        assert!(text.contains("# UNIT keda_gpu_scaler_sample_age_seconds seconds\n"));
+        assert!(text.contains("# TYPE grpc_server_handled counter\n"));
+        assert!(text.contains("keda_gpu_scaler_scaledobjects 0"));
+        let parsed = exposition::parse(&text);
+        assert_eq!(parsed.malformed, 0, "{text}");
+        assert!(parsed.has("grpc_server_started_total"));
+        assert!(parsed.has("grpc_server_handling_seconds_bucket"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
