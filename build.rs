@@ -11,7 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(out_dir.join("externalscaler_descriptor.bin"))
         .compile_protos(&["proto/externalscaler.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/externalscaler.proto");
-    // For keda_gpu_scaler_build_info: the compiler cargo runs for this build.
+    // For keda_gpu_scaler_build_info: the compiler cargo runs for this build. Not named with the
+    // KEDA_GPU_SCALER_ prefix: cargo also sets it when it runs tests, where the settings loader
+    // would take it for a setting.
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let version = std::process::Command::new(rustc)
         .arg("--version")
@@ -20,6 +22,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
         .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=KEDA_GPU_SCALER_RUSTC_VERSION={version}");
+    println!("cargo:rustc-env=BUILD_RUSTC_VERSION={version}");
     Ok(())
 }

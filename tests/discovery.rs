@@ -152,7 +152,7 @@ async fn a_vllm_preset_follows_pods_as_they_appear_become_ready_and_terminate() 
         .await
         .unwrap();
     assert!(
-        metrics.contains("keda_gpu_scaler_discovered_replicas{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",state=\"starting\"} 2"),
+        metrics.contains("keda_gpu_scaler_discovered_replicas{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",state=\"starting\"} 2.0\n"),
         "{metrics}"
     );
     assert_eq!(e["status"], "ok");

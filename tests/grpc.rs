@@ -5,6 +5,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use keda_gpu_scaler::proto::GetMetricsRequest;
+use keda_gpu_scaler::signals::exposition::{self, Exposition};
+use keda_gpu_scaler::telemetry::grpc::HANDLING_BUCKETS;
 use support::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -326,9 +328,14 @@ async fn health_is_serving_and_metrics_and_debug_explain_decisions() {
         "{metrics}"
     );
     assert!(metrics.contains("signal=\"gpu_util\",stage=\"raw\"} 0.5"));
-    assert!(
-        metrics.contains("keda_gpu_scaler_rpc_requests_total{method=\"GetMetrics\",code=\"OK\"}")
-    );
+    // Each signal's reading under the name of its unit: the utilisation (35 %) as a ratio.
+    assert!(metrics.contains(
+        "keda_gpu_scaler_signal_utilisation_ratio{namespace=\"default\",scaledobject=\"dbg\",metric=\"gpu-composite\",signal=\"gpu_util\"} 0.35\n"
+    ), "{metrics}");
+    assert!(metrics.contains(
+        "keda_gpu_scaler_signal_quantity{namespace=\"default\",scaledobject=\"dbg\",metric=\"gpu-composite\",signal=\"queue\"} 15.0\n"
+    ));
+    assert!(metrics.contains("grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"externalscaler.ExternalScaler\",grpc_method=\"GetMetrics\",grpc_code=\"OK\"}"));
 
     let debug = reqwest::get(format!("{http}/debug/scaledobjects"))
         .await
@@ -349,5 +356,199 @@ async fn health_is_serving_and_metrics_and_debug_explain_decisions() {
             .status(),
         200
     );
+    running.stop().await;
+}
+
+/// The value of the one series of `name` whose labels are exactly `labels`.
+#[track_caller]
+fn value(parsed: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let found: Vec<f64> = parsed
+        .get(name)
+        .iter()
+        .filter(|s| {
+            s.labels.len() == labels.len() && labels.iter().all(|(k, v)| s.label(k) == Some(*v))
+        })
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(found.len(), 1, "{name}{labels:?}: {found:?}");
+    found[0]
+}
+
+async fn scrape(running: &keda_gpu_scaler::server::Running) -> Exposition {
+    let response = reqwest::get(format!("http://{}/metrics", running.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let parsed = exposition::parse(&text);
+    assert_eq!(parsed.malformed, 0, "lines our own parser rejects:\n{text}");
+    parsed
+}
+
+/// Every RPC is counted by the layer around the server under go-grpc-prometheus's names and
+/// labels, with the code it ended with: unary errors (trailers-only), unary successes (status in
+/// the trailers), and a server stream, which is handled only when it ends.
+#[tokio::test]
+async fn grpc_server_metrics_count_each_rpc_with_its_code() {
+    let endpoint = MetricsEndpoint::start(IDLE).await;
+    let running = start_scaler(&settings(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ))
+    .await;
+    let mut c = client(&running).await;
+    let good = object(
+        "good",
+        &[("endpoints", &endpoint.url), ("queueTarget", "10")],
+    );
+    let bad = object(
+        "bad",
+        &[("endpoints", &endpoint.url), ("queueTarget", "ten")],
+    );
+    c.get_metric_spec(good.clone()).await.unwrap();
+    let err = c.get_metric_spec(bad.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let no_ref = GetMetricsRequest {
+        scaled_object_ref: None,
+        metric_name: "gpu-composite".into(),
+    };
+    assert_eq!(
+        c.get_metrics(no_ref).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(channel(running.grpc_addr).await);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut stream = c.stream_is_active(good.clone()).await.unwrap().into_inner();
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("the current state is sent on open")
+        .unwrap()
+        .unwrap();
+
+    const SCALER: &str = "externalscaler.ExternalScaler";
+    let unary = |method: &'static str| {
+        vec![
+            ("grpc_type", "unary"),
+            ("grpc_service", SCALER),
+            ("grpc_method", method),
+        ]
+    };
+    let with_code = |mut labels: Vec<(&'static str, &'static str)>, code: &'static str| {
+        labels.push(("grpc_code", code));
+        labels
+    };
+    let stream_labels = vec![
+        ("grpc_type", "server_stream"),
+        ("grpc_service", SCALER),
+        ("grpc_method", "StreamIsActive"),
+    ];
+
+    let m = scrape(&running).await;
+    let handled = "grpc_server_handled_total";
+    let spec = unary("GetMetricSpec");
+    assert_eq!(value(&m, handled, &with_code(spec.clone(), "OK")), 1.0);
+    assert_eq!(
+        value(&m, handled, &with_code(spec.clone(), "InvalidArgument")),
+        1.0
+    );
+    assert_eq!(value(&m, "grpc_server_started_total", &spec), 2.0);
+    let get_metrics = unary("GetMetrics");
+    assert_eq!(
+        value(
+            &m,
+            handled,
+            &with_code(get_metrics.clone(), "InvalidArgument")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&m, handled, &with_code(get_metrics.clone(), "OK")),
+        0.0,
+        "series exist from the start"
+    );
+    // The open stream is started, not handled.
+    assert_eq!(value(&m, "grpc_server_started_total", &stream_labels), 1.0);
+    let stream_handled: f64 = m
+        .get(handled)
+        .iter()
+        .filter(|s| s.label("grpc_method") == Some("StreamIsActive"))
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(stream_handled, 0.0);
+
+    // The latency histogram: no code label, every bucket, cumulative, +Inf = count.
+    let buckets: Vec<(f64, f64)> = m
+        .get("grpc_server_handling_seconds_bucket")
+        .iter()
+        .filter(|s| s.label("grpc_method") == Some("GetMetricSpec"))
+        .map(|s| {
+            assert_eq!(
+                s.labels.len(),
+                4,
+                "grpc_type, grpc_service, grpc_method, le"
+            );
+            let le = s.label("le").unwrap();
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            (le, s.value)
+        })
+        .collect();
+    let bounds: Vec<f64> = buckets.iter().map(|b| b.0).collect();
+    let mut want = HANDLING_BUCKETS.to_vec();
+    want.push(f64::INFINITY);
+    assert_eq!(bounds, want);
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    assert_eq!(buckets.last().unwrap().1, 2.0);
+    assert_eq!(value(&m, "grpc_server_handling_seconds_count", &spec), 2.0);
+    assert!(value(&m, "grpc_server_handling_seconds_sum", &spec) > 0.0);
+    // Health checks go through the same layer.
+    let health = [
+        ("grpc_type", "unary"),
+        ("grpc_service", "grpc.health.v1.Health"),
+        ("grpc_method", "Check"),
+    ];
+    assert_eq!(value(&m, "grpc_server_started_total", &health), 1.0);
+    assert_eq!(value(&m, handled, &with_code(health.to_vec(), "OK")), 1.0);
+    let info = m.get("keda_gpu_scaler_build_info");
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].label("version"), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(info[0].value, 1.0);
+
+    // The client goes away: the stream is handled, as Canceled.
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let canceled = with_code(stream_labels.clone(), "Canceled");
+    loop {
+        let m = scrape(&running).await;
+        if m.get(handled).iter().any(|s| {
+            s.label("grpc_method") == Some("StreamIsActive")
+                && s.label("grpc_code") == Some("Canceled")
+        }) {
+            assert_eq!(value(&m, handled, &canceled), 1.0);
+            assert_eq!(
+                value(&m, "grpc_server_handling_seconds_count", &stream_labels),
+                1.0
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream was never handled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     running.stop().await;
 }

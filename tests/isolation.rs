@@ -302,15 +302,10 @@ async fn one_series_per_scaled_object_and_metric_whatever_the_entries() {
         .text()
         .await
         .unwrap();
-    let series: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("keda_gpu_scaler_desired_replicas{"))
-        .collect();
+    let parsed = keda_gpu_scaler::signals::exposition::parse(&metrics);
+    let series = parsed.get("keda_gpu_scaler_desired_replicas");
     assert_eq!(series.len(), 1, "{series:?}");
-    assert!(
-        series[0].ends_with(" 4"),
-        "the newest entry's value: {series:?}"
-    );
+    assert_eq!(series[0].value, 4.0, "the newest entry's value: {series:?}");
     running.stop().await;
 }
 

@@ -42,7 +42,7 @@ impl Metrics {
         build
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION"),
-                rustc_version: env!("KEDA_GPU_SCALER_RUSTC_VERSION"),
+                rustc_version: env!("BUILD_RUSTC_VERSION"),
             })
             .set(1);
         registry.register(
