@@ -480,3 +480,101 @@ async fn a_hostile_namespace_cannot_change_the_query() {
     );
     running.stop().await;
 }
+
+/// An instant query's result: each series' labels and value.
+async fn query(prom: &Prometheus, q: &str) -> Vec<(serde_json::Value, f64)> {
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", prom.url))
+        .query(&[("query", q)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "success", "{q}: {body}");
+    body["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let v = r["value"][1].as_str().unwrap().parse().unwrap();
+            (r["metric"].clone(), v)
+        })
+        .collect()
+}
+
+/// Prometheus itself scrapes the scaler's /metrics: the exposition parses whole (a line it
+/// rejects fails the scrape, `up` 0), and the gRPC series arrive under the names and labels the
+/// ecosystem's dashboards query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_the_scalers_own_metrics() {
+    let endpoint = MetricsEndpoint::start("workload_queue_length 5\n").await;
+    let running = start_scaler(&settings(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+    ))
+    .await;
+    let mut c = client(&running).await;
+    let good = object(
+        "good",
+        &[("endpoints", &endpoint.url), ("queueTarget", "10")],
+    );
+    let bad = object(
+        "bad",
+        &[("endpoints", &endpoint.url), ("queueTarget", "ten")],
+    );
+    wait_for_value(&mut c, &good, Duration::from_secs(5), |v| v > 0.0).await;
+    c.get_metric_spec(good).await.unwrap();
+    assert_eq!(
+        c.get_metric_spec(bad).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let prom = Prometheus::start(&[Job::honoring(
+        "scaler",
+        &format!("http://{}/metrics", running.http_addr),
+    )]);
+    prom.wait_scraped(1);
+
+    let targets: serde_json::Value = reqwest::get(format!("{}/api/v1/targets", prom.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let target = &targets["data"]["activeTargets"][0];
+    assert_eq!(target["health"], "up", "{target}");
+    assert_eq!(target["lastError"], "", "{target}");
+    assert_eq!(query(&prom, "up{job=\"scaler\"}").await[0].1, 1.0);
+
+    let handled = query(
+        &prom,
+        "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"externalscaler.ExternalScaler\",grpc_method=\"GetMetricSpec\"}",
+    )
+    .await;
+    let by_code: BTreeMap<String, f64> = handled
+        .iter()
+        .map(|(m, v)| (m["grpc_code"].as_str().unwrap().to_string(), *v))
+        .collect();
+    assert_eq!(by_code.get("InvalidArgument"), Some(&1.0), "{handled:?}");
+    assert_eq!(by_code.get("OK"), Some(&1.0), "{handled:?}");
+    // The dashboards' latency query works as written.
+    let p99 = query(
+        &prom,
+        "histogram_quantile(0.99, sum by (grpc_method, le) (grpc_server_handling_seconds_bucket{grpc_method=\"GetMetrics\"}))",
+    )
+    .await;
+    assert_eq!(p99.len(), 1, "{p99:?}");
+    assert!(p99[0].1 > 0.0, "{p99:?}");
+    let info = query(&prom, "keda_gpu_scaler_build_info").await;
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].0["version"], env!("CARGO_PKG_VERSION"));
+    let demand = query(
+        &prom,
+        "keda_gpu_scaler_signal_quantity{scaledobject=\"good\"}",
+    )
+    .await;
+    assert_eq!(demand.len(), 1, "{demand:?}");
+    assert_eq!(demand[0].1, 5.0);
+    running.stop().await;
+}
