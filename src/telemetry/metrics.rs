@@ -309,6 +309,43 @@ mod tests {
         assert!(parsed.has("grpc_server_handling_seconds_bucket"));
     }
 
+    /// The names Prometheus stores for each family the exposition declares: a counter's samples
+    /// end in `_total`, a histogram's in `_bucket`, `_sum` and `_count`.
+    fn sample_names(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("# TYPE ") else {
+                continue;
+            };
+            let (name, kind) = rest.split_once(' ').unwrap();
+            match kind {
+                "counter" => names.push(format!("{name}_total")),
+                "histogram" => {
+                    names.extend(["bucket", "sum", "count"].map(|s| format!("{name}_{s}")))
+                }
+                _ => names.push(name.to_string()),
+            }
+        }
+        names
+    }
+
+    /// The deploy checks refuse a dashboard or alert that reads a name nobody exports, from
+    /// this list: it must be what the scaler exports, no more and no less.
+    #[test]
+    fn the_deploy_checks_list_of_scaler_metrics_is_what_the_scaler_exports() {
+        let known = include_str!("../../scripts/deploy-tests/known-metrics.txt");
+        let section = known
+            .split("\n\n")
+            .find(|s| s.starts_with("# keda-gpu-scaler "))
+            .expect("the scaler's section");
+        let mut listed: Vec<&str> = section.lines().filter(|l| !l.starts_with('#')).collect();
+        listed.sort_unstable();
+        let text = metrics().0.render();
+        let mut exported = sample_names(&text);
+        exported.sort_unstable();
+        assert_eq!(listed, exported);
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
