@@ -6,11 +6,12 @@
 //! entry with `score::Scorer`, and publishes the result on the entry's watch channel, which also
 //! feeds the StreamIsActive pushes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use tokio::sync::{watch, Notify};
 
 use crate::egress::EgressPolicy;
@@ -18,14 +19,10 @@ use crate::failsafe;
 use crate::intake::Rejections;
 use crate::restore;
 use crate::score::{Decision, Scorer};
-use crate::signals::budget::BodyBudget;
-use crate::signals::client::{self, ClientError};
+use crate::signals::client::ClientError;
 use crate::signals::discovery::DiscoverySettings;
-use crate::signals::nvml::NvmlSource;
-use crate::signals::prometheus::{PrometheusSettings, PrometheusSource};
-use crate::signals::scrape::ScrapeSource;
-use crate::signals::{Readings, Source};
-use crate::spec::{self, ParseContext, ScalerSpec, SourceSpec, SpecError};
+use crate::signals::{Readings, SourceKind, Sources};
+use crate::spec::{self, ParseContext, ScalerSpec, SpecError};
 
 /// How often decisions are written to the state file (and once more on shutdown).
 const STATE_SAVE_EVERY: Duration = Duration::from_secs(5);
@@ -134,31 +131,37 @@ pub enum EngineError {
     TooManyEntries { count: usize, limit: usize },
 }
 
-/// When a ScaledObject's metadata changes only in its endpoint list (a per-pod list following the
-/// replica set), the new entry continues the most recently used predecessor's smoothing and
-/// activation state instead of starting cold: the service's demand did not change because a pod
-/// came or went. Any other change (targets, smoothing, limits) starts afresh.
-/// Only the scrape source needs this: the prometheus source rebuilds state from history.
+/// When a ScaledObject's metadata changes in a way its source says does not change the demand
+/// (`Source::continues`: a per-pod endpoint list following the replica set), the new entry
+/// continues the most recently used predecessor's smoothing and activation state instead of
+/// starting cold.
 fn inherited_scoring(
+    sources: &Sources,
     entries: &HashMap<EntryKey, Arc<Entry>>,
     key: &EntryKey,
     spec: &ScalerSpec,
 ) -> Option<Scoring> {
-    if !matches!(spec.source, SourceSpec::Scrape { .. }) {
-        return None;
-    }
-    let config = spec.scorer_config();
+    let kind = SourceKind::of(&spec.source);
+    let source = sources.get(kind)?;
     entries
         .values()
         .filter(|e| e.key.namespace == key.namespace && e.key.name == key.name)
-        .filter(|e| {
-            matches!(e.spec.source, SourceSpec::Scrape { .. })
-                && e.spec.signals == spec.signals
-                && e.spec.scorer_config() == config
-                && e.spec.latency_window_s == spec.latency_window_s
-        })
+        .filter(|e| SourceKind::of(&e.spec.source) == kind && source.continues(&e.spec, spec))
         .max_by_key(|e| e.last_used_ms.load(Ordering::Relaxed))
         .map(|e| e.scoring.lock().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
+/// Readings for a spec whose source kind this engine has no source for: nothing, said plainly.
+fn unserved(spec: &ScalerSpec) -> Readings {
+    Readings {
+        signals: vec![Default::default(); spec.signals.len()],
+        notes: vec![format!(
+            "this scaler reads no source={} ScaledObjects",
+            spec.source.kind()
+        )],
+        failed: true,
+        ..Readings::default()
+    }
 }
 
 /// The published state of one entry.
@@ -214,9 +217,7 @@ pub struct Engine {
     settings: EngineSettings,
     origin: Instant,
     entries: RwLock<HashMap<EntryKey, Arc<Entry>>>,
-    scrape: ScrapeSource,
-    prometheus: PrometheusSource,
-    nvml: NvmlSource,
+    sources: Sources,
     /// Wakes the sampler early so a new ScaledObject gets its first decision at once.
     registered: Notify,
     last_round_ms: AtomicU64,
@@ -225,41 +226,33 @@ pub struct Engine {
     alive_ms: AtomicU64,
     /// Metadata maps already refused, so a bad map is not parsed again on every call.
     rejected: Rejections,
-    budget: BodyBudget,
     /// Decisions read from the state file at start, taken by entries as they register.
     saved: Mutex<HashMap<(String, String, u64), restore::Saved>>,
 }
 
 impl Engine {
-    /// An engine with these settings. Panics only when the HTTP client cannot be built, which
-    /// `try_new` reports instead (an unreadable `egress.ca_file`).
+    /// An engine with these settings and the production sources. Panics only when the HTTP
+    /// client cannot be built, which `try_new` reports instead (an unreadable `egress.ca_file`).
     pub fn new(settings: EngineSettings) -> Arc<Self> {
         Engine::try_new(settings).expect("the HTTP client builds")
     }
 
+    /// An engine with these settings and the production sources (`Sources::real`).
     pub fn try_new(settings: EngineSettings) -> Result<Arc<Self>, ClientError> {
-        let egress = Arc::new(settings.egress.clone());
-        let budget = BodyBudget::new(settings.body_budget_bytes, settings.max_body_bytes);
-        let scrape_client = client::build(settings.scrape_timeout, &egress)?;
-        let prometheus_client = client::build(settings.prometheus_timeout, &egress)?;
+        let sources = Sources::real(&settings)?;
+        Ok(Engine::with_sources(settings, sources))
+    }
+
+    /// An engine reading from these sources; a ScaledObject whose source kind has none gets no
+    /// data and says so.
+    pub fn with_sources(settings: EngineSettings, sources: Sources) -> Arc<Self> {
         let saved = settings
             .state_file
             .as_deref()
             .map(restore::load)
             .unwrap_or_default();
-        Ok(Arc::new(Engine {
-            scrape: ScrapeSource::new(scrape_client, budget.clone(), settings.scrape_timeout)
-                .with_discovery(settings.discovery.clone(), egress.clone()),
-            prometheus: PrometheusSource::new(
-                PrometheusSettings {
-                    timeout: settings.prometheus_timeout,
-                    step_s: prometheus_step(settings.sample_interval),
-                    max_history: Duration::from_secs(3600),
-                },
-                prometheus_client,
-                budget.clone(),
-            ),
-            nvml: NvmlSource::default(),
+        Arc::new(Engine {
+            sources,
             settings,
             origin: Instant::now(),
             entries: RwLock::new(HashMap::new()),
@@ -268,14 +261,13 @@ impl Engine {
             rounds: AtomicU64::new(0),
             alive_ms: AtomicU64::new(0),
             rejected: Rejections::default(),
-            budget,
             saved: Mutex::new(saved),
-        }))
+        })
     }
 
     /// Bytes of response bodies held now (for the chaos benchmark and /metrics).
     pub fn body_bytes_in_use(&self) -> usize {
-        self.budget.in_use()
+        self.sources.body_bytes_in_use()
     }
 
     pub fn settings(&self) -> &EngineSettings {
@@ -321,7 +313,7 @@ impl Engine {
                 limit: self.settings.max_entries,
             });
         }
-        let scoring = inherited_scoring(&entries, &key, &spec).unwrap_or_else(|| Scoring {
+        let scoring = inherited_scoring(&self.sources, &entries, &key, &spec).unwrap_or_else(|| Scoring {
             scorer: Scorer::new(spec.scorer_config()),
             stepped_at: None,
         });
@@ -378,16 +370,12 @@ impl Engine {
         Ok(decision.clone())
     }
 
-    /// Like `current`, but a new entry's first answer waits (bounded by the first sampling's
-    /// longest fetch) for its first sample instead of failing: KEDA asks right after
-    /// GetMetricSpec registered it, and counts an error as a scaler failure.
+    /// Like `current`, but a new entry's first answer waits (bounded by the sources' longest
+    /// deadline) for its first sample instead of failing: KEDA asks right after GetMetricSpec
+    /// registered it, and counts an error as a scaler failure.
     pub async fn current_or_wait(&self, entry: &Entry) -> Result<Arc<Decision>, EngineError> {
         if entry.state.borrow().samples == 0 {
-            let wait = self
-                .settings
-                .scrape_timeout
-                .max(self.settings.prometheus_timeout)
-                + Duration::from_millis(500);
+            let wait = self.sources.deadline() + Duration::from_millis(500);
             let mut states = entry.subscribe();
             let _ = tokio::time::timeout(wait, states.wait_for(|s| s.samples > 0)).await;
         }
@@ -525,59 +513,37 @@ impl Engine {
         self.mark_alive();
     }
 
-    /// Reads every entry from its source, one batch per source, all sources at once.
+    /// Reads every entry from its source, one batch per source kind, all sources at once.
     async fn read_sources(&self, entries: &[Arc<Entry>], t: f64) -> Vec<Readings> {
-        let batch = |kind: &str| -> (Vec<usize>, Vec<Arc<ScalerSpec>>, Vec<Option<f64>>) {
-            let mut idx = Vec::new();
-            let mut specs = Vec::new();
-            let mut last = Vec::new();
-            for (i, e) in entries.iter().enumerate() {
-                if e.spec.source.kind() == kind {
-                    idx.push(i);
-                    specs.push(e.spec.clone());
-                    last.push(
-                        e.scoring
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .stepped_at,
-                    );
-                }
+        /// The entries of one kind: their places in `entries`, specs, and newest scored times.
+        #[derive(Default)]
+        struct Batch {
+            idx: Vec<usize>,
+            specs: Vec<Arc<ScalerSpec>>,
+            last: Vec<Option<f64>>,
+        }
+        let mut batches: BTreeMap<SourceKind, Batch> = BTreeMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            let batch = batches.entry(SourceKind::of(&e.spec.source)).or_default();
+            batch.idx.push(i);
+            batch.specs.push(e.spec.clone());
+            batch.last.push(
+                e.scoring
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .stepped_at,
+            );
+        }
+        let read = batches.iter().map(|(kind, batch)| async move {
+            match self.sources.get(*kind) {
+                Some(source) => source.sample(&batch.specs, &batch.last, t).await,
+                None => batch.specs.iter().map(|s| unserved(s)).collect(),
             }
-            (idx, specs, last)
-        };
-        let (scrape_idx, scrape_specs, scrape_last) = batch("scrape");
-        let (prom_idx, prom_specs, prom_last) = batch("prometheus");
-        let (nvml_idx, nvml_specs, nvml_last) = batch("nvml");
-        let (scraped, queried, local) = tokio::join!(
-            async {
-                if scrape_specs.is_empty() {
-                    Vec::new()
-                } else {
-                    self.scrape.sample(&scrape_specs, &scrape_last, t).await
-                }
-            },
-            async {
-                if prom_specs.is_empty() {
-                    Vec::new()
-                } else {
-                    self.prometheus.sample(&prom_specs, &prom_last, t).await
-                }
-            },
-            async {
-                if nvml_specs.is_empty() {
-                    Vec::new()
-                } else {
-                    self.nvml.sample(&nvml_specs, &nvml_last, t).await
-                }
-            },
-        );
+        });
+        let answers = join_all(read).await;
         let mut out = vec![Readings::default(); entries.len()];
-        for (idx, readings) in [
-            (scrape_idx, scraped),
-            (prom_idx, queried),
-            (nvml_idx, local),
-        ] {
-            for (i, r) in idx.into_iter().zip(readings) {
+        for (batch, readings) in batches.values().zip(answers) {
+            for (&i, r) in batch.idx.iter().zip(readings) {
                 out[i] = r;
             }
         }
@@ -728,16 +694,17 @@ impl Engine {
             }
             keep
         });
-        // Watchers serve the namespaces still read through a Service, and no others.
-        let namespaces = entries
-            .values()
-            .filter_map(|e| match &e.spec.source {
-                SourceSpec::Service(s) => Some(s.namespace.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut kept: BTreeMap<SourceKind, Vec<Arc<ScalerSpec>>> = BTreeMap::new();
+        for e in entries.values() {
+            kept.entry(SourceKind::of(&e.spec.source))
+                .or_default()
+                .push(e.spec.clone());
+        }
         drop(entries);
-        self.scrape.discovery().retain(&namespaces);
+        // Every source hears, even one left with no ScaledObjects, so it can let go of all.
+        for (kind, source) in self.sources.iter() {
+            source.retain(kept.get(&kind).map_or(&[], Vec::as_slice));
+        }
     }
 }
 
