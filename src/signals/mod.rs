@@ -147,15 +147,15 @@ impl Sources {
             budget.clone(),
         );
         Ok(Sources::default()
-            .with(SourceKind::Scrape, scrape)
-            .with(SourceKind::Prometheus, prometheus)
-            .with(SourceKind::Nvml, NvmlSource::default())
+            .with(SourceKind::Scrape, Arc::new(scrape))
+            .with(SourceKind::Prometheus, Arc::new(prometheus))
+            .with(SourceKind::Nvml, Arc::new(NvmlSource::default()))
             .with_budget(budget))
     }
 
     /// These sources, with `source` serving `kind` (replacing any before it).
-    pub fn with(mut self, kind: SourceKind, source: impl Source + 'static) -> Self {
-        self.by_kind.insert(kind, Arc::new(source));
+    pub fn with(mut self, kind: SourceKind, source: Arc<dyn Source>) -> Self {
+        self.by_kind.insert(kind, source);
         self
     }
 
