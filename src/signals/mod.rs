@@ -188,3 +188,70 @@ impl Sources {
         self.budget.as_ref().map_or(0, BodyBudget::in_use)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{parse_in, ParseContext};
+    use std::collections::HashMap;
+
+    fn kind_of(pairs: &[(&str, &str)]) -> SourceKind {
+        let metadata: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let ctx = ParseContext {
+            namespace: "inference",
+            prometheus_address: Some("http://prometheus.monitoring:9090"),
+            egress: None,
+        };
+        SourceKind::of(&parse_in(ctx, &metadata).unwrap().source)
+    }
+
+    #[test]
+    fn every_source_a_scaled_object_can_name_has_a_production_source() {
+        let sources = Sources::real(&EngineSettings::default()).unwrap();
+        let cases = [
+            (
+                vec![
+                    ("endpoints", "http://llm-0.llm:8000/metrics"),
+                    ("queueTarget", "4"),
+                ],
+                SourceKind::Scrape,
+            ),
+            // A Service's endpoints are scraped by the same source, which discovers them.
+            (
+                vec![("service", "llm"), ("queueTarget", "4")],
+                SourceKind::Scrape,
+            ),
+            (
+                vec![
+                    ("source", "prometheus"),
+                    ("deployment", "llm"),
+                    ("queueTarget", "4"),
+                ],
+                SourceKind::Prometheus,
+            ),
+            (
+                vec![("source", "nvml"), ("gpuUtilTarget", "80")],
+                SourceKind::Nvml,
+            ),
+        ];
+        for (metadata, kind) in cases {
+            assert_eq!(kind_of(&metadata), kind, "{metadata:?}");
+            assert!(sources.get(kind).is_some(), "{kind:?} has no source");
+        }
+    }
+
+    #[test]
+    fn the_first_answer_waits_for_the_slowest_source() {
+        let settings = EngineSettings {
+            scrape_timeout: Duration::from_millis(700),
+            prometheus_timeout: Duration::from_millis(1500),
+            ..EngineSettings::default()
+        };
+        let sources = Sources::real(&settings).unwrap();
+        assert_eq!(sources.deadline(), Duration::from_millis(1500));
+        assert_eq!(Sources::default().deadline(), Duration::ZERO);
+    }
+}
