@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 
 use keda_gpu_scaler::score::Scorer;
-use keda_gpu_scaler::sim::{
-    self, cluster::Cluster, metrics::Metrics, policy, PolicyName, PolicyReport, Report,
+use keda_gpu_scaler::spec;
+use keda_gpu_sim::{
+    self as sim, cluster::Cluster, metrics::Metrics, policy, PolicyName, PolicyReport, Report,
     SimulateArgs,
 };
-use keda_gpu_scaler::spec;
 
 fn args(out: &std::path::Path) -> SimulateArgs {
     SimulateArgs {
@@ -301,8 +301,8 @@ fn keda_activation_and_cooldown_in_a_replay() {
 
 #[test]
 fn azure_code_trace_replays_at_a_load_that_needs_several_replicas() {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("traces/AzureLLMInferenceTrace_code.csv");
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .join("traces/AzureLLMInferenceTrace_code.csv");
     assert!(
         path.exists(),
         "{} is part of the repository",
@@ -384,7 +384,7 @@ fn bad_input_gets_an_error_naming_the_field() {
 /// Regenerate with the commands in docs/simulation/README.md.
 #[test]
 fn committed_reference_reports_are_reproduced() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     std::env::set_current_dir(&root).unwrap();
     let trace = PathBuf::from("traces/AzureLLMInferenceTrace_code.csv");
     let dir = tempfile::tempdir().unwrap();

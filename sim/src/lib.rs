@@ -1,4 +1,4 @@
-//! `keda-gpu-scaler simulate`: replay a request trace through a cluster model, a metrics pipeline
+//! `keda-gpu-sim`: replay a request trace through a cluster model, a metrics pipeline
 //! and faithful KEDA + HPA models, under seven scaling policies (the composite one runs the
 //! server's own `spec` + `score` code), and compare GPU-hours, SLO attainment and reaction time.
 
@@ -42,7 +42,7 @@ pub enum SimError {
         source: std::io::Error,
     },
     #[error("composite policy metadata rejected by the scaler's parser: {0}")]
-    Spec(crate::spec::SpecError),
+    Spec(keda_gpu_scaler::spec::SpecError),
 }
 
 /// Parses `--composite-metadata key=value,...`.
@@ -64,7 +64,7 @@ pub fn parse_overrides(list: Option<&str>) -> Result<Vec<(String, String)>, SimE
         .collect()
 }
 
-/// Command-line arguments of `keda-gpu-scaler simulate`.
+/// Command-line arguments of `keda-gpu-sim`.
 #[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct SimulateArgs {
     /// Trace file: the Azure LLM inference CSV (TIMESTAMP,ContextTokens,GeneratedTokens) or a
@@ -470,7 +470,7 @@ fn write(path: &Path, text: &str) -> Result<(), SimError> {
     })
 }
 
-/// `keda-gpu-scaler simulate`: prepare, replay, and write `report.json`, `report.md`, `chart.svg`.
+/// `keda-gpu-sim`: prepare, replay, and write `report.json`, `report.md`, `chart.svg`.
 pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
     let (trace, cfg, rate_scale, time_scale, seed) = prepare(args)?;
     let (report, logs) = simulate_with_requests(&trace, &cfg, rate_scale, time_scale, seed)?;
@@ -515,7 +515,7 @@ pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
     })
 }
 
-/// `keda-gpu-scaler simulate --suite`: runs the panel and writes `suite.md` and `suite.json`.
+/// `keda-gpu-sim --suite`: runs the panel and writes `suite.md` and `suite.json`.
 pub fn run_suite(args: &SimulateArgs) -> Result<suite::Suite, SimError> {
     let result = suite::run(args)?;
     std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
