@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::balancer::Balancer;
 use super::plan::Plan;
-use keda_gpu_sim::rng::SplitMix64;
+use gpu_workload::rng::SplitMix64;
 
 /// One request as the client saw it.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]

@@ -14,7 +14,15 @@ struct Cli {
 
 fn main() -> Result<()> {
     let args = Cli::parse().args;
-    if args.suite {
+    if args.ablation {
+        let rows = keda_gpu_sim::run_ablation(&args)?;
+        print!("{}", keda_gpu_sim::ablation::markdown(&rows));
+        println!(
+            "\nwrote {} and {}",
+            args.out.join("ablation.md").display(),
+            args.out.join("ablation.json").display()
+        );
+    } else if args.suite {
         let suite = keda_gpu_sim::run_suite(&args)?;
         print!("{}", keda_gpu_sim::suite::markdown(&suite));
         println!(
