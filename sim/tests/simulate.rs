@@ -410,6 +410,41 @@ fn committed_reference_reports_are_reproduced() {
     }
 }
 
+/// The committed suite and ablation tables (docs/simulation/suite, docs/simulation/ablation) are
+/// what `keda-gpu-sim --suite` and `--ablation` write today, byte for byte. The longest test here
+/// (about two minutes unoptimised): it is what keeps the docs' tables honest.
+#[test]
+fn committed_suite_and_ablation_are_reproduced() {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    std::env::set_current_dir(&root).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = SimulateArgs::with_defaults(dir.path().to_path_buf());
+    sim::run_suite(&SimulateArgs {
+        suite: true,
+        ..base.clone()
+    })
+    .unwrap();
+    sim::run_ablation(&SimulateArgs {
+        ablation: true,
+        ..base
+    })
+    .unwrap();
+    for (folder, file) in [
+        ("suite", "suite.md"),
+        ("suite", "suite.json"),
+        ("ablation", "ablation.md"),
+        ("ablation", "ablation.json"),
+    ] {
+        let committed = root.join("docs/simulation").join(folder).join(file);
+        let committed = std::fs::read_to_string(&committed).unwrap();
+        let fresh = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(
+            fresh == committed,
+            "docs/simulation/{folder}/{file} is stale: rerun `keda-gpu-sim --{folder} --out docs/simulation/{folder}`"
+        );
+    }
+}
+
 /// The oracles are the references every policy is measured against: with perfect foresight they
 /// must meet the SLO on every generator at default settings, or the metric or the oracle is wrong.
 #[test]
