@@ -166,8 +166,13 @@ impl Parser<'_> {
         self.read(key, validate::query)
     }
 
-    fn memory_metrics(&mut self, used: &str, total: &str, free: &str) -> Vec<MemoryMetrics> {
-        let (used_key, total_key, free_key) = (used, total, free);
+    /// The GPU memory series: `used_key` with exactly one of the others, else both default pairs.
+    fn memory_metrics(
+        &mut self,
+        used_key: &str,
+        total_key: &str,
+        free_key: &str,
+    ) -> Vec<MemoryMetrics> {
         let used = self.read(used_key, validate::metric_name);
         let total = self.read(total_key, validate::metric_name);
         let free = self.read(free_key, validate::metric_name);
