@@ -185,9 +185,21 @@ impl Settings {
         }
     }
 
-    /// Loads settings from the layers. `overrides` are flag values as (setting, value).
+    /// Loads settings from the layers, the environment layer from this process's variables.
+    /// `overrides` are flag values as (setting, value).
     pub fn load(
         file: Option<&Path>,
+        overrides: &[(&str, String)],
+    ) -> Result<Settings, ConfigError> {
+        Settings::load_from(file, process_env()?, overrides)
+    }
+
+    /// As `load`, with the environment given as (variable, value) pairs, so that callers (tests
+    /// above all) never touch the process-wide environment. Variables without the
+    /// `KEDA_GPU_SCALER_` prefix are ignored.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
         overrides: &[(&str, String)],
     ) -> Result<Settings, ConfigError> {
         let defaults = Settings::default();
@@ -211,7 +223,8 @@ impl Settings {
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("_")
-                .separator("__"),
+                .separator("__")
+                .source(Some(env.into_iter().collect())),
         );
         for (key, value) in overrides {
             builder = builder.set_override(*key, value.clone())?;
@@ -305,8 +318,28 @@ pub(crate) mod file_text {
     }
 }
 
+/// This process's `KEDA_GPU_SCALER_*` variables (any case, as the `config` crate matches them).
+fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+    let prefix = format!("{}_", ENV_PREFIX.to_lowercase());
+    let mut env = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        // A name that is not Unicode cannot be one of ours.
+        let Ok(key) = key.into_string() else { continue };
+        if !key.to_lowercase().starts_with(&prefix) {
+            continue;
+        }
+        match value.into_string() {
+            Ok(value) => env.push((key, value)),
+            Err(_) => return Err(ConfigError::NotUnicode(key)),
+        }
+    }
+    Ok(env)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("environment variable {0} is not valid Unicode")]
+    NotUnicode(String),
     #[error("settings: {0}")]
     Load(#[from] config::ConfigError),
     #[error("settings file {0}")]
@@ -784,71 +817,126 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 
-    // Environment variables are process-wide, so every env-dependent check lives in this one test.
+    /// Loads with the given environment (never the process's, which other tests share) and flags.
+    fn load(
+        file: Option<&Path>,
+        env: &[(&str, &str)],
+        flags: &[(&str, &str)],
+    ) -> Result<Settings, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let flags: Vec<(&str, String)> = flags.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        Settings::load_from(file, env, &flags)
+    }
+
     #[test]
-    fn layers_apply_in_order_and_errors_name_the_setting() {
-        let defaults = Settings::load(None, &[]).unwrap();
+    fn defaults_load_as_the_default_settings() {
+        let defaults = load(None, &[], &[]).unwrap();
         assert_eq!(defaults, Settings::default());
         assert_eq!(defaults.grpc_addr.port(), 6000);
         assert_eq!(defaults.http_addr.port(), 8080);
+        assert_eq!(defaults.sample_interval, Duration::from_secs(2));
+    }
 
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults_for_the_same_key() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(
             file,
             "sample_interval = \"5s\"\nmax_staleness = \"2m\"\nlog_format = \"json\""
         )
         .unwrap();
-        let from_file = Settings::load(Some(file.path()), &[]).unwrap();
-        assert_eq!(from_file.sample_interval, Duration::from_secs(5));
-        assert_eq!(from_file.max_staleness, Duration::from_secs(120));
-        assert_eq!(from_file.log_format, LogFormat::Json);
+        let file = Some(file.path());
+        let env = [("KEDA_GPU_SCALER_SAMPLE_INTERVAL", "750ms")];
+        let flag = [("sample_interval", "300ms")];
+        let interval = |s: Settings| s.sample_interval.as_millis();
 
-        std::env::set_var("KEDA_GPU_SCALER_SAMPLE_INTERVAL", "750ms");
-        let env = Settings::load(Some(file.path()), &[]).unwrap();
+        assert_eq!(interval(load(None, &[], &[]).unwrap()), 2000, "the default");
         assert_eq!(
-            env.sample_interval,
-            Duration::from_millis(750),
+            interval(load(file, &[], &[]).unwrap()),
+            5000,
+            "file beats default"
+        );
+        assert_eq!(
+            interval(load(None, &env, &[]).unwrap()),
+            750,
+            "env beats default"
+        );
+        assert_eq!(
+            interval(load(file, &env, &[]).unwrap()),
+            750,
             "env beats file"
         );
-        let flag =
-            Settings::load(Some(file.path()), &[("grpc_addr", "127.0.0.1:7000".into())]).unwrap();
-        assert_eq!(flag.grpc_addr.port(), 7000, "flags beat everything");
-        std::env::remove_var("KEDA_GPU_SCALER_SAMPLE_INTERVAL");
+        assert_eq!(
+            interval(load(None, &[], &flag).unwrap()),
+            300,
+            "flag beats default"
+        );
+        assert_eq!(
+            interval(load(file, &[], &flag).unwrap()),
+            300,
+            "flag beats file"
+        );
+        assert_eq!(
+            interval(load(file, &env, &flag).unwrap()),
+            300,
+            "flags beat everything"
+        );
 
-        std::env::set_var("KEDA_GPU_SCALER_PROMETHEUS__ADDRESS", "http://prom:9090/");
-        std::env::set_var("KEDA_GPU_SCALER_PROMETHEUS__TIMEOUT", "750ms");
-        let prom = Settings::load(None, &[]).unwrap();
-        std::env::remove_var("KEDA_GPU_SCALER_PROMETHEUS__ADDRESS");
-        std::env::remove_var("KEDA_GPU_SCALER_PROMETHEUS__TIMEOUT");
+        // Keys one layer sets keep their value when another layer sets a different key.
+        let all = load(file, &env, &flag).unwrap();
+        assert_eq!(all.max_staleness, Duration::from_secs(120));
+        assert_eq!(all.log_format, LogFormat::Json);
+        // Only the scaler's prefix is read; the key is matched whatever its case.
+        let other = [("OTHER_SAMPLE_INTERVAL", "9s"), ("SAMPLE_INTERVAL", "9s")];
+        assert_eq!(interval(load(None, &other, &[]).unwrap()), 2000);
+        let lower = [("keda_gpu_scaler_sample_interval", "9s")];
+        assert_eq!(interval(load(None, &lower, &[]).unwrap()), 9000);
+    }
+
+    #[test]
+    fn nested_settings_come_from_double_underscore_variables() {
+        let prom = load(
+            None,
+            &[
+                ("KEDA_GPU_SCALER_PROMETHEUS__ADDRESS", "http://prom:9090/"),
+                ("KEDA_GPU_SCALER_PROMETHEUS__TIMEOUT", "750ms"),
+            ],
+            &[],
+        )
+        .unwrap();
         assert_eq!(prom.prometheus.address.as_deref(), Some("http://prom:9090"));
         assert_eq!(prom.prometheus.timeout, Duration::from_millis(750));
         assert_eq!(
             prom.engine().prometheus_address.as_deref(),
             Some("http://prom:9090")
         );
+    }
 
-        let err =
-            |overrides: &[(&str, String)]| Settings::load(None, overrides).unwrap_err().to_string();
-        assert!(err(&[("grpc_addr", "localhost".into())]).contains("'grpc_addr'"));
-        assert!(err(&[("sample_interval", "0s".into())]).contains("'sample_interval'"));
-        assert!(err(&[
-            ("max_staleness", "1s".into()),
-            ("sample_interval", "5s".into())
-        ])
-        .contains("at least as long"));
-        assert!(err(&[("log_format", "xml".into())]).contains("text or json"));
-        assert!(err(&[("log_level", "[".into())]).contains("'log_level'"));
-        assert!(err(&[("max_entries", "0".into())]).contains("'max_entries'"));
-        assert!(err(&[("prometheus.address", "prom:9090".into())]).contains("'prometheus.address'"));
-        assert!(err(&[("prometheus.timeout", "0s".into())]).contains("'prometheus.timeout'"));
+    #[test]
+    fn errors_name_the_setting() {
+        let err = |flags: &[(&str, &str)]| load(None, &[], flags).unwrap_err().to_string();
+        assert!(err(&[("grpc_addr", "localhost")]).contains("'grpc_addr'"));
+        assert!(err(&[("sample_interval", "0s")]).contains("'sample_interval'"));
+        assert!(
+            err(&[("max_staleness", "1s"), ("sample_interval", "5s")]).contains("at least as long")
+        );
+        assert!(err(&[("log_format", "xml")]).contains("text or json"));
+        assert!(err(&[("log_level", "[")]).contains("'log_level'"));
+        assert!(err(&[("max_entries", "0")]).contains("'max_entries'"));
+        assert!(err(&[("prometheus.address", "prom:9090")]).contains("'prometheus.address'"));
+        assert!(err(&[("prometheus.timeout", "0s")]).contains("'prometheus.timeout'"));
+        let e = load(None, &[("KEDA_GPU_SCALER_SCRAPE_TIMEOUT", "soon")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'scrape_timeout' = 'soon'"), "{e}");
 
         let mut unknown = tempfile::NamedTempFile::new().unwrap();
         writeln!(unknown, "sample_intervall = \"5s\"").unwrap();
-        let e = Settings::load(Some(unknown.path()), &[])
+        let e = load(Some(unknown.path()), &[], &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("sample_intervall"), "{e}");
-        let e = Settings::load(Some(Path::new("/nonexistent/x.toml")), &[])
+        let e = load(Some(Path::new("/nonexistent/x.toml")), &[], &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("no such file"), "{e}");
@@ -857,7 +945,7 @@ mod tests {
     fn load_text(text: &str) -> Settings {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         write!(file, "{text}").unwrap();
-        Settings::load(Some(file.path()), &[]).unwrap_or_else(|e| panic!("{e}\n{text}"))
+        load(Some(file.path()), &[], &[]).unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
 
     #[test]
@@ -946,13 +1034,9 @@ mod tests {
 
     #[test]
     fn tls_paths_come_in_pairs_and_errors_name_the_setting() {
-        let load = |pairs: &[(&str, &str)]| {
-            let overrides: Vec<(&str, String)> =
-                pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
-            Settings::load(None, &overrides)
-        };
-        assert_eq!(load(&[]).unwrap().tls.files, None);
-        let on = load(&[("tls.cert_file", "/c"), ("tls.key_file", "/k")]).unwrap();
+        let with = |flags: &[(&str, &str)]| load(None, &[], flags);
+        assert_eq!(with(&[]).unwrap().tls.files, None);
+        let on = with(&[("tls.cert_file", "/c"), ("tls.key_file", "/k")]).unwrap();
         assert_eq!(
             on.tls.files,
             Some(TlsFiles {
@@ -962,10 +1046,10 @@ mod tests {
             })
         );
         // Blank counts as unset.
-        let blank = load(&[("tls.cert_file", " "), ("tls.key_file", "")]).unwrap();
+        let blank = with(&[("tls.cert_file", " "), ("tls.key_file", "")]).unwrap();
         assert_eq!(blank.tls.files, None);
 
-        let err = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
+        let err = |pairs: &[(&str, &str)]| with(pairs).unwrap_err().to_string();
         let e = err(&[("tls.cert_file", "/c")]);
         assert!(e.contains("'tls.key_file' is required"), "{e}");
         let e = err(&[("tls.key_file", "/k")]);
@@ -980,9 +1064,7 @@ mod tests {
 
         let mut typo = tempfile::NamedTempFile::new().unwrap();
         writeln!(typo, "[tls]\ncert_flie = \"/c\"").unwrap();
-        let e = Settings::load(Some(typo.path()), &[])
-            .unwrap_err()
-            .to_string();
+        let e = load(Some(typo.path()), &[], &[]).unwrap_err().to_string();
         assert!(e.contains("cert_flie"), "{e}");
     }
 }
