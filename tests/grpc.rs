@@ -4,6 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use keda_gpu_scaler::config::Settings;
 use keda_gpu_scaler::proto::GetMetricsRequest;
 use support::*;
 use tokio_stream::StreamExt;
@@ -22,7 +23,14 @@ async fn two_endpoints_with_30_waiting_and_target_10_report_6() {
     .await;
     let mut c = client(&running).await;
     let endpoints = format!("{},{}", a.url, b.url);
-    let so = object("llm", &[("endpoints", &endpoints), ("queueTarget", "10")]);
+    let so = object(
+        "llm",
+        &[
+            ("endpoints", &endpoints),
+            ("queueTarget", "10"),
+            ("downHalfLifeSeconds", "0"),
+        ],
+    );
 
     let spec = c.get_metric_spec(so.clone()).await.unwrap().into_inner();
     assert_eq!(spec.metric_specs.len(), 1);
@@ -57,11 +65,39 @@ async fn two_endpoints_with_30_waiting_and_target_10_report_6() {
     assert_eq!(int_value, 6);
     assert!(c.is_active(so.clone()).await.unwrap().into_inner().result);
 
-    // One endpoint disappears: it is a missing pod, and the remaining 30 waiting still ask for
-    // 3 < 2 running... counted at target (1) when scaling down: 3 + 1 = 4 after smoothing.
+    // One endpoint disappears while the other's queue falls to 5: 5 / 10 asks for 0.5 replicas,
+    // fewer than the one pod reporting, so this is a scale-down and the missing pod counts as
+    // exactly at target (the HPA's rule): 0.5 + 1 = 1.5, not 0.5. downHalfLifeSeconds=0 lets the
+    // value settle at once, so the number seen is the rule's and not the smoothing's.
     b.set_down(true);
-    let v = wait_for_value(&mut c, &so, Duration::from_secs(20), |v| v < 5.9).await;
-    assert!(v >= 3.99, "a scrape gap must not collapse the demand: {v}");
+    a.set("workload_queue_length 5\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let queue = loop {
+        let entry = debug_entry(&running, "llm").await;
+        let queue = entry["decision"]["signals"][0].clone();
+        if queue["missing"] == 1 && queue["value"] == 5.0 {
+            break queue;
+        }
+        assert!(Instant::now() < deadline, "the gap never showed: {entry:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(queue["name"], "queue");
+    assert_eq!(queue["reporting"], 1);
+    assert_eq!(
+        queue["raw_demand"], 1.5,
+        "a scrape gap must not collapse the demand: {queue:#}"
+    );
+    let v = c
+        .get_metrics(metrics_request(&so))
+        .await
+        .unwrap()
+        .into_inner()
+        .metric_values[0]
+        .metric_value_float;
+    assert!(
+        (v - 1.5).abs() < 1e-9,
+        "KEDA is told what the rule gives: {v}"
+    );
     running.stop().await;
 }
 
@@ -125,8 +161,14 @@ async fn errors_name_the_problem_with_the_right_code() {
         Code::InvalidArgument
     );
 
-    // The server is still fine after all of that.
-    wait_for_value(&mut c, &good, Duration::from_secs(5), |v| v >= 0.0).await;
+    // The server is still fine after all of that: the good object gets the value its endpoint
+    // implies (20 waiting / 10 per replica).
+    a.set("workload_queue_length 20\n");
+    let v = wait_for_value(&mut c, &good, Duration::from_secs(5), |v| {
+        (v - 2.0).abs() < 0.01
+    })
+    .await;
+    assert!((v - 2.0).abs() < 0.01, "{v}");
     running.stop().await;
 }
 
@@ -214,8 +256,8 @@ async fn serves_the_last_value_while_fresh_then_unavailable_then_recovers() {
 
     endpoint.set_down(true);
     let down_at = Instant::now();
-    // Right after the outage the cached value is served, quickly.
-    let t = Instant::now();
+    // Right after the outage the cached value is served (how fast: the next test, and the
+    // getmetrics benchmark).
     let v = c
         .get_metrics(metrics_request(&so))
         .await
@@ -223,12 +265,7 @@ async fn serves_the_last_value_while_fresh_then_unavailable_then_recovers() {
         .into_inner()
         .metric_values[0]
         .metric_value_float;
-    assert!((v - 4.0).abs() < 0.01);
-    assert!(
-        t.elapsed() < Duration::from_millis(50),
-        "answered from cache in {:?}",
-        t.elapsed()
-    );
+    assert!((v - 4.0).abs() < 0.01, "the cached value: {v}");
 
     // Past maxStaleness: UNAVAILABLE naming the cause, while GetMetricSpec keeps answering.
     let status = loop {
@@ -261,6 +298,50 @@ async fn serves_the_last_value_while_fresh_then_unavailable_then_recovers() {
         (v - 4.0).abs() < 0.01
     })
     .await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn answers_from_the_cache_while_a_pod_hangs() {
+    let endpoint = MetricsEndpoint::start("workload_queue_length 40\n").await;
+    // A scrape of a hung pod lasts the whole scrape timeout; an answer that waited on one would
+    // take that long, so half of it is a bound a loaded machine still meets.
+    let scrape_timeout = Duration::from_secs(3);
+    let running = start_scaler(&Settings {
+        scrape_timeout,
+        ..settings(Duration::from_millis(200), Duration::from_secs(60))
+    })
+    .await;
+    let mut c = client(&running).await;
+    let so = object(
+        "hung",
+        &[("endpoints", &endpoint.url), ("queueTarget", "10")],
+    );
+    wait_for_value(&mut c, &so, Duration::from_secs(5), |v| {
+        (v - 4.0).abs() < 0.01
+    })
+    .await;
+
+    endpoint.set_delay(Duration::from_secs(3600));
+    // Let sampling rounds start and block on the hung pod.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let v = c
+            .get_metrics(metrics_request(&so))
+            .await
+            .unwrap()
+            .into_inner()
+            .metric_values[0]
+            .metric_value_float;
+        assert!((v - 4.0).abs() < 0.01, "the cached value: {v}");
+        assert!(
+            t.elapsed() < scrape_timeout / 2,
+            "GetMetrics waited on the hung pod: {:?}",
+            t.elapsed()
+        );
+        assert!(c.is_active(so.clone()).await.unwrap().into_inner().result);
+    }
     running.stop().await;
 }
 
@@ -350,4 +431,21 @@ async fn health_is_serving_and_metrics_and_debug_explain_decisions() {
         200
     );
     running.stop().await;
+}
+
+/// The `/debug/scaledobjects` entry of the ScaledObject `name`.
+async fn debug_entry(running: &keda_gpu_scaler::server::Running, name: &str) -> serde_json::Value {
+    let page: serde_json::Value =
+        reqwest::get(format!("http://{}/debug/scaledobjects", running.http_addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    page.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("no debug entry for {name}: {page}"))
+        .clone()
 }

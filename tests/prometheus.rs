@@ -386,31 +386,20 @@ async fn a_dead_prometheus_is_served_stale_then_unavailable_then_recovers() {
 
     prom.kill();
     let killed = Instant::now();
-    // Until maxStaleness the last good value comes back at once.
+    // Until maxStaleness the last good value comes back (answered from the cache: no query can
+    // succeed; the cache's speed is what tests/grpc.rs checks against a hung pod).
     while killed.elapsed() < staleness - Duration::from_millis(800) {
-        let t = Instant::now();
         let r = c
             .get_metrics(metrics_request(&o))
             .await
             .expect("stale value served");
-        assert!(
-            t.elapsed() < Duration::from_millis(50),
-            "RPC took {:?}",
-            t.elapsed()
-        );
         assert_eq!(r.into_inner().metric_values[0].metric_value_float, 3.0);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Then UNAVAILABLE with the reason, so KEDA's fallback engages; the spec still answers.
     let deadline = Instant::now() + Duration::from_secs(10);
     let err = loop {
-        let t = Instant::now();
         let r = c.get_metrics(metrics_request(&o)).await;
-        assert!(
-            t.elapsed() < Duration::from_millis(50),
-            "RPC took {:?}",
-            t.elapsed()
-        );
         match r {
             Err(e) => break e,
             Ok(_) => assert!(Instant::now() < deadline, "never turned stale"),

@@ -54,12 +54,14 @@ pub async fn channel(addr: SocketAddr) -> Channel {
         .expect("connects to the scaler")
 }
 
-/// A `/metrics` endpoint whose body the test sets; `set_down` makes it answer 503.
+/// A `/metrics` endpoint whose body the test sets; `set_down` makes it answer 503 and
+/// `set_delay` makes it answer late (a hung pod).
 #[derive(Clone)]
 pub struct MetricsEndpoint {
     pub url: String,
     body: Arc<Mutex<String>>,
     down: Arc<Mutex<bool>>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl MetricsEndpoint {
@@ -77,12 +79,15 @@ impl MetricsEndpoint {
         let addr = listener.local_addr().unwrap();
         let body = Arc::new(Mutex::new(body.to_string()));
         let down = Arc::new(Mutex::new(false));
-        let (b, d) = (body.clone(), down.clone());
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (b, d, late) = (body.clone(), down.clone(), delay.clone());
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
-                let (b, d) = (b.clone(), d.clone());
+                let (b, d, late) = (b.clone(), d.clone(), late.clone());
                 async move {
+                    let wait = *late.lock().unwrap();
+                    tokio::time::sleep(wait).await;
                     if *d.lock().unwrap() {
                         (axum::http::StatusCode::SERVICE_UNAVAILABLE, String::new())
                     } else {
@@ -98,6 +103,7 @@ impl MetricsEndpoint {
             url: format!("http://{addr}/metrics"),
             body,
             down,
+            delay,
         }
     }
 
@@ -107,6 +113,10 @@ impl MetricsEndpoint {
 
     pub fn set_down(&self, down: bool) {
         *self.down.lock().unwrap() = down;
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 }
 
