@@ -16,12 +16,7 @@ const IDLE: &str = "workload_queue_length 0\nworkload_inflight_requests 0\n";
 async fn two_endpoints_with_30_waiting_and_target_10_report_6() {
     let a = MetricsEndpoint::start("workload_queue_length 30\n").await;
     let b = MetricsEndpoint::start("workload_queue_length{model=\"x\"} 30\n").await;
-    let running = start_scaler(&settings(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-    ))
-    .await;
-    let mut c = client(&running).await;
+    let (running, mut c) = quick_scaler_and_client().await;
     let endpoints = format!("{},{}", a.url, b.url);
     let so = object(
         "llm",
@@ -71,29 +66,19 @@ async fn two_endpoints_with_30_waiting_and_target_10_report_6() {
     // value settle at once, so the number seen is the rule's and not the smoothing's.
     b.set_down(true);
     a.set("workload_queue_length 5\n");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let queue = loop {
-        let entry = debug_entry(&running, "llm").await;
-        let queue = entry["decision"]["signals"][0].clone();
-        if queue["missing"] == 1 && queue["value"] == 5.0 {
-            break queue;
-        }
-        assert!(Instant::now() < deadline, "the gap never showed: {entry:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let entry = wait_debug(&running, "llm", |e| {
+        let queue = &e["decision"]["signals"][0];
+        queue["missing"] == 1 && queue["value"] == 5.0
+    })
+    .await;
+    let queue = &entry["decision"]["signals"][0];
     assert_eq!(queue["name"], "queue");
     assert_eq!(queue["reporting"], 1);
     assert_eq!(
         queue["raw_demand"], 1.5,
         "a scrape gap must not collapse the demand: {queue:#}"
     );
-    let v = c
-        .get_metrics(metrics_request(&so))
-        .await
-        .unwrap()
-        .into_inner()
-        .metric_values[0]
-        .metric_value_float;
+    let v = metric_value(&mut c, &so).await;
     assert!(
         (v - 1.5).abs() < 1e-9,
         "KEDA is told what the rule gives: {v}"
@@ -104,12 +89,7 @@ async fn two_endpoints_with_30_waiting_and_target_10_report_6() {
 #[tokio::test]
 async fn errors_name_the_problem_with_the_right_code() {
     let a = MetricsEndpoint::start(IDLE).await;
-    let running = start_scaler(&settings(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-    ))
-    .await;
-    let mut c = client(&running).await;
+    let (running, mut c) = quick_scaler_and_client().await;
 
     let bad = object(
         "bad",
@@ -258,13 +238,7 @@ async fn serves_the_last_value_while_fresh_then_unavailable_then_recovers() {
     let down_at = Instant::now();
     // Right after the outage the cached value is served (how fast: the next test, and the
     // getmetrics benchmark).
-    let v = c
-        .get_metrics(metrics_request(&so))
-        .await
-        .unwrap()
-        .into_inner()
-        .metric_values[0]
-        .metric_value_float;
+    let v = metric_value(&mut c, &so).await;
     assert!((v - 4.0).abs() < 0.01, "the cached value: {v}");
 
     // Past maxStaleness: UNAVAILABLE naming the cause, while GetMetricSpec keeps answering.
@@ -281,17 +255,7 @@ async fn serves_the_last_value_while_fresh_then_unavailable_then_recovers() {
         }
     };
     assert!(down_at.elapsed() >= staleness - Duration::from_millis(250));
-    assert_eq!(status.code(), Code::Unavailable);
-    assert!(
-        status.message().contains("stale") && status.message().contains("HTTP status 503"),
-        "{}",
-        status.message()
-    );
-    assert_eq!(
-        c.is_active(so.clone()).await.unwrap_err().code(),
-        Code::Unavailable
-    );
-    assert!(c.get_metric_spec(so.clone()).await.is_ok());
+    assert_stale(&mut c, &so, &status, &["HTTP status 503"]).await;
 
     endpoint.set_down(false);
     wait_for_value(&mut c, &so, Duration::from_secs(5), |v| {
@@ -327,13 +291,7 @@ async fn answers_from_the_cache_while_a_pod_hangs() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     for _ in 0..5 {
         let t = Instant::now();
-        let v = c
-            .get_metrics(metrics_request(&so))
-            .await
-            .unwrap()
-            .into_inner()
-            .metric_values[0]
-            .metric_value_float;
+        let v = metric_value(&mut c, &so).await;
         assert!((v - 4.0).abs() < 0.01, "the cached value: {v}");
         assert!(
             t.elapsed() < scrape_timeout / 2,
@@ -354,11 +312,7 @@ async fn health_is_serving_and_metrics_and_debug_explain_decisions() {
         "workload_queue_length 15\nworkload_accelerator_utilization_percent 35\n",
     )
     .await;
-    let running = start_scaler(&settings(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-    ))
-    .await;
+    let running = start_scaler(&quick_settings()).await;
     let mut health = HealthClient::new(channel(running.grpc_addr).await);
     let deadline = Instant::now() + Duration::from_secs(5);
     for service in ["", "externalscaler.ExternalScaler"] {
@@ -394,12 +348,7 @@ async fn health_is_serving_and_metrics_and_debug_explain_decisions() {
     .await;
 
     let http = format!("http://{}", running.http_addr);
-    let metrics = reqwest::get(format!("{http}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = http_text(&format!("{http}/metrics")).await;
     assert!(
         metrics.contains(
             "keda_gpu_scaler_desired_replicas{namespace=\"default\",scaledobject=\"dbg\",metric=\"gpu-composite\"} 1.5"
@@ -411,14 +360,7 @@ async fn health_is_serving_and_metrics_and_debug_explain_decisions() {
         metrics.contains("keda_gpu_scaler_rpc_requests_total{method=\"GetMetrics\",code=\"OK\"}")
     );
 
-    let debug = reqwest::get(format!("{http}/debug/scaledobjects"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let debug: serde_json::Value = serde_json::from_str(&debug).unwrap();
-    let entry = &debug[0];
+    let entry = debug_entry(&running, "dbg").await;
     assert_eq!(entry["name"], "dbg");
     assert_eq!(entry["status"], "ok");
     assert_eq!(entry["decision"]["limiting"], "queue");
@@ -431,21 +373,4 @@ async fn health_is_serving_and_metrics_and_debug_explain_decisions() {
         200
     );
     running.stop().await;
-}
-
-/// The `/debug/scaledobjects` entry of the ScaledObject `name`.
-async fn debug_entry(running: &keda_gpu_scaler::server::Running, name: &str) -> serde_json::Value {
-    let page: serde_json::Value =
-        reqwest::get(format!("http://{}/debug/scaledobjects", running.http_addr))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-    page.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("no debug entry for {name}: {page}"))
-        .clone()
 }
