@@ -1,4 +1,4 @@
-//! Command line: `serve`, `check-config`, `explain`, `check`, `simulate`, `demo`. Each subcommand is a few lines that call into
+//! Command line: `serve`, `check-config`, `explain`, `check`. Each subcommand is a few lines that call into
 //! the library; `anyhow` turns library errors into messages here and nowhere else.
 
 use std::collections::HashMap;
@@ -35,14 +35,6 @@ pub enum Command {
     /// Check ScaledObject manifests offline: every trigger pointing at this scaler is parsed by
     /// the server's own metadata parser; exits 1 on any problem.
     Check(CheckArgs),
-    /// Replay a request trace through a KEDA + HPA model and compare scaling policies.
-    Simulate(crate::sim::SimulateArgs),
-    /// Run the whole loop live on this machine: the scaler, KEDA + HPA over real gRPC, real
-    /// gpu-workload replica processes and load; prints a summary table, writes JSON and SVG.
-    Demo(crate::demo::DemoArgs),
-    /// One demo replica: gpu-workload's server in this process (started by `demo`).
-    #[command(hide = true)]
-    WorkloadReplica(gpu_workload::Config),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -121,66 +113,7 @@ pub fn main() -> Result<()> {
         }
         Command::Explain(args) => explain(&args),
         Command::Check(args) => check(&args),
-        Command::Demo(args) => demo(&args),
-        Command::WorkloadReplica(config) => {
-            telemetry::init_logging(crate::config::LogFormat::Text, "warn");
-            Ok(crate::demo::replica_main(config)?)
-        }
-        Command::Simulate(args) if args.suite => {
-            let suite = crate::sim::run_suite(&args)?;
-            print!("{}", crate::sim::suite::markdown(&suite));
-            println!(
-                "\nwrote {} and {}",
-                args.out.join("suite.md").display(),
-                args.out.join("suite.json").display()
-            );
-            Ok(())
-        }
-        Command::Simulate(args) => {
-            let summary = crate::sim::run(&args)?;
-            print!("{}", summary.markdown);
-            println!(
-                "\nwrote {}, {} and {}",
-                summary.report_json.display(),
-                summary.report_md.display(),
-                summary.chart_svg.display()
-            );
-            Ok(())
-        }
     }
-}
-
-fn demo(args: &crate::demo::DemoArgs) -> Result<()> {
-    telemetry::init_logging(crate::config::LogFormat::Text, "error");
-    let outcome = runtime()?.block_on(crate::demo::demo(args))?;
-    match outcome {
-        crate::demo::Outcome::Single(s) => {
-            print!("\n{}", crate::demo::summary::table(&s));
-            println!(
-                "\nwrote {} and {}",
-                args.out.join(format!("demo-{}.json", s.policy)).display(),
-                args.out.join(format!("demo-{}.svg", s.policy)).display()
-            );
-            if s.children_left > 0 {
-                bail!(
-                    "{} replica processes were still present after the run",
-                    s.children_left
-                );
-            }
-        }
-        crate::demo::Outcome::Compare(c) => {
-            print!("\n{}", crate::demo::summary::compare_table(&c));
-            println!(
-                "\nwrote {}, {} and the per-run demo-<policy>.json/.svg",
-                args.out.join("compare.json").display(),
-                args.out.join("compare.svg").display()
-            );
-            if c.runs.iter().any(|r| r.children_left > 0) {
-                bail!("replica processes were still present after the run");
-            }
-        }
-    }
-    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -1,4 +1,9 @@
 //! keda-gpu-scaler: a KEDA external scaler for GPU inference services.
+//!
+//! The production program only: the simulator (`sim/`) and the live demo (`demo/`) are crates of
+//! their own that call this library.
+
+#![forbid(unsafe_code)]
 
 /// KEDA's ExternalScaler contract, generated from `proto/externalscaler.proto`.
 pub mod proto {
@@ -12,12 +17,10 @@ pub mod proto {
 
 /// `check`: ScaledObject manifests checked offline with the metadata parser.
 pub mod check;
-/// Command line: serve, check-config, explain, check, simulate, demo.
+/// Command line: serve, check-config, explain, check.
 pub mod cli;
 /// Settings: defaults < file < environment < flags, validated once.
 pub mod config;
-/// `demo`: the whole autoscaling loop live on one machine (scaler, KEDA + HPA, real replicas).
-pub mod demo;
 /// Where the scaler may fetch from: the operator's egress policy for tenants' URLs.
 pub mod egress;
 /// One entry per ScaledObject: sampling loop, cached decisions, staleness, pushes.
@@ -38,8 +41,6 @@ pub mod server;
 pub mod service;
 /// Signal sources (all IO): Prometheus, direct scrape of replicas' /metrics, NVML.
 pub mod signals;
-/// Trace replay through cluster, metrics, KEDA and HPA models to compare scaling policies.
-pub mod sim;
 /// The only parser of trigger metadata: `scalerMetadata` to a validated `ScalerSpec`.
 pub mod spec;
 /// Logging, the scaler's own /metrics and the /debug page.

@@ -253,56 +253,8 @@ impl ExternalScaler for ScalerService {
 mod tests {
     use super::*;
 
-    /// The HPA's proposal for an external metric with AverageValue (Kubernetes
-    /// pkg/controller/podautoscaler/replica_calculator.go, GetExternalPerPodMetricReplicas):
-    /// usageRatio = value / (target x current); within 0.1 of 1 keep current, else
-    /// ceil(value / target).
-    fn hpa_average_value(value: f64, target: f64, current: u32) -> u32 {
-        let ratio = value / (target * current as f64);
-        if (ratio - 1.0).abs() <= 0.1 {
-            current
-        } else {
-            (value / target).ceil() as u32
-        }
-    }
-
-    /// With metricType Value the HPA scales by the ratio instead: ceil(current x value / target).
-    fn hpa_value(value: f64, target: f64, current: u32) -> u32 {
-        let ratio = value / target;
-        if (ratio - 1.0).abs() <= 0.1 {
-            current
-        } else {
-            (current as f64 * ratio).ceil() as u32
-        }
-    }
-
-    #[test]
-    fn average_value_with_target_one_gives_the_desired_count_at_any_pod_count() {
-        let target = 1.0;
-        for current in [1u32, 5, 50] {
-            for desired in [0.4, 1.0, 2.3, 3.0, 7.5, 12.0, 42.2, 80.0] {
-                let reported = metric_value("gpu-composite", desired);
-                let got = hpa_average_value(reported.metric_value_float, target, current);
-                let want = desired.ceil() as u32;
-                let in_tolerance = ((desired / current as f64) - 1.0).abs() <= 0.1;
-                if in_tolerance {
-                    assert_eq!(got, current, "inside the HPA tolerance the count holds");
-                } else {
-                    assert_eq!(got, want, "current={current}, desired={desired}");
-                }
-                // The deprecated integer field gives the same count.
-                let via_int = hpa_average_value(reported.metric_value as f64, target, current);
-                assert_eq!(via_int, if in_tolerance { current } else { want });
-            }
-        }
-    }
-
-    #[test]
-    fn value_metric_type_would_be_wrong_which_is_why_average_value_is_the_contract() {
-        // Desired capacity 8 reported to a Value-type HPA running 5 pods asks for 40.
-        assert_eq!(hpa_value(8.0, 1.0, 5), 40);
-        assert_eq!(hpa_average_value(8.0, 1.0, 5), 8);
-    }
+    // How the HPA reads these values (AverageValue with target 1 is the contract) is tested
+    // against the simulator's HPA model in sim/tests/hpa_contract.rs.
 
     #[test]
     fn metric_values_are_rounded_and_clamped() {

@@ -41,7 +41,8 @@ pub fn build(
 /// provider (aws-lc would add a long C build), wants one before it builds any client, including
 /// plain-http clients elsewhere in the process (the demo's, the tests').
 pub fn install_provider() {
-    gpu_workload::install_tls_provider();
+    // Err means a provider is installed already (ours, or the embedding program's): fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// rustls with the ring provider (the one the gRPC listener uses), trusting the system's roots

@@ -1,5 +1,6 @@
 //! Where numbers come from: every source turns a batch of specs into per-pod readings. All IO of
-//! the scaler lives under this module; parsing and aggregation helpers beside it stay pure.
+//! the scaler lives under this module; parsing and aggregation helpers beside it stay pure. The
+//! engine holds its sources as `Sources`, one `Source` per `SourceKind`.
 
 pub mod budget;
 pub mod client;
@@ -11,11 +12,19 @@ pub mod prometheus;
 pub mod promql;
 pub mod scrape;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use crate::spec::ScalerSpec;
+use crate::engine::EngineSettings;
+use crate::spec::{ScalerSpec, SourceSpec};
+use budget::BodyBudget;
+use client::ClientError;
+use nvml::NvmlSource;
+use prometheus::{PrometheusSettings, PrometheusSource};
+use scrape::ScrapeSource;
 
 /// One signal's readings at one sampling: a value per known pod (None: that pod gave nothing),
 /// and a note when something explains missing data (a series absent everywhere, say).
@@ -51,6 +60,32 @@ impl Readings {
     }
 }
 
+/// The kinds of source a ScaledObject can name. Each kind is served by one `Source` value, which
+/// samples every ScaledObject of that kind together.
+///
+/// Adding a source: a variant here, its arm in `of`, and its line in `Sources::real`; the engine
+/// names no source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    /// Pods' own `/metrics`, at fixed endpoints or a Service's discovered ones.
+    Scrape,
+    /// PromQL against a Prometheus server.
+    Prometheus,
+    /// The local node's GPUs through NVML.
+    Nvml,
+}
+
+impl SourceKind {
+    /// The kind that serves a spec's source.
+    pub fn of(spec: &SourceSpec) -> SourceKind {
+        match spec {
+            SourceSpec::Scrape { .. } | SourceSpec::Service(_) => SourceKind::Scrape,
+            SourceSpec::Prometheus(_) => SourceKind::Prometheus,
+            SourceSpec::Nvml(_) => SourceKind::Nvml,
+        }
+    }
+}
+
 /// A place signals are read from. One call samples a whole batch so that a source can share work
 /// between ScaledObjects (one fetch per endpoint, one query per signal kind).
 pub trait Source: Send + Sync {
@@ -58,11 +93,165 @@ pub trait Source: Send + Sync {
     /// seconds on the engine's clock. `last[i]` is the source time of the newest readings already
     /// scored for `specs[i]` (None for a new ScaledObject); a source that can read history back
     /// returns what lies between as `Readings::earlier`. Must bound its own run time (timeouts on
-    /// all IO).
+    /// all IO), by about `deadline`.
     fn sample<'a>(
         &'a self,
         specs: &'a [Arc<ScalerSpec>],
         last: &'a [Option<f64>],
         t: f64,
     ) -> BoxFuture<'a, Vec<Readings>>;
+
+    /// About the longest one `sample` call waits on IO. A new ScaledObject's first answer waits
+    /// this long (plus a margin) for its first sample.
+    fn deadline(&self) -> Duration;
+
+    /// Drops what the source keeps for ScaledObjects no longer registered (watchers, caches);
+    /// `specs` are those of its kind still registered.
+    fn retain(&self, _specs: &[Arc<ScalerSpec>]) {}
+
+    /// Whether a ScaledObject whose metadata changed from `before` to `after` continues the
+    /// predecessor's smoothing and activation state instead of starting cold. Only a source that
+    /// cannot read history back needs this, and only for edits that do not change the demand.
+    fn continues(&self, _before: &ScalerSpec, _after: &ScalerSpec) -> bool {
+        false
+    }
+}
+
+/// The sources an engine reads from, one per kind, injected at construction.
+#[derive(Clone, Default)]
+pub struct Sources {
+    by_kind: BTreeMap<SourceKind, Arc<dyn Source>>,
+    /// The body budget the sources read through, when they share one (for `/metrics`).
+    budget: Option<BodyBudget>,
+}
+
+impl Sources {
+    /// The production sources, built from the engine's settings; they share one body budget.
+    /// Fails only when an HTTP client cannot be built (an unreadable `egress.ca_file`).
+    pub fn real(settings: &EngineSettings) -> Result<Sources, ClientError> {
+        let egress = Arc::new(settings.egress.clone());
+        let budget = BodyBudget::new(settings.body_budget_bytes, settings.max_body_bytes);
+        let scrape = ScrapeSource::new(
+            client::build(settings.scrape_timeout, &egress)?,
+            budget.clone(),
+            settings.scrape_timeout,
+        )
+        .with_discovery(settings.discovery.clone(), egress.clone());
+        let prometheus = PrometheusSource::new(
+            PrometheusSettings {
+                timeout: settings.prometheus_timeout,
+                step_s: crate::engine::prometheus_step(settings.sample_interval),
+                max_history: Duration::from_secs(3600),
+            },
+            client::build(settings.prometheus_timeout, &egress)?,
+            budget.clone(),
+        );
+        Ok(Sources::default()
+            .with(SourceKind::Scrape, Arc::new(scrape))
+            .with(SourceKind::Prometheus, Arc::new(prometheus))
+            .with(SourceKind::Nvml, Arc::new(NvmlSource::default()))
+            .with_budget(budget))
+    }
+
+    /// These sources, with `source` serving `kind` (replacing any before it).
+    pub fn with(mut self, kind: SourceKind, source: Arc<dyn Source>) -> Self {
+        self.by_kind.insert(kind, source);
+        self
+    }
+
+    /// These sources, reporting `budget` as the bytes of bodies they hold.
+    pub fn with_budget(mut self, budget: BodyBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    pub fn get(&self, kind: SourceKind) -> Option<&Arc<dyn Source>> {
+        self.by_kind.get(&kind)
+    }
+
+    /// Every kind served, in a fixed order.
+    pub fn iter(&self) -> impl Iterator<Item = (SourceKind, &Arc<dyn Source>)> {
+        self.by_kind.iter().map(|(k, s)| (*k, s))
+    }
+
+    /// The longest `Source::deadline` of all; zero without sources.
+    pub fn deadline(&self) -> Duration {
+        self.by_kind
+            .values()
+            .map(|s| s.deadline())
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Bytes of response bodies the sources hold now (0 when they share no budget).
+    pub fn body_bytes_in_use(&self) -> usize {
+        self.budget.as_ref().map_or(0, BodyBudget::in_use)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{parse_in, ParseContext};
+    use std::collections::HashMap;
+
+    fn kind_of(pairs: &[(&str, &str)]) -> SourceKind {
+        let metadata: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let ctx = ParseContext {
+            namespace: "inference",
+            prometheus_address: Some("http://prometheus.monitoring:9090"),
+            egress: None,
+        };
+        SourceKind::of(&parse_in(ctx, &metadata).unwrap().source)
+    }
+
+    #[test]
+    fn every_source_a_scaled_object_can_name_has_a_production_source() {
+        let sources = Sources::real(&EngineSettings::default()).unwrap();
+        let cases = [
+            (
+                vec![
+                    ("endpoints", "http://llm-0.llm:8000/metrics"),
+                    ("queueTarget", "4"),
+                ],
+                SourceKind::Scrape,
+            ),
+            // A Service's endpoints are scraped by the same source, which discovers them.
+            (
+                vec![("service", "llm"), ("queueTarget", "4")],
+                SourceKind::Scrape,
+            ),
+            (
+                vec![
+                    ("source", "prometheus"),
+                    ("deployment", "llm"),
+                    ("queueTarget", "4"),
+                ],
+                SourceKind::Prometheus,
+            ),
+            (
+                vec![("source", "nvml"), ("gpuUtilTarget", "80")],
+                SourceKind::Nvml,
+            ),
+        ];
+        for (metadata, kind) in cases {
+            assert_eq!(kind_of(&metadata), kind, "{metadata:?}");
+            assert!(sources.get(kind).is_some(), "{kind:?} has no source");
+        }
+    }
+
+    #[test]
+    fn the_first_answer_waits_for_the_slowest_source() {
+        let settings = EngineSettings {
+            scrape_timeout: Duration::from_millis(700),
+            prometheus_timeout: Duration::from_millis(1500),
+            ..EngineSettings::default()
+        };
+        let sources = Sources::real(&settings).unwrap();
+        assert_eq!(sources.deadline(), Duration::from_millis(1500));
+        assert_eq!(Sources::default().deadline(), Duration::ZERO);
+    }
 }

@@ -312,6 +312,11 @@ impl Source for NvmlSource {
             }
         })
     }
+
+    /// Local reads wait on no network; the engine's margin covers them.
+    fn deadline(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 #[cfg(test)]

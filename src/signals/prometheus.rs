@@ -320,6 +320,10 @@ impl Source for PrometheusSource {
                 .collect()
         })
     }
+
+    fn deadline(&self) -> Duration {
+        self.settings.timeout
+    }
 }
 
 /// What one group of signals needs: the namespaces it covers and the earliest time any of them

@@ -451,6 +451,34 @@ impl Source for ScrapeSource {
                 .collect()
         })
     }
+
+    fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// Watchers serve the namespaces still read through a Service, and no others.
+    fn retain(&self, specs: &[Arc<ScalerSpec>]) {
+        let namespaces = specs
+            .iter()
+            .filter_map(|s| match &s.source {
+                SourceSpec::Service(svc) => Some(svc.namespace.clone()),
+                _ => None,
+            })
+            .collect();
+        self.discovery.retain(&namespaces);
+    }
+
+    /// When a ScaledObject's metadata changes only in its endpoint list (a per-pod list following
+    /// the replica set), the service's demand did not change because a pod came or went: the new
+    /// entry continues the old one's state. Any other change (targets, smoothing, limits) starts
+    /// afresh. A Service's endpoints are not in its metadata, so it never needs this.
+    fn continues(&self, before: &ScalerSpec, after: &ScalerSpec) -> bool {
+        matches!(before.source, SourceSpec::Scrape { .. })
+            && matches!(after.source, SourceSpec::Scrape { .. })
+            && before.signals == after.signals
+            && before.scorer_config() == after.scorer_config()
+            && before.latency_window_s == after.latency_window_s
+    }
 }
 
 /// The first of `refs` (metric names, maybe with label matchers) that has a series in `expo`,

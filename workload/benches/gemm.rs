@@ -7,9 +7,9 @@
 use std::process::Command;
 use std::time::Instant;
 
-use gpu_workload::compute::rng::SplitMix64;
 use gpu_workload::gemm::cpu::CpuDevice;
 use gpu_workload::gemm::{Device, GemmDims};
+use gpu_workload::rng::SplitMix64;
 
 const SIZES: [usize; 3] = [512, 1024, 2048];
 

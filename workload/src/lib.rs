@@ -14,6 +14,8 @@ pub mod gemm;
 pub mod metrics;
 /// Query parameter parsing with bounds.
 pub mod params;
+/// The workspace's one seeded generator (SplitMix64): inputs here, traces and arrivals elsewhere.
+pub mod rng;
 /// Serve until a signal, then drain: the binary's whole lifecycle as one call.
 pub mod serve;
 /// The HTTP service: routes, handlers, graceful shutdown.

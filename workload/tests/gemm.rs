@@ -6,11 +6,11 @@
 //! (those give errors of order 1).
 
 use gpu_workload::compute::matrix;
-use gpu_workload::compute::rng::SplitMix64;
 use gpu_workload::gemm::cpu::CpuDevice;
 use gpu_workload::gemm::cublas::{self, CudaDevice};
 use gpu_workload::gemm::reference::ReferenceDevice;
 use gpu_workload::gemm::{Backend, BackendChoice, BackendError, BackendKind, Device, GemmDims};
+use gpu_workload::rng::SplitMix64;
 
 const REL_TOL: f64 = 1e-5;
 

@@ -1,9 +1,9 @@
 //! The try-on load model: output shape, determinism, FLOP count, and image validation.
 
-use gpu_workload::compute::rng::SplitMix64;
 use gpu_workload::compute::tryon::{self, Conv, ImageLimits, Tensor, TryOnError, TryOnModel};
 use gpu_workload::gemm::cpu::CpuDevice;
 use gpu_workload::gemm::reference::ReferenceDevice;
+use gpu_workload::rng::SplitMix64;
 
 mod support;
 

@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::rng::SplitMix64;
 use crate::executor::Cancel;
 use crate::gemm::{BackendError, BackendKind, Device, GemmDims};
+use crate::rng::SplitMix64;
 
 /// Matrix size per kernel: large enough to be efficient, small enough that the job overshoots the
 /// requested time by at most one kernel (about 1 ms on either backend).

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::rng::SplitMix64;
 use crate::executor::Cancel;
 use crate::gemm::{BackendError, Device, GemmDims};
+use crate::rng::SplitMix64;
 
 pub const PRODUCTS_PER_ITERATION: u32 = 4;
 pub const ELEMENTWISE_PER_ITERATION: u32 = 8;

@@ -2,5 +2,4 @@
 
 pub mod busy;
 pub mod matrix;
-pub mod rng;
 pub mod tryon;

@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use image::{ImageFormat, ImageReader, RgbImage};
 
-use super::rng::SplitMix64;
 use crate::executor::Cancel;
 use crate::gemm::{BackendError, Device, GemmDims};
+use crate::rng::SplitMix64;
 
 /// Working resolution (height x width), the classic VITON size.
 pub const HEIGHT: usize = 256;

@@ -1,7 +1,8 @@
-//! `keda-gpu-scaler simulate`: replay a request trace through a cluster model, a metrics pipeline
+//! `keda-gpu-sim`: replay a request trace through a cluster model, a metrics pipeline
 //! and faithful KEDA + HPA models, under seven scaling policies (the composite one runs the
 //! server's own `spec` + `score` code), and compare GPU-hours, SLO attainment and reaction time.
 
+pub mod ablation;
 pub mod cluster;
 pub mod hpa;
 pub mod keda;
@@ -9,7 +10,6 @@ pub mod metrics;
 pub mod policy;
 pub mod replay;
 pub mod report;
-pub mod rng;
 pub mod suite;
 pub mod svg;
 pub mod trace;
@@ -42,7 +42,7 @@ pub enum SimError {
         source: std::io::Error,
     },
     #[error("composite policy metadata rejected by the scaler's parser: {0}")]
-    Spec(crate::spec::SpecError),
+    Spec(keda_gpu_scaler::spec::SpecError),
 }
 
 /// Parses `--composite-metadata key=value,...`.
@@ -64,7 +64,7 @@ pub fn parse_overrides(list: Option<&str>) -> Result<Vec<(String, String)>, SimE
         .collect()
 }
 
-/// Command-line arguments of `keda-gpu-scaler simulate`.
+/// Command-line arguments of `keda-gpu-sim`.
 #[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct SimulateArgs {
     /// Trace file: the Azure LLM inference CSV (TIMESTAMP,ContextTokens,GeneratedTokens) or a
@@ -72,20 +72,25 @@ pub struct SimulateArgs {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present_any = ["generator", "suite"],
-        conflicts_with_all = ["generator", "suite"]
+        required_unless_present_any = ["generator", "suite", "ablation"],
+        conflicts_with_all = ["generator", "suite", "ablation"]
     )]
     pub trace: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = TraceFormat::Auto)]
     pub trace_format: TraceFormat,
     /// Built-in load: NAME[:key=value,...], NAME one of poisson, step, ramp, diurnal, spike, onoff
     /// (e.g. `step:low=5,high=25,at=1200`).
-    #[arg(long, value_name = "SPEC", conflicts_with = "suite")]
+    #[arg(long, value_name = "SPEC", conflicts_with_all = ["suite", "ablation"])]
     pub generator: Option<String>,
     /// Run the fixed panel of scenarios (every generator at two loads, the Azure code trace at two
     /// rate scales, fixed seeds) and write one table, `suite.md` and `suite.json`, under --out.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ablation")]
     pub suite: bool,
+    /// Run the suite once per variant of the composite's configuration (one change at a time from
+    /// the default) and write one row per variant, `ablation.md` and `ablation.json`, under --out.
+    /// Replaces --composite-metadata and --composite-hpa with each variant's.
+    #[arg(long)]
+    pub ablation: bool,
     /// The Azure code trace the suite replays.
     #[arg(
         long,
@@ -163,6 +168,7 @@ impl SimulateArgs {
             trace_format: TraceFormat::Auto,
             generator: None,
             suite: false,
+            ablation: false,
             suite_trace: PathBuf::from("traces/AzureLLMInferenceTrace_code.csv"),
             duration_s: 3600.0,
             rate_scale: 1.0,
@@ -470,7 +476,7 @@ fn write(path: &Path, text: &str) -> Result<(), SimError> {
     })
 }
 
-/// `keda-gpu-scaler simulate`: prepare, replay, and write `report.json`, `report.md`, `chart.svg`.
+/// `keda-gpu-sim`: prepare, replay, and write `report.json`, `report.md`, `chart.svg`.
 pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
     let (trace, cfg, rate_scale, time_scale, seed) = prepare(args)?;
     let (report, logs) = simulate_with_requests(&trace, &cfg, rate_scale, time_scale, seed)?;
@@ -515,7 +521,7 @@ pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
     })
 }
 
-/// `keda-gpu-scaler simulate --suite`: runs the panel and writes `suite.md` and `suite.json`.
+/// `keda-gpu-sim --suite`: runs the panel and writes `suite.md` and `suite.json`.
 pub fn run_suite(args: &SimulateArgs) -> Result<suite::Suite, SimError> {
     let result = suite::run(args)?;
     std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
@@ -527,6 +533,20 @@ pub fn run_suite(args: &SimulateArgs) -> Result<suite::Suite, SimError> {
     write(&args.out.join("suite.json"), &(json + "\n"))?;
     write(&args.out.join("suite.md"), &suite::markdown(&result))?;
     Ok(result)
+}
+
+/// `keda-gpu-sim --ablation`: the suite per variant, written to `ablation.md` and `ablation.json`.
+pub fn run_ablation(args: &SimulateArgs) -> Result<Vec<ablation::Row>, SimError> {
+    let rows = ablation::run(args)?;
+    std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
+        path: args.out.display().to_string(),
+        source,
+    })?;
+    let json =
+        serde_json::to_string_pretty(&rows).expect("the rows hold only finite numbers and strings");
+    write(&args.out.join("ablation.json"), &(json + "\n"))?;
+    write(&args.out.join("ablation.md"), &ablation::markdown(&rows))?;
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `keda-gpu-scaler demo`: the whole autoscaling loop live on one machine. The scaler's gRPC
+//! `keda-gpu-demo`: the whole autoscaling loop live on one machine. The scaler's gRPC
 //! server runs in-process; the demo plays KEDA and the HPA against it over real gRPC with the
 //! simulator's models on the wall clock; every replica is a real `gpu-workload` process on a
 //! loopback port; a Poisson load generator follows a phase plan through a round-robin balancer.
@@ -23,7 +23,7 @@ use std::path::PathBuf;
 pub use plan::{Phase, Plan};
 pub use summary::{Comparison, RunSummary};
 
-use crate::sim::policy::PolicyName;
+use keda_gpu_sim::policy::PolicyName;
 
 /// Why the demo could not run; each names the input or resource at fault.
 #[derive(Debug, thiserror::Error)]
@@ -43,14 +43,14 @@ pub enum DemoError {
         source: std::io::Error,
     },
     #[error("scaler: {0}")]
-    Server(#[from] crate::server::ServerError),
+    Server(#[from] keda_gpu_scaler::server::ServerError),
     #[error("gRPC: {0}")]
     Grpc(String),
     #[error("interrupted")]
     Interrupted,
 }
 
-/// Command-line arguments of `keda-gpu-scaler demo`.
+/// Command-line arguments of `keda-gpu-demo`.
 #[derive(Clone, Debug, PartialEq, clap::Args)]
 pub struct DemoArgs {
     /// Who scales: composite (this scaler behind KEDA + HPA) or cpu-hpa (a plain CPU HPA).
@@ -189,7 +189,7 @@ pub enum Outcome {
 
 /// Runs the demo (one policy, or both with `--compare`), writes JSON and SVG under `--out`.
 pub async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
-    crate::signals::client::install_provider();
+    keda_gpu_scaler::signals::client::install_provider();
     let plan = args.check()?;
     std::fs::create_dir_all(&args.out).map_err(|source| DemoError::Io {
         path: args.out.display().to_string(),

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use keda_gpu_scaler::sim::{self, ClusterConfig, CostModel, PolicyName, Setup, SimConfig};
+use keda_gpu_sim::{self as sim, ClusterConfig, CostModel, PolicyName, Setup, SimConfig};
 
 fn main() {
     let duration_s = 86_400.0;
@@ -78,7 +78,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("kgs-suite-bench-{}", std::process::id()));
     let args = sim::SimulateArgs {
         suite: true,
-        suite_trace: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        suite_trace: std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .join("traces/AzureLLMInferenceTrace_code.csv"),
         ..sim::SimulateArgs::with_defaults(dir.clone())
     };

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use super::cluster::CostModel;
-use super::rng::SplitMix64;
 use super::SimError;
+use gpu_workload::rng::SplitMix64;
 
 /// One request: when it arrives and what it costs the replica serving it.
 #[derive(Clone, Copy, Debug, PartialEq)]

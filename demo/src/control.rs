@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use crate::sim::hpa::{self, Hpa, HpaState, Metric, Observed, PodMetric, Rules};
-use crate::sim::keda::{self, Keda, KedaState};
-use crate::sim::policy::{self, PolicyName};
+use keda_gpu_sim::hpa::{self, Hpa, HpaState, Metric, Observed, PodMetric, Rules};
+use keda_gpu_sim::keda::{self, Keda, KedaState};
+use keda_gpu_sim::policy::{self, PolicyName};
 
 /// Which replica count was written by whom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -172,7 +172,7 @@ pub fn composite_metadata(
         .into_iter()
         .collect();
     m.remove("endpoints"); // set per replica set by `KedaSide`
-    let d = crate::score::Smoothing::default();
+    let d = keda_gpu_scaler::score::Smoothing::default();
     let fmt = |v: f64| format!("{}", (v * 1000.0).round() / 1000.0);
     let down = m
         .get("downHalfLifeSeconds")
@@ -189,7 +189,7 @@ pub fn composite_metadata(
     );
     m.insert(
         "drainSeconds".into(),
-        fmt((crate::score::Capacity::default().drain_s / time_scale).max(1.0)),
+        fmt((keda_gpu_scaler::score::Capacity::default().drain_s / time_scale).max(1.0)),
     );
     m
 }
@@ -221,7 +221,7 @@ mod tests {
         // The recommended 300 s, divided by the time scale.
         assert_eq!(m["downHalfLifeSeconds"], "30");
         m.insert("endpoints".into(), "http://127.0.0.1:9/metrics".into());
-        let spec = crate::spec::parse(&m).unwrap();
+        let spec = keda_gpu_scaler::spec::parse(&m).unwrap();
         assert_eq!(spec.smoothing.up_half_life_s, 1.0);
         assert_eq!(spec.latency_window_s, 6.0);
         assert_eq!(spec.limits.max_replicas, 6.0);

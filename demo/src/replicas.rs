@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::cpu::CpuMeter;
 use super::DemoError;
-use crate::signals::exposition;
+use keda_gpu_scaler::signals::exposition;
 
 /// How replicas are started.
 #[derive(Clone, Debug)]

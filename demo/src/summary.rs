@@ -10,8 +10,8 @@ use super::control::Writer;
 use super::load::{quantile, Record};
 use super::plan::Plan;
 use super::{DemoArgs, DemoError};
-use crate::sim::policy::PolicyName;
-use crate::sim::svg::{escape, nice_ceiling};
+use keda_gpu_sim::policy::PolicyName;
+use keda_gpu_sim::svg::{escape, nice_ceiling};
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct SignalSample {
@@ -370,7 +370,7 @@ pub fn svg(runs: &[RunSummary]) -> String {
         .join(" vs ");
     let _ = writeln!(
         out,
-        r#"<text x="{left}" y="22" font-size="15">keda-gpu-scaler demo: {}</text>"#,
+        r#"<text x="{left}" y="22" font-size="15">keda-gpu-demo: {}</text>"#,
         escape(&title)
     );
     let pods_max = nice_ceiling(

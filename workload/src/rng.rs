@@ -1,5 +1,7 @@
-//! A small deterministic PRNG (SplitMix64) so that the same seed gives the same trace and report on
-//! every platform, without pulling in a general-purpose random crate.
+//! SplitMix64: one small, well-known seeded generator for the whole workspace (GEMM inputs and
+//! weights here, the load generator, the simulator's traces, the demo's arrivals). Everything only
+//! needs to be reproducible from a seed on every platform, not cryptographic, so no RNG crate is
+//! pulled in.
 
 /// SplitMix64: 64 bits of state, passes BigCrush, and is trivially reproducible.
 #[derive(Clone, Debug)]
@@ -23,6 +25,17 @@ impl SplitMix64 {
     /// Uniform in [0, 1) with 53 bits of precision.
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in [-1, 1) as f32 (GEMM operands).
+    pub fn next_signed(&mut self) -> f32 {
+        // 24 random mantissa bits map exactly onto f32.
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        2.0 * unit - 1.0
+    }
+
+    pub fn fill_signed(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| self.next_signed()).collect()
     }
 
     /// Exponential with the given rate (events per second).

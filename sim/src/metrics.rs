@@ -212,7 +212,7 @@ impl Metrics {
 /// implementation (`signals::histogram`), on the cumulative buckets Prometheus would expose.
 pub fn quantile(q: f64, counts: &[u64]) -> Option<f64> {
     let mut total = 0u64;
-    let buckets: crate::signals::histogram::Buckets = LATENCY_BUCKETS
+    let buckets: keda_gpu_scaler::signals::histogram::Buckets = LATENCY_BUCKETS
         .iter()
         .zip(counts)
         .map(|(&le, &c)| {
@@ -220,14 +220,14 @@ pub fn quantile(q: f64, counts: &[u64]) -> Option<f64> {
             (le, total as f64)
         })
         .collect();
-    crate::signals::histogram::quantile(q, &buckets)
+    keda_gpu_scaler::signals::histogram::quantile(q, &buckets)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::cluster::{ClusterConfig, CostModel};
-    use crate::sim::trace::Request;
+    use crate::cluster::{ClusterConfig, CostModel};
+    use crate::trace::Request;
 
     #[test]
     fn quantile_interpolates_like_prometheus() {

@@ -1,4 +1,4 @@
-//! `keda-gpu-scaler demo` as users run it: the binary starts the scaler, plays KEDA + HPA over
+//! `keda-gpu-demo` as users run it: the binary starts the scaler, plays KEDA + HPA over
 //! gRPC and runs real replica processes under real load. The assertions read the scaler's answers
 //! and the replicas' own metrics from the summary JSON, and /proc for leftover processes.
 
@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keda-gpu-scaler");
+const BIN: &str = env!("CARGO_BIN_EXE_keda-gpu-demo");
 
 struct KillOnDrop(std::process::Child);
 
@@ -46,7 +46,7 @@ fn children(parent: u32) -> Vec<u32> {
 fn run_short_demo(extra: &[&str]) -> (String, serde_json::Value, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
-        .args(["demo", "--plain"])
+        .args(["--plain"])
         .args(extra)
         .args([
             "--duration",
@@ -226,15 +226,7 @@ fn with_prometheus_the_scaler_reads_the_replicas_through_a_real_prometheus() {
 fn ctrl_c_stops_the_demo_and_every_replica() {
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(BIN)
-        .args([
-            "demo",
-            "--plain",
-            "--duration",
-            "120",
-            "--cold-start",
-            "0",
-            "--out",
-        ])
+        .args(["--plain", "--duration", "120", "--cold-start", "0", "--out"])
         .arg(dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -281,14 +273,14 @@ fn ctrl_c_stops_the_demo_and_every_replica() {
 #[test]
 fn policies_that_cannot_run_live_are_refused_with_the_accepted_ones() {
     let out = Command::new(BIN)
-        .args(["demo", "--policy", "oracle"])
+        .args(["--policy", "oracle"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("composite and cpu-hpa"), "{err}");
     let out = Command::new(BIN)
-        .args(["demo", "--min-replicas", "0"])
+        .args(["--min-replicas", "0"])
         .output()
         .unwrap();
     assert!(!out.status.success());

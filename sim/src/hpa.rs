@@ -5,7 +5,7 @@
 //! it in virtual time and the live demo drives real Deployments with the same code in real time.
 //!
 //! ```
-//! use keda_gpu_scaler::sim::hpa::{sync, Hpa, HpaState, Metric, Observed};
+//! use keda_gpu_sim::hpa::{sync, Hpa, HpaState, Metric, Observed};
 //! let hpa = Hpa::new(1, 10); // default behaviour, tolerance 0.1
 //! let mut state = HpaState::default();
 //! // KEDA reports 7.3 against an AverageValue target of 1 while 3 replicas run.

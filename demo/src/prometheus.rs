@@ -206,7 +206,7 @@ impl DemoPrometheus {
             .text()
             .await
             .ok()?;
-        let metrics = crate::signals::exposition::parse(&body);
+        let metrics = keda_gpu_scaler::signals::exposition::parse(&body);
         Some(
             metrics
                 .get("prometheus_http_requests_total")
@@ -280,7 +280,7 @@ mod tests {
         base.insert("endpoints".into(), "http://127.0.0.1:9/metrics".into());
         let m = trigger_metadata(base, "http://127.0.0.1:9090");
         assert!(!m.contains_key("endpoints"));
-        let spec = crate::spec::parse(&m).unwrap();
+        let spec = keda_gpu_scaler::spec::parse(&m).unwrap();
         assert_eq!(spec.source.kind(), "prometheus");
         assert_eq!(spec.latency_window_s, 3.0);
         let names: Vec<&str> = spec.signals.iter().map(|s| s.name.as_str()).collect();

@@ -4,7 +4,7 @@
 //! Pure and clock-free like `hpa`, so the live demo can drive real Deployments with it.
 //!
 //! ```
-//! use keda_gpu_scaler::sim::keda::{poll, Keda, KedaState};
+//! use keda_gpu_sim::keda::{poll, Keda, KedaState};
 //! let keda = Keda::default(); // pollingInterval 30 s, cooldownPeriod 300 s, min 0, max 100
 //! let mut state = KedaState::default();
 //! assert_eq!(poll(0.0, &keda, &mut state, true, 0), Some(1)); // activation

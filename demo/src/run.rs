@@ -19,10 +19,10 @@ use super::replicas::{Pool, PoolEvent, ReplicaConfig, ReplicaPhase};
 use super::summary::{self, RunSummary, Sample, ScaleEvent, SignalSample};
 use super::view::View;
 use super::{DemoArgs, DemoError};
-use crate::config::Settings;
-use crate::engine::{Engine, EntryKey};
-use crate::sim::hpa::PodMetric;
-use crate::sim::policy::{PolicyName, CPU_HPA_TARGET_PCT};
+use keda_gpu_scaler::config::Settings;
+use keda_gpu_scaler::engine::{Engine, EntryKey};
+use keda_gpu_sim::hpa::PodMetric;
+use keda_gpu_sim::policy::{PolicyName, CPU_HPA_TARGET_PCT};
 
 /// Turns true on SIGINT or SIGTERM.
 #[derive(Clone)]
@@ -75,7 +75,7 @@ pub async fn run_once(
         // Superseded endpoint lists are dropped soon after the replica set changes.
         entry_ttl: Duration::from_secs(20),
         // Every replica and Prometheus run on this machine.
-        egress: crate::egress::EgressPolicy::loopback(),
+        egress: keda_gpu_scaler::egress::EgressPolicy::loopback(),
         ..Settings::default()
     };
     // Started first and dropped last (killed, reaped, storage removed): after the replicas on a
@@ -90,7 +90,7 @@ pub async fn run_once(
         ),
         false => None,
     };
-    let running = crate::server::start(&settings).await?;
+    let running = keda_gpu_scaler::server::start(&settings).await?;
     let (program, leading_args) = match &args.workload_bin {
         Some(p) => (p.clone(), Vec::new()),
         None => (
@@ -130,7 +130,7 @@ async fn drive(
     policy: PolicyName,
     plan: &Plan,
     stop: &StopSignal,
-    running: &crate::server::Running,
+    running: &keda_gpu_scaler::server::Running,
     mut pool: Pool,
     mut prometheus: Option<&mut DemoPrometheus>,
 ) -> Result<RunSummary, DemoError> {

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use super::replicas::{Pool, PoolEvent, ReplicaPhase};
 use super::run::describe;
 use super::summary::{Sample, ScaleEvent};
-use crate::sim::policy::PolicyName;
+use keda_gpu_sim::policy::PolicyName;
 
 pub struct View {
     live: bool,
@@ -89,7 +89,7 @@ impl View {
         let mut out = String::new();
         out.push_str("\x1b[H\x1b[2J");
         out.push_str(&format!(
-            "keda-gpu-scaler demo  policy {}  t {:.0}/{:.0} s  phase {}  offered {:.0} req/s   (Ctrl-C stops and cleans up)\n\n",
+            "keda-gpu-demo  policy {}  t {:.0}/{:.0} s  phase {}  offered {:.0} req/s   (Ctrl-C stops and cleans up)\n\n",
             self.policy, s.t, self.duration, s.phase, s.rate
         ));
         let bars: String = pool

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::balancer::Balancer;
 use super::plan::Plan;
-use crate::sim::rng::SplitMix64;
+use gpu_workload::rng::SplitMix64;
 
 /// One request as the client saw it.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -82,7 +82,7 @@ impl Recorder {
 
 /// Nearest-rank quantile of sorted values (the simulator's rule, so both report alike).
 pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
-    crate::sim::replay::nearest_rank_index(sorted.len(), q).map(|k| sorted[k])
+    keda_gpu_sim::replay::nearest_rank_index(sorted.len(), q).map(|k| sorted[k])
 }
 
 /// Sends the plan's load until it ends, then waits for open requests (bounded by the timeout).

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use super::DemoError;
-use crate::proto::external_scaler_client::ExternalScalerClient;
-use crate::proto::{GetMetricsRequest, ScaledObjectRef};
+use keda_gpu_scaler::proto::external_scaler_client::ExternalScalerClient;
+use keda_gpu_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 
 pub const NAMESPACE: &str = "demo";
 pub const NAME: &str = "gpu-workload";

@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 
 use keda_gpu_scaler::score::Scorer;
-use keda_gpu_scaler::sim::{
-    self, cluster::Cluster, metrics::Metrics, policy, PolicyName, PolicyReport, Report,
+use keda_gpu_scaler::spec;
+use keda_gpu_sim::{
+    self as sim, cluster::Cluster, metrics::Metrics, policy, PolicyName, PolicyReport, Report,
     SimulateArgs,
 };
-use keda_gpu_scaler::spec;
 
 fn args(out: &std::path::Path) -> SimulateArgs {
     SimulateArgs {
@@ -301,8 +301,8 @@ fn keda_activation_and_cooldown_in_a_replay() {
 
 #[test]
 fn azure_code_trace_replays_at_a_load_that_needs_several_replicas() {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("traces/AzureLLMInferenceTrace_code.csv");
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .join("traces/AzureLLMInferenceTrace_code.csv");
     assert!(
         path.exists(),
         "{} is part of the repository",
@@ -384,7 +384,7 @@ fn bad_input_gets_an_error_naming_the_field() {
 /// Regenerate with the commands in docs/simulation/README.md.
 #[test]
 fn committed_reference_reports_are_reproduced() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
     std::env::set_current_dir(&root).unwrap();
     let trace = PathBuf::from("traces/AzureLLMInferenceTrace_code.csv");
     let dir = tempfile::tempdir().unwrap();
@@ -406,6 +406,41 @@ fn committed_reference_reports_are_reproduced() {
         assert_eq!(
             summary.markdown, committed,
             "docs/simulation/{name}/report.md is stale"
+        );
+    }
+}
+
+/// The committed suite and ablation tables (docs/simulation/suite, docs/simulation/ablation) are
+/// what `keda-gpu-sim --suite` and `--ablation` write today, byte for byte. The longest test here
+/// (about two minutes unoptimised): it is what keeps the docs' tables honest.
+#[test]
+fn committed_suite_and_ablation_are_reproduced() {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    std::env::set_current_dir(&root).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = SimulateArgs::with_defaults(dir.path().to_path_buf());
+    sim::run_suite(&SimulateArgs {
+        suite: true,
+        ..base.clone()
+    })
+    .unwrap();
+    sim::run_ablation(&SimulateArgs {
+        ablation: true,
+        ..base
+    })
+    .unwrap();
+    for (folder, file) in [
+        ("suite", "suite.md"),
+        ("suite", "suite.json"),
+        ("ablation", "ablation.md"),
+        ("ablation", "ablation.json"),
+    ] {
+        let committed = root.join("docs/simulation").join(folder).join(file);
+        let committed = std::fs::read_to_string(&committed).unwrap();
+        let fresh = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(
+            fresh == committed,
+            "docs/simulation/{folder}/{file} is stale: rerun `keda-gpu-sim --{folder} --out docs/simulation/{folder}`"
         );
     }
 }

@@ -11,8 +11,8 @@ use super::cluster::{Cluster, Phase};
 use super::hpa::{self, Hpa, HpaState, Metric, Observed, PodMetric, PolicyKind, Rules, Select};
 use super::keda::{self, Keda, KedaState};
 use super::metrics::Metrics;
-use crate::score::{Context, Decision, Fleet, Scorer};
-use crate::spec;
+use keda_gpu_scaler::score::{Context, Decision, Fleet, Scorer};
+use keda_gpu_scaler::spec;
 
 /// Policy names, in report order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

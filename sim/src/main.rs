@@ -1,0 +1,44 @@
+//! `keda-gpu-sim`: replay a trace (or the suite) and print the comparison; the work is in the
+//! library, `anyhow` turns its errors into messages here.
+
+use anyhow::Result;
+use clap::Parser;
+
+/// Replay a request trace through a KEDA + HPA model and compare scaling policies.
+#[derive(Parser, Debug)]
+#[command(name = "keda-gpu-sim", version)]
+struct Cli {
+    #[command(flatten)]
+    args: keda_gpu_sim::SimulateArgs,
+}
+
+fn main() -> Result<()> {
+    let args = Cli::parse().args;
+    if args.ablation {
+        let rows = keda_gpu_sim::run_ablation(&args)?;
+        print!("{}", keda_gpu_sim::ablation::markdown(&rows));
+        println!(
+            "\nwrote {} and {}",
+            args.out.join("ablation.md").display(),
+            args.out.join("ablation.json").display()
+        );
+    } else if args.suite {
+        let suite = keda_gpu_sim::run_suite(&args)?;
+        print!("{}", keda_gpu_sim::suite::markdown(&suite));
+        println!(
+            "\nwrote {} and {}",
+            args.out.join("suite.md").display(),
+            args.out.join("suite.json").display()
+        );
+    } else {
+        let summary = keda_gpu_sim::run(&args)?;
+        print!("{}", summary.markdown);
+        println!(
+            "\nwrote {}, {} and {}",
+            summary.report_json.display(),
+            summary.report_md.display(),
+            summary.chart_svg.display()
+        );
+    }
+    Ok(())
+}
