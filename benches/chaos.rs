@@ -120,12 +120,10 @@ fn sample_age(debug: &str, name: &str) -> Option<f64> {
     doc.as_array()?.iter().find(|e| e["name"] == name)?["sample_age_s"].as_f64()
 }
 
+/// The nearest-rank quantile (the rule the simulator and the demo report by); NaN for no samples.
 fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
     v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
+    keda_gpu_scaler::signals::histogram::nearest_rank(v.len(), q).map_or(f64::NAN, |k| v[k])
 }
 
 struct Run {
