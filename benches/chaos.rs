@@ -9,71 +9,43 @@
 //! `scripts/chaos.sh` runs both columns. `CHAOS_ONLY=isolation,cpu` runs some cases only;
 //! `CHAOS_ENTRIES` sets the number of small entries registered.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use keda_gpu_scaler::proto::external_scaler_client::ExternalScalerClient;
-use keda_gpu_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
-use tokio::net::TcpListener;
+use keda_gpu_scaler::proto::ScaledObjectRef;
+use support::{
+    black_hole, metrics_request, object_in, serve_router, spawn_serve_binary, MetricsEndpoint,
+    ServedBinary,
+};
 use tonic::transport::Channel;
 
+/// A scaler binary run as users run it, on loopback ports.
 struct Scaler {
-    child: Child,
+    served: ServedBinary,
     grpc: String,
     http: String,
 }
 
-impl Drop for Scaler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Scaler {
     fn spawn(bin: &str, env: &[(String, String)]) -> Scaler {
-        let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("KEDA_GPU_SCALER_LOG_LEVEL", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the scaler binary runs");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("grpc_addr=") && line.contains("http_addr=") {
-                    let field = |name: &str| {
-                        line.split(name)
-                            .nth(1)
-                            .and_then(|r| r.split_whitespace().next())
-                            .unwrap_or_default()
-                            .trim_matches('"')
-                            .to_string()
-                    };
-                    let _ = tx.send((field("grpc_addr="), field("http_addr=")));
-                }
-            }
-        });
-        let (grpc, http) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the scaler announces its listeners");
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.push(("KEDA_GPU_SCALER_LOG_LEVEL", "info"));
+        let served = spawn_serve_binary(bin, &env);
         Scaler {
-            child,
-            grpc: format!("http://{grpc}"),
-            http: format!("http://{http}"),
+            grpc: format!("http://{}", served.grpc_addr),
+            http: format!("http://{}", served.http_addr),
+            served,
         }
+    }
+
+    fn pid(&self) -> u32 {
+        self.served.process.0.id()
     }
 
     async fn client(&self) -> ExternalScalerClient<Channel> {
@@ -87,8 +59,8 @@ impl Scaler {
 
     /// (current, peak) resident memory in MiB.
     fn rss_mib(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let kib = |key: &str| {
             status
                 .lines()
@@ -103,7 +75,7 @@ impl Scaler {
     /// CPU seconds used so far (user + system).
     fn cpu_s(&self) -> f64 {
         let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
         let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
         let f: Vec<f64> = after
             .split_whitespace()
@@ -114,51 +86,14 @@ impl Scaler {
     }
 }
 
+/// Every tenant here is in one namespace.
 fn so(name: &str, pairs: &[(&str, &str)]) -> ScaledObjectRef {
-    ScaledObjectRef {
-        name: name.into(),
-        namespace: "team-a".into(),
-        scaler_metadata: pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    }
-}
-
-fn req(o: &ScaledObjectRef) -> GetMetricsRequest {
-    GetMetricsRequest {
-        scaled_object_ref: Some(o.clone()),
-        metric_name: "gpu-composite".into(),
-    }
-}
-
-async fn serve(app: axum::Router) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
+    object_in("team-a", name, pairs)
 }
 
 /// A `/metrics` endpoint with a fixed body.
-async fn metrics(body: &'static str) -> String {
-    let base = serve(
-        axum::Router::new().route("/metrics", axum::routing::get(move || async move { body })),
-    )
-    .await;
-    format!("{base}/metrics")
-}
-
-/// A port that accepts connections and never answers.
-async fn black_hole() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((c, _)) = listener.accept().await {
-            held.push(c);
-        }
-    });
-    format!("http://{addr}")
+async fn metrics(body: &str) -> String {
+    MetricsEndpoint::start(body).await.url
 }
 
 /// Streams `total` bytes made of `line` repeated, without holding them.
@@ -185,12 +120,10 @@ fn sample_age(debug: &str, name: &str) -> Option<f64> {
     doc.as_array()?.iter().find(|e| e["name"] == name)?["sample_age_s"].as_f64()
 }
 
+/// The nearest-rank quantile (the rule the simulator and the demo report by); NaN for no samples.
 fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
     v.sort_by(f64::total_cmp);
-    v[((v.len() - 1) as f64 * q).round() as usize]
+    keda_gpu_scaler::signals::histogram::nearest_rank(v.len(), q).map_or(f64::NAN, |k| v[k])
 }
 
 struct Run {
@@ -263,7 +196,7 @@ async fn isolation(run: &mut Run) {
         (Vec::new(), 0, Vec::new(), 0, 0);
     while Instant::now() < until {
         let t = Instant::now();
-        match c.get_metrics(req(&healthy)).await {
+        match c.get_metrics(metrics_request(&healthy)).await {
             Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1e3),
             Err(_) => errors += 1,
         }
@@ -293,7 +226,7 @@ async fn scrape_bodies(run: &mut Run) {
     let (n, mib) = if run.short { (16, 15) } else { (64, 15) };
     let scaler = Scaler::spawn(&run.bin, &run.env());
     let mut c = scaler.client().await;
-    let base = serve(axum::Router::new().route(
+    let base = serve_router(axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || async move {
             streamed(
@@ -331,7 +264,7 @@ async fn prometheus_body(run: &mut Run) {
     let line: &'static [u8] =
         b"{\"metric\":{\"namespace\":\"team-a\",\"pod\":\"llm-5d8f7-aaaaa\"},\"value\":[1,\"1\"]},";
     let tail: &'static [u8] = b"{\"metric\":{},\"value\":[1,\"1\"]}]}}";
-    let base = serve(axum::Router::new().route(
+    let base = serve_router(axum::Router::new().route(
         "/api/v1/query",
         axum::routing::post(move || async move {
             (
@@ -471,7 +404,7 @@ async fn cpu(run: &mut Run) {
     let mut lat = Vec::new();
     while !hammer.is_finished() {
         let t = Instant::now();
-        let _ = c.get_metrics(req(&other)).await;
+        let _ = c.get_metrics(metrics_request(&other)).await;
         lat.push(t.elapsed().as_secs_f64() * 1e3);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -499,7 +432,7 @@ async fn numbers(run: &mut Run) {
     let _ = c.get_metric_spec(o.clone()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let v = c
-        .get_metrics(req(&o))
+        .get_metrics(metrics_request(&o))
         .await
         .map(|r| r.into_inner().metric_values[0].metric_value_float);
     let active = c.is_active(o).await.map(|r| r.into_inner().result);
@@ -541,7 +474,7 @@ async fn egress(run: &mut Run) {
         }
     }
     let creds = c
-        .get_metrics(req(&so(
+        .get_metrics(metrics_request(&so(
             "creds",
             &[
                 ("endpoints", "http://admin:hunter2@10.255.255.1:1/metrics"),
@@ -577,7 +510,7 @@ async fn egress(run: &mut Run) {
     let scaler = Scaler::spawn(&run.bin, &run.env());
     let mut c = scaler.client().await;
     let target = metrics("workload_queue_length 50\n").await;
-    let base = serve(axum::Router::new().route(
+    let base = serve_router(axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let t = target.clone();
@@ -595,7 +528,7 @@ async fn egress(run: &mut Run) {
     let _ = c.get_metric_spec(o.clone()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let v = c
-        .get_metrics(req(&o))
+        .get_metrics(metrics_request(&o))
         .await
         .map(|r| r.into_inner().metric_values[0].metric_value_float);
     let followed = v.as_ref().is_ok_and(|v| *v > 0.0);
@@ -617,21 +550,8 @@ async fn first_contact_and_restart(run: &mut Run) {
             dir.join("state.json").display().to_string(),
         ));
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let body = std::sync::Arc::new(std::sync::Mutex::new("workload_queue_length 178\n"));
-    let b2 = body.clone();
-    tokio::spawn(async move {
-        let app = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let b = b2.clone();
-                async move { *b.lock().unwrap() }
-            }),
-        );
-        axum::serve(listener, app).await
-    });
-    let url = format!("http://{addr}/metrics");
+    let endpoint = MetricsEndpoint::start("workload_queue_length 178\n").await;
+    let url = endpoint.url.clone();
     let o = so(
         "llm",
         &[
@@ -644,7 +564,7 @@ async fn first_contact_and_restart(run: &mut Run) {
     let scaler = Scaler::spawn(&run.bin, &env);
     let mut c = scaler.client().await;
     let _ = c.get_metric_spec(o.clone()).await;
-    let first = c.get_metrics(req(&o)).await;
+    let first = c.get_metrics(metrics_request(&o)).await;
     run.report(
         "first GetMetrics after GetMetricSpec",
         &format!(
@@ -658,24 +578,24 @@ async fn first_contact_and_restart(run: &mut Run) {
     run.check(first.is_ok(), "a new object's first GetMetrics succeeds");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = c
-        .get_metrics(req(&o))
+        .get_metrics(metrics_request(&o))
         .await
         .map(|r| r.into_inner().metric_values[0].metric_value_float)
         .unwrap_or(f64::NAN);
     // Graceful stop, as Kubernetes does.
     // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(scaler.child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(scaler.pid() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_secs(2));
     drop(scaler);
 
-    *body.lock().unwrap() = "workload_queue_length 0\n";
+    endpoint.set("workload_queue_length 0\n");
     let scaler = Scaler::spawn(&run.bin, &env);
     let mut c = scaler.client().await;
     let _ = c.get_metric_spec(o.clone()).await;
     let (mut lowest, mut inactive, mut errors) = (f64::INFINITY, 0, 0);
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
-        match c.get_metrics(req(&o)).await {
+        match c.get_metrics(metrics_request(&o)).await {
             Ok(r) => lowest = lowest.min(r.into_inner().metric_values[0].metric_value_float),
             Err(_) => errors += 1,
         }
@@ -705,7 +625,7 @@ async fn duplicates(run: &mut Run) {
     for target in ["10", "5"] {
         let o = so("edited", &[("endpoints", &url), ("queueTarget", target)]);
         let _ = c.get_metric_spec(o.clone()).await;
-        let _ = c.get_metrics(req(&o)).await;
+        let _ = c.get_metrics(metrics_request(&o)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let text = get(&format!("{}/metrics", scaler.http))
@@ -727,7 +647,7 @@ fn main() {
     let bin = std::env::var("CHAOS_SCALER_BIN")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_keda-gpu-scaler").to_string());
     let short = std::env::var("CHAOS_SHORT").is_ok_and(|v| v == "1");
-    let config = Command::new(&bin)
+    let config = std::process::Command::new(&bin)
         .arg("check-config")
         .output()
         .expect("binary runs");

@@ -72,6 +72,7 @@ impl Default for MemoryLimits {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct KubernetesConfig {
     /// Namespaces whose EndpointSlices may be watched; empty: any namespace.
+    #[serde(serialize_with = "file_text::comma_list")]
     pub namespaces: Vec<String>,
     /// A kubeconfig file; None: the in-cluster service account (else `KUBECONFIG`).
     pub kubeconfig: Option<PathBuf>,
@@ -92,7 +93,8 @@ impl KubernetesConfig {
 /// and checks the files themselves.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TlsSettings {
-    /// `None`: plaintext gRPC.
+    /// `None`: plaintext gRPC. Flattened: the file spells these keys in `[tls]` itself.
+    #[serde(flatten)]
     pub files: Option<TlsFiles>,
     /// How often the files are re-read for rotation.
     #[serde(with = "duration_text")]
@@ -122,6 +124,10 @@ pub struct TlsFiles {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PrometheusConfig {
     /// Used by triggers without `prometheusAddress`; None: such triggers are rejected.
+    #[serde(
+        serialize_with = "file_text::redacted_url",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub address: Option<String>,
     /// Timeout of each query (connect included).
     #[serde(with = "duration_text")]
@@ -179,9 +185,21 @@ impl Settings {
         }
     }
 
-    /// Loads settings from the layers. `overrides` are flag values as (setting, value).
+    /// Loads settings from the layers, the environment layer from this process's variables.
+    /// `overrides` are flag values as (setting, value).
     pub fn load(
         file: Option<&Path>,
+        overrides: &[(&str, String)],
+    ) -> Result<Settings, ConfigError> {
+        Settings::load_from(file, process_env()?, overrides)
+    }
+
+    /// As `load`, with the environment given as (variable, value) pairs, so that callers (tests
+    /// above all) never touch the process-wide environment. Variables without the
+    /// `KEDA_GPU_SCALER_` prefix are ignored.
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
         overrides: &[(&str, String)],
     ) -> Result<Settings, ConfigError> {
         let defaults = Settings::default();
@@ -205,7 +223,8 @@ impl Settings {
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("_")
-                .separator("__"),
+                .separator("__")
+                .source(Some(env.into_iter().collect())),
         );
         for (key, value) in overrides {
             builder = builder.set_override(*key, value.clone())?;
@@ -256,112 +275,71 @@ impl Settings {
         ]
     }
 
-    /// The effective settings as TOML, for `check-config`.
+    /// The effective settings as TOML, for `check-config`: a file `Settings::load` reads back to
+    /// the same settings, except that a password inside a URL is replaced by `REDACTED`.
     pub fn to_toml(&self) -> String {
-        let mut table = "";
-        self.as_strings()
-            .into_iter()
-            .map(|(k, v)| {
-                let section = match k.split_once('.') {
-                    Some((section, key)) if section != table => {
-                        table = section;
-                        format!("\n[{section}]\n{key}")
-                    }
-                    Some((_, key)) => key.to_string(),
-                    None => k.to_string(),
-                };
-                (k, section, v)
-            })
-            .map(|(k, name, v)| match k {
-                "max_entries" | "debug_page" => format!("{name} = {v}\n"),
-                "log_format" => format!(
-                    "{name} = \"{}\"\n",
-                    match self.log_format {
-                        LogFormat::Text => "text",
-                        LogFormat::Json => "json",
-                    }
-                ),
-                _ => format!("{name} = {}\n", toml_string(&v)),
-            })
-            .chain(std::iter::once(self.tls_toml()))
-            .chain(std::iter::once(self.egress_toml()))
-            .collect()
-    }
-
-    fn egress_toml(&self) -> String {
-        let e = &self.egress;
-        let mut out = String::from("\n[egress]\n");
-        for (k, v) in [
-            ("allow_loopback", e.allow_loopback),
-            ("allow_link_local", e.allow_link_local),
-            ("allow_api_server", e.allow_api_server),
-            ("allow_cross_namespace", e.allow_cross_namespace),
-            ("allow_custom_queries", e.allow_custom_queries),
-        ] {
-            out.push_str(&format!("{k} = {v}\n"));
-        }
-        out.push_str(&format!(
-            "prometheus_addresses = {}\n",
-            toml_string(&e.prometheus_addresses.join(","))
-        ));
-        match &e.ca_file {
-            Some(ca) => out.push_str(&format!(
-                "ca_file = {}\n",
-                toml_string(&ca.to_string_lossy())
-            )),
-            None => {
-                out.push_str("# ca_file unset: https is checked against the system roots only\n")
-            }
-        }
-        out.push_str(&format!(
-            "\n[memory]\nmax_body_bytes = {}\nbody_budget_bytes = {}\n",
-            self.memory.max_body_bytes, self.memory.body_budget_bytes
-        ));
-        out
-    }
-
-    fn tls_toml(&self) -> String {
-        let mut out = String::from("\n[tls]\n");
-        match &self.tls.files {
-            None => out.push_str("# cert_file and key_file unset: gRPC is served in plaintext\n"),
-            Some(files) => {
-                let path =
-                    |k: &str, p: &Path| format!("{k} = {}\n", toml_string(&p.to_string_lossy()));
-                out.push_str(&path("cert_file", &files.cert_file));
-                out.push_str(&path("key_file", &files.key_file));
-                match &files.client_ca_file {
-                    Some(ca) => out.push_str(&path("client_ca_file", ca)),
-                    None => out.push_str(
-                        "# client_ca_file unset: clients are not asked for a certificate\n",
-                    ),
-                }
-            }
-        }
-        out.push_str(&format!(
-            "reload_interval = \"{}\"\n",
-            format_duration(self.tls.reload_interval)
-        ));
-        out
+        // Every field is a string, number, bool or table of them, so serializing cannot fail.
+        toml::to_string(self).expect("settings serialize to TOML")
     }
 }
 
-/// A TOML basic string: paths may hold quotes or backslashes.
-fn toml_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
+/// Serializers for the shapes the settings file uses where they differ from the typed settings.
+pub(crate) mod file_text {
+    use serde::Serializer;
+
+    /// A list as one comma-separated string: how the file and the environment spell lists.
+    pub fn comma_list<S: Serializer>(items: &[String], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&items.join(","))
+    }
+
+    /// As `comma_list`, each URL without its password.
+    pub fn redacted_url_list<S: Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+        let urls: Vec<String> = urls.iter().map(|u| redact_password(u)).collect();
+        s.serialize_str(&urls.join(","))
+    }
+
+    /// A URL without its password (used as basic auth by the HTTP client, so a secret).
+    pub fn redacted_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        match url {
+            Some(u) => s.serialize_str(&redact_password(u)),
+            None => s.serialize_none(),
         }
     }
-    out.push('"');
-    out
+
+    fn redact_password(text: &str) -> String {
+        match url::Url::parse(text) {
+            Ok(mut u) if u.password().is_some() => {
+                // Only fails for URLs that cannot have credentials, which then hold no password.
+                let _ = u.set_password(Some("REDACTED"));
+                u.as_str().trim_end_matches('/').to_string()
+            }
+            _ => text.to_string(),
+        }
+    }
+}
+
+/// This process's `KEDA_GPU_SCALER_*` variables (any case, as the `config` crate matches them).
+fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+    let prefix = format!("{}_", ENV_PREFIX.to_lowercase());
+    let mut env = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        // A name that is not Unicode cannot be one of ours.
+        let Ok(key) = key.into_string() else { continue };
+        if !key.to_lowercase().starts_with(&prefix) {
+            continue;
+        }
+        match value.into_string() {
+            Ok(value) => env.push((key, value)),
+            Err(_) => return Err(ConfigError::NotUnicode(key)),
+        }
+    }
+    Ok(env)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("environment variable {0} is not valid Unicode")]
+    NotUnicode(String),
     #[error("settings: {0}")]
     Load(#[from] config::ConfigError),
     #[error("settings file {0}")]
@@ -839,113 +817,226 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 
-    // Environment variables are process-wide, so every env-dependent check lives in this one test.
+    /// Loads with the given environment (never the process's, which other tests share) and flags.
+    fn load(
+        file: Option<&Path>,
+        env: &[(&str, &str)],
+        flags: &[(&str, &str)],
+    ) -> Result<Settings, ConfigError> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let flags: Vec<(&str, String)> = flags.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        Settings::load_from(file, env, &flags)
+    }
+
     #[test]
-    fn layers_apply_in_order_and_errors_name_the_setting() {
-        let defaults = Settings::load(None, &[]).unwrap();
+    fn defaults_load_as_the_default_settings() {
+        let defaults = load(None, &[], &[]).unwrap();
         assert_eq!(defaults, Settings::default());
         assert_eq!(defaults.grpc_addr.port(), 6000);
         assert_eq!(defaults.http_addr.port(), 8080);
+        assert_eq!(defaults.sample_interval, Duration::from_secs(2));
+    }
 
+    #[test]
+    fn flags_beat_env_beat_file_beat_defaults_for_the_same_key() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(
             file,
             "sample_interval = \"5s\"\nmax_staleness = \"2m\"\nlog_format = \"json\""
         )
         .unwrap();
-        let from_file = Settings::load(Some(file.path()), &[]).unwrap();
-        assert_eq!(from_file.sample_interval, Duration::from_secs(5));
-        assert_eq!(from_file.max_staleness, Duration::from_secs(120));
-        assert_eq!(from_file.log_format, LogFormat::Json);
+        let file = Some(file.path());
+        let env = [("KEDA_GPU_SCALER_SAMPLE_INTERVAL", "750ms")];
+        let flag = [("sample_interval", "300ms")];
+        let interval = |s: Settings| s.sample_interval.as_millis();
 
-        std::env::set_var("KEDA_GPU_SCALER_SAMPLE_INTERVAL", "750ms");
-        let env = Settings::load(Some(file.path()), &[]).unwrap();
+        assert_eq!(interval(load(None, &[], &[]).unwrap()), 2000, "the default");
         assert_eq!(
-            env.sample_interval,
-            Duration::from_millis(750),
+            interval(load(file, &[], &[]).unwrap()),
+            5000,
+            "file beats default"
+        );
+        assert_eq!(
+            interval(load(None, &env, &[]).unwrap()),
+            750,
+            "env beats default"
+        );
+        assert_eq!(
+            interval(load(file, &env, &[]).unwrap()),
+            750,
             "env beats file"
         );
-        let flag =
-            Settings::load(Some(file.path()), &[("grpc_addr", "127.0.0.1:7000".into())]).unwrap();
-        assert_eq!(flag.grpc_addr.port(), 7000, "flags beat everything");
-        std::env::remove_var("KEDA_GPU_SCALER_SAMPLE_INTERVAL");
+        assert_eq!(
+            interval(load(None, &[], &flag).unwrap()),
+            300,
+            "flag beats default"
+        );
+        assert_eq!(
+            interval(load(file, &[], &flag).unwrap()),
+            300,
+            "flag beats file"
+        );
+        assert_eq!(
+            interval(load(file, &env, &flag).unwrap()),
+            300,
+            "flags beat everything"
+        );
 
-        std::env::set_var("KEDA_GPU_SCALER_PROMETHEUS__ADDRESS", "http://prom:9090/");
-        std::env::set_var("KEDA_GPU_SCALER_PROMETHEUS__TIMEOUT", "750ms");
-        let prom = Settings::load(None, &[]).unwrap();
-        std::env::remove_var("KEDA_GPU_SCALER_PROMETHEUS__ADDRESS");
-        std::env::remove_var("KEDA_GPU_SCALER_PROMETHEUS__TIMEOUT");
+        // Keys one layer sets keep their value when another layer sets a different key.
+        let all = load(file, &env, &flag).unwrap();
+        assert_eq!(all.max_staleness, Duration::from_secs(120));
+        assert_eq!(all.log_format, LogFormat::Json);
+        // Only the scaler's prefix is read; the key is matched whatever its case.
+        let other = [("OTHER_SAMPLE_INTERVAL", "9s"), ("SAMPLE_INTERVAL", "9s")];
+        assert_eq!(interval(load(None, &other, &[]).unwrap()), 2000);
+        let lower = [("keda_gpu_scaler_sample_interval", "9s")];
+        assert_eq!(interval(load(None, &lower, &[]).unwrap()), 9000);
+    }
+
+    #[test]
+    fn nested_settings_come_from_double_underscore_variables() {
+        let prom = load(
+            None,
+            &[
+                ("KEDA_GPU_SCALER_PROMETHEUS__ADDRESS", "http://prom:9090/"),
+                ("KEDA_GPU_SCALER_PROMETHEUS__TIMEOUT", "750ms"),
+            ],
+            &[],
+        )
+        .unwrap();
         assert_eq!(prom.prometheus.address.as_deref(), Some("http://prom:9090"));
         assert_eq!(prom.prometheus.timeout, Duration::from_millis(750));
         assert_eq!(
             prom.engine().prometheus_address.as_deref(),
             Some("http://prom:9090")
         );
+    }
 
-        let err =
-            |overrides: &[(&str, String)]| Settings::load(None, overrides).unwrap_err().to_string();
-        assert!(err(&[("grpc_addr", "localhost".into())]).contains("'grpc_addr'"));
-        assert!(err(&[("sample_interval", "0s".into())]).contains("'sample_interval'"));
-        assert!(err(&[
-            ("max_staleness", "1s".into()),
-            ("sample_interval", "5s".into())
-        ])
-        .contains("at least as long"));
-        assert!(err(&[("log_format", "xml".into())]).contains("text or json"));
-        assert!(err(&[("log_level", "[".into())]).contains("'log_level'"));
-        assert!(err(&[("max_entries", "0".into())]).contains("'max_entries'"));
-        assert!(err(&[("prometheus.address", "prom:9090".into())]).contains("'prometheus.address'"));
-        assert!(err(&[("prometheus.timeout", "0s".into())]).contains("'prometheus.timeout'"));
+    #[test]
+    fn errors_name_the_setting() {
+        let err = |flags: &[(&str, &str)]| load(None, &[], flags).unwrap_err().to_string();
+        assert!(err(&[("grpc_addr", "localhost")]).contains("'grpc_addr'"));
+        assert!(err(&[("sample_interval", "0s")]).contains("'sample_interval'"));
+        assert!(
+            err(&[("max_staleness", "1s"), ("sample_interval", "5s")]).contains("at least as long")
+        );
+        assert!(err(&[("log_format", "xml")]).contains("text or json"));
+        assert!(err(&[("log_level", "[")]).contains("'log_level'"));
+        assert!(err(&[("max_entries", "0")]).contains("'max_entries'"));
+        assert!(err(&[("prometheus.address", "prom:9090")]).contains("'prometheus.address'"));
+        assert!(err(&[("prometheus.timeout", "0s")]).contains("'prometheus.timeout'"));
+        let e = load(None, &[("KEDA_GPU_SCALER_SCRAPE_TIMEOUT", "soon")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'scrape_timeout' = 'soon'"), "{e}");
 
         let mut unknown = tempfile::NamedTempFile::new().unwrap();
         writeln!(unknown, "sample_intervall = \"5s\"").unwrap();
-        let e = Settings::load(Some(unknown.path()), &[])
+        let e = load(Some(unknown.path()), &[], &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("sample_intervall"), "{e}");
-        let e = Settings::load(Some(Path::new("/nonexistent/x.toml")), &[])
+        let e = load(Some(Path::new("/nonexistent/x.toml")), &[], &[])
             .unwrap_err()
             .to_string();
         assert!(e.contains("no such file"), "{e}");
     }
 
+    fn load_text(text: &str) -> Settings {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        write!(file, "{text}").unwrap();
+        load(Some(file.path()), &[], &[]).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
     #[test]
     fn check_config_output_round_trips() {
         let mut s = Settings::default();
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        write!(file, "{}", s.to_toml()).unwrap();
-        assert_eq!(Settings::load(Some(file.path()), &[]).unwrap(), s);
+        assert_eq!(load_text(&s.to_toml()), s);
 
-        s.tls = TlsSettings {
-            files: Some(TlsFiles {
-                cert_file: "/etc/tls/odd \"name\\.crt".into(),
-                key_file: "/etc/tls/tls.key".into(),
-                client_ca_file: None,
-            }),
-            reload_interval: Duration::from_millis(250),
+        // Every field away from its default, with text that needs escaping in TOML.
+        s = Settings {
+            grpc_addr: "127.0.0.1:7000".parse().unwrap(),
+            http_addr: "[::1]:0".parse().unwrap(),
+            sample_interval: Duration::from_millis(750),
+            scrape_timeout: Duration::from_secs(3),
+            max_staleness: Duration::from_secs(120),
+            entry_ttl: Duration::from_secs(3600),
+            max_entries: 42,
+            log_format: LogFormat::Json,
+            log_level: "info,keda_gpu_scaler=debug".into(),
+            tls: TlsSettings {
+                files: Some(TlsFiles {
+                    cert_file: "/etc/tls/odd \"name\\.crt".into(),
+                    key_file: "/etc/tls/tls.key".into(),
+                    client_ca_file: Some("/etc/tls/ca.crt".into()),
+                }),
+                reload_interval: Duration::from_millis(250),
+            },
+            prometheus: PrometheusConfig {
+                address: Some("http://prometheus.monitoring:9090".into()),
+                timeout: Duration::from_millis(1500),
+            },
+            kubernetes: KubernetesConfig {
+                namespaces: vec!["serving".into(), "team-a".into()],
+                kubeconfig: Some("/root/.kube/config".into()),
+            },
+            egress: EgressPolicy {
+                allow_loopback: true,
+                allow_link_local: true,
+                allow_api_server: true,
+                allow_cross_namespace: true,
+                allow_custom_queries: true,
+                api_server: None,
+                prometheus_addresses: vec!["http://a:9090".into(), "https://b".into()],
+                ca_file: Some("/etc/ca.pem".into()),
+            },
+            memory: MemoryLimits {
+                max_body_bytes: 4096,
+                body_budget_bytes: 1 << 20,
+            },
+            state_file: Some("/var/lib/scaler/state.json".into()),
+            debug_page: true,
         };
         let text = s.to_toml();
-        assert!(text.contains("[tls]\ncert_file = "), "{text}");
-        let mut file = tempfile::NamedTempFile::new().unwrap();
-        write!(file, "{text}").unwrap();
-        assert_eq!(Settings::load(Some(file.path()), &[]).unwrap(), s);
-        for address in [None, Some("http://prometheus.monitoring:9090".to_string())] {
-            s.prometheus.address = address;
-            let mut file = tempfile::NamedTempFile::new().unwrap();
-            write!(file, "{}", s.to_toml()).unwrap();
-            assert_eq!(Settings::load(Some(file.path()), &[]).unwrap(), s);
-        }
+        assert!(
+            text.contains("[tls]\ncert_file = ")
+                && text.contains("namespaces = \"serving,team-a\""),
+            "{text}"
+        );
+        assert_eq!(load_text(&text), s);
+        // Without client certificates, and the other optional paths unset.
+        s.tls.files.as_mut().unwrap().client_ca_file = None;
+        (s.state_file, s.kubernetes.kubeconfig, s.egress.ca_file) = (None, None, None);
+        s.prometheus.address = None;
+        assert_eq!(load_text(&s.to_toml()), s);
+    }
+
+    #[test]
+    fn check_config_output_hides_passwords_in_urls() {
+        let mut s = Settings::default();
+        s.prometheus.address = Some("https://scaler:s3cret@prometheus.example:9090".into());
+        s.egress.prometheus_addresses = vec!["http://team:hunter2@prom-b:9090".into()];
+        let text = s.to_toml();
+        assert!(
+            !text.contains("s3cret") && !text.contains("hunter2"),
+            "{text}"
+        );
+        let read = load_text(&text);
+        assert_eq!(
+            read.prometheus.address.as_deref(),
+            Some("https://scaler:REDACTED@prometheus.example:9090")
+        );
+        assert_eq!(
+            read.egress.prometheus_addresses,
+            ["http://team:REDACTED@prom-b:9090"]
+        );
     }
 
     #[test]
     fn tls_paths_come_in_pairs_and_errors_name_the_setting() {
-        let load = |pairs: &[(&str, &str)]| {
-            let overrides: Vec<(&str, String)> =
-                pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
-            Settings::load(None, &overrides)
-        };
-        assert_eq!(load(&[]).unwrap().tls.files, None);
-        let on = load(&[("tls.cert_file", "/c"), ("tls.key_file", "/k")]).unwrap();
+        let with = |flags: &[(&str, &str)]| load(None, &[], flags);
+        assert_eq!(with(&[]).unwrap().tls.files, None);
+        let on = with(&[("tls.cert_file", "/c"), ("tls.key_file", "/k")]).unwrap();
         assert_eq!(
             on.tls.files,
             Some(TlsFiles {
@@ -955,10 +1046,10 @@ mod tests {
             })
         );
         // Blank counts as unset.
-        let blank = load(&[("tls.cert_file", " "), ("tls.key_file", "")]).unwrap();
+        let blank = with(&[("tls.cert_file", " "), ("tls.key_file", "")]).unwrap();
         assert_eq!(blank.tls.files, None);
 
-        let err = |pairs: &[(&str, &str)]| load(pairs).unwrap_err().to_string();
+        let err = |pairs: &[(&str, &str)]| with(pairs).unwrap_err().to_string();
         let e = err(&[("tls.cert_file", "/c")]);
         assert!(e.contains("'tls.key_file' is required"), "{e}");
         let e = err(&[("tls.key_file", "/k")]);
@@ -973,9 +1064,7 @@ mod tests {
 
         let mut typo = tempfile::NamedTempFile::new().unwrap();
         writeln!(typo, "[tls]\ncert_flie = \"/c\"").unwrap();
-        let e = Settings::load(Some(typo.path()), &[])
-            .unwrap_err()
-            .to_string();
+        let e = load(Some(typo.path()), &[], &[]).unwrap_err().to_string();
         assert!(e.contains("cert_flie"), "{e}");
     }
 }

@@ -32,10 +32,12 @@ pub struct EgressPolicy {
     /// kubelet's ports. Off by default.
     pub allow_api_server: bool,
     /// The API server's address as the pod sees it (`KUBERNETES_SERVICE_HOST`), refused unless
-    /// `allow_api_server`.
+    /// `allow_api_server`. Not a setting: read from the pod's environment.
+    #[serde(skip)]
     pub api_server: Option<IpAddr>,
     /// Prometheus addresses a ScaledObject may name in `prometheusAddress`, besides the server's
     /// own `prometheus.address`. Empty: only the server's address.
+    #[serde(serialize_with = "crate::config::file_text::redacted_url_list")]
     pub prometheus_addresses: Vec<String>,
     /// `source=prometheus`/`nvml` may read another namespace's pods (`namespace` key).
     pub allow_cross_namespace: bool,

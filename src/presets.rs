@@ -5,6 +5,8 @@
 //! current name comes first and the previous one after it, and a pod is read from the first one
 //! it exposes. Explicit `*Metric` / `*Query` keys override any one of these.
 
+use crate::spec::{DEFAULT_INFLIGHT_METRIC, DEFAULT_LATENCY_METRIC, DEFAULT_QUEUE_METRIC};
+
 /// A serving engine whose metrics the scaler knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Preset {
@@ -55,12 +57,12 @@ impl Preset {
         }
     }
 
-    pub fn metrics(self) -> PresetMetrics {
+    pub fn metrics(self) -> &'static PresetMetrics {
         match self {
             // vllm/v1/metrics/loggers.py. Labels model_name and engine (one series per
             // data-parallel engine in the pod). kv_cache_usage_perc replaced gpu_cache_usage_perc
             // in 0.9; both are 0-1 despite the name.
-            Preset::Vllm => PresetMetrics {
+            Preset::Vllm => &PresetMetrics {
                 queue: &["vllm:num_requests_waiting"],
                 inflight: &["vllm:num_requests_running"],
                 latency: Some("vllm:time_to_first_token_seconds"),
@@ -69,7 +71,7 @@ impl Preset {
             },
             // python/sglang/srt/metrics/collector.py. token_usage is the 0-1 share of the KV
             // token pool in use.
-            Preset::Sglang => PresetMetrics {
+            Preset::Sglang => &PresetMetrics {
                 queue: &["sglang:num_queue_reqs"],
                 inflight: &["sglang:num_running_reqs"],
                 latency: Some("sglang:time_to_first_token_seconds"),
@@ -79,7 +81,7 @@ impl Preset {
             // router/src/server.rs and backends/v3: no time-to-first-token histogram, so the
             // queue wait (seconds) is the latency replicas can lower. tgi_batch_total_tokens is
             // described but never set, so there is no KV-cache fraction to read.
-            Preset::Tgi => PresetMetrics {
+            Preset::Tgi => &PresetMetrics {
                 queue: &["tgi_queue_size"],
                 inflight: &["tgi_batch_current_size"],
                 latency: Some("tgi_request_queue_duration"),
@@ -91,7 +93,7 @@ impl Preset {
             // split by a label, selected with a matcher). The first-response histogram is in
             // milliseconds and needs --metrics-config histogram_latencies=true. Other backends
             // have only the pending count (queue); in-flight and KV cache are TensorRT-LLM's.
-            Preset::Triton => PresetMetrics {
+            Preset::Triton => &PresetMetrics {
                 queue: &[
                     "nv_trt_llm_request_metrics{request_type=\"waiting\"}",
                     "nv_inference_pending_request_count",
@@ -101,10 +103,11 @@ impl Preset {
                 kv_cache: &["nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=\"fraction\"}"],
                 kv_cache_missing: "",
             },
-            Preset::GpuWorkload => PresetMetrics {
-                queue: &["workload_queue_length"],
-                inflight: &["workload_inflight_requests"],
-                latency: Some("workload_queue_wait_seconds"),
+            // The workload crate's own metrics: the names the scaler reads with no preset.
+            Preset::GpuWorkload => &PresetMetrics {
+                queue: &[DEFAULT_QUEUE_METRIC],
+                inflight: &[DEFAULT_INFLIGHT_METRIC],
+                latency: Some(DEFAULT_LATENCY_METRIC),
                 kv_cache: &[],
                 kv_cache_missing: "gpu-workload has no KV cache",
             },

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use keda_gpu_scaler::proto::ScaledObjectRef;
 use keda_gpu_scaler::server::Running;
-use serde_json::Value;
 use support::engines::{self, VLLM};
 use support::kube::{slice, Ep, KubeApi};
 use support::*;
@@ -53,48 +52,10 @@ fn vllm(waiting: f64, kv: f64) -> String {
 }
 
 async fn scaler(api: &KubeApi, namespaces: &[&str]) -> Running {
-    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    let mut s = quick_settings();
     s.kubernetes.kubeconfig = Some(api.kubeconfig.clone());
     s.kubernetes.namespaces = namespaces.iter().map(|n| n.to_string()).collect();
     start_scaler(&s).await
-}
-
-fn so(namespace: &str, name: &str, metadata: &[(&str, &str)]) -> ScaledObjectRef {
-    let mut o = object(name, metadata);
-    o.namespace = namespace.into();
-    o
-}
-
-async fn debug_entry(running: &Running, name: &str) -> Value {
-    let body = reqwest::get(format!("http://{}/debug/scaledobjects", running.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let doc: Value = serde_json::from_str(&body).unwrap();
-    doc.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} not on the debug page: {doc}"))
-}
-
-/// Polls the debug page until `accept` holds for the entry, or panics after 10 s.
-async fn wait_debug(running: &Running, name: &str, accept: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let e = debug_entry(running, name).await;
-        if accept(&e) {
-            return e;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "debug entry never matched: {e:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 const VLLM_SO: &[(&str, &str)] = &[
@@ -136,7 +97,7 @@ async fn a_vllm_preset_follows_pods_as_they_appear_become_ready_and_terminate() 
     );
     let running = scaler(&api, &[]).await;
     let mut c = client(&running).await;
-    let llm = so(NS, "llm", VLLM_SO);
+    let llm = object_in(NS, "llm", VLLM_SO);
 
     // Only the ready pod is scraped: 8 waiting / 4 per replica = 2 (kv 50 % / 80 % = 0.625).
     let v = wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v > 0.0).await;
@@ -145,12 +106,7 @@ async fn a_vllm_preset_follows_pods_as_they_appear_become_ready_and_terminate() 
     assert_eq!(e["terminating"], 0, "{e:#}");
     // The counts reach the scorer with the sample (its capacity model credits them).
     assert_eq!(e["decision"]["capacity"]["fleet"]["starting"], 2, "{e:#}");
-    let metrics = reqwest::get(format!("http://{}/metrics", running.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
     assert!(
         metrics.contains("keda_gpu_scaler_discovered_replicas{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",state=\"starting\"} 2.0\n"),
         "{metrics}"
@@ -281,7 +237,7 @@ async fn a_vllm_preset_follows_pods_as_they_appear_become_ready_and_terminate() 
         api.requests("list inference").len(),
         api.requests("watch inference").len(),
     );
-    let other = so(
+    let other = object_in(
         NS,
         "llm-kv",
         &[
@@ -329,7 +285,7 @@ async fn a_compacted_watch_is_answered_with_a_new_list_that_sees_what_changed_me
     );
     let running = scaler(&api, &[NS]).await;
     let mut c = client(&running).await;
-    let llm = so(NS, "llm", VLLM_SO);
+    let llm = object_in(NS, "llm", VLLM_SO);
     wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| {
         (v - 1.0).abs() < 1e-9
     })
@@ -371,7 +327,7 @@ async fn rbac_denial_and_unwatched_namespaces_are_clear_errors() {
     let running = scaler(&api, &["locked", NS]).await;
     let mut c = client(&running).await;
 
-    let locked = so("locked", "llm", VLLM_SO);
+    let locked = object_in("locked", "llm", VLLM_SO);
     let message = wait_error(&mut c, &locked, "403").await;
     assert!(
         message.contains("not allowed to list EndpointSlices in namespace locked")
@@ -381,7 +337,7 @@ async fn rbac_denial_and_unwatched_namespaces_are_clear_errors() {
     );
 
     // A namespace outside kubernetes.namespaces is refused without asking the API.
-    let elsewhere = so("team-b", "llm", VLLM_SO);
+    let elsewhere = object_in("team-b", "llm", VLLM_SO);
     let message = wait_error(&mut c, &elsewhere, "team-b is not among").await;
     assert!(
         message
@@ -426,14 +382,14 @@ async fn a_namespace_nobody_reads_any_more_is_no_longer_watched() {
             &[Ep::ready("127.0.0.2", "llm-a")],
         ),
     );
-    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    let mut s = quick_settings();
     s.kubernetes.kubeconfig = Some(api.kubeconfig.clone());
     s.entry_ttl = Duration::from_secs(1);
     let running = start_scaler(&s).await;
     let mut c = client(&running).await;
     wait_for_value(
         &mut c,
-        &so(NS, "llm", VLLM_SO),
+        &object_in(NS, "llm", VLLM_SO),
         Duration::from_secs(10),
         |v| v > 0.0,
     )
@@ -477,7 +433,7 @@ async fn discovered_addresses_the_egress_policy_refuses_are_not_scraped() {
     let mut c = client(&running).await;
     let v = wait_for_value(
         &mut c,
-        &so(NS, "llm", VLLM_SO),
+        &object_in(NS, "llm", VLLM_SO),
         Duration::from_secs(10),
         |v| v > 0.0,
     )

@@ -8,29 +8,10 @@ use std::time::{Duration, Instant};
 
 use keda_gpu_scaler::egress::EgressPolicy;
 use support::*;
-use tokio::net::TcpListener;
 
-/// A port that accepts connections and never answers: each fetch waits for its timeout.
-async fn black_hole() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((conn, _)) = listener.accept().await {
-            held.push(conn);
-        }
-    });
-    format!("http://{addr}")
-}
-
+/// How old `name`'s last sample is, from the debug page at `http`.
 async fn debug_age(http: &str, name: &str) -> Option<f64> {
-    let doc: serde_json::Value = reqwest::get(format!("{http}/debug/scaledobjects"))
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    doc.as_array()?.iter().find(|e| e["name"] == name)?["sample_age_s"].as_f64()
+    debug_page(http).await.iter().find(|e| e["name"] == name)?["sample_age_s"].as_f64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +86,7 @@ async fn hostile_objects_with_black_holed_endpoints_leave_others_fresh_and_the_s
 
 #[tokio::test]
 async fn the_default_egress_policy_refuses_metadata_addresses_loopback_and_credentials() {
-    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    let mut s = quick_settings();
     s.egress = EgressPolicy::default();
     s.debug_page = false;
     let running = start_scaler(&s).await;
@@ -161,8 +142,6 @@ async fn the_default_egress_policy_refuses_metadata_addresses_loopback_and_crede
 #[tokio::test]
 async fn redirects_are_not_followed_and_bodies_are_never_echoed() {
     let target = MetricsEndpoint::start("workload_queue_length 50\n").await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let redirect_addr = listener.local_addr().unwrap();
     let to = target.url.clone();
     let app = axum::Router::new()
         .route(
@@ -176,17 +155,12 @@ async fn redirects_are_not_followed_and_bodies_are_never_echoed() {
             "/secret",
             axum::routing::get(|| async { "not a metric: SECRET-BODY-CONTENT\x1b[31m" }),
         );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let running = start_scaler(&settings(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-    ))
-    .await;
-    let mut c = client(&running).await;
+    let redirector = serve_router(app).await;
+    let (running, mut c) = quick_scaler_and_client().await;
     let so = object(
         "redirected",
         &[
-            ("endpoints", &format!("http://{redirect_addr}/metrics")),
+            ("endpoints", &format!("{redirector}/metrics")),
             ("queueTarget", "10"),
         ],
     );
@@ -198,19 +172,14 @@ async fn redirects_are_not_followed_and_bodies_are_never_echoed() {
     let so = object(
         "body",
         &[
-            ("endpoints", &format!("http://{redirect_addr}/secret")),
+            ("endpoints", &format!("{redirector}/secret")),
             ("queueTarget", "10"),
         ],
     );
     c.get_metric_spec(so.clone()).await.unwrap();
     let e = c.get_metrics(metrics_request(&so)).await.unwrap_err();
     let http = format!("http://{}", running.http_addr);
-    let debug = reqwest::get(format!("{http}/debug/scaledobjects"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let debug = http_text(&format!("{http}/debug/scaledobjects")).await;
     for text in [e.message(), debug.as_str()] {
         assert!(!text.contains("SECRET-BODY"), "{text}");
         assert!(!text.contains('\x1b'), "{text}");
@@ -222,12 +191,7 @@ async fn redirects_are_not_followed_and_bodies_are_never_echoed() {
 async fn overflowing_readings_ask_for_max_replicas() {
     let a = MetricsEndpoint::start("workload_queue_length 1e308\n").await;
     let b = MetricsEndpoint::start("workload_queue_length 1e308\n").await;
-    let running = start_scaler(&settings(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-    ))
-    .await;
-    let mut c = client(&running).await;
+    let (running, mut c) = quick_scaler_and_client().await;
     let so = object(
         "overflow",
         &[
@@ -251,12 +215,7 @@ async fn overflowing_readings_ask_for_max_replicas() {
 
 #[tokio::test]
 async fn oversized_metadata_is_refused_before_parsing() {
-    let running = start_scaler(&settings(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-    ))
-    .await;
-    let mut c = client(&running).await;
+    let (running, mut c) = quick_scaler_and_client().await;
     let mut keys: Vec<(String, String)> = (0..10_000)
         .map(|i| (format!("unknownKey{i}"), "\u{7}x".repeat(7)))
         .collect();
@@ -281,12 +240,7 @@ async fn oversized_metadata_is_refused_before_parsing() {
 #[tokio::test]
 async fn one_series_per_scaled_object_and_metric_whatever_the_entries() {
     let endpoint = MetricsEndpoint::start("workload_queue_length 20\n").await;
-    let running = start_scaler(&settings(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-    ))
-    .await;
-    let mut c = client(&running).await;
+    let (running, mut c) = quick_scaler_and_client().await;
     // A metadata edit: two entries for one ScaledObject and metric.
     for target in ["10", "5"] {
         let so = object(
@@ -296,12 +250,7 @@ async fn one_series_per_scaled_object_and_metric_whatever_the_entries() {
         c.get_metric_spec(so.clone()).await.unwrap();
         c.get_metrics(metrics_request(&so)).await.unwrap();
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", running.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
     let parsed = keda_gpu_scaler::signals::exposition::parse(&metrics);
     let series = parsed.get("keda_gpu_scaler_desired_replicas");
     assert_eq!(series.len(), 1, "{series:?}");
@@ -312,7 +261,7 @@ async fn one_series_per_scaled_object_and_metric_whatever_the_entries() {
 #[tokio::test]
 async fn a_restart_never_reports_less_or_inactive_before_it_knows() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    let mut s = quick_settings();
     s.state_file = Some(dir.path().join("state.json"));
     let endpoint = MetricsEndpoint::start("workload_queue_length 100\n").await;
     let so = object(

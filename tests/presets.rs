@@ -126,20 +126,6 @@ fn engines() -> Vec<Engine> {
     ]
 }
 
-async fn debug(running: &Running) -> Vec<Value> {
-    let body = reqwest::get(format!("http://{}/debug/scaledobjects", running.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str::<Value>(&body)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 fn signal_value(entry: &Value, name: &str) -> Option<f64> {
     entry["decision"]["signals"]
         .as_array()?
@@ -153,7 +139,7 @@ fn signal_value(entry: &Value, name: &str) -> Option<f64> {
 async fn expect_values(running: &Running, engines: &[Engine], within: Duration, tolerance: f64) {
     let deadline = Instant::now() + within;
     loop {
-        let page = debug(running).await;
+        let page = debug_page(&format!("http://{}", running.http_addr)).await;
         let mut missing = Vec::new();
         for (i, e) in engines.iter().enumerate() {
             let entry = page.iter().find(|d| d["name"] == format!("so-{i}"));
@@ -219,11 +205,7 @@ async fn presets_read_each_engines_metrics_through_the_scrape_path() {
     for e in &engines {
         endpoints.push(MetricsEndpoint::start(&e.body).await);
     }
-    let running = start_scaler(&settings(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-    ))
-    .await;
+    let running = start_scaler(&quick_settings()).await;
     let objects: Vec<ScaledObjectRef> = engines
         .iter()
         .zip(&endpoints)

@@ -15,12 +15,6 @@ use tonic::Code;
 
 const NS: &str = "inference";
 
-fn so(namespace: &str, name: &str, metadata: &[(&str, &str)]) -> ScaledObjectRef {
-    let mut o = object(name, metadata);
-    o.namespace = namespace.into();
-    o
-}
-
 fn gpu<'a>(pod: &'a str, util: f64, used: f64, free: f64) -> GpuPod<'a> {
     GpuPod {
         namespace: NS,
@@ -83,18 +77,18 @@ async fn values_follow_the_served_numbers_and_memory_is_used_over_used_plus_free
 
     // Memory: (75 % + 25 %) / 2 pods = 50 % against target 50 -> 2 replicas. USED / FREE would
     // give (300 % + 33 %) / 2 -> 6.67.
-    let memory = so(NS, "memory", &meta(&[("gpuMemoryTarget", "50")]));
+    let memory = object_in(NS, "memory", &meta(&[("gpuMemoryTarget", "50")]));
     let v = wait_for_value(&mut c, &memory, Duration::from_secs(20), |v| v > 0.0).await;
     assert!((v - 2.0).abs() < 0.01, "memory demand {v}, want 2.0");
 
     // Utilisation: mean 70 % on 2 pods against 35 % -> 4 replicas.
-    let util = so(NS, "util", &meta(&[("gpuUtilTarget", "35")]));
+    let util = object_in(NS, "util", &meta(&[("gpuUtilTarget", "35")]));
     let v = wait_for_value(&mut c, &util, Duration::from_secs(20), |v| v > 0.0).await;
     assert!((v - 4.0).abs() < 0.01, "util demand {v}, want 4.0");
 
     // Queue: 20 waiting against 4 per replica -> 5. An extra signal from a full query: 30
     // active users against 10 per replica -> 3; the composite is the larger.
-    let queue = so(
+    let queue = object_in(
         NS,
         "queue",
         &meta(&[
@@ -155,7 +149,7 @@ async fn renamed_labels_need_namespace_label_and_no_series_is_said_not_zero() {
     let running = scaler(&prom, Duration::from_secs(1), Duration::from_secs(30)).await;
     let mut c = client(&running).await;
 
-    let renamed = so(
+    let renamed = object_in(
         NS,
         "renamed",
         &meta(&[
@@ -167,7 +161,7 @@ async fn renamed_labels_need_namespace_label_and_no_series_is_said_not_zero() {
     let v = wait_for_value(&mut c, &renamed, Duration::from_secs(20), |v| v > 0.0).await;
     assert!((v - 2.0).abs() < 0.01, "2 pods x 60 % / 60 % = 2, got {v}");
 
-    let plain = so(NS, "plain", &meta(&[("gpuUtilTarget", "60")]));
+    let plain = object_in(NS, "plain", &meta(&[("gpuUtilTarget", "60")]));
     // Same data, default labels: nothing matches, and the answer says why instead of 0.
     c.get_metric_spec(plain.clone()).await.unwrap();
     prom.wait_scraped(3);
@@ -209,7 +203,7 @@ async fn a_hundred_scaled_objects_cost_one_query_per_signal_kind_per_interval() 
     let objects: Vec<ScaledObjectRef> = names
         .iter()
         .map(|n| {
-            so(
+            object_in(
                 NS,
                 n,
                 &[
@@ -282,7 +276,7 @@ async fn a_replica_started_much_later_agrees_from_its_first_interval() {
     };
     // Half-life 2 s: history of 8 half-lives is 16 s; the second replica starts 22 s later, so
     // its history window begins long after the first replica's first sample.
-    let o = so(
+    let o = object_in(
         NS,
         "llm",
         &[
@@ -378,7 +372,7 @@ async fn a_dead_prometheus_is_served_stale_then_unavailable_then_recovers() {
     let staleness = Duration::from_secs(3);
     let running = scaler(&prom, Duration::from_secs(1), staleness).await;
     let mut c = client(&running).await;
-    let o = so(NS, "llm", &meta(&[("queueTarget", "3")]));
+    let o = object_in(NS, "llm", &meta(&[("queueTarget", "3")]));
     wait_for_value(&mut c, &o, Duration::from_secs(20), |v| {
         (v - 3.0).abs() < 0.01
     })
@@ -386,48 +380,27 @@ async fn a_dead_prometheus_is_served_stale_then_unavailable_then_recovers() {
 
     prom.kill();
     let killed = Instant::now();
-    // Until maxStaleness the last good value comes back at once.
+    // Until maxStaleness the last good value comes back (answered from the cache: no query can
+    // succeed; the cache's speed is what tests/grpc.rs checks against a hung pod).
     while killed.elapsed() < staleness - Duration::from_millis(800) {
-        let t = Instant::now();
         let r = c
             .get_metrics(metrics_request(&o))
             .await
             .expect("stale value served");
-        assert!(
-            t.elapsed() < Duration::from_millis(50),
-            "RPC took {:?}",
-            t.elapsed()
-        );
         assert_eq!(r.into_inner().metric_values[0].metric_value_float, 3.0);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Then UNAVAILABLE with the reason, so KEDA's fallback engages; the spec still answers.
     let deadline = Instant::now() + Duration::from_secs(10);
     let err = loop {
-        let t = Instant::now();
         let r = c.get_metrics(metrics_request(&o)).await;
-        assert!(
-            t.elapsed() < Duration::from_millis(50),
-            "RPC took {:?}",
-            t.elapsed()
-        );
         match r {
             Err(e) => break e,
             Ok(_) => assert!(Instant::now() < deadline, "never turned stale"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(err.code(), Code::Unavailable);
-    assert!(
-        err.message().contains("stale") && err.message().contains("prometheus"),
-        "{}",
-        err.message()
-    );
-    assert_eq!(
-        c.is_active(o.clone()).await.unwrap_err().code(),
-        Code::Unavailable
-    );
-    assert!(c.get_metric_spec(o.clone()).await.is_ok());
+    assert_stale(&mut c, &o, &err, &["prometheus"]).await;
 
     // Prometheus comes back with new numbers; the same scaler picks them up.
     app.set("workload_queue_length{namespace=\"inference\",pod=\"llm-5d8f7-aaaaa\"} 15\n");
@@ -448,10 +421,10 @@ async fn a_hostile_namespace_cannot_change_the_query() {
     let prom = Prometheus::start(&[Job::honoring("app", &app.url)]);
     let running = scaler(&prom, Duration::from_secs(1), Duration::from_secs(30)).await;
     let mut c = client(&running).await;
-    let honest = so(NS, "honest", &meta(&[("queueTarget", "2")]));
+    let honest = object_in(NS, "honest", &meta(&[("queueTarget", "2")]));
     // Unescaped, this would select every namespace and add a constant 1000-deep queue.
     let hostile_ns = "inference|.*\"} or vector(1000) or x{a=\"";
-    let hostile = so(
+    let hostile = object_in(
         NS,
         "hostile",
         &meta(&[("queueTarget", "2"), ("namespace", hostile_ns)]),

@@ -489,7 +489,7 @@ async fn https_endpoints_are_read_with_the_configured_ca_bundle_and_refused_with
     std::fs::write(&bundle, &ca.pem).unwrap();
     let so = object("secure", &[("endpoints", &url), ("queueTarget", "10")]);
 
-    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    let mut s = quick_settings();
     s.egress.ca_file = Some(bundle);
     let running = start(&s).await;
     let mut c = client(&running).await;
@@ -499,7 +499,7 @@ async fn https_endpoints_are_read_with_the_configured_ca_bundle_and_refused_with
     running.stop().await;
 
     // The same endpoint without the bundle: the certificate is not trusted, and the error says so.
-    let s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    let s = quick_settings();
     let running = start(&s).await;
     let mut c = client(&running).await;
     c.get_metric_spec(so.clone()).await.unwrap();
@@ -511,7 +511,7 @@ async fn https_endpoints_are_read_with_the_configured_ca_bundle_and_refused_with
     // A bundle that is not PEM stops the start, naming the setting.
     let bad = dir.path().join("bad.pem");
     std::fs::write(&bad, "not a certificate").unwrap();
-    let mut s = settings(Duration::from_millis(200), Duration::from_secs(30));
+    let mut s = quick_settings();
     s.egress.ca_file = Some(bad);
     let e = keda_gpu_scaler::server::start(&s).await.err().unwrap();
     assert!(e.to_string().contains("egress.ca_file"), "{e}");

@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use keda_gpu_scaler::signals::histogram::nearest_rank;
+
 use super::cluster::{Cluster, ClusterConfig, Outcomes};
 use super::hpa::SYNC_PERIOD_S;
 use super::metrics::Metrics;
@@ -222,15 +224,9 @@ pub fn replay_one(
     })
 }
 
-/// Index of the q-quantile in `n` sorted values, by nearest rank (the smallest value with at
-/// least q of the values at or below it); None for no values.
-pub fn nearest_rank_index(n: usize, q: f64) -> Option<usize> {
-    (n > 0).then(|| ((q * n as f64).ceil() as usize).clamp(1, n) - 1)
-}
-
 /// The q-quantile (nearest rank) of `xs`, using `scratch` to avoid reordering the input.
 pub fn percentile(scratch: &mut Vec<f32>, xs: &[f32], q: f64) -> Option<f64> {
-    let k = nearest_rank_index(xs.len(), q)?;
+    let k = nearest_rank(xs.len(), q)?;
     scratch.clear();
     scratch.extend_from_slice(xs);
     let (_, v, _) = scratch.select_nth_unstable_by(k, f32::total_cmp);

@@ -1,11 +1,17 @@
 //! The simulator end to end through the library: each policy on a step trace behaves as its rules
-//! say, replays are deterministic, the composite policy runs the server's own scorer, the Azure
-//! trace replays, and bad input gets a clear error.
+//! say, replays are deterministic, the composite policy decides what the server's engine decides
+//! on the same readings, the Azure trace replays, and bad input gets a clear error.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use keda_gpu_scaler::score::Scorer;
-use keda_gpu_scaler::spec;
+use keda_gpu_scaler::config::Settings;
+use keda_gpu_scaler::engine::{Engine, EntryKey};
+use keda_gpu_scaler::signals::{Readings, SignalReading, Source, SourceKind, Sources};
+use keda_gpu_scaler::spec::ScalerSpec;
 use keda_gpu_sim::{
     self as sim, cluster::Cluster, metrics::Metrics, policy, PolicyName, PolicyReport, Report,
     SimulateArgs,
@@ -210,10 +216,31 @@ fn step_rules_of_the_direct_controllers() {
     }
 }
 
-#[test]
-fn composite_runs_the_servers_scorer_on_the_readings_the_simulator_builds() {
-    // The composite policy's scorer, built from the same metadata through the server's parser,
-    // must give the very decision the simulator's policy made on the same readings.
+/// Hands the engine whatever the simulator measured last, as a real source would hand it what it
+/// read: the readings at the simulated time, with the simulator's context (completions, starting).
+struct Replayed(Mutex<Readings>);
+
+impl Source for Replayed {
+    fn sample<'a>(
+        &'a self,
+        specs: &'a [Arc<ScalerSpec>],
+        _last: &'a [Option<f64>],
+        _t: f64,
+    ) -> Pin<Box<dyn Future<Output = Vec<Readings>> + Send + 'a>> {
+        let readings = self.0.lock().unwrap().clone();
+        Box::pin(async move { vec![readings; specs.len()] })
+    }
+
+    fn deadline(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+#[tokio::test]
+async fn composite_decides_what_the_servers_engine_decides_on_the_same_readings() {
+    // The simulator's composite policy must be the server: the same metadata, registered with the
+    // server's engine (its parser, its entry, its scoring, its fail-safe), fed the readings the
+    // simulator builds, gives the very decision the policy made at every scrape.
     let setup = policy::Setup {
         max_replicas: 30,
         slo_s: 5.0,
@@ -223,11 +250,18 @@ fn composite_runs_the_servers_scorer_on_the_readings_the_simulator_builds() {
         batch: 8,
         scrape_s: 15.0,
     };
+    let replayed = Arc::new(Replayed(Mutex::new(Readings::default())));
+    let engine = Engine::with_sources(
+        Settings::default().engine(),
+        Sources::default().with(SourceKind::Scrape, replayed.clone()),
+    );
     let metadata = policy::composite_metadata(8, 5.0, 30, &[])
         .into_iter()
         .collect();
-    let spec = spec::parse(&metadata).unwrap();
-    let mut server = Scorer::new(spec.scorer_config());
+    let entry = engine
+        .entry(EntryKey::new("sim".into(), "composite".into(), metadata))
+        .unwrap();
+    let spec = entry.spec.clone();
     let mut simulated = policy::Composite::new(&setup).unwrap();
     let cfg = sim::ClusterConfig {
         cost: sim::CostModel::default(),
@@ -243,21 +277,30 @@ fn composite_runs_the_servers_scorer_on_the_readings_the_simulator_builds() {
     let trace = sim::trace::generate(&shape, 300.0, &sim::CostModel::default(), 3);
     let mut metrics = Metrics::new(15.0, 300.0);
     let names: Vec<String> = spec.signals.iter().map(|s| s.name.clone()).collect();
-    let mut next = 0;
-    let mut compared = 0;
+    let (mut next, mut compared) = (0, 0);
     for tick in 1..=300u32 {
         let now = tick as f64;
         cluster.advance(now, &trace.requests, &mut next);
-        if tick % 15 == 0 {
-            metrics.scrape(&cluster);
-            use sim::policy::Policy;
-            let _ = simulated.control(now, &cluster, &metrics);
-            let readings = policy::Composite::readings(&names, &metrics, spec.latency_window_s);
-            let ctx = policy::Composite::context(&cluster, &metrics, spec.latency_window_s);
-            let expected = server.observe(now, &readings, &ctx);
-            assert_eq!(simulated.last_decision(), Some(&expected), "t={now}");
-            compared += 1;
+        if tick % 15 != 0 {
+            continue;
         }
+        metrics.scrape(&cluster);
+        use sim::policy::Policy;
+        let _ = simulated.control(now, &cluster, &metrics);
+        let values = policy::Composite::readings(&names, &metrics, spec.latency_window_s);
+        *replayed.0.lock().unwrap() = Readings {
+            signals: values
+                .into_iter()
+                .map(|pods| SignalReading { pods, note: None })
+                .collect(),
+            at: Some(now),
+            context: policy::Composite::context(&cluster, &metrics, spec.latency_window_s),
+            ..Readings::default()
+        };
+        engine.sample(false).await;
+        let served = entry.state().decision.expect("the engine decided");
+        assert_eq!(simulated.last_decision(), Some(&*served), "t={now}");
+        compared += 1;
     }
     assert_eq!(compared, 20);
     let d = simulated.last_decision().unwrap();

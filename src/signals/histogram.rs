@@ -1,5 +1,7 @@
 //! Quantiles from classic Prometheus histograms, with Prometheus's own interpolation, and the
 //! per-window difference of two cumulative snapshots. Pure: the scrape source keeps the snapshots.
+//! Also the nearest-rank rule for raw samples, which the simulator, the demo and the benchmarks
+//! report latencies by, so that they all count alike.
 
 /// Cumulative bucket counts, sorted by upper bound (`le`), the last one being +Inf.
 pub type Buckets = Vec<(f64, f64)>;
@@ -14,6 +16,12 @@ pub fn unit_seconds(base: &str) -> f64 {
     } else {
         1.0
     }
+}
+
+/// Index of the q-quantile in `n` sorted samples by nearest rank (the smallest value with at
+/// least q of the values at or below it); None for no samples.
+pub fn nearest_rank(n: usize, q: f64) -> Option<usize> {
+    (n > 0).then(|| ((q * n as f64).ceil() as usize).clamp(1, n) - 1)
 }
 
 /// Sums `_bucket` series that share an upper bound (one histogram per endpoint label, say).

@@ -156,3 +156,79 @@ fn auto_falls_back_to_cpu_without_a_gpu() {
         BackendKind::Cpu
     );
 }
+
+/// Set in the child process of `cuda_libraries_without_their_symbols_fall_back_to_the_cpu`.
+const FAKE_CUDA_CHILD: &str = "GPU_WORKLOAD_TEST_FAKE_CUDA";
+
+/// Libraries named libcuda and libcublas that load but are not CUDA's (here the C library under
+/// those names): `auto` must fall back to the CPU, saying why, and `cuda` must return the error;
+/// neither may panic. The loader reads LD_LIBRARY_PATH once at start, so the check runs in a child
+/// process of this test binary with the fake libraries first on that path.
+#[cfg(target_os = "linux")]
+#[test]
+fn cuda_libraries_without_their_symbols_fall_back_to_the_cpu() {
+    if std::env::var_os(FAKE_CUDA_CHILD).is_some() {
+        // The child: the fake libraries are what cudarc finds.
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+        assert!(cublas::libraries_present(), "the fake libraries must load");
+        let auto = Backend::open(BackendChoice::Auto, 1).expect("auto falls back");
+        assert_eq!(auto.kind(), BackendKind::Cpu);
+        match Backend::open(BackendChoice::Cuda, 1) {
+            Err(e @ BackendError::LibraryUnusable { library, .. }) => {
+                assert_eq!(library, "libcublas", "{e}");
+                assert!(e.to_string().contains("lacks cublasCreate_v2"), "{e}");
+                println!("cuda backend refused: {e}");
+            }
+            Err(e) => panic!("expected LibraryUnusable, got {e}"),
+            Ok(_) => panic!("a fake cuBLAS opened"),
+        }
+        return;
+    }
+
+    // The parent: the C library this process already uses stands in for both.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let libc = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libc.so.6"))
+        .expect("this test binary links the C library dynamically");
+    let dir = std::env::temp_dir().join(format!("fake-cuda-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["libcuda.so", "libcublas.so"] {
+        let link = dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(libc, &link).unwrap();
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "cuda_libraries_without_their_symbols_fall_back_to_the_cpu",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FAKE_CUDA_CHILD, "1")
+        .env("LD_LIBRARY_PATH", &dir)
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 passed") && stdout.contains("cuda backend refused"),
+        "the child did not run the check:\n{stdout}"
+    );
+    // The fallback is logged with its reason, and nothing panicked on the way.
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        all.contains("falling back to the CPU backend")
+            && all.contains("libcublas loaded, but it lacks"),
+        "{all}"
+    );
+    assert!(!all.contains("panicked"), "{all}");
+}

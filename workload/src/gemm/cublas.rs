@@ -47,8 +47,51 @@ pub fn libraries_present() -> bool {
     present.unwrap_or(false)
 }
 
+/// The cuBLAS entry points this backend calls. cudarc resolves each one the first time it is
+/// called and panics if the library lacks it, so `open` looks them all up first: a library that
+/// loads but is not the cuBLAS this was built for (another version, a stub) is reported instead of
+/// panicking in the middle of a request.
+const CUBLAS_SYMBOLS: &[&str] = &[
+    "cublasCreate_v2",
+    "cublasDestroy_v2",
+    "cublasSetStream_v2",
+    "cublasSgemm_v2",
+    "cublasSdgmm",
+    "cublasSgeam",
+    "cublasSscal_v2",
+];
+
+/// Enough of the driver API to tell the CUDA driver from another library of the same name; the
+/// rest is guarded by the `catch_unwind` in `open`.
+const DRIVER_SYMBOLS: &[&str] = &["cuInit", "cuDeviceGet", "cuDevicePrimaryCtxRetain"];
+
+/// The first of `symbols` that `lookup` cannot find, as an error naming `library`.
+fn check_symbols(
+    library: &'static str,
+    symbols: &[&'static str],
+    lookup: impl Fn(&str) -> Result<(), String>,
+) -> Result<(), BackendError> {
+    for symbol in symbols {
+        lookup(symbol).map_err(|reason| BackendError::LibraryUnusable {
+            library,
+            reason: format!("it lacks {symbol} ({reason})"),
+        })?;
+    }
+    Ok(())
+}
+
+/// The text of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
 impl CudaDevice {
-    /// Opens GPU `ordinal`. Never panics: a missing driver or library is `Unavailable`.
+    /// Opens GPU `ordinal`. Never panics: missing libraries are `Unavailable`, and libraries that
+    /// load but lack what this backend calls, or fail inside cudarc, are `LibraryUnusable`.
     pub fn open(ordinal: usize) -> Result<Self, BackendError> {
         if !libraries_present() {
             return Err(BackendError::Unavailable(
@@ -56,12 +99,35 @@ impl CudaDevice {
                     .into(),
             ));
         }
-        // cudarc panics instead of returning an error on some driver failures; contain it.
-        let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
-            .map_err(|_| BackendError::Unavailable("CUDA context creation panicked".into()))?
-            .map_err(|e| {
-                BackendError::Unavailable(format!("CUDA context for GPU {ordinal}: {e}"))
-            })?;
+        // cudarc panics instead of returning an error on a missing symbol and on some driver
+        // failures; the whole open (library load, symbol lookup, context and handle) is contained.
+        std::panic::catch_unwind(|| Self::open_checked(ordinal)).unwrap_or_else(|panic| {
+            Err(BackendError::LibraryUnusable {
+                library: "the CUDA libraries",
+                reason: format!("opening GPU {ordinal} panicked: {}", panic_text(&*panic)),
+            })
+        })
+    }
+
+    fn open_checked(ordinal: usize) -> Result<Self, BackendError> {
+        // SAFETY: culib() loads the library (present, checked above) and get() only looks a name
+        // up; nothing found here is called before the whole list is known to exist.
+        let blas_lib = unsafe { blas_sys::culib() };
+        check_symbols("libcublas", CUBLAS_SYMBOLS, |name| {
+            unsafe { blas_lib.get::<*const ()>(name.as_bytes()) }
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })?;
+        // SAFETY: as above, for the driver library.
+        let driver_lib = unsafe { cudarc::driver::sys::culib() };
+        check_symbols("libcuda", DRIVER_SYMBOLS, |name| {
+            unsafe { driver_lib.get::<*const ()>(name.as_bytes()) }
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| {
+            BackendError::Unavailable(format!("CUDA context for GPU {ordinal}: {e}"))
+        })?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(Arc::clone(&stream)).map_err(blas_err)?;
         let name = ctx.name().unwrap_or_else(|_| format!("cuda:{ordinal}"));

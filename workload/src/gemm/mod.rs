@@ -14,6 +14,13 @@ use std::str::FromStr;
 pub enum BackendError {
     #[error("CUDA backend unavailable: {0}")]
     Unavailable(String),
+    /// A CUDA library loaded but cannot be used: it lacks an entry point this backend calls
+    /// (another version, a stub), or cudarc panicked while opening the device.
+    #[error("CUDA backend unusable: {library} loaded, but {reason}")]
+    LibraryUnusable {
+        library: &'static str,
+        reason: String,
+    },
     #[error("CUDA driver error: {0}")]
     Driver(String),
     #[error("cuBLAS error: {0}")]

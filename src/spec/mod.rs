@@ -1,0 +1,34 @@
+//! ScalerSpec: a trigger's `scalerMetadata` turned into a typed, validated spec.
+//!
+//! This is the only place metadata is parsed. Every problem is collected and reported at once,
+//! naming the key and what it accepts, so one `kubectl describe` shows everything to fix.
+//!
+//! - `model`: what a parsed trigger is (`ScalerSpec`, `SourceSpec`, `SignalSpec`...) and the error;
+//! - `registry`: which keys exist and where they apply, `<key>FromEnv`, did-you-mean hints;
+//! - `builtin`: the built-in signals, one table row each;
+//! - `parser`, `source`, `signals`: metadata to spec;
+//! - `validate`: pure checks of one value.
+
+mod builtin;
+#[cfg(test)]
+pub(crate) mod fixtures;
+mod model;
+mod parser;
+mod registry;
+mod signals;
+mod source;
+mod validate;
+
+pub use builtin::{
+    DEFAULT_GPU_UTIL_METRICS, DEFAULT_INFLIGHT_METRIC, DEFAULT_LATENCY_METRIC, DEFAULT_QUEUE_METRIC,
+};
+pub use model::{
+    DeviceRef, MemoryMetrics, MetricRef, MetricSource, NvmlSpec, ParseContext, PodMatch, PortRef,
+    Problem, PrometheusSpec, ScalerSpec, ServiceSpec, SignalSpec, SourceSpec, SpecError,
+};
+pub use parser::{parse, parse_in};
+pub use registry::{
+    keys, DEFAULT_ACTIVATION, DEFAULT_MAX_REPLICAS, DEFAULT_METRIC_NAME, DEFAULT_NAMESPACE_LABEL,
+    DEFAULT_POD_LABEL, DEFAULT_SERVICE_PATH, MAX_ENDPOINTS,
+};
+pub use validate::MIN_TARGET;
