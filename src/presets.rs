@@ -17,6 +17,17 @@ pub enum Preset {
     GpuWorkload,
 }
 
+impl Preset {
+    /// Every preset, in the order the docs list them.
+    pub const ALL: [Preset; 5] = [
+        Preset::Vllm,
+        Preset::Sglang,
+        Preset::Tgi,
+        Preset::Triton,
+        Preset::GpuWorkload,
+    ];
+}
+
 /// The metric names one preset sets. Empty lists mean the engine exports no such metric.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PresetMetrics {
@@ -121,13 +132,7 @@ mod tests {
 
     #[test]
     fn every_preset_round_trips_and_names_valid_metrics() {
-        for p in [
-            Preset::Vllm,
-            Preset::Sglang,
-            Preset::Tgi,
-            Preset::Triton,
-            Preset::GpuWorkload,
-        ] {
+        for p in Preset::ALL {
             assert_eq!(Preset::parse(p.name()), Some(p));
             assert!(NAMES.contains(p.name()));
             let m = p.metrics();

@@ -255,13 +255,7 @@ mod tests {
             let Defaults::Preset { names, none } = &m.defaults else {
                 continue;
             };
-            for p in [
-                Preset::Vllm,
-                Preset::Sglang,
-                Preset::Tgi,
-                Preset::Triton,
-                Preset::GpuWorkload,
-            ] {
+            for p in Preset::ALL {
                 let listed = names(p.metrics());
                 match none {
                     None => assert!(!listed.is_empty(), "{p:?} names no series for {}", b.name),
