@@ -829,17 +829,12 @@ mod tests {
     }
 
     fn key_with(name: &str, extra: &[(&str, &str)]) -> EntryKey {
-        let mut metadata: HashMap<String, String> = [
+        let mut metadata = crate::fixtures::meta(&[
             ("endpoints", "http://127.0.0.1:9/metrics"),
             ("queueTarget", "5"),
             ("metricName", name),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        for (k, v) in extra {
-            metadata.insert(k.to_string(), v.to_string());
-        }
+        ]);
+        metadata.extend(crate::fixtures::meta(extra));
         EntryKey::new("ns".into(), name.into(), metadata)
     }
 

@@ -38,14 +38,11 @@ mod tests {
 
     #[test]
     fn a_decision_that_is_not_finite_asks_for_max_replicas() {
-        let metadata = [
+        let metadata = crate::fixtures::meta(&[
             ("endpoints", "http://10.0.0.7:8000/metrics"),
             ("queueTarget", "1"),
             ("maxReplicas", "40"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let mut scorer = Scorer::new(crate::spec::parse(&metadata).unwrap().scorer_config());
         let mut d = scorer.step(1.0, &[vec![Some(3.0)]]);
         assert!(!untrustworthy(&d));

@@ -27,6 +27,9 @@ pub mod egress;
 pub mod engine;
 /// Untrustworthy numbers (infinite, overflowing) turned into the safe answer: maxReplicas.
 pub mod failsafe;
+/// Metadata builders for the unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures;
 /// Metadata size limits checked before parsing, and refused maps remembered.
 pub mod intake;
 /// Engine presets: the metrics vLLM, SGLang, TGI, Triton and gpu-workload export for each signal.

@@ -192,20 +192,8 @@ impl Sources {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{parse_in, ParseContext};
-    use std::collections::HashMap;
-
     fn kind_of(pairs: &[(&str, &str)]) -> SourceKind {
-        let metadata: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let ctx = ParseContext {
-            namespace: "inference",
-            prometheus_address: Some("http://prometheus.monitoring:9090"),
-            egress: None,
-        };
-        SourceKind::of(&parse_in(ctx, &metadata).unwrap().source)
+        SourceKind::of(&crate::fixtures::in_ns(pairs).unwrap().source)
     }
 
     #[test]

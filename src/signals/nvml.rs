@@ -322,21 +322,12 @@ impl Source for NvmlSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{parse_in, ParseContext};
-    use std::collections::HashMap;
+    use crate::fixtures::{in_ns_without_prometheus, meta};
 
     fn spec(pairs: &[(&str, &str)]) -> ScalerSpec {
-        let mut m: HashMap<String, String> = HashMap::from([("source".into(), "nvml".into())]);
-        m.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        parse_in(
-            ParseContext {
-                egress: None,
-                namespace: "inference",
-                prometheus_address: None,
-            },
-            &m,
-        )
-        .unwrap()
+        let mut m = meta(&[("source", "nvml")]);
+        m.extend(meta(pairs));
+        in_ns_without_prometheus(&m).unwrap()
     }
 
     fn owner(ns: Option<&str>, pod: &str) -> Owner {

@@ -659,27 +659,16 @@ pub fn describe_queries(spec: &ScalerSpec) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{parse_in, ParseContext};
+    use crate::fixtures::{in_ns_without_prometheus, meta};
 
     fn spec(pairs: &[(&str, &str)]) -> ScalerSpec {
-        let mut m: HashMap<String, String> = [
+        let mut m = meta(&[
             ("source", "prometheus"),
             ("prometheusAddress", "http://127.0.0.1:9090"),
             ("deployment", "llm"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        m.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        parse_in(
-            ParseContext {
-                egress: None,
-                namespace: "inference",
-                prometheus_address: None,
-            },
-            &m,
-        )
-        .unwrap()
+        ]);
+        m.extend(meta(pairs));
+        in_ns_without_prometheus(&m).unwrap()
     }
 
     fn series(labels: &[(&str, &str)], points: &[(i64, f64)]) -> Series {

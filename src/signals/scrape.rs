@@ -572,14 +572,11 @@ mod tests {
 
     #[test]
     fn engine_active_ratio_is_read_as_percent_like_gpu_util() {
-        let mut m: std::collections::HashMap<String, String> = [
+        let mut m = crate::fixtures::meta(&[
             ("endpoints", "http://127.0.0.1:9/metrics"),
             ("gpuUtilTarget", "50"),
             ("gpuUtilMetric", "DCGM_FI_PROF_GR_ENGINE_ACTIVE"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let spec = crate::spec::parse(&m).unwrap();
         let expo = exposition::parse(
             "DCGM_FI_PROF_GR_ENGINE_ACTIVE{GPU_I_ID=\"1\"} 0.5\nDCGM_FI_PROF_GR_ENGINE_ACTIVE{GPU_I_ID=\"2\"} 0.7\n",

@@ -10,8 +10,6 @@
 //! - `validate`: pure checks of one value.
 
 mod builtin;
-#[cfg(test)]
-pub(crate) mod fixtures;
 mod model;
 mod parser;
 mod registry;

@@ -290,7 +290,7 @@ impl fmt::Display for SpecError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::fixtures::in_ns;
+    use crate::fixtures::in_ns;
 
     #[test]
     fn metric_references_take_equality_matchers_and_nothing_else() {

@@ -225,7 +225,7 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::fixtures::{base, meta, rejects};
+    use crate::fixtures::{base, meta, rejects};
     use crate::spec::*;
 
     #[test]

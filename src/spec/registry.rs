@@ -166,7 +166,7 @@ fn unknown_key_message(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::fixtures::{base, rejects};
+    use crate::fixtures::{base, rejects};
     use crate::spec::parse;
 
     #[test]

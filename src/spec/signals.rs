@@ -306,7 +306,7 @@ fn builtin_names() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::fixtures::{base, in_ns, rejects};
+    use crate::fixtures::{base, in_ns, rejects};
     use crate::spec::*;
 
     #[test]

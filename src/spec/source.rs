@@ -284,7 +284,7 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::fixtures::{base, in_ns, in_ns_without_prometheus, meta, prom, rejects};
+    use crate::fixtures::{base, in_ns, in_ns_without_prometheus, meta, prom, rejects};
     use crate::spec::*;
 
     #[test]

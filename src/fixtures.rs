@@ -1,8 +1,9 @@
-//! Metadata builders shared by the spec's tests.
+//! Metadata builders shared by the library's unit tests (the integration tests' own are in
+//! tests/support, which cannot see test-only library code).
 
 use std::collections::HashMap;
 
-use super::{parse, parse_in, ParseContext, ScalerSpec, SpecError};
+use crate::spec::{parse, parse_in, ParseContext, ScalerSpec, SpecError};
 
 pub(crate) fn meta(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
