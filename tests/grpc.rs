@@ -418,12 +418,7 @@ async fn scrape(running: &keda_gpu_scaler::server::Running) -> Exposition {
 #[tokio::test]
 async fn grpc_server_metrics_count_each_rpc_with_its_code() {
     let endpoint = MetricsEndpoint::start(IDLE).await;
-    let running = start_scaler(&settings(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-    ))
-    .await;
-    let mut c = client(&running).await;
+    let (running, mut c) = quick_scaler_and_client().await;
     let good = object(
         "good",
         &[("endpoints", &endpoint.url), ("queueTarget", "10")],

@@ -483,12 +483,7 @@ async fn query(prom: &Prometheus, q: &str) -> Vec<(serde_json::Value, f64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_scalers_own_metrics() {
     let endpoint = MetricsEndpoint::start("workload_queue_length 5\n").await;
-    let running = start_scaler(&settings(
-        Duration::from_millis(200),
-        Duration::from_secs(30),
-    ))
-    .await;
-    let mut c = client(&running).await;
+    let (running, mut c) = quick_scaler_and_client().await;
     let good = object(
         "good",
         &[("endpoints", &endpoint.url), ("queueTarget", "10")],
