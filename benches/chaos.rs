@@ -13,6 +13,8 @@
 mod support;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -676,33 +678,24 @@ fn main() {
     // CHAOS_ONLY=isolation,cpu runs only those cases.
     let only = std::env::var("CHAOS_ONLY").unwrap_or_default();
     let wanted = |case: &str| only.is_empty() || only.split(',').any(|c| c.trim() == case);
+    // Each case by the name CHAOS_ONLY takes, in the order they run.
+    type Case = for<'a> fn(&'a mut Run) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
+    let cases: [(&str, Case); 9] = [
+        ("isolation", |r| Box::pin(isolation(r))),
+        ("scrape", |r| Box::pin(scrape_bodies(r))),
+        ("prometheus", |r| Box::pin(prometheus_body(r))),
+        ("entries", |r| Box::pin(entries(r))),
+        ("cpu", |r| Box::pin(cpu(r))),
+        ("numbers", |r| Box::pin(numbers(r))),
+        ("egress", |r| Box::pin(egress(r))),
+        ("restart", |r| Box::pin(first_contact_and_restart(r))),
+        ("identity", |r| Box::pin(duplicates(r))),
+    ];
     rt.block_on(async {
-        if wanted("isolation") {
-            isolation(&mut run).await;
-        }
-        if wanted("scrape") {
-            scrape_bodies(&mut run).await;
-        }
-        if wanted("prometheus") {
-            prometheus_body(&mut run).await;
-        }
-        if wanted("entries") {
-            entries(&mut run).await;
-        }
-        if wanted("cpu") {
-            cpu(&mut run).await;
-        }
-        if wanted("numbers") {
-            numbers(&mut run).await;
-        }
-        if wanted("egress") {
-            egress(&mut run).await;
-        }
-        if wanted("restart") {
-            first_contact_and_restart(&mut run).await;
-        }
-        if wanted("identity") {
-            duplicates(&mut run).await;
+        for (name, case) in cases {
+            if wanted(name) {
+                case(&mut run).await;
+            }
         }
     });
     if !run.failures.is_empty() {

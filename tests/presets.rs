@@ -24,6 +24,14 @@ struct Engine {
     expect: &'static [(&'static str, f64)],
 }
 
+/// A target for every signal the engines export (latency high enough never to bind).
+const EVERY_TARGET: &[(&str, &str)] = &[
+    ("queueTarget", "1"),
+    ("inflightTarget", "1"),
+    ("kvCacheTarget", "50"),
+    ("latencyTargetMs", "100000"),
+];
+
 fn engines() -> Vec<Engine> {
     let old_vllm: String = VLLM
         .lines()
@@ -35,12 +43,7 @@ fn engines() -> Vec<Engine> {
             preset: "vllm",
             body: VLLM.to_string(),
             histogram: "vllm:time_to_first_token_seconds",
-            targets: &[
-                ("queueTarget", "1"),
-                ("inflightTarget", "1"),
-                ("kvCacheTarget", "50"),
-                ("latencyTargetMs", "100000"),
-            ],
+            targets: EVERY_TARGET,
             // TTFT: rank 0.95 x 1038 = 986.1 in (0.25, 0.5]: 0.25 + 0.25 x 86.1 / 110.
             expect: &[
                 ("queue", 3.0),
@@ -61,12 +64,7 @@ fn engines() -> Vec<Engine> {
             preset: "sglang",
             body: SGLANG.to_string(),
             histogram: "sglang:time_to_first_token_seconds",
-            targets: &[
-                ("queueTarget", "1"),
-                ("inflightTarget", "1"),
-                ("kvCacheTarget", "50"),
-                ("latencyTargetMs", "100000"),
-            ],
+            targets: EVERY_TARGET,
             // rank 864.5 in (0.4, 0.6]: 0.4 + 0.2 x 64.5 / 80.
             expect: &[
                 ("queue", 2.0),
@@ -95,12 +93,7 @@ fn engines() -> Vec<Engine> {
             preset: "triton",
             body: TRITON.to_string(),
             histogram: "nv_inference_first_response_histogram_ms",
-            targets: &[
-                ("queueTarget", "1"),
-                ("inflightTarget", "1"),
-                ("kvCacheTarget", "50"),
-                ("latencyTargetMs", "100000"),
-            ],
+            targets: EVERY_TARGET,
             // The TensorRT-LLM families, selected by label: waiting 5, active 14, KV fraction
             // 0.775; first response in ms: rank 4864 in (500, 2000]: 500 + 1500 x 64 / 310 =
             // 809.677 ms.
