@@ -6,6 +6,7 @@
 
 use super::ewma::{Ewma, Smoothing};
 use super::forecast::{ForecastConfig, Seasonal};
+use super::objective::{ObjectiveConfig, ObjectiveInput, ObjectiveView, Planner};
 
 /// How a signal's per-pod readings become a demand in replicas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -36,6 +37,9 @@ pub struct SignalRule {
     pub name: String,
     pub model: DemandModel,
     pub target: f64,
+    /// False for a signal SLO mode reads for its planner without a target of the user's: it is
+    /// aggregated and shown, but asks for no replicas itself.
+    pub asks: bool,
 }
 
 /// The demand one sampling of one signal asks for.
@@ -157,6 +161,9 @@ pub struct Context {
     /// Little's law, which turns a backlog into a drain rate.
     pub completions_per_s: Option<f64>,
     pub fleet: Fleet,
+    /// Seconds from a pod's first sight not ready to ready, as the source measured it (the
+    /// median of the last hour); None where the source cannot see pods start.
+    pub cold_start_s: Option<f64>,
 }
 
 /// The capacity model: what one replica is built for and how fast a backlog must drain.
@@ -207,6 +214,8 @@ pub struct ScorerConfig {
     pub capacity: Capacity,
     /// Seasonal pre-warm floor; None (the default) turns it off.
     pub forecast: Option<ForecastConfig>,
+    /// SLO mode: capacity sized from the stated objective; None is target mode.
+    pub objective: Option<ObjectiveConfig>,
 }
 
 /// Why one signal asks for what it asks for, at one step.
@@ -261,6 +270,8 @@ pub struct Decision {
     pub capacity: CapacityView,
     /// The seasonal floor at this step, when one is configured and has a season of history.
     pub forecast_floor: Option<f64>,
+    /// What SLO mode's planner knew and asked for at this step (SLO mode only).
+    pub objective: Option<ObjectiveView>,
 }
 
 /// The smoothing and activation state of one ScaledObject. Deterministic: the same readings at the
@@ -279,13 +290,16 @@ pub struct Scorer {
     /// The desired capacity of the previous step (0 before the first).
     last_desired: f64,
     seasonal: Option<Seasonal>,
+    planner: Option<Planner>,
 }
 
 impl Scorer {
     pub fn new(config: ScorerConfig) -> Self {
         let ewmas = vec![Ewma::new(); config.signals.len()];
         let seasonal = config.forecast.map(Seasonal::new);
+        let planner = config.objective.map(Planner::new);
         Scorer {
+            planner,
             config,
             ewmas,
             active: false,
@@ -406,7 +420,10 @@ impl Scorer {
         let mut composite_raw: Option<f64> = None;
         let mut best: Option<(f64, usize)> = None;
         let max = cfg.limits.max_replicas;
-        for (i, (rule, d)) in cfg.signals.iter().zip(demands).enumerate() {
+        for (i, (rule, mut d)) in cfg.signals.iter().zip(demands).enumerate() {
+            if !rule.asks {
+                d.raw = None;
+            }
             // Fail safe: an infinite demand asks for the most the object may have, never 0.
             let overflow = d.raw.is_some_and(|r| !r.is_finite());
             let raw = d.raw.map(|r| if r.is_finite() { r } else { max });
@@ -439,10 +456,60 @@ impl Scorer {
             });
         }
 
-        let has_data = best.is_some();
+        let mut has_data = best.is_some();
         let mut composite_smoothed = best.map_or(0.0, |(v, _)| v);
-        let composite_raw = composite_raw.unwrap_or(0.0);
+        let mut composite_raw = composite_raw.unwrap_or(0.0);
         let mut limiting = best.map(|(_, i)| cfg.signals[i].name.clone());
+        let mut objective = None;
+        if let Some(planner) = &mut self.planner {
+            let latency = cfg
+                .signals
+                .iter()
+                .position(|r| r.model == DemandModel::Latency)
+                .and_then(|i| demand(DemandModel::Latency, 1.0, pods(i)).value)
+                .filter(|v| v.is_finite());
+            let reporting_inflight = cfg
+                .signals
+                .iter()
+                .position(|r| r.name == INFLIGHT)
+                .map_or(0, |i| pods(i).iter().filter(|v| v.is_some()).count());
+            let view = planner.observe(
+                t,
+                &ObjectiveInput {
+                    inflight,
+                    queued,
+                    reporting: reporting_inflight,
+                    ttft_s: latency,
+                    cold_start_s: ctx.cold_start_s,
+                },
+            );
+            // Until the window holds enough samples, the planner's answer is floored by what
+            // target mode would ask at this instant: the requests in the system over what one
+            // replica holds (fail safe: too little data never asks for less).
+            let fallback = match (view.in_system, view.concurrency) {
+                (Some(n), Some(c)) if !view.trusted => Some(n / c),
+                _ => None,
+            };
+            let asked = match (view.desired, fallback) {
+                (Some(d), Some(f)) => Some(d.max(f)),
+                (d, f) => d.or(f),
+            };
+            if let Some(asked) = asked {
+                // Not finite: the most the object may have, never 0.
+                let asked = if asked.is_finite() {
+                    asked
+                } else {
+                    cfg.limits.max_replicas
+                };
+                has_data = true;
+                composite_raw = composite_raw.max(asked);
+                if asked >= composite_smoothed {
+                    composite_smoothed = asked;
+                    limiting = Some("objective".into());
+                }
+            }
+            objective = Some(view);
+        }
         // The floor reads last season's demand, so it is recorded before the floor is applied
         // (a floor that fed itself would never come down).
         let mut forecast_floor = None;
@@ -501,6 +568,7 @@ impl Scorer {
                 fleet: ctx.fleet,
             },
             forecast_floor,
+            objective,
         }
     }
 
@@ -584,6 +652,7 @@ mod tests {
 
     fn rule(name: &str, model: DemandModel, target: f64) -> SignalRule {
         SignalRule {
+            asks: true,
             name: name.into(),
             model,
             target,

@@ -4,6 +4,7 @@
 pub mod composite;
 pub mod ewma;
 pub mod forecast;
+pub mod objective;
 
 pub use composite::{
     backlog_demand, demand, latency_demand, Activation, Capacity, CapacityView, Context, Decision,
@@ -11,3 +12,4 @@ pub use composite::{
 };
 pub use ewma::{Ewma, Smoothing};
 pub use forecast::{ForecastConfig, Seasonal};
+pub use objective::{ObjectiveConfig, ObjectiveView, Planner, ReadyTimer};

@@ -80,6 +80,13 @@ pub struct Resolved {
     pub terminating: u32,
     /// Something worth telling the operator (truncation, a broken watch serving old data).
     pub note: Option<String>,
+    /// Pods (or addresses, where a slice names no pod) starting and ready, for the cold-start
+    /// measurement.
+    pub starting_keys: Vec<String>,
+    pub ready_keys: Vec<String>,
+    /// Median seconds from a pod's first sight not ready to ready over the last hour, as this
+    /// scaler watched it; None before it has seen one start.
+    pub cold_start_s: Option<f64>,
 }
 
 /// What the store keeps of one EndpointSlice.
@@ -237,12 +244,14 @@ pub fn resolve<'a>(
         });
     }
     let mut out = Resolved::default();
-    for (e, ipv6, port) in by_key.values() {
+    for (key, (e, ipv6, port)) in &by_key {
         if e.terminating {
             out.terminating += 1;
         } else if !e.ready {
             out.starting += 1;
+            out.starting_keys.push(key.clone());
         } else {
+            out.ready_keys.push(key.clone());
             let host = if *ipv6 {
                 format!("[{}]", e.address)
             } else {
@@ -329,6 +338,9 @@ pub struct Discovery {
     settings: DiscoverySettings,
     client: tokio::sync::Mutex<Option<(Instant, Result<kube::Client, String>)>>,
     watches: Mutex<HashMap<String, Watch>>,
+    /// Cold starts measured per Service ("namespace/name"), for SLO mode's planning horizon.
+    ready_timers: Mutex<HashMap<String, crate::score::ReadyTimer>>,
+    started: Instant,
 }
 
 impl Discovery {
@@ -337,6 +349,8 @@ impl Discovery {
             settings,
             client: tokio::sync::Mutex::new(None),
             watches: Mutex::new(HashMap::new()),
+            ready_timers: Mutex::new(HashMap::new()),
+            started: Instant::now(),
         }
     }
 
@@ -367,12 +381,27 @@ impl Discovery {
             // The last list still stands; say that it may be old.
             resolved.note = Some(format!("{e}; serving the last EndpointSlices seen"));
         }
+        let now = self.started.elapsed().as_secs_f64();
+        let mut timers = self.ready_timers.lock().unwrap_or_else(|p| p.into_inner());
+        let timer = timers
+            .entry(format!("{}/{}", svc.namespace, svc.name))
+            .or_default();
+        timer.observe(
+            now,
+            resolved.starting_keys.iter().map(String::as_str),
+            resolved.ready_keys.iter().map(String::as_str),
+        );
+        resolved.cold_start_s = timer.cold_start_s();
         Ok(resolved)
     }
 
     /// Stops the watchers of namespaces no ScaledObject reads any more.
     pub fn retain(&self, namespaces: &BTreeSet<String>) {
         let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        self.ready_timers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|key, _| key.split('/').next().is_some_and(|ns| namespaces.contains(ns)));
         watches.retain(|ns, w| {
             let keep = namespaces.contains(ns);
             if !keep {

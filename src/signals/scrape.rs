@@ -68,6 +68,7 @@ struct Target {
     urls: Vec<String>,
     starting: Option<u32>,
     terminating: Option<u32>,
+    cold_start_s: Option<f64>,
     /// Why there is nothing to scrape (discovery failed), or a warning about the list.
     note: Option<String>,
     failed: bool,
@@ -225,6 +226,7 @@ impl ScrapeSource {
                         urls,
                         starting: Some(r.starting),
                         terminating: Some(r.terminating),
+                        cold_start_s: r.cold_start_s,
                         note: (!notes.is_empty()).then(|| notes.join("; ")),
                         failed: false,
                     }
@@ -375,6 +377,7 @@ impl ScrapeSource {
                     starting: target.starting,
                     terminating: target.terminating,
                 },
+                cold_start_s: target.cold_start_s,
             },
             ..Readings::default()
         }

@@ -4,7 +4,8 @@ use std::fmt;
 
 use super::validate::{is_label_name, is_prometheus_name};
 use crate::score::{
-    Activation, Capacity, DemandModel, ForecastConfig, Limits, ScorerConfig, SignalRule, Smoothing,
+    Activation, Capacity, DemandModel, ForecastConfig, Limits, ObjectiveConfig, ScorerConfig,
+    SignalRule, Smoothing,
 };
 
 /// Where a ScaledObject's numbers come from.
@@ -206,6 +207,8 @@ pub struct SignalSpec {
     pub model: DemandModel,
     pub target: f64,
     pub metrics: MetricSource,
+    /// False for a signal SLO mode reads without a target of the user's (see `SignalRule`).
+    pub asks: bool,
 }
 
 /// A validated trigger: where to read, what to read, and how to score it.
@@ -223,6 +226,8 @@ pub struct ScalerSpec {
     pub drain_s: f64,
     /// Seasonal pre-warm floor (off unless `forecastPeriodSeconds` is set).
     pub forecast: Option<ForecastConfig>,
+    /// SLO mode (`ttftObjectiveMs`): capacity sized from the objective; None is target mode.
+    pub objective: Option<ObjectiveConfig>,
 }
 
 impl ScalerSpec {
@@ -235,6 +240,7 @@ impl ScalerSpec {
                     name: s.name.clone(),
                     model: s.model,
                     target: s.target,
+                    asks: s.asks,
                 })
                 .collect(),
             smoothing: self.smoothing,
@@ -245,13 +251,14 @@ impl ScalerSpec {
                 concurrency_per_replica: self
                     .signals
                     .iter()
-                    .find(|s| s.name == crate::score::composite::INFLIGHT)
+                    .find(|s| s.asks && s.name == crate::score::composite::INFLIGHT)
                     .map(|s| s.target),
                 drain_s: self.drain_s,
                 // The sources compute completion rates over the latency window.
                 service_window_s: self.latency_window_s,
             },
             forecast: self.forecast,
+            objective: self.objective,
         }
     }
 }

@@ -7,7 +7,20 @@ use std::collections::{BTreeMap, HashMap};
 use super::model::{ParseContext, Problem, ScalerSpec, SpecError};
 use super::registry::{self, DEFAULT_ACTIVATION, DEFAULT_MAX_REPLICAS, DEFAULT_METRIC_NAME};
 use super::validate::{self, is_kubernetes_metric_name};
-use crate::score::{Activation, Capacity, ForecastConfig, Limits, Smoothing};
+use super::model::SignalSpec;
+use super::registry::OBJECTIVE_KEY;
+use crate::score::{Activation, Capacity, ForecastConfig, Limits, ObjectiveConfig, Smoothing};
+
+/// The attainment SLO mode plans for when `attainment` is not set: the share most latency
+/// objectives are written at.
+pub const DEFAULT_ATTAINMENT: f64 = 0.95;
+
+/// The planning horizon until a discovery source measures one (`coldStartSeconds`): serving
+/// engines take one to eight minutes from pod creation to ready (image pull, weights, warm-up);
+/// two minutes is the short end of that for a model that fits one GPU. Too short a horizon
+/// shortens the window only while the attainment's own minimum (`1 / (1 - a)` samples, 300 s
+/// at 95 %) is longer, so the default matters little until the measurement replaces it.
+pub const DEFAULT_COLD_START_S: f64 = 120.0;
 
 /// Parses and validates a trigger's metadata map, with no namespace and no server defaults.
 pub fn parse(metadata: &HashMap<String, String>) -> Result<ScalerSpec, SpecError> {
@@ -136,6 +149,7 @@ impl<'a> Parser<'a> {
             // About two replica starts: capacity for a recurring peak is ready when it comes.
             lead_s: forecast_lead.unwrap_or(120.0),
         });
+        let objective = self.objective(&signals);
         if !self.problems.is_empty() {
             return Err(SpecError {
                 problems: self.problems,
@@ -151,6 +165,55 @@ impl<'a> Parser<'a> {
             latency_window_s,
             drain_s,
             forecast,
+            objective,
+        })
+    }
+
+    /// SLO mode's settings: the objective, the attainment and the default horizon.
+    fn objective(&mut self, signals: &[SignalSpec]) -> Option<ObjectiveConfig> {
+        let ttft_ms = self.number(
+            OBJECTIVE_KEY,
+            1.0,
+            3_600_000.0,
+            "milliseconds between 1 and 3600000 (a time-to-first-token objective, e.g. 2000)",
+        );
+        let attainment = self.number(
+            "attainment",
+            0.5,
+            0.999,
+            "a share of requests between 0.5 and 0.999, e.g. 0.95",
+        );
+        let cold_start_s = self.number(
+            "coldStartSeconds",
+            0.0,
+            3600.0,
+            "seconds between 0 and 3600",
+        );
+        if ttft_ms.is_none() && !self.values.contains_key(OBJECTIVE_KEY) {
+            for key in ["attainment", "coldStartSeconds"] {
+                if self.values.contains_key(key) {
+                    self.problem(
+                        key,
+                        format!("only means something with {OBJECTIVE_KEY}, which turns SLO mode on"),
+                    );
+                }
+            }
+            return None;
+        }
+        if self.kind == "nvml" {
+            self.problem(
+                OBJECTIVE_KEY,
+                "source=nvml reads only GPUs; SLO mode needs the engine's requests in service and waiting (source=scrape or prometheus)",
+            );
+        }
+        Some(ObjectiveConfig {
+            ttft_s: ttft_ms? / 1000.0,
+            attainment: attainment.unwrap_or(DEFAULT_ATTAINMENT),
+            cold_start_s: cold_start_s.unwrap_or(DEFAULT_COLD_START_S),
+            concurrency: signals
+                .iter()
+                .find(|s| s.asks && s.name == crate::score::composite::INFLIGHT)
+                .map(|s| s.target),
         })
     }
 

@@ -14,6 +14,8 @@ pub const MAX_ENDPOINTS: usize = 1000;
 pub const DEFAULT_SERVICE_PATH: &str = "/metrics";
 pub const DEFAULT_NAMESPACE_LABEL: &str = "namespace";
 pub const DEFAULT_POD_LABEL: &str = "pod";
+/// The key that turns SLO mode on.
+pub const OBJECTIVE_KEY: &str = "ttftObjectiveMs";
 
 /// Keys KEDA itself puts in the metadata map (connection and TLS settings); accepted and ignored.
 const KEDA_KEYS: &[&str] = &[
@@ -52,6 +54,9 @@ const GENERAL_KEYS: &[&str] = &[
     "port",
     "path",
     "preset",
+    OBJECTIVE_KEY,
+    "attainment",
+    "coldStartSeconds",
 ];
 
 /// General keys that only mean something with some sources, and those sources. Every built-in

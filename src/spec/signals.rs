@@ -10,6 +10,10 @@ use super::validate::{self, is_extra_name};
 use crate::presets::{self, Preset};
 use crate::score::DemandModel;
 
+/// The built-in signals SLO mode's planner reads: requests in service and waiting, and the time
+/// to first token (the preset's latency histogram).
+const OBJECTIVE_READS: &[&str] = &["queue", "inflight", "latency"];
+
 impl Parser<'_> {
     pub(super) fn signals(&mut self) -> Vec<SignalSpec> {
         let mut read = Vec::new();
@@ -26,15 +30,24 @@ impl Parser<'_> {
             }
         }
         let preset = self.preset();
+        let slo = self.values.contains_key(super::registry::OBJECTIVE_KEY);
         for b in BUILTINS.iter().filter(|b| !b.gpu) {
-            read.extend(self.builtin(b, preset).map(|s| (b, s)));
+            let signal = match self.builtin(b, preset) {
+                // SLO mode's planner reads requests in service and waiting, and time to first
+                // token, whether or not the user also gives them a target.
+                None if slo && OBJECTIVE_READS.contains(&b.name) && !self.target_refused(b) => {
+                    self.observed(b, preset)
+                }
+                s => s,
+            };
+            read.extend(signal.map(|s| (b, s)));
         }
         // Signals that only raise capacity go last, after the extras, and need another signal.
         let (raising, read): (Vec<_>, Vec<_>) =
             read.into_iter().partition(|(b, _)| b.only_raises());
         let mut signals: Vec<SignalSpec> = read.into_iter().map(|(_, s)| s).collect();
         signals.extend(self.extras());
-        let alone = signals.is_empty();
+        let alone = !signals.iter().any(|s| s.asks) && !slo;
         for (b, s) in raising {
             if alone {
                 let others = builtin::target_keys(|b| !b.only_raises()).join(", ");
@@ -49,7 +62,7 @@ impl Parser<'_> {
             .problems
             .iter()
             .any(|p| p.key.ends_with("Target") || p.key.ends_with("TargetMs"));
-        if signals.is_empty() && !any_target_problem {
+        if signals.is_empty() && !any_target_problem && !slo {
             let targets = builtin::target_keys(|_| true);
             self.problem(
                 targets[0],
@@ -62,8 +75,28 @@ impl Parser<'_> {
         signals
     }
 
-    /// One built-in signal: its series (or query) and, when its target is set, the signal.
-    fn builtin(&mut self, b: &Builtin, preset: Option<Preset>) -> Option<SignalSpec> {
+    /// Whether the signal's target key is set (refused or not).
+    fn target_refused(&self, b: &Builtin) -> bool {
+        self.values.contains_key(b.target_key)
+    }
+
+    /// A built-in signal SLO mode reads without a target: aggregated and shown, asks nothing.
+    fn observed(&mut self, b: &Builtin, preset: Option<Preset>) -> Option<SignalSpec> {
+        let metrics = self.series(b, preset);
+        if let Series::Gauge(m) | Series::Fraction(m) | Series::Histogram(m) = &b.series {
+            self.check_named(b, m, &metrics, preset);
+        }
+        Some(SignalSpec {
+            name: b.name.into(),
+            model: b.model,
+            target: 1.0,
+            metrics,
+            asks: false,
+        })
+    }
+
+    /// The series (or query) a built-in signal reads.
+    fn series(&mut self, b: &Builtin, preset: Option<Preset>) -> MetricSource {
         let series = match &b.series {
             Series::Gauge(m) => MetricSource::Gauge(self.metric_names(m, preset)),
             Series::Fraction(m) => MetricSource::Fraction(self.metric_names(m, preset)),
@@ -75,7 +108,12 @@ impl Parser<'_> {
                 MetricSource::Memory(self.memory_metrics(used, total, free))
             }
         };
-        let metrics = self.query(b.query_key).map_or(series, MetricSource::Query);
+        self.query(b.query_key).map_or(series, MetricSource::Query)
+    }
+
+    /// One built-in signal: its series (or query) and, when its target is set, the signal.
+    fn builtin(&mut self, b: &Builtin, preset: Option<Preset>) -> Option<SignalSpec> {
+        let metrics = self.series(b, preset);
         let target = self.read(b.target_key, |raw| {
             validate::target(raw, b.target_max, b.target_unit)
         })?;
@@ -87,6 +125,7 @@ impl Parser<'_> {
             model: b.model,
             target: target / b.target_divisor,
             metrics,
+            asks: true,
         })
     }
 
@@ -288,6 +327,7 @@ impl Parser<'_> {
                     model,
                     target,
                     metrics: metric,
+                    asks: true,
                 });
             }
         }

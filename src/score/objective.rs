@@ -1,0 +1,523 @@
+//! SLO mode: capacity sized from the stated objective (time to first token, and the share of
+//! requests that must meet it) instead of per-replica targets.
+//!
+//! Pure and clock-free like the rest of `score/`. The planner keeps a window of the requests in
+//! the system (in service + waiting) at each sample, learns what one replica holds and how much
+//! of the objective is left for waiting, and answers the smallest capacity at which the requests
+//! of that window, replayed through a fluid queue, would have missed the objective no more often
+//! than the attainment allows. Why each piece is what it is:
+//!
+//! - **Demand in requests in the system.** By Little's law the requests in the system are the
+//!   arrival rate times the service time, so a count of them compares directly with the requests
+//!   a replica holds at once, without knowing either factor; every engine exports both gauges.
+//!   A backlog that built up while capacity was short is in the count too, so it is drained.
+//! - **The window is the planning horizon.** Capacity asked for now is ready one cold start
+//!   later, so the demand to plan for is what the next cold start may bring. The recent past is
+//!   the evidence for that: the window spans at least one cold start, and at least `1 / (1 - a)`
+//!   samples, the fewest in which a tail of mass `1 - a` is expected to show once at all.
+//! - **A miss budget, not a fixed quantile.** A sample's requests miss the objective only if
+//!   the capacity is short for long enough that the backlog's wait exceeds what the objective
+//!   leaves after the unloaded time to first token (see `miss_fraction`). The capacity is the
+//!   smallest whose request-weighted misses over the window are at most `1 - a`: the quantile
+//!   follows from the attainment, bursty traffic gets headroom and smooth traffic does not.
+//! - **Capacity goes back when the window does.** No decay: when the last high sample leaves
+//!   the window the answer falls at once.
+//! - **A rising trend is planned ahead.** The window's least-squares slope, where positive, is
+//!   carried one cold start forward; a falling one is not (it is in the window soon enough).
+
+use std::collections::VecDeque;
+
+/// Fewest samples in the window before the planner trusts its own answer: with fewer, a window
+/// says nothing about variability (one sample has none, and three cannot tell a burst from a
+/// level), so the fail-safe fallback decides.
+pub const MIN_SAMPLES: usize = 4;
+
+/// How long learned quantities are remembered, seconds: an hour covers several load cycles of
+/// an interactive service, and a redeployed model (new batch size) is re-learned within one.
+pub const MEMORY_S: f64 = 3600.0;
+
+/// The longest window, seconds: the window grows as `1 / (1 - a)` samples, which would reach
+/// hours at 99.9 % and never give capacity back within a working day.
+pub const MAX_WINDOW_S: f64 = 1800.0;
+
+/// What the ScaledObject states.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ObjectiveConfig {
+    /// Time-to-first-token objective, seconds.
+    pub ttft_s: f64,
+    /// Share of requests that must meet it, in (0, 1).
+    pub attainment: f64,
+    /// Seconds from a replica's creation to readiness, used until the source measures it.
+    pub cold_start_s: f64,
+    /// Requests one replica holds at once, when the user states it (`inflightTarget`); used
+    /// until the planner has seen a replica full. None: learned only.
+    pub concurrency: Option<f64>,
+}
+
+/// One sample's inputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ObjectiveInput {
+    /// Requests in service, all reporting replicas together.
+    pub inflight: Option<f64>,
+    /// Requests waiting, all replicas (or the gateway) together.
+    pub queued: Option<f64>,
+    /// Replicas that reported requests in service.
+    pub reporting: usize,
+    /// Mean over replicas of their time-to-first-token quantile, seconds.
+    pub ttft_s: Option<f64>,
+    /// Cold start measured by the source (first sight not ready -> ready), seconds.
+    pub cold_start_s: Option<f64>,
+}
+
+/// What the planner knows and asks for at one step (shown by `explain` and `/debug`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ObjectiveView {
+    pub ttft_objective_s: f64,
+    pub attainment: f64,
+    /// Replicas asked for (before the fail-safe floor and the replica limits).
+    pub desired: Option<f64>,
+    /// Requests in the system now.
+    pub in_system: Option<f64>,
+    /// Requests one replica holds at once, as planned with, and where it came from:
+    /// "learned" (a replica seen full while requests waited), "inflightTarget", or "observed"
+    /// (the most seen in one replica so far: a lower bound, so more replicas).
+    pub concurrency: Option<f64>,
+    pub concurrency_from: &'static str,
+    /// Samples in which a replica was seen full (the learned concurrency's evidence).
+    pub full_samples: usize,
+    /// Seconds of the objective left for waiting after the unloaded time to first token.
+    pub wait_budget_s: f64,
+    /// Unloaded time to first token learned from samples with nothing waiting, and how many.
+    pub unloaded_ttft_s: Option<f64>,
+    pub unloaded_samples: usize,
+    /// Planning horizon and where it came from ("measured" or "coldStartSeconds").
+    pub horizon_s: f64,
+    pub horizon_from: &'static str,
+    pub window_s: f64,
+    pub window_samples: usize,
+    /// Requests per second the window's trend adds over one horizon (requests in the system).
+    pub trend: f64,
+    /// False until the window holds `MIN_SAMPLES`: the fail-safe fallback decides.
+    pub trusted: bool,
+}
+
+/// The planner's state for one ScaledObject.
+#[derive(Clone, Debug)]
+pub struct Planner {
+    config: ObjectiveConfig,
+    /// (time, requests in the system).
+    samples: VecDeque<(f64, f64)>,
+    /// (time, requests per replica) at samples where requests waited: replicas were full.
+    full: VecDeque<(f64, f64)>,
+    /// (time, mean per-replica time to first token) at samples where nothing waited.
+    unloaded: VecDeque<(f64, f64)>,
+    /// Most requests seen in one replica (mean over replicas) in the memory.
+    observed: VecDeque<(f64, f64)>,
+    last_t: Option<f64>,
+    /// Interval between samples, seconds, as last seen.
+    interval_s: f64,
+}
+
+impl Planner {
+    pub fn new(config: ObjectiveConfig) -> Self {
+        Planner {
+            config,
+            samples: VecDeque::new(),
+            full: VecDeque::new(),
+            unloaded: VecDeque::new(),
+            observed: VecDeque::new(),
+            last_t: None,
+            interval_s: 15.0,
+        }
+    }
+
+    pub fn config(&self) -> &ObjectiveConfig {
+        &self.config
+    }
+
+    /// The window: at least one horizon and `1 / (1 - a)` sampling intervals, at most
+    /// `MAX_WINDOW_S`.
+    pub fn window_s(&self, horizon_s: f64) -> f64 {
+        let tail = self.interval_s / (1.0 - self.config.attainment).max(1e-6);
+        horizon_s.max(tail).min(MAX_WINDOW_S)
+    }
+
+    /// Records one sample and answers the replicas the objective needs.
+    pub fn observe(&mut self, t: f64, input: &ObjectiveInput) -> ObjectiveView {
+        if let Some(last) = self.last_t {
+            if t > last {
+                self.interval_s = (t - last).clamp(1.0, 300.0);
+            }
+        }
+        self.last_t = Some(t);
+        let cfg = self.config;
+        let in_system = match (input.inflight, input.queued) {
+            (Some(n), q) => Some(n + q.unwrap_or(0.0)),
+            (None, Some(q)) => Some(q),
+            (None, None) => None,
+        }
+        .map(|v| if v.is_nan() { f64::INFINITY } else { v.max(0.0) });
+        let per_replica = input
+            .inflight
+            .filter(|n| n.is_finite() && input.reporting > 0)
+            .map(|n| n / input.reporting as f64);
+        let waiting = input.queued.is_some_and(|q| q >= 1.0);
+        if let Some(c) = per_replica {
+            if waiting && c >= 1.0 {
+                self.full.push_back((t, c));
+            }
+            if c > 0.0 {
+                self.observed.push_back((t, c));
+            }
+        }
+        if let Some(ttft) = input.ttft_s.filter(|v| v.is_finite() && *v >= 0.0) {
+            if !waiting && input.queued.is_some() {
+                self.unloaded.push_back((t, ttft));
+            }
+        }
+        if let Some(v) = in_system.filter(|v| v.is_finite()) {
+            self.samples.push_back((t, v));
+        }
+        let (horizon_s, horizon_from) = match input.cold_start_s.filter(|v| v.is_finite()) {
+            Some(h) => (h.clamp(0.0, 3600.0), "measured"),
+            None => (cfg.cold_start_s, "coldStartSeconds"),
+        };
+        let window_s = self.window_s(horizon_s);
+        for (q, keep) in [
+            (&mut self.samples, window_s),
+            (&mut self.full, MEMORY_S),
+            (&mut self.unloaded, MEMORY_S),
+            (&mut self.observed, MEMORY_S),
+        ] {
+            while q.front().is_some_and(|&(at, _)| at <= t - keep) {
+                q.pop_front();
+            }
+        }
+
+        // Requests one replica holds: what replicas held while others waited is the engine's
+        // admission limit; the highest of those seen is the least the replicas can be made to
+        // hold again (a replica seen full at less, through uneven routing, lowers nothing).
+        let learned = max_of(&self.full);
+        let (concurrency, concurrency_from) = match (learned, cfg.concurrency) {
+            (Some(c), _) => (Some(c), "learned"),
+            (None, Some(c)) => (Some(c), "inflightTarget"),
+            (None, None) => (Some(max_of(&self.observed).unwrap_or(1.0).max(1.0)), "observed"),
+        };
+        // The unloaded time to first token: the median of the samples with nothing waiting (the
+        // median, because a quantile per replica already holds the long prompts' tail).
+        let unloaded_ttft = median(self.unloaded.iter().map(|&(_, v)| v).collect());
+        // What the objective leaves for waiting. Until the unloaded time is known, half the
+        // objective: a smaller budget asks for more replicas, never fewer.
+        let wait_budget_s = match unloaded_ttft {
+            Some(u) => (cfg.ttft_s - u).max(0.0),
+            None => cfg.ttft_s / 2.0,
+        };
+        let trend = positive_slope(&self.samples) * horizon_s;
+        let trusted = self.samples.len() >= MIN_SAMPLES;
+        let overflow = in_system.is_some_and(|v| !v.is_finite());
+        let desired = match (concurrency, in_system) {
+            (_, Some(v)) if !v.is_finite() => Some(f64::INFINITY),
+            (Some(c), Some(_)) if !self.samples.is_empty() => {
+                let demand: Vec<f64> = self.samples.iter().map(|&(_, v)| v + trend).collect();
+                let slots = slots_for(
+                    &demand,
+                    1.0 - cfg.attainment,
+                    wait_budget_s,
+                    self.interval_s,
+                );
+                Some(slots / c)
+            }
+            _ => None,
+        };
+        ObjectiveView {
+            ttft_objective_s: cfg.ttft_s,
+            attainment: cfg.attainment,
+            desired: if overflow {
+                Some(f64::INFINITY)
+            } else {
+                desired
+            },
+            in_system,
+            concurrency,
+            concurrency_from,
+            full_samples: self.full.len(),
+            wait_budget_s,
+            unloaded_ttft_s: unloaded_ttft,
+            unloaded_samples: self.unloaded.len(),
+            horizon_s,
+            horizon_from,
+            window_s,
+            window_samples: self.samples.len(),
+            trend,
+            trusted,
+        }
+    }
+}
+
+fn max_of(q: &VecDeque<(f64, f64)>) -> Option<f64> {
+    q.iter().map(|&(_, v)| v).reduce(f64::max)
+}
+
+fn median(mut xs: Vec<f64>) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    xs.sort_by(f64::total_cmp);
+    Some(xs[xs.len() / 2])
+}
+
+/// The least-squares slope of the samples, per second, or 0 when it is not positive.
+fn positive_slope(samples: &VecDeque<(f64, f64)>) -> f64 {
+    let n = samples.len() as f64;
+    if n < MIN_SAMPLES as f64 {
+        return 0.0;
+    }
+    let mt = samples.iter().map(|s| s.0).sum::<f64>() / n;
+    let mv = samples.iter().map(|s| s.1).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for &(t, v) in samples {
+        num += (t - mt) * (v - mv);
+        den += (t - mt) * (t - mt);
+    }
+    if den > 0.0 {
+        (num / den).max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// Share of one sample's requests that miss the objective when `demand` requests want to be in
+/// the system and `slots` can be served at once, for `interval_s` seconds, with `budget_s` of
+/// waiting allowed. A fluid queue: arrivals come at `demand / s` per second and leave at
+/// `slots / s` (s, the service time, cancels), so the backlog grows at `(demand - slots) / s`
+/// and a request arriving `tau` seconds into the shortage waits `(demand - slots) tau / slots`.
+/// It misses once that exceeds the budget: `tau > budget x slots / (demand - slots)`. A shortage
+/// shorter than that is absorbed by the queue; with no slots at all every request misses.
+pub fn miss_fraction(demand: f64, slots: f64, budget_s: f64, interval_s: f64) -> f64 {
+    if demand <= slots {
+        return 0.0;
+    }
+    if slots <= 0.0 {
+        return 1.0;
+    }
+    let absorbed_s = budget_s * slots / (demand - slots);
+    (1.0 - absorbed_s / interval_s).clamp(0.0, 1.0)
+}
+
+/// Request-weighted misses over the window with `slots`: each sample weighs as many requests as
+/// it had in the system (arrivals are proportional to it by Little's law).
+pub fn window_misses(demand: &[f64], slots: f64, budget_s: f64, interval_s: f64) -> f64 {
+    let total: f64 = demand.iter().sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    demand
+        .iter()
+        .map(|&d| d * miss_fraction(d, slots, budget_s, interval_s))
+        .sum::<f64>()
+        / total
+}
+
+/// The fewest slots whose request-weighted misses over the window are at most `allowed`
+/// (bisection: misses only fall as slots grow). Never more than the window's highest demand,
+/// which misses nothing.
+pub fn slots_for(demand: &[f64], allowed: f64, budget_s: f64, interval_s: f64) -> f64 {
+    let hi = demand.iter().copied().fold(0.0f64, f64::max);
+    if hi <= 0.0 {
+        return 0.0;
+    }
+    let (mut lo, mut hi) = (0.0f64, hi);
+    // 40 halvings: far below a hundredth of a slot for any realistic demand.
+    for _ in 0..40 {
+        let mid = 0.5 * (lo + hi);
+        if window_misses(demand, mid, budget_s, interval_s) <= allowed {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// Measures cold starts the way a discovery source sees them: from the first sample in which a
+/// pod is seen not ready to the first in which it is ready. Pods first seen ready (there before
+/// the scaler) say nothing and are not counted.
+#[derive(Clone, Debug, Default)]
+pub struct ReadyTimer {
+    unready_since: std::collections::BTreeMap<String, f64>,
+    seen_ready: std::collections::BTreeSet<String>,
+    measured: VecDeque<(f64, f64)>,
+}
+
+impl ReadyTimer {
+    /// Records which pods are starting and which are ready at `t`.
+    pub fn observe<'a>(
+        &mut self,
+        t: f64,
+        starting: impl IntoIterator<Item = &'a str>,
+        ready: impl IntoIterator<Item = &'a str>,
+    ) {
+        for p in starting {
+            if !self.seen_ready.contains(p) {
+                self.unready_since.entry(p.to_string()).or_insert(t);
+            }
+        }
+        let ready: std::collections::BTreeSet<String> =
+            ready.into_iter().map(str::to_string).collect();
+        for p in &ready {
+            if let Some(since) = self.unready_since.remove(p) {
+                self.measured.push_back((t, t - since));
+            }
+        }
+        // Forget pods that left, so the maps hold only the live fleet.
+        self.unready_since
+            .retain(|p, since| ready.contains(p) || t - *since < MEMORY_S);
+        self.seen_ready = ready;
+        while self.measured.front().is_some_and(|&(at, _)| at <= t - MEMORY_S) {
+            self.measured.pop_front();
+        }
+    }
+
+    /// The median measured cold start of the last hour; None before the first.
+    pub fn cold_start_s(&self) -> Option<f64> {
+        median(self.measured.iter().map(|&(_, v)| v).collect())
+    }
+
+    pub fn measured(&self) -> usize {
+        self.measured.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ObjectiveConfig {
+        ObjectiveConfig {
+            ttft_s: 2.0,
+            attainment: 0.95,
+            cold_start_s: 60.0,
+            concurrency: Some(6.0),
+        }
+    }
+
+    fn input(inflight: f64, queued: f64, pods: usize, ttft: f64) -> ObjectiveInput {
+        ObjectiveInput {
+            inflight: Some(inflight),
+            queued: Some(queued),
+            reporting: pods,
+            ttft_s: Some(ttft),
+            cold_start_s: None,
+        }
+    }
+
+    #[test]
+    fn a_short_shortage_is_absorbed_and_a_long_one_misses() {
+        assert_eq!(miss_fraction(10.0, 10.0, 1.0, 15.0), 0.0);
+        // 1 request over 10 slots: a backlog of 1 wait-second per 10 s; 1.5 s of budget holds
+        // the first 15 s.
+        assert_eq!(miss_fraction(11.0, 10.0, 1.5, 15.0), 0.0);
+        let m = miss_fraction(20.0, 10.0, 1.5, 15.0);
+        assert!((m - 0.9).abs() < 1e-12, "{m}");
+        assert_eq!(miss_fraction(5.0, 0.0, 1.0, 15.0), 1.0);
+    }
+
+    #[test]
+    fn the_attainment_sets_how_much_of_the_tail_is_covered() {
+        // 19 quiet samples and one burst five times as high.
+        let mut d = vec![10.0; 19];
+        d.push(50.0);
+        // 95 %: the burst holds 50 / 240 of the requests, more than the 5 % allowed: covered.
+        let s95 = slots_for(&d, 0.05, 0.0, 15.0);
+        assert!(s95 > 40.0, "{s95}");
+        // With the burst a small share of requests, it is left to miss.
+        let mut d2 = vec![10.0; 99];
+        d2.push(30.0);
+        let s = slots_for(&d2, 0.05, 0.0, 15.0);
+        assert!((s - 10.0).abs() < 0.01, "{s}");
+        // Smooth traffic gets no headroom at all.
+        assert!((slots_for(&[8.0; 20], 0.05, 1.0, 15.0) - 8.0).abs() < 0.1);
+        assert_eq!(slots_for(&[0.0; 5], 0.05, 1.0, 15.0), 0.0);
+    }
+
+    #[test]
+    fn the_planner_falls_back_until_it_has_a_window_then_learns_the_batch() {
+        let mut p = Planner::new(cfg());
+        let v = p.observe(0.0, &input(12.0, 0.0, 2, 0.4));
+        assert!(!v.trusted);
+        assert_eq!(v.concurrency_from, "inflightTarget");
+        assert_eq!(v.wait_budget_s, 1.6);
+        // Replicas full at 8 while requests wait: 8 is learned.
+        for (i, t) in [15.0, 30.0, 45.0].into_iter().enumerate() {
+            let v = p.observe(t, &input(16.0, 4.0 + i as f64, 2, 3.0));
+            assert_eq!(v.concurrency, Some(8.0));
+            assert_eq!(v.concurrency_from, "learned");
+        }
+        let v = p.observe(60.0, &input(16.0, 0.0, 2, 0.5));
+        assert!(v.trusted);
+        assert_eq!(v.full_samples, 3);
+        assert!(v.desired.unwrap() > 2.0, "{v:?}");
+        // The window is 1 / (1 - 0.95) = 20 intervals of 15 s.
+        assert_eq!(v.window_s, 300.0);
+    }
+
+    #[test]
+    fn capacity_goes_back_when_the_burst_leaves_the_window() {
+        let mut p = Planner::new(cfg());
+        for i in 0..20 {
+            p.observe(i as f64 * 15.0, &input(6.0, 0.0, 1, 0.3));
+        }
+        let burst = p.observe(300.0, &input(48.0, 30.0, 6, 2.5));
+        let held = p.observe(315.0, &input(6.0, 0.0, 6, 0.3));
+        assert!(held.desired.unwrap() >= burst.desired.unwrap() * 0.5, "{held:?}");
+        let mut last = held;
+        for i in 22..45 {
+            last = p.observe(i as f64 * 15.0, &input(6.0, 0.0, 6, 0.3));
+        }
+        assert!(last.desired.unwrap() < 1.5, "{last:?}");
+    }
+
+    #[test]
+    fn unreadable_numbers_never_lower_the_answer() {
+        let mut p = Planner::new(cfg());
+        let v = p.observe(0.0, &input(f64::NAN, 0.0, 1, 0.3));
+        assert_eq!(v.desired, Some(f64::INFINITY));
+        let v = p.observe(15.0, &input(f64::INFINITY, 0.0, 1, 0.3));
+        assert_eq!(v.desired, Some(f64::INFINITY));
+        let v = p.observe(30.0, &ObjectiveInput::default());
+        assert_eq!(v.desired, None);
+    }
+
+    #[test]
+    fn a_measured_cold_start_sets_the_horizon() {
+        let mut p = Planner::new(ObjectiveConfig {
+            attainment: 0.5,
+            ..cfg()
+        });
+        let v = p.observe(
+            0.0,
+            &ObjectiveInput {
+                cold_start_s: Some(240.0),
+                ..input(4.0, 0.0, 1, 0.3)
+            },
+        );
+        assert_eq!((v.horizon_s, v.horizon_from), (240.0, "measured"));
+        assert_eq!(v.window_s, 240.0);
+    }
+
+    #[test]
+    fn the_ready_timer_measures_not_ready_to_ready() {
+        let mut r = ReadyTimer::default();
+        r.observe(0.0, ["a"], ["old"]);
+        r.observe(15.0, ["a", "b"], ["old"]);
+        r.observe(75.0, ["b"], ["old", "a"]);
+        r.observe(150.0, [], ["old", "a", "b"]);
+        assert_eq!(r.measured(), 2);
+        // 75 and 135: the median of two is the higher.
+        assert_eq!(r.cold_start_s(), Some(135.0));
+        // A pod that was ready and fails readiness later is not a cold start.
+        r.observe(165.0, ["a"], ["old", "b"]);
+        r.observe(180.0, [], ["old", "a", "b"]);
+        assert_eq!(r.measured(), 2);
+    }
+}
