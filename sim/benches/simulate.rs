@@ -34,6 +34,7 @@ fn main() {
             composite_hpa: Default::default(),
             batch: cost.batch,
             scrape_s: 15.0,
+            capacity_factor: 1.0,
         },
         policies: PolicyName::ALL.to_vec(),
         threads,
