@@ -412,8 +412,10 @@ pub fn markdown(sweep: &Sweep) -> String {
     md
 }
 
-const COLORS: [&str; 8] = [
+/// One colour per policy in report order (the composite red, the oracles grey and black).
+const COLORS: [&str; 9] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#d62728", "#7f7f7f",
+    "#000000",
 ];
 
 /// One scenario's curves: GPU-hours on x, SLO attainment on y, a polyline per swept policy
@@ -461,7 +463,7 @@ pub fn svg(s: &ScenarioSweep) -> String {
     );
     // Axes: five ticks on x, ten-point ticks on y.
     for k in 0..=5 {
-        let g = max_x * k as f64 / 5.0;
+        let g = (max_x * k as f64 / 5.0 * 1000.0).round() / 1000.0;
         let _ = writeln!(
             out,
             r##"<line x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="#bbb"/><text x="{0:.1}" y="{3:.1}" text-anchor="middle" fill="#444">{g}</text>"##,

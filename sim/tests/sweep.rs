@@ -38,12 +38,38 @@ fn tags_balance(xml: &str) -> bool {
 fn sweep_writes_its_outputs_and_factor_one_is_the_plain_run_exactly() {
     let plain_dir = tempfile::tempdir().unwrap();
     let plain = sim::run(&args(plain_dir.path())).unwrap().report;
+    // The command line itself, as a user runs it.
     let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_keda-gpu-sim"))
+        .args([
+            "--sweep",
+            "--generator",
+            "step:low=2,high=10,at=300",
+            "--duration-s",
+            "900",
+            "--seed",
+            "7",
+            "--out",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("sweep.json")).unwrap())
+            .unwrap();
+    let lib_dir = tempfile::tempdir().unwrap();
     let result = sim::run_sweep(&SimulateArgs {
         sweep: true,
-        ..args(dir.path())
+        ..args(lib_dir.path())
     })
     .unwrap();
+    assert!(
+        std::fs::read(dir.path().join("sweep.json")).unwrap()
+            == std::fs::read(lib_dir.path().join("sweep.json")).unwrap(),
+        "the command line writes what the library computes"
+    );
     assert_eq!(result.scenarios.len(), 1);
     let s = &result.scenarios[0];
     assert_eq!(s.name, "step");
@@ -67,9 +93,6 @@ fn sweep_writes_its_outputs_and_factor_one_is_the_plain_run_exactly() {
     let md = std::fs::read_to_string(dir.path().join("sweep.md")).unwrap();
     assert!(md.contains("| composite |") && md.contains("| oracle (reference) |"));
     assert!(md.contains("GPU-h at 95 %"));
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("sweep.json")).unwrap())
-            .unwrap();
     let curves = json["scenarios"][0]["curves"].as_array().unwrap();
     for c in curves {
         for key in ["policy", "points", "envelope", "default", "gpu_hours_at_95"] {
