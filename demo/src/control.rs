@@ -168,7 +168,7 @@ pub fn composite_metadata(
     max: u32,
     time_scale: f64,
 ) -> HashMap<String, String> {
-    let mut m: HashMap<String, String> = policy::composite_metadata(batch, slo_s, max, &[])
+    let mut m: HashMap<String, String> = policy::composite_metadata(batch, slo_s, max, 1.0, &[])
         .into_iter()
         .collect();
     m.remove("endpoints"); // set per replica set by `KedaSide`

@@ -260,7 +260,7 @@ mod tests {
         // Every override goes through the scaler's parser, so a renamed key fails here.
         for v in VARIANTS {
             let overrides = crate::parse_overrides(v.metadata).unwrap();
-            let meta = crate::policy::composite_metadata(8, 2.0, 100, &overrides);
+            let meta = crate::policy::composite_metadata(8, 2.0, 100, 1.0, &overrides);
             let map = meta.into_iter().collect();
             keda_gpu_scaler::spec::parse(&map).unwrap_or_else(|e| panic!("{}: {e}", v.name));
         }

@@ -12,6 +12,7 @@ pub mod replay;
 pub mod report;
 pub mod suite;
 pub mod svg;
+pub mod sweep;
 pub mod trace;
 
 use std::path::{Path, PathBuf};
@@ -91,6 +92,12 @@ pub struct SimulateArgs {
     /// Replaces --composite-metadata and --composite-hpa with each variant's.
     #[arg(long)]
     pub ablation: bool,
+    /// The iso-SLO yardstick: replay every real policy at each capacity factor of
+    /// `sweep::SWEEP_FACTORS` (the oracles once), and write the GPU-hours each needs to reach
+    /// 90, 95 and 99 % SLO attainment, `sweep.md`, `sweep.json` and `sweep-SCENARIO.svg`, under
+    /// --out. With --trace, --generator or --suite.
+    #[arg(long, conflicts_with = "ablation")]
+    pub sweep: bool,
     /// The Azure code trace the suite replays.
     #[arg(
         long,
@@ -169,6 +176,7 @@ impl SimulateArgs {
             generator: None,
             suite: false,
             ablation: false,
+            sweep: false,
             suite_trace: PathBuf::from("traces/AzureLLMInferenceTrace_code.csv"),
             duration_s: 3600.0,
             rate_scale: 1.0,
@@ -390,6 +398,7 @@ pub fn prepare(args: &SimulateArgs) -> Result<(Trace, SimConfig, f64, f64, u64),
             composite_hpa: args.composite_hpa,
             batch,
             scrape_s,
+            capacity_factor: 1.0,
         },
         record_requests: args.requests_out,
         policies,
@@ -458,6 +467,7 @@ pub fn simulate_with_requests(
             cfg.setup.batch,
             cfg.setup.slo_s,
             cfg.setup.max_replicas,
+            cfg.setup.capacity_factor,
             &cfg.setup.composite_overrides,
         ),
         surges_s: surge_windows
@@ -547,6 +557,28 @@ pub fn run_ablation(args: &SimulateArgs) -> Result<Vec<ablation::Row>, SimError>
     write(&args.out.join("ablation.json"), &(json + "\n"))?;
     write(&args.out.join("ablation.md"), &ablation::markdown(&rows))?;
     Ok(rows)
+}
+
+/// `keda-gpu-sim --sweep`: the cost-attainment curves of the scenario (or of every suite
+/// scenario, with `--suite`), written to `sweep.md`, `sweep.json` and one
+/// `sweep-SCENARIO.svg` per scenario.
+pub fn run_sweep(args: &SimulateArgs) -> Result<sweep::Sweep, SimError> {
+    let result = sweep::run(args)?;
+    std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
+        path: args.out.display().to_string(),
+        source,
+    })?;
+    let json = serde_json::to_string_pretty(&result)
+        .expect("the sweep holds only finite numbers and strings");
+    write(&args.out.join("sweep.json"), &(json + "\n"))?;
+    write(&args.out.join("sweep.md"), &sweep::markdown(&result))?;
+    for s in &result.scenarios {
+        write(
+            &args.out.join(format!("sweep-{}.svg", s.name)),
+            &sweep::svg(s),
+        )?;
+    }
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -14,7 +14,16 @@ struct Cli {
 
 fn main() -> Result<()> {
     let args = Cli::parse().args;
-    if args.ablation {
+    if args.sweep {
+        let sweep = keda_gpu_sim::run_sweep(&args)?;
+        print!("{}", keda_gpu_sim::sweep::markdown(&sweep));
+        println!(
+            "\nwrote {}, {} and {} chart(s) sweep-SCENARIO.svg",
+            args.out.join("sweep.md").display(),
+            args.out.join("sweep.json").display(),
+            sweep.scenarios.len()
+        );
+    } else if args.ablation {
         let rows = keda_gpu_sim::run_ablation(&args)?;
         print!("{}", keda_gpu_sim::ablation::markdown(&rows));
         println!(

@@ -101,6 +101,10 @@ pub struct Setup {
     pub batch: u32,
     /// Seconds between scrapes (Prometheus and the scaler's own sampling).
     pub scrape_s: f64,
+    /// Multiplies each real policy's capacity knob (its utilisation, queue and concurrency
+    /// thresholds; higher = fewer replicas); 1.0 is every policy's default exactly. The oracles
+    /// ignore it. `keda-gpu-sim --sweep` replays each policy over `sweep::SWEEP_FACTORS`.
+    pub capacity_factor: f64,
 }
 
 /// The HPA behaviour of the composite's ScaledObject (`--composite-hpa`).
@@ -195,6 +199,7 @@ fn cpu_pods(cluster: &Cluster, metrics: &Metrics) -> Vec<PodMetric> {
 pub struct CpuHpa {
     hpa: Hpa,
     state: HpaState,
+    target_pct: f64,
 }
 
 /// Policy 1's CPU utilisation target, percent of the pods' CPU request.
@@ -228,6 +233,8 @@ impl CpuHpa {
         CpuHpa {
             hpa: cpu_hpa(setup.max_replicas),
             state: HpaState::default(),
+            // The capacity knob: the CPU target.
+            target_pct: CPU_HPA_TARGET_PCT * setup.capacity_factor,
         }
     }
 }
@@ -241,7 +248,7 @@ impl Policy for CpuHpa {
             current_replicas: cluster.replicas(),
             ready_pods: cluster.ready(),
             metrics: vec![Metric::Utilization {
-                target_pct: CPU_HPA_TARGET_PCT,
+                target_pct: self.target_pct,
                 pods: cpu_pods(cluster, metrics),
             }],
         };
@@ -316,7 +323,11 @@ impl KedaHpa {
 /// with a 300 s window; pollingInterval 15 s, cooldown 300 s.
 pub struct KedaPrometheus {
     inner: KedaHpa,
+    targets: [f64; 5],
 }
+
+/// Policy 2's trigger targets: GPU util, GPU memory, queue, in-flight, p95 latency (s).
+pub const KEDA_PROMETHEUS_TARGETS: [f64; 5] = [70.0, 80.0, 10.0, 5.0, 5.0];
 
 impl KedaPrometheus {
     pub fn new(setup: &Setup) -> Self {
@@ -326,7 +337,11 @@ impl KedaPrometheus {
             min_replica_count: 0,
             max_replica_count: setup.max_replicas,
         };
+        // The capacity knob: the four non-latency targets; the p95 target is the objective.
+        let f = setup.capacity_factor;
+        let t = KEDA_PROMETHEUS_TARGETS;
         KedaPrometheus {
+            targets: [t[0] * f, t[1] * f, t[2] * f, t[3] * f, t[4]],
             inner: KedaHpa::new(
                 keda,
                 Some((
@@ -361,14 +376,14 @@ impl KedaPrometheus {
 
 impl Policy for KedaPrometheus {
     fn control(&mut self, now: f64, cluster: &Cluster, metrics: &Metrics) -> Option<u32> {
-        const TARGETS: [f64; 5] = [70.0, 80.0, 10.0, 5.0, 5.0];
         let v = Self::values(metrics);
+        let targets = self.targets;
         self.inner.control(
             now,
             cluster,
             || v.iter().any(|&x| x > 0.0),
             || {
-                TARGETS
+                targets
                     .iter()
                     .zip(v)
                     .map(|(&target, value)| Metric::AverageValue {
@@ -388,14 +403,18 @@ pub struct Userscale {
     ewma: [Option<f64>; 4],
     last_change: Option<f64>,
     max: u32,
+    /// Users per pod, CPU % and GPU %, times the capacity factor (the latency stays).
+    thresholds: [f64; 3],
 }
 
 impl Userscale {
     pub fn new(setup: &Setup) -> Self {
+        let f = setup.capacity_factor;
         Userscale {
             ewma: [None; 4],
             last_change: None,
             max: setup.max_replicas,
+            thresholds: [10.0 * f, 50.0 * f, 60.0 * f],
         }
     }
 }
@@ -419,10 +438,11 @@ impl Policy for Userscale {
         }
         let n = cluster.replicas().max(1) as f64;
         let [users, cpu, gpu, latency] = self.ewma;
+        let [per_user, per_cpu, per_gpu] = self.thresholds;
         let proposals = [
-            users.map(|u| u / 10.0),
-            cpu.map(|c| n * c / 50.0),
-            gpu.map(|g| n * g / 60.0),
+            users.map(|u| u / per_user),
+            cpu.map(|c| n * c / per_cpu),
+            gpu.map(|g| n * g / per_gpu),
             latency.map(|l| n * l / 0.2),
         ];
         let want = proposals
@@ -474,7 +494,18 @@ pub struct GpuSteps {
     gpu: DirectGpu,
     slo_s: f64,
     max: u32,
+    /// Utilisation above which to add 3, 2, 1 replicas, and below which to remove one.
+    steps: [f64; 4],
 }
+
+/// Policy 4's utilisation thresholds, percent: +3, +2, +1 above, -1 below.
+pub const GPU_STEPS_THRESHOLDS_PCT: [f64; 4] = [80.0, 60.0, 50.0, 20.0];
+
+/// The most a scaled gpu-steps threshold may be. Utilisation (busy batch slots) never exceeds
+/// 100 %, so a step at or above it would never fire and the policy could not scale up at all;
+/// 95 % still fires on a nearly full batch. Thresholds capped together keep their order (the
+/// largest step wins a tie).
+pub const GPU_STEPS_CAP_PCT: f64 = 95.0;
 
 impl GpuSteps {
     pub fn new(setup: &Setup) -> Self {
@@ -482,6 +513,8 @@ impl GpuSteps {
             gpu: DirectGpu::default(),
             slo_s: setup.slo_s,
             max: setup.max_replicas,
+            steps: GPU_STEPS_THRESHOLDS_PCT
+                .map(|t| (t * setup.capacity_factor).min(GPU_STEPS_CAP_PCT)),
         }
     }
 }
@@ -496,13 +529,14 @@ impl Policy for GpuSteps {
         let low_latency = metrics
             .latency_quantile(0.95, 60.0, None)
             .is_none_or(|p| p <= self.slo_s);
-        let step = if util > 80.0 {
+        let [up3, up2, up1, down] = self.steps;
+        let step = if util > up3 {
             3
-        } else if util > 60.0 {
+        } else if util > up2 {
             2
-        } else if util > 50.0 {
+        } else if util > up1 {
             1
-        } else if util < 20.0 && low_latency {
+        } else if util < down && low_latency {
             -1
         } else {
             0
@@ -531,7 +565,8 @@ impl KnativeKpa {
             last: None,
             panic_since: None,
             max_panic: 0,
-            target: 0.7 * setup.batch as f64,
+            // The capacity knob: the per-replica concurrency target.
+            target: 0.7 * setup.batch as f64 * setup.capacity_factor,
             max: setup.max_replicas,
         }
     }
@@ -598,6 +633,7 @@ pub fn composite_metadata(
     batch: u32,
     slo_s: f64,
     max_replicas: u32,
+    capacity_factor: f64,
     overrides: &[(String, String)],
 ) -> BTreeMap<String, String> {
     let b = batch as f64;
@@ -624,7 +660,8 @@ pub fn composite_metadata(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    for (k, v) in overrides {
+    let knob = composite_knob(capacity_factor, batch);
+    for (k, v) in knob.iter().chain(overrides) {
         if v.is_empty() {
             m.remove(k);
         } else {
@@ -632,6 +669,31 @@ pub fn composite_metadata(
         }
     }
     m
+}
+
+/// The composite's capacity knob: the metadata overrides that scale its capacity by `factor`
+/// (higher = fewer replicas), applied by `composite_metadata` before the user's
+/// `--composite-metadata` overrides (so those still win). The one place that says which of the
+/// composite's settings `--sweep` moves.
+///
+/// Today: `inflightTarget`, `queueTarget` and `gpuUtilTarget` (capped at 100, the parser's
+/// limit) times `factor`. At `factor == 1` it returns nothing, so the default metadata is exactly
+/// what `composite_metadata` writes without a knob.
+pub fn composite_knob(factor: f64, batch: u32) -> Vec<(String, String)> {
+    if factor == 1.0 {
+        return Vec::new();
+    }
+    let b = batch as f64;
+    // Three decimals: the metadata a user would write, and no float noise in the report.
+    let fmt = |v: f64| format!("{}", (v * 1000.0).round() / 1000.0);
+    vec![
+        (
+            "inflightTarget".to_string(),
+            fmt((0.75 * b).max(1.0) * factor),
+        ),
+        ("queueTarget".to_string(), fmt(b * factor)),
+        ("gpuUtilTarget".to_string(), fmt((70.0 * factor).min(100.0))),
+    ]
 }
 
 /// Policy 7: This scaler: `spec::parse` of the default metadata, the server's `Scorer` stepped at
@@ -653,6 +715,7 @@ impl Composite {
             setup.batch,
             setup.slo_s,
             setup.max_replicas,
+            setup.capacity_factor,
             &setup.composite_overrides,
         )
         .into_iter()
@@ -756,6 +819,7 @@ impl Policy for Composite {
 pub struct Wva {
     target: Option<u32>,
     inner: KedaHpa,
+    thresholds: WvaThresholds,
 }
 
 /// The saturation analyzer's default configuration.
@@ -764,6 +828,45 @@ pub const WVA_QUEUE_THRESHOLD: f64 = 5.0;
 pub const WVA_KV_SPARE_TRIGGER: f64 = 0.1;
 pub const WVA_QUEUE_SPARE_TRIGGER: f64 = 3.0;
 pub const WVA_LOOP_S: f64 = 60.0;
+
+/// The saturation analyzer's thresholds; `Default` is its documented configuration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WvaThresholds {
+    /// KV-cache usage (0..1) at which a replica is saturated.
+    pub kv: f64,
+    /// Waiting requests at which a replica is saturated.
+    pub queue: f64,
+    /// Average spare KV below which to scale up.
+    pub kv_spare: f64,
+    /// Average spare queue below which to scale up.
+    pub queue_spare: f64,
+}
+
+impl Default for WvaThresholds {
+    fn default() -> Self {
+        WvaThresholds {
+            kv: WVA_KV_THRESHOLD,
+            queue: WVA_QUEUE_THRESHOLD,
+            kv_spare: WVA_KV_SPARE_TRIGGER,
+            queue_spare: WVA_QUEUE_SPARE_TRIGGER,
+        }
+    }
+}
+
+impl WvaThresholds {
+    /// The capacity knob: both saturation thresholds times `factor` (KV capped at 1.0, a full
+    /// cache), each spare trigger scaled with its threshold so the analyzer keeps its proportions.
+    /// `scaled(1.0)` is the default exactly.
+    pub fn scaled(factor: f64) -> Self {
+        let kv = (WVA_KV_THRESHOLD * factor).min(1.0);
+        WvaThresholds {
+            kv,
+            queue: WVA_QUEUE_THRESHOLD * factor,
+            kv_spare: WVA_KV_SPARE_TRIGGER * (kv / WVA_KV_THRESHOLD),
+            queue_spare: WVA_QUEUE_SPARE_TRIGGER * factor,
+        }
+    }
+}
 
 impl Wva {
     pub fn new(setup: &Setup) -> Self {
@@ -775,19 +878,25 @@ impl Wva {
         Wva {
             target: None,
             inner: KedaHpa::new(keda, None),
+            thresholds: WvaThresholds::scaled(setup.capacity_factor),
         }
+    }
+
+    /// One analyzer loop at the default thresholds.
+    pub fn analyze(replicas: &[(f64, f64)]) -> Option<i64> {
+        Self::analyze_with(replicas, &WvaThresholds::default())
     }
 
     /// One analyzer loop over per-replica (KV usage 0..1, waiting requests); `None` keeps the
     /// previous target.
-    pub fn analyze(replicas: &[(f64, f64)]) -> Option<i64> {
+    pub fn analyze_with(replicas: &[(f64, f64)], t: &WvaThresholds) -> Option<i64> {
         let ready = replicas.len() as i64;
         if ready == 0 {
             return None;
         }
         let free: Vec<&(f64, f64)> = replicas
             .iter()
-            .filter(|(kv, q)| *kv < WVA_KV_THRESHOLD && *q < WVA_QUEUE_THRESHOLD)
+            .filter(|(kv, q)| *kv < t.kv && *q < t.queue)
             .collect();
         let n = free.len() as f64;
         if free.is_empty() {
@@ -795,15 +904,15 @@ impl Wva {
         }
         let kv_load: f64 = free.iter().map(|r| r.0).sum();
         let q_load: f64 = free.iter().map(|r| r.1).sum();
-        let spare_kv = WVA_KV_THRESHOLD - kv_load / n;
-        let spare_q = WVA_QUEUE_THRESHOLD - q_load / n;
-        if spare_kv < WVA_KV_SPARE_TRIGGER || spare_q < WVA_QUEUE_SPARE_TRIGGER {
+        let spare_kv = t.kv - kv_load / n;
+        let spare_q = t.queue - q_load / n;
+        if spare_kv < t.kv_spare || spare_q < t.queue_spare {
             return Some(ready + 1);
         }
         if free.len() >= 2 {
-            let kv_after = WVA_KV_THRESHOLD - kv_load / (n - 1.0);
-            let q_after = WVA_QUEUE_THRESHOLD - q_load / (n - 1.0);
-            if kv_after >= WVA_KV_SPARE_TRIGGER && q_after >= WVA_QUEUE_SPARE_TRIGGER {
+            let kv_after = t.kv - kv_load / (n - 1.0);
+            let q_after = t.queue - q_load / (n - 1.0);
+            if kv_after >= t.kv_spare && q_after >= t.queue_spare {
                 return Some(ready - 1);
             }
         }
@@ -834,7 +943,7 @@ impl Policy for Wva {
             let per_replica: Vec<(f64, f64)> = peak.into_values().collect();
             // Scale-up is blocked while replicas are pending (the analyzer's cascade guard).
             let pending = cluster.replicas() > cluster.ready();
-            match Self::analyze(&per_replica) {
+            match Self::analyze_with(&per_replica, &self.thresholds) {
                 Some(t) if t > per_replica.len() as i64 && pending => {}
                 Some(t) => self.target = Some(t.max(1) as u32),
                 None => {}
@@ -938,6 +1047,50 @@ mod tests {
     }
 
     #[test]
+    fn the_capacity_knobs_are_the_defaults_at_one() {
+        assert_eq!(WvaThresholds::scaled(1.0), WvaThresholds::default());
+        let double = WvaThresholds::scaled(2.0);
+        assert_eq!(
+            (double.kv, double.queue),
+            (1.0, 10.0),
+            "KV capped at a full cache"
+        );
+        assert_eq!(double.queue_spare, 6.0);
+        assert!(
+            (double.kv_spare - 0.125).abs() < 1e-12,
+            "spare KV scales with the capped KV"
+        );
+        // Twice the queue threshold: a queue of 6 no longer saturates or triggers a scale-up.
+        assert_eq!(Wva::analyze(&[(0.1, 6.0)]), Some(2));
+        assert_eq!(Wva::analyze_with(&[(0.1, 2.5)], &double), None);
+
+        assert!(composite_knob(1.0, 8).is_empty());
+        assert_eq!(
+            composite_metadata(8, 2.0, 100, 1.0, &[]),
+            composite_metadata(8, 2.0, 100, 1.0, &composite_knob(1.0, 8))
+        );
+        let m = composite_metadata(8, 2.0, 100, 2.0, &[]);
+        assert_eq!(m["inflightTarget"], "12");
+        assert_eq!(m["queueTarget"], "16");
+        assert_eq!(m["gpuUtilTarget"], "100", "capped at the parser's limit");
+        let m = composite_metadata(8, 2.0, 100, 0.85, &[]);
+        assert_eq!(m["inflightTarget"], "5.1");
+        assert_eq!(m["gpuUtilTarget"], "59.5");
+        // The user's overrides still win over the knob.
+        let over = [("queueTarget".to_string(), "3".to_string())];
+        assert_eq!(
+            composite_metadata(8, 2.0, 100, 2.0, &over)["queueTarget"],
+            "3"
+        );
+        for f in [2.0, 1.6, 1.3, 0.85, 0.7, 0.55, 0.4] {
+            let m: HashMap<String, String> = composite_metadata(8, 2.0, 100, f, &[])
+                .into_iter()
+                .collect();
+            spec::parse(&m).unwrap_or_else(|e| panic!("factor {f}: {e}"));
+        }
+    }
+
+    #[test]
     fn phases_and_periods() {
         assert!(due(7.0, 15.0, 7.0) && due(22.0, 15.0, 7.0) && !due(15.0, 15.0, 7.0));
         assert!(!due(3.0, 15.0, 7.0));
@@ -946,7 +1099,9 @@ mod tests {
 
     #[test]
     fn composite_metadata_parses_with_the_servers_parser() {
-        let m: HashMap<String, String> = composite_metadata(8, 5.0, 40, &[]).into_iter().collect();
+        let m: HashMap<String, String> = composite_metadata(8, 5.0, 40, 1.0, &[])
+            .into_iter()
+            .collect();
         let spec = spec::parse(&m).unwrap();
         let names: Vec<&str> = spec.signals.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["gpu_util", "queue", "inflight", "latency"]);

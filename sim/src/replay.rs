@@ -96,25 +96,31 @@ pub fn oracle_plan(required: &[u32]) -> Vec<u32> {
         .collect()
 }
 
-/// Replays every configured policy over the trace.
-pub fn replay_all(trace: &Trace, cfg: &SimConfig) -> Result<Vec<Run>, SimError> {
-    let required = required_replicas(trace, &cfg.cluster);
-    let plan = oracle_plan(&required);
+/// The oracle's plan for the trace and the replicas every replay starts with (the plan's first
+/// period, at least one).
+pub fn plan_and_initial(trace: &Trace, cfg: &ClusterConfig) -> (Vec<u32>, u32) {
+    let plan = oracle_plan(&required_replicas(trace, cfg));
     let initial = plan.first().copied().unwrap_or(1).max(1);
+    (plan, initial)
+}
+
+/// `f(0)`, ..., `f(n - 1)` on up to `threads` worker threads, each taking the next index as it
+/// finishes one; the results in index order. With `f` deterministic, the results do not depend
+/// on `threads`.
+pub fn parallel<R: Send>(n: usize, threads: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Run, SimError>>>> =
-        Mutex::new((0..cfg.policies.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..n).map(|_| None).collect());
     std::thread::scope(|scope| {
-        for _ in 0..cfg.threads.clamp(1, cfg.policies.len().max(1)) {
+        for _ in 0..threads.clamp(1, n.max(1)) {
             scope.spawn(|| loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&name) = cfg.policies.get(k) else {
+                if k >= n {
                     break;
-                };
-                let run = replay_one(trace, cfg, name, &plan, initial);
+                }
+                let r = f(k);
                 results
                     .lock()
-                    .expect("no replay panics while holding the lock")[k] = Some(run);
+                    .expect("no worker panics while holding the lock")[k] = Some(r);
             });
         }
     });
@@ -122,8 +128,18 @@ pub fn replay_all(trace: &Trace, cfg: &SimConfig) -> Result<Vec<Run>, SimError> 
         .into_inner()
         .expect("threads have finished")
         .into_iter()
-        .map(|r| r.expect("every policy was replayed"))
+        .map(|r| r.expect("every index was run"))
         .collect()
+}
+
+/// Replays every configured policy over the trace.
+pub fn replay_all(trace: &Trace, cfg: &SimConfig) -> Result<Vec<Run>, SimError> {
+    let (plan, initial) = plan_and_initial(trace, &cfg.cluster);
+    parallel(cfg.policies.len(), cfg.threads, |k| {
+        replay_one(trace, cfg, cfg.policies[k], &plan, initial)
+    })
+    .into_iter()
+    .collect()
 }
 
 /// Replays one policy. Controllers run until the end of the trace; afterwards requests still

@@ -124,6 +124,16 @@ fn ratio(a: f64, b: Option<f64>) -> Option<f64> {
     b.filter(|&b| b > 0.0).map(|b| a / b)
 }
 
+/// A run's two headline numbers, `(gpu_hours, slo_attainment)`, exactly as its report states
+/// them.
+pub fn headline(run: &Run) -> (f64, f64) {
+    let o = &run.outcomes;
+    (
+        run.gpu_seconds / 3600.0,
+        share(o.within_slo, o.arrived, 1.0),
+    )
+}
+
 /// Builds the per-policy reports (consumes the runs' latency vectors).
 pub fn policy_reports(
     runs: Vec<Run>,
@@ -144,10 +154,11 @@ pub fn policy_reports(
                 })
                 .collect();
             let met: Vec<f64> = ttc.iter().flatten().copied().collect();
+            let (gpu_hours, slo_attainment) = headline(&run);
             PolicyReport {
                 name: run.name.to_string(),
-                gpu_hours: run.gpu_seconds / 3600.0,
-                slo_attainment: share(o.within_slo, o.arrived, 1.0),
+                gpu_hours,
+                slo_attainment,
                 e2e_slo_attainment: share(o.within_e2e_slo, o.arrived, 1.0),
                 e2e_infeasible: share(o.e2e_infeasible, o.arrived, 0.0),
                 latency_mean_s: if lat.is_empty() {

@@ -191,26 +191,41 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
     })
 }
 
+/// One scenario's command line: `base`'s other settings (SLOs, cold start, overrides...) with
+/// the scenario's load, one hour and the suite's seed.
+pub fn scenario_args(
+    base: &SimulateArgs,
+    generator: Option<&str>,
+    rate_scale: f64,
+) -> SimulateArgs {
+    SimulateArgs {
+        trace: generator.is_none().then(|| base.suite_trace.clone()),
+        generator: generator.map(str::to_string),
+        suite: false,
+        duration_s: 3600.0,
+        rate_scale,
+        seed: SEED,
+        policies: base.policies.clone(),
+        ..base.clone()
+    }
+}
+
+/// How the tables name a scenario's load: its generator, or the trace file and rate scale.
+pub fn scenario_spec(base: &SimulateArgs, generator: Option<&str>, rate_scale: f64) -> String {
+    match generator {
+        Some(g) => g.to_string(),
+        None => format!("{} x{rate_scale}", display_name(&base.suite_trace)),
+    }
+}
+
 /// Runs every scenario with `base`'s other settings (SLOs, cold start, overrides...).
 pub fn run(base: &SimulateArgs) -> Result<Suite, SimError> {
     let mut scenarios = Vec::new();
     for &(name, generator, rate_scale) in SCENARIOS {
-        let args = SimulateArgs {
-            trace: generator.is_none().then(|| base.suite_trace.clone()),
-            generator: generator.map(str::to_string),
-            suite: false,
-            duration_s: 3600.0,
-            rate_scale,
-            seed: SEED,
-            policies: base.policies.clone(),
-            ..base.clone()
-        };
+        let args = scenario_args(base, generator, rate_scale);
         let (trace, cfg, rate_scale, time_scale, seed) = super::prepare(&args)?;
         let report = super::simulate(&trace, &cfg, rate_scale, time_scale, seed)?;
-        let spec = match generator {
-            Some(g) => g.to_string(),
-            None => format!("{} x{rate_scale}", display_name(&base.suite_trace)),
-        };
+        let spec = scenario_spec(base, generator, rate_scale);
         scenarios.push(summarise(name, &spec, &report));
     }
     let ratios: Vec<f64> = scenarios

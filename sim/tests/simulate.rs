@@ -249,13 +249,14 @@ async fn composite_decides_what_the_servers_engine_decides_on_the_same_readings(
         composite_hpa: Default::default(),
         batch: 8,
         scrape_s: 15.0,
+        capacity_factor: 1.0,
     };
     let replayed = Arc::new(Replayed(Mutex::new(Readings::default())));
     let engine = Engine::with_sources(
         Settings::default().engine(),
         Sources::default().with(SourceKind::Scrape, replayed.clone()),
     );
-    let metadata = policy::composite_metadata(8, 5.0, 30, &[])
+    let metadata = policy::composite_metadata(8, 5.0, 30, 1.0, &[])
         .into_iter()
         .collect();
     let entry = engine
