@@ -11,7 +11,7 @@ use super::cluster::{Cluster, Phase};
 use super::hpa::{self, Hpa, HpaState, Metric, Observed, PodMetric, PolicyKind, Rules, Select};
 use super::keda::{self, Keda, KedaState};
 use super::metrics::Metrics;
-use keda_gpu_scaler::score::{Context, Decision, Fleet, Scorer};
+use keda_gpu_scaler::score::{Context, Decision, Fleet, ReadyTimer, Scorer};
 use keda_gpu_scaler::spec;
 
 /// Policy names, in report order.
@@ -626,41 +626,31 @@ impl Policy for KnativeKpa {
     }
 }
 
-/// The trigger metadata the composite policy runs with: what a user would write for a service of
-/// batch size B and latency objective S (time to first token where the service has tokens), then
-/// `overrides` on top. `endpoints` is required by the parser; the simulator supplies the readings.
+/// The trigger metadata the composite policy runs with: what a user would write for a service
+/// with latency objective S (time to first token where the service has tokens) in SLO mode at
+/// 95 %, then the capacity knob and `overrides` on top. Nothing about the replicas is given: the
+/// planner learns what one holds and measures the cold start. `endpoints` is required by the
+/// parser; the simulator supplies the readings.
 pub fn composite_metadata(
-    batch: u32,
+    _batch: u32,
     slo_s: f64,
     max_replicas: u32,
     capacity_factor: f64,
     overrides: &[(String, String)],
 ) -> BTreeMap<String, String> {
-    let b = batch as f64;
     let mut m: BTreeMap<String, String> = [
         (
             "endpoints",
             "http://replica.simulated:8000/metrics".to_string(),
         ),
-        // Busy batch slots: leave 30 % headroom for bursts.
-        ("gpuUtilTarget", "70".to_string()),
-        // Waiting requests per replica, read as such only until a service time is learned; then
-        // the backlog is drained over drainSeconds (default 60).
-        ("queueTarget", format!("{}", b)),
-        // The concurrency a replica is sized for: three quarters of the batch in service.
-        ("inflightTarget", format!("{}", (0.75 * b).max(1.0))),
-        // The objective itself, on a latency more replicas can lower (time to first token).
-        ("latencyTargetMs", format!("{}", (slo_s * 1000.0).round())),
-        // With the HPA's downscale window at 0, the scaler's decay is the only scale-down
-        // stabilisation: give it the HPA default window's time constant (300 s), as a gradual
-        // decay instead of a five-minute hold of the peak.
-        ("downHalfLifeSeconds", "300".to_string()),
+        ("ttftObjectiveMs", format!("{}", (slo_s * 1000.0).round())),
+        ("attainment", format!("{DEFAULT_ATTAINMENT}")),
         ("maxReplicas", max_replicas.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let knob = composite_knob(capacity_factor, batch);
+    let knob = composite_knob(capacity_factor);
     for (k, v) in knob.iter().chain(overrides) {
         if v.is_empty() {
             m.remove(k);
@@ -671,29 +661,27 @@ pub fn composite_metadata(
     m
 }
 
+/// The attainment the default composite asks for.
+pub const DEFAULT_ATTAINMENT: f64 = 0.95;
+
 /// The composite's capacity knob: the metadata overrides that scale its capacity by `factor`
 /// (higher = fewer replicas), applied by `composite_metadata` before the user's
 /// `--composite-metadata` overrides (so those still win). The one place that says which of the
 /// composite's settings `--sweep` moves.
 ///
-/// Today: `inflightTarget`, `queueTarget` and `gpuUtilTarget` (capped at 100, the parser's
-/// limit) times `factor`. At `factor == 1` it returns nothing, so the default metadata is exactly
-/// what `composite_metadata` writes without a knob.
-pub fn composite_knob(factor: f64, batch: u32) -> Vec<(String, String)> {
+/// In SLO mode the knob is the miss budget: `attainment = 1 - (1 - 0.95) x factor`, so factor 2
+/// asks for 90 %, 0.2 for 99 %. At `factor == 1` it returns nothing, so the default metadata is
+/// exactly what `composite_metadata` writes without a knob.
+pub fn composite_knob(factor: f64) -> Vec<(String, String)> {
     if factor == 1.0 {
         return Vec::new();
     }
-    let b = batch as f64;
-    // Three decimals: the metadata a user would write, and no float noise in the report.
-    let fmt = |v: f64| format!("{}", (v * 1000.0).round() / 1000.0);
-    vec![
-        (
-            "inflightTarget".to_string(),
-            fmt((0.75 * b).max(1.0) * factor),
-        ),
-        ("queueTarget".to_string(), fmt(b * factor)),
-        ("gpuUtilTarget".to_string(), fmt((70.0 * factor).min(100.0))),
-    ]
+    let a = (1.0 - (1.0 - DEFAULT_ATTAINMENT) * factor).clamp(0.5, 0.999);
+    // Four decimals: the metadata a user would write, and no float noise in the report.
+    vec![(
+        "attainment".to_string(),
+        format!("{}", (a * 10_000.0).round() / 10_000.0),
+    )]
 }
 
 /// Policy 7: This scaler: `spec::parse` of the default metadata, the server's `Scorer` stepped at
@@ -706,6 +694,9 @@ pub struct Composite {
     signals: Vec<String>,
     latency_window_s: f64,
     last: Option<Decision>,
+    last_context: Option<Context>,
+    /// Cold starts as a discovery source measures them (first sight not ready -> ready).
+    ready_timer: ReadyTimer,
     inner: KedaHpa,
 }
 
@@ -730,6 +721,8 @@ impl Composite {
             signals: spec.signals.iter().map(|s| s.name.clone()).collect(),
             latency_window_s: spec.latency_window_s,
             last: None,
+            last_context: None,
+            ready_timer: ReadyTimer::default(),
             inner: KedaHpa::new(keda, setup.composite_hpa.behavior()),
         })
     }
@@ -737,6 +730,11 @@ impl Composite {
     /// The last decision the scorer made (what `/debug` would show).
     pub fn last_decision(&self) -> Option<&Decision> {
         self.last.as_ref()
+    }
+
+    /// What the scorer was given besides the readings at its last step.
+    pub fn last_context(&self) -> Option<&Context> {
+        self.last_context.as_ref()
     }
 
     /// Readings per signal, per ready pod, as the scraper would hand them to the scorer. The
@@ -780,7 +778,26 @@ impl Composite {
                 starting: Some(starting),
                 terminating: Some(terminating),
             },
+            cold_start_s: None,
         }
+    }
+
+    /// Feeds the cold-start measurement the pods a discovery source would list now.
+    fn watch_pods(&mut self, now: f64, cluster: &Cluster) -> Option<f64> {
+        let (mut starting, mut ready) = (Vec::new(), Vec::new());
+        for i in cluster.live_indices() {
+            match cluster.replicas[i].phase {
+                Phase::Starting { .. } => starting.push(i.to_string()),
+                Phase::Ready => ready.push(i.to_string()),
+                _ => {}
+            }
+        }
+        self.ready_timer.observe(
+            now,
+            starting.iter().map(String::as_str),
+            ready.iter().map(String::as_str),
+        );
+        self.ready_timer.cold_start_s()
     }
 }
 
@@ -788,8 +805,12 @@ impl Policy for Composite {
     fn control(&mut self, now: f64, cluster: &Cluster, metrics: &Metrics) -> Option<u32> {
         if metrics.latest().is_some_and(|s| s.t == now) {
             let readings = Self::readings(&self.signals, metrics, self.latency_window_s);
-            let ctx = Self::context(cluster, metrics, self.latency_window_s);
+            let ctx = Context {
+                cold_start_s: self.watch_pods(now, cluster),
+                ..Self::context(cluster, metrics, self.latency_window_s)
+            };
             self.last = Some(self.scorer.observe(now, &readings, &ctx));
+            self.last_context = Some(ctx);
         }
         let decision = self.last.as_ref();
         let active = decision.is_some_and(|d| d.active);
@@ -1064,23 +1085,19 @@ mod tests {
         assert_eq!(Wva::analyze(&[(0.1, 6.0)]), Some(2));
         assert_eq!(Wva::analyze_with(&[(0.1, 2.5)], &double), None);
 
-        assert!(composite_knob(1.0, 8).is_empty());
+        assert!(composite_knob(1.0).is_empty());
         assert_eq!(
             composite_metadata(8, 2.0, 100, 1.0, &[]),
-            composite_metadata(8, 2.0, 100, 1.0, &composite_knob(1.0, 8))
+            composite_metadata(8, 2.0, 100, 1.0, &composite_knob(1.0))
         );
-        let m = composite_metadata(8, 2.0, 100, 2.0, &[]);
-        assert_eq!(m["inflightTarget"], "12");
-        assert_eq!(m["queueTarget"], "16");
-        assert_eq!(m["gpuUtilTarget"], "100", "capped at the parser's limit");
-        let m = composite_metadata(8, 2.0, 100, 0.85, &[]);
-        assert_eq!(m["inflightTarget"], "5.1");
-        assert_eq!(m["gpuUtilTarget"], "59.5");
+        // The knob scales the miss budget: 2 x 5 % = 90 %, 0.2 x 5 % = 99 %.
+        assert_eq!(composite_metadata(8, 2.0, 100, 2.0, &[])["attainment"], "0.9");
+        assert_eq!(composite_metadata(8, 2.0, 100, 0.2, &[])["attainment"], "0.99");
         // The user's overrides still win over the knob.
-        let over = [("queueTarget".to_string(), "3".to_string())];
+        let over = [("attainment".to_string(), "0.97".to_string())];
         assert_eq!(
-            composite_metadata(8, 2.0, 100, 2.0, &over)["queueTarget"],
-            "3"
+            composite_metadata(8, 2.0, 100, 2.0, &over)["attainment"],
+            "0.97"
         );
         for f in [2.0, 1.6, 1.3, 0.85, 0.7, 0.55, 0.4] {
             let m: HashMap<String, String> = composite_metadata(8, 2.0, 100, f, &[])
@@ -1104,9 +1121,11 @@ mod tests {
             .collect();
         let spec = spec::parse(&m).unwrap();
         let names: Vec<&str> = spec.signals.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["gpu_util", "queue", "inflight", "latency"]);
-        assert_eq!(spec.signals[2].target, 6.0);
-        assert_eq!(spec.signals[3].target, 5.0);
+        assert_eq!(names, ["queue", "inflight", "latency"]);
+        assert!(spec.signals.iter().all(|s| !s.asks), "SLO mode alone");
+        let objective = spec.objective.unwrap();
+        assert_eq!((objective.ttft_s, objective.attainment), (5.0, 0.95));
+        assert_eq!(objective.concurrency, None, "learned, not given");
         assert_eq!(spec.limits.max_replicas, 40.0);
     }
 }

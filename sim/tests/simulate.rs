@@ -295,7 +295,7 @@ async fn composite_decides_what_the_servers_engine_decides_on_the_same_readings(
                 .map(|pods| SignalReading { pods, note: None })
                 .collect(),
             at: Some(now),
-            context: policy::Composite::context(&cluster, &metrics, spec.latency_window_s),
+            context: *simulated.last_context().expect("the composite sampled"),
             ..Readings::default()
         };
         engine.sample(false).await;

@@ -481,15 +481,17 @@ impl Scorer {
                     reporting: reporting_inflight,
                     ttft_s: latency,
                     cold_start_s: ctx.cold_start_s,
+                    service_s,
+                    completions_per_s: ctx.completions_per_s,
                 },
             );
             // Until the window holds enough samples, the planner's answer is floored by what
             // target mode would ask at this instant: the requests in the system over what one
             // replica holds (fail safe: too little data never asks for less).
-            let fallback = match (view.in_system, view.concurrency) {
-                (Some(n), Some(c)) if !view.trusted => Some(n / c),
-                _ => None,
-            };
+            let fallback = view
+                .in_system
+                .filter(|_| !view.trusted)
+                .map(|n| n / view.fallback_concurrency);
             let asked = match (view.desired, fallback) {
                 (Some(d), Some(f)) => Some(d.max(f)),
                 (d, f) => d.or(f),

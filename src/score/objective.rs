@@ -7,10 +7,14 @@
 //! of that window, replayed through a fluid queue, would have missed the objective no more often
 //! than the attainment allows. Why each piece is what it is:
 //!
-//! - **Demand in requests in the system.** By Little's law the requests in the system are the
-//!   arrival rate times the service time, so a count of them compares directly with the requests
-//!   a replica holds at once, without knowing either factor; every engine exports both gauges.
-//!   A backlog that built up while capacity was short is in the count too, so it is drained.
+//! - **Demand as an arrival rate.** Requests in service over the learned service time are the
+//!   rate the fleet serves (Little's law); a queue that grew since the last sample adds what
+//!   arrived beyond that, and the backlog itself is asked to drain within one horizon. A rate,
+//!   not a count of requests in the system, because a replica's service time grows as its batch
+//!   fills: a count read at a light load understates what the same arrivals need at full load.
+//! - **What one replica serves.** The rate a replica completes while requests wait (it is full)
+//!   is the most it serves; the median of those samples is learned. Until one is seen, the
+//!   `inflightTarget` over the service time, else the most one replica has been seen to serve.
 //! - **The window is the planning horizon.** Capacity asked for now is ready one cold start
 //!   later, so the demand to plan for is what the next cold start may bring. The recent past is
 //!   the evidence for that: the window spans at least one cold start, and at least `1 / (1 - a)`
@@ -67,6 +71,10 @@ pub struct ObjectiveInput {
     pub ttft_s: Option<f64>,
     /// Cold start measured by the source (first sight not ready -> ready), seconds.
     pub cold_start_s: Option<f64>,
+    /// Mean service time learned by Little's law, seconds.
+    pub service_s: Option<f64>,
+    /// Requests completed per second by all replicas over the source's window.
+    pub completions_per_s: Option<f64>,
 }
 
 /// What the planner knows and asks for at one step (shown by `explain` and `/debug`).
@@ -76,15 +84,20 @@ pub struct ObjectiveView {
     pub attainment: f64,
     /// Replicas asked for (before the fail-safe floor and the replica limits).
     pub desired: Option<f64>,
-    /// Requests in the system now.
+    /// Requests in the system now (in service + waiting).
     pub in_system: Option<f64>,
-    /// Requests one replica holds at once, as planned with, and where it came from:
-    /// "learned" (a replica seen full while requests waited), "inflightTarget", or "observed"
-    /// (the most seen in one replica so far: a lower bound, so more replicas).
-    pub concurrency: Option<f64>,
-    pub concurrency_from: &'static str,
-    /// Samples in which a replica was seen full (the learned concurrency's evidence).
+    /// Arrival rate read at this step (requests per second), backlog drain included.
+    pub arrivals_per_s: Option<f64>,
+    /// Requests per second one replica serves, as planned with, and where it came from:
+    /// "learned" (the median completion rate of replicas seen full while requests waited),
+    /// "inflightTarget" (the target over the service time), or "observed" (the most one replica
+    /// was seen to serve: a lower bound, so more replicas).
+    pub replica_rate: Option<f64>,
+    pub replica_rate_from: &'static str,
+    /// Samples in which the replicas were seen full (the learned rate's evidence).
     pub full_samples: usize,
+    /// Requests one replica holds at once for the fallback: `inflightTarget`, else the most seen.
+    pub fallback_concurrency: f64,
     /// Seconds of the objective left for waiting after the unloaded time to first token.
     pub wait_budget_s: f64,
     /// Unloaded time to first token learned from samples with nothing waiting, and how many.
@@ -95,9 +108,10 @@ pub struct ObjectiveView {
     pub horizon_from: &'static str,
     pub window_s: f64,
     pub window_samples: usize,
-    /// Requests per second the window's trend adds over one horizon (requests in the system).
-    pub trend: f64,
-    /// False until the window holds `MIN_SAMPLES`: the fail-safe fallback decides.
+    /// Requests per second the window's rising trend adds over one horizon.
+    pub trend_per_s: f64,
+    /// False until the window holds `MIN_SAMPLES` and a service time is known: the fail-safe
+    /// fallback (requests in the system over what one replica holds) then floors the answer.
     pub trusted: bool,
 }
 
@@ -105,15 +119,18 @@ pub struct ObjectiveView {
 #[derive(Clone, Debug)]
 pub struct Planner {
     config: ObjectiveConfig,
-    /// (time, requests in the system).
+    /// (time, arrival rate).
     samples: VecDeque<(f64, f64)>,
-    /// (time, requests per replica) at samples where requests waited: replicas were full.
+    /// (time, rate per replica) at samples where requests waited: replicas were full.
     full: VecDeque<(f64, f64)>,
     /// (time, mean per-replica time to first token) at samples where nothing waited.
     unloaded: VecDeque<(f64, f64)>,
-    /// Most requests seen in one replica (mean over replicas) in the memory.
-    observed: VecDeque<(f64, f64)>,
-    last_t: Option<f64>,
+    /// (time, rate per replica) at every sample with load.
+    observed_rate: VecDeque<(f64, f64)>,
+    /// (time, requests in service per replica) at every sample with load.
+    observed_inflight: VecDeque<(f64, f64)>,
+    /// The previous sample: (time, requests waiting).
+    last: Option<(f64, Option<f64>)>,
     /// Interval between samples, seconds, as last seen.
     interval_s: f64,
 }
@@ -125,8 +142,9 @@ impl Planner {
             samples: VecDeque::new(),
             full: VecDeque::new(),
             unloaded: VecDeque::new(),
-            observed: VecDeque::new(),
-            last_t: None,
+            observed_rate: VecDeque::new(),
+            observed_inflight: VecDeque::new(),
+            last: None,
             interval_s: 15.0,
         }
     }
@@ -144,65 +162,88 @@ impl Planner {
 
     /// Records one sample and answers the replicas the objective needs.
     pub fn observe(&mut self, t: f64, input: &ObjectiveInput) -> ObjectiveView {
-        if let Some(last) = self.last_t {
-            if t > last {
-                self.interval_s = (t - last).clamp(1.0, 300.0);
-            }
+        let previous = self.last.filter(|(at, _)| t > *at);
+        if let Some((at, _)) = previous {
+            self.interval_s = (t - at).clamp(1.0, 300.0);
         }
-        self.last_t = Some(t);
+        self.last = Some((t, input.queued.filter(|q| q.is_finite())));
         let cfg = self.config;
-        let in_system = match (input.inflight, input.queued) {
-            (Some(n), q) => Some(n + q.unwrap_or(0.0)),
-            (None, Some(q)) => Some(q),
-            (None, None) => None,
-        }
-        .map(|v| if v.is_nan() { f64::INFINITY } else { v.max(0.0) });
-        let per_replica = input
-            .inflight
-            .filter(|n| n.is_finite() && input.reporting > 0)
-            .map(|n| n / input.reporting as f64);
-        let waiting = input.queued.is_some_and(|q| q >= 1.0);
-        if let Some(c) = per_replica {
-            if waiting && c >= 1.0 {
-                self.full.push_back((t, c));
-            }
-            if c > 0.0 {
-                self.observed.push_back((t, c));
-            }
-        }
-        if let Some(ttft) = input.ttft_s.filter(|v| v.is_finite() && *v >= 0.0) {
-            if !waiting && input.queued.is_some() {
-                self.unloaded.push_back((t, ttft));
-            }
-        }
-        if let Some(v) = in_system.filter(|v| v.is_finite()) {
-            self.samples.push_back((t, v));
-        }
         let (horizon_s, horizon_from) = match input.cold_start_s.filter(|v| v.is_finite()) {
             Some(h) => (h.clamp(0.0, 3600.0), "measured"),
             None => (cfg.cold_start_s, "coldStartSeconds"),
         };
+        let unreadable = |v: Option<f64>| v.is_some_and(|v| !v.is_finite());
+        let overflow = unreadable(input.inflight) || unreadable(input.queued);
+        let inflight = input.inflight.filter(|v| v.is_finite()).map(|v| v.max(0.0));
+        let queued = input.queued.filter(|v| v.is_finite()).map(|v| v.max(0.0));
+        let in_system = match (inflight, queued) {
+            (None, None) => None,
+            (n, q) => Some(n.unwrap_or(0.0) + q.unwrap_or(0.0)),
+        };
+        let pods = input.reporting as f64;
+        let service_s = input.service_s.filter(|s| s.is_finite() && *s > 0.0);
+        let waiting = queued.is_some_and(|q| q >= 1.0);
+        // The rate the fleet serves (Little's law), what a growing queue adds, and the backlog
+        // drained within one horizon (capacity asked for now is ready then).
+        let arrivals = match (inflight, service_s) {
+            (Some(n), Some(s)) => {
+                let q = queued.unwrap_or(0.0);
+                let grew = match previous {
+                    Some((at, Some(q0))) => (q - q0).max(0.0) / (t - at),
+                    _ => 0.0,
+                };
+                Some(n / s + grew + q / horizon_s.max(self.interval_s))
+            }
+            _ => None,
+        };
+        if let (Some(n), Some(s)) = (inflight, service_s) {
+            if pods > 0.0 && n > 0.0 {
+                self.observed_rate.push_back((t, n / s / pods));
+            }
+        }
+        // Replicas full (requests waited): what they completed is the most they serve. The
+        // completion rate itself, not requests in service over the service time: the service
+        // time is averaged over a window that reaches back to lighter batches, which are faster.
+        let completions = input.completions_per_s.filter(|c| c.is_finite() && *c > 0.0);
+        if let (Some(c), true) = (completions, waiting && pods > 0.0) {
+            self.full.push_back((t, c / pods));
+        }
+        if let Some(n) = inflight.filter(|n| *n > 0.0 && pods > 0.0) {
+            self.observed_inflight.push_back((t, n / pods));
+        }
+        if let Some(ttft) = input.ttft_s.filter(|v| v.is_finite() && *v >= 0.0) {
+            if !waiting && queued.is_some() {
+                self.unloaded.push_back((t, ttft));
+            }
+        }
+        if let Some(a) = arrivals {
+            self.samples.push_back((t, a));
+        }
         let window_s = self.window_s(horizon_s);
         for (q, keep) in [
             (&mut self.samples, window_s),
             (&mut self.full, MEMORY_S),
             (&mut self.unloaded, MEMORY_S),
-            (&mut self.observed, MEMORY_S),
+            (&mut self.observed_rate, MEMORY_S),
+            (&mut self.observed_inflight, MEMORY_S),
         ] {
             while q.front().is_some_and(|&(at, _)| at <= t - keep) {
                 q.pop_front();
             }
         }
 
-        // Requests one replica holds: what replicas held while others waited is the engine's
-        // admission limit; the highest of those seen is the least the replicas can be made to
-        // hold again (a replica seen full at less, through uneven routing, lowers nothing).
-        let learned = max_of(&self.full);
-        let (concurrency, concurrency_from) = match (learned, cfg.concurrency) {
-            (Some(c), _) => (Some(c), "learned"),
-            (None, Some(c)) => (Some(c), "inflightTarget"),
-            (None, None) => (Some(max_of(&self.observed).unwrap_or(1.0).max(1.0)), "observed"),
+        // What one replica serves. The median of the full samples: one read while a pod was
+        // leaving (completions of more pods over fewer) must not raise it.
+        let learned = median(self.full.iter().map(|&(_, v)| v).collect());
+        let (replica_rate, replica_rate_from) = match (learned, cfg.concurrency, service_s) {
+            (Some(r), _, _) => (Some(r), "learned"),
+            (None, Some(c), Some(s)) => (Some(c / s), "inflightTarget"),
+            _ => (max_of(&self.observed_rate), "observed"),
         };
+        let fallback_concurrency = cfg
+            .concurrency
+            .unwrap_or_else(|| max_of(&self.observed_inflight).unwrap_or(1.0))
+            .max(1.0);
         // The unloaded time to first token: the median of the samples with nothing waiting (the
         // median, because a quantile per replica already holds the long prompts' tail).
         let unloaded_ttft = median(self.unloaded.iter().map(|&(_, v)| v).collect());
@@ -212,35 +253,36 @@ impl Planner {
             Some(u) => (cfg.ttft_s - u).max(0.0),
             None => cfg.ttft_s / 2.0,
         };
-        let trend = positive_slope(&self.samples) * horizon_s;
-        let trusted = self.samples.len() >= MIN_SAMPLES;
-        let overflow = in_system.is_some_and(|v| !v.is_finite());
-        let desired = match (concurrency, in_system) {
-            (_, Some(v)) if !v.is_finite() => Some(f64::INFINITY),
-            (Some(c), Some(_)) if !self.samples.is_empty() => {
-                let demand: Vec<f64> = self.samples.iter().map(|&(_, v)| v + trend).collect();
-                let slots = slots_for(
-                    &demand,
-                    1.0 - cfg.attainment,
-                    wait_budget_s,
-                    self.interval_s,
-                );
-                Some(slots / c)
+        let trend_per_s = positive_slope(&self.samples) * horizon_s;
+        let trusted = self.samples.len() >= MIN_SAMPLES && service_s.is_some();
+        let desired = if overflow {
+            Some(f64::INFINITY)
+        } else {
+            match replica_rate.filter(|r| *r > 0.0) {
+                Some(r) if !self.samples.is_empty() => {
+                    let demand: Vec<f64> =
+                        self.samples.iter().map(|&(_, v)| v + trend_per_s).collect();
+                    let served = slots_for(
+                        &demand,
+                        1.0 - cfg.attainment,
+                        wait_budget_s,
+                        self.interval_s,
+                    );
+                    Some(served / r)
+                }
+                _ => None,
             }
-            _ => None,
         };
         ObjectiveView {
             ttft_objective_s: cfg.ttft_s,
             attainment: cfg.attainment,
-            desired: if overflow {
-                Some(f64::INFINITY)
-            } else {
-                desired
-            },
+            desired,
             in_system,
-            concurrency,
-            concurrency_from,
+            arrivals_per_s: arrivals,
+            replica_rate,
+            replica_rate_from,
             full_samples: self.full.len(),
+            fallback_concurrency,
             wait_budget_s,
             unloaded_ttft_s: unloaded_ttft,
             unloaded_samples: self.unloaded.len(),
@@ -248,7 +290,7 @@ impl Planner {
             horizon_from,
             window_s,
             window_samples: self.samples.len(),
-            trend,
+            trend_per_s,
             trusted,
         }
     }
@@ -286,11 +328,10 @@ fn positive_slope(samples: &VecDeque<(f64, f64)>) -> f64 {
     }
 }
 
-/// Share of one sample's requests that miss the objective when `demand` requests want to be in
-/// the system and `slots` can be served at once, for `interval_s` seconds, with `budget_s` of
-/// waiting allowed. A fluid queue: arrivals come at `demand / s` per second and leave at
-/// `slots / s` (s, the service time, cancels), so the backlog grows at `(demand - slots) / s`
-/// and a request arriving `tau` seconds into the shortage waits `(demand - slots) tau / slots`.
+/// Share of one sample's requests that miss the objective when they arrive at `demand` per
+/// second and the replicas serve `slots` per second, for `interval_s` seconds, with `budget_s`
+/// of waiting allowed. A fluid queue: the backlog grows at `demand - slots`, so a request
+/// arriving `tau` seconds into the shortage waits `(demand - slots) tau / slots`.
 /// It misses once that exceeds the budget: `tau > budget x slots / (demand - slots)`. A shortage
 /// shorter than that is absorbed by the queue; with no slots at all every request misses.
 pub fn miss_fraction(demand: f64, slots: f64, budget_s: f64, interval_s: f64) -> f64 {
@@ -305,7 +346,7 @@ pub fn miss_fraction(demand: f64, slots: f64, budget_s: f64, interval_s: f64) ->
 }
 
 /// Request-weighted misses over the window with `slots`: each sample weighs as many requests as
-/// it had in the system (arrivals are proportional to it by Little's law).
+/// arrived in it.
 pub fn window_misses(demand: &[f64], slots: f64, budget_s: f64, interval_s: f64) -> f64 {
     let total: f64 = demand.iter().sum();
     if total <= 0.0 {
