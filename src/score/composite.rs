@@ -649,6 +649,7 @@ mod tests {
             },
             capacity: Capacity::default(),
             forecast: None,
+            objective: None,
         }
     }
 
@@ -824,6 +825,7 @@ mod tests {
                 starting: Some(12),
                 terminating: Some(0),
             },
+            cold_start_s: None,
         };
         let d = s.observe(0.0, &[all(&[1200.0]), all(&[8.0; 4]), vec![None; 4]], &ctx);
         let drain = backlog_demand(1200.0, 32.0, 2.0, 6.0, 60.0);
