@@ -1091,8 +1091,14 @@ mod tests {
             composite_metadata(8, 2.0, 100, 1.0, &composite_knob(1.0))
         );
         // The knob scales the miss budget: 2 x 5 % = 90 %, 0.2 x 5 % = 99 %.
-        assert_eq!(composite_metadata(8, 2.0, 100, 2.0, &[])["attainment"], "0.9");
-        assert_eq!(composite_metadata(8, 2.0, 100, 0.2, &[])["attainment"], "0.99");
+        assert_eq!(
+            composite_metadata(8, 2.0, 100, 2.0, &[])["attainment"],
+            "0.9"
+        );
+        assert_eq!(
+            composite_metadata(8, 2.0, 100, 0.2, &[])["attainment"],
+            "0.99"
+        );
         // The user's overrides still win over the knob.
         let over = [("attainment".to_string(), "0.97".to_string())];
         assert_eq!(

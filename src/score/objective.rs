@@ -204,7 +204,9 @@ impl Planner {
         // Replicas full (requests waited): what they completed is the most they serve. The
         // completion rate itself, not requests in service over the service time: the service
         // time is averaged over a window that reaches back to lighter batches, which are faster.
-        let completions = input.completions_per_s.filter(|c| c.is_finite() && *c > 0.0);
+        let completions = input
+            .completions_per_s
+            .filter(|c| c.is_finite() && *c > 0.0);
         if let (Some(c), true) = (completions, waiting && pods > 0.0) {
             self.full.push_back((t, c / pods));
         }
@@ -414,7 +416,11 @@ impl ReadyTimer {
         self.unready_since
             .retain(|p, since| ready.contains(p) || t - *since < MEMORY_S);
         self.seen_ready = ready;
-        while self.measured.front().is_some_and(|&(at, _)| at <= t - MEMORY_S) {
+        while self
+            .measured
+            .front()
+            .is_some_and(|&(at, _)| at <= t - MEMORY_S)
+        {
             self.measured.pop_front();
         }
     }
@@ -523,7 +529,10 @@ mod tests {
         }
         let burst = p.observe(300.0, &input(48.0, 30.0, 6, 2.5));
         let held = p.observe(315.0, &input(6.0, 0.0, 6, 0.3));
-        assert!(held.desired.unwrap() >= burst.desired.unwrap() * 0.5, "{held:?}");
+        assert!(
+            held.desired.unwrap() >= burst.desired.unwrap() * 0.5,
+            "{held:?}"
+        );
         let mut last = held;
         for i in 22..45 {
             last = p.observe(i as f64 * 15.0, &input(6.0, 0.0, 6, 0.3));

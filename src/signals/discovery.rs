@@ -401,7 +401,11 @@ impl Discovery {
         self.ready_timers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|key, _| key.split('/').next().is_some_and(|ns| namespaces.contains(ns)));
+            .retain(|key, _| {
+                key.split('/')
+                    .next()
+                    .is_some_and(|ns| namespaces.contains(ns))
+            });
         watches.retain(|ns, w| {
             let keep = namespaces.contains(ns);
             if !keep {

@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::model::SignalSpec;
 use super::model::{ParseContext, Problem, ScalerSpec, SpecError};
+use super::registry::OBJECTIVE_KEY;
 use super::registry::{self, DEFAULT_ACTIVATION, DEFAULT_MAX_REPLICAS, DEFAULT_METRIC_NAME};
 use super::validate::{self, is_kubernetes_metric_name};
-use super::model::SignalSpec;
-use super::registry::OBJECTIVE_KEY;
 use crate::score::{Activation, Capacity, ForecastConfig, Limits, ObjectiveConfig, Smoothing};
 
 /// The attainment SLO mode plans for when `attainment` is not set: the share most latency
@@ -194,7 +194,9 @@ impl<'a> Parser<'a> {
                 if self.values.contains_key(key) {
                     self.problem(
                         key,
-                        format!("only means something with {OBJECTIVE_KEY}, which turns SLO mode on"),
+                        format!(
+                            "only means something with {OBJECTIVE_KEY}, which turns SLO mode on"
+                        ),
                     );
                 }
             }
