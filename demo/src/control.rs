@@ -168,9 +168,25 @@ pub fn composite_metadata(
     max: u32,
     time_scale: f64,
 ) -> HashMap<String, String> {
-    let mut m: HashMap<String, String> = policy::composite_metadata(batch, slo_s, max, 1.0, &[])
-        .into_iter()
-        .collect();
+    // The demo still runs target mode (the previous default composite): SLO mode's window and
+    // learned rates are not yet divided by the demo's time scale.
+    let b = batch as f64;
+    let target_mode: Vec<(String, String)> = [
+        ("ttftObjectiveMs", String::new()),
+        ("attainment", String::new()),
+        ("gpuUtilTarget", "70".to_string()),
+        ("queueTarget", format!("{b}")),
+        ("inflightTarget", format!("{}", (0.75 * b).max(1.0))),
+        ("latencyTargetMs", format!("{}", (slo_s * 1000.0).round())),
+        ("downHalfLifeSeconds", "300".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut m: HashMap<String, String> =
+        policy::composite_metadata(batch, slo_s, max, 1.0, &target_mode)
+            .into_iter()
+            .collect();
     m.remove("endpoints"); // set per replica set by `KedaSide`
     let d = keda_gpu_scaler::score::Smoothing::default();
     let fmt = |v: f64| format!("{}", (v * 1000.0).round() / 1000.0);

@@ -185,7 +185,14 @@ impl Planner {
         let waiting = queued.is_some_and(|q| q >= 1.0);
         // The rate the fleet serves (Little's law), what a growing queue adds, and the backlog
         // drained within one horizon (capacity asked for now is ready then).
-        let arrivals = match (inflight, service_s) {
+        // With no replica reporting (scaled to zero) but a queue in sight, nothing is served:
+        // what arrives is what the queue gains, and the fleet must be woken for it.
+        let serving = inflight.or(queued.map(|_| 0.0));
+        let service_for_rate = match serving {
+            Some(n) if n <= 0.0 => Some(service_s.unwrap_or(1.0)),
+            _ => service_s,
+        };
+        let arrivals = match (serving, service_for_rate) {
             (Some(n), Some(s)) => {
                 let q = queued.unwrap_or(0.0);
                 let grew = match previous {
