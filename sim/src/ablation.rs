@@ -30,33 +30,24 @@ pub const VARIANTS: &[Variant] = &[
         hpa: CompositeHpa::Legacy,
     },
     Variant {
-        name: "down half-life 60 s",
-        metadata: Some("downHalfLifeSeconds=60"),
+        // The previous default (target mode), written out for the suite's B = 8 and 2 s TTFT.
+        name: "target mode (the previous default)",
+        metadata: Some("ttftObjectiveMs=,attainment=,gpuUtilTarget=70,queueTarget=8,inflightTarget=6,latencyTargetMs=2000,downHalfLifeSeconds=300"),
         hpa: CompositeHpa::Recommended,
     },
     Variant {
-        name: "down half-life 120 s",
-        metadata: Some("downHalfLifeSeconds=120"),
+        name: "SLO mode at 90 %",
+        metadata: Some("attainment=0.9"),
         hpa: CompositeHpa::Recommended,
     },
     Variant {
-        name: "down half-life 600 s",
-        metadata: Some("downHalfLifeSeconds=600"),
+        name: "SLO mode at 99 %",
+        metadata: Some("attainment=0.99"),
         hpa: CompositeHpa::Recommended,
     },
     Variant {
-        name: "drain over 30 s",
-        metadata: Some("drainSeconds=30"),
-        hpa: CompositeHpa::Recommended,
-    },
-    Variant {
-        name: "drain over 120 s",
-        metadata: Some("drainSeconds=120"),
-        hpa: CompositeHpa::Recommended,
-    },
-    Variant {
-        name: "no latency signal",
-        metadata: Some("latencyTargetMs="),
+        name: "SLO mode told the batch (inflightTarget 8)",
+        metadata: Some("inflightTarget=8"),
         hpa: CompositeHpa::Recommended,
     },
     Variant {
@@ -256,7 +247,7 @@ mod tests {
         let names: Vec<String> = VARIANTS.iter().map(flags).collect();
         assert_eq!(names[0], "", "the default adds nothing");
         assert_eq!(names[1], "--composite-hpa legacy");
-        assert_eq!(names[2], "--composite-metadata downHalfLifeSeconds=60");
+        assert!(names[2].starts_with("--composite-metadata ttftObjectiveMs=,"));
         // Every override goes through the scaler's parser, so a renamed key fails here.
         for v in VARIANTS {
             let overrides = crate::parse_overrides(v.metadata).unwrap();
