@@ -70,6 +70,7 @@ fn main() {
         name: "llm".into(),
         port: None,
         path: "/metrics".into(),
+        deletion_cost: false,
     };
     let fixed: Vec<String> = resolve(&svc, store.service("llm")).unwrap().urls;
     assert_eq!(fixed.len(), PODS * 9 / 10);

@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use tokio::sync::{watch, Notify};
 
+use crate::deletion::{DeletionCosts, PodLoad};
 use crate::egress::EgressPolicy;
 use crate::failsafe;
 use crate::intake::Rejections;
 use crate::restore;
+use crate::score::composite::{INFLIGHT, KV_CACHE, QUEUE};
 use crate::score::{Decision, Scorer};
 use crate::signals::client::ClientError;
 use crate::signals::discovery::DiscoverySettings;
@@ -178,6 +180,11 @@ pub struct EntryState {
     /// Replicas starting and terminating at the latest sampling, where the source knows them.
     pub starting: Option<u32>,
     pub terminating: Option<u32>,
+    /// Pod deletion costs (`podDeletionCost`): annotation writes acknowledged, and requests
+    /// refused (a round stops at its first refusal), so far; the latest attempt's error.
+    pub deletion_cost_patches: u64,
+    pub deletion_cost_failures: u64,
+    pub deletion_cost_error: Option<String>,
 }
 
 /// The scorer and the newest source time it has stepped at (it never steps at or before it, so
@@ -196,6 +203,8 @@ pub struct Entry {
     last_used_ms: AtomicU64,
     /// The decision saved before a restart, a floor until the fresh smoothing reaches it.
     restored: Mutex<Option<restore::Saved>>,
+    /// What `podDeletionCost` wrote to the Service's pods, and when (unused without it).
+    deletion: Mutex<DeletionCosts>,
 }
 
 impl Entry {
@@ -205,6 +214,17 @@ impl Entry {
 
     pub fn state(&self) -> EntryState {
         self.state.borrow().clone()
+    }
+
+    /// The deletion costs written to the Service's pods, when the spec asks for them.
+    pub fn deletion_costs(&self) -> Option<BTreeMap<String, i32>> {
+        matches!(&self.spec.source, spec::SourceSpec::Service(s) if s.deletion_cost).then(|| {
+            self.deletion
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .costs()
+                .clone()
+        })
     }
 
     /// A receiver that sees every new state; holding one keeps the entry registered.
@@ -329,6 +349,7 @@ impl Engine {
             ));
         let entry = Arc::new(Entry {
             restored: Mutex::new(restored),
+            deletion: Mutex::new(DeletionCosts::default()),
             scoring: Mutex::new(scoring),
             spec: Arc::new(spec),
             state: watch::Sender::new(EntryState::default()),
@@ -503,9 +524,15 @@ impl Engine {
             let t = self.now();
             let readings = self.read_sources(&entries, t).await;
             // Score at the time the readings were taken, not when the slowest fetch returned.
+            let mut writes = Vec::new();
             for (entry, readings) in entries.iter().zip(readings) {
                 self.score(entry, &readings, t);
+                if let Some(w) = self.deletion_costs(entry, &readings, t) {
+                    writes.push((entry.clone(), w));
+                }
             }
+            // After every decision is published: KEDA's answers never wait on these writes.
+            self.write_deletion_costs(writes).await;
         }
         if !only_new {
             self.last_round_ms.store(self.now_ms(), Ordering::Relaxed);
@@ -606,6 +633,9 @@ impl Engine {
                 notes.push(format!("{}: {note}", spec.name));
             }
         }
+        if let Some(e) = &entry.state.borrow().deletion_cost_error {
+            notes.push(format!("podDeletionCost: {e}"));
+        }
         // Notes carry endpoint errors: a thousand failing endpoints give a bounded list.
         if notes.len() > MAX_NOTES {
             let more = notes.len() - MAX_NOTES;
@@ -628,6 +658,93 @@ impl Engine {
                 state.fresh_at = Some(t);
             }
         });
+    }
+
+    /// The deletion costs to write for `entry` now, if it asked for them (`podDeletionCost`) and
+    /// the decision just made reports fewer replicas than the pods scraped ready.
+    fn deletion_costs(
+        &self,
+        entry: &Entry,
+        readings: &Readings,
+        t: f64,
+    ) -> Option<Vec<(String, i32)>> {
+        let spec::SourceSpec::Service(svc) = &entry.spec.source else {
+            return None;
+        };
+        if !svc.deletion_cost || readings.pods.is_empty() {
+            return None;
+        }
+        let decision = entry.state.borrow().decision.clone()?;
+        if !decision.desired.is_finite() || readings.failed {
+            return None;
+        }
+        let value = |name: &str, i: usize| {
+            let k = entry.spec.signals.iter().position(|s| s.name == name)?;
+            readings.signals.get(k)?.pods.get(i).copied().flatten()
+        };
+        let pods: Vec<PodLoad> = readings
+            .pods
+            .iter()
+            .enumerate()
+            .filter_map(|(i, pod)| {
+                let (inflight, queue) = (value(INFLIGHT, i), value(QUEUE, i));
+                Some(PodLoad {
+                    pod: pod.clone()?,
+                    requests: (inflight.is_some() || queue.is_some())
+                        .then(|| inflight.unwrap_or(0.0) + queue.unwrap_or(0.0)),
+                    kv_cache: value(KV_CACHE, i),
+                })
+            })
+            .collect();
+        // KEDA's HPA asks for ceil(desired) replicas (AverageValue, target 1).
+        let reported = decision.desired.max(0.0).ceil().min(f64::from(u32::MAX)) as u32;
+        let writes = entry
+            .deletion
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .plan(t, reported, &pods);
+        (!writes.is_empty()).then_some(writes)
+    }
+
+    /// Writes the planned deletion costs, every entry's at once, each bounded by the scrape
+    /// timeout; records what was acknowledged so a refused write is planned again.
+    async fn write_deletion_costs(&self, writes: Vec<(Arc<Entry>, Vec<(String, i32)>)>) {
+        let Some(source) = self.sources.get(SourceKind::Scrape) else {
+            return;
+        };
+        let timeout = self.settings.scrape_timeout;
+        let calls = writes.iter().map(|(entry, costs)| async move {
+            let result =
+                tokio::time::timeout(timeout, source.set_deletion_costs(&entry.spec, costs))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(crate::signals::discovery::DeletionCostError::Api(
+                            "timed out".into(),
+                        ))
+                    });
+            let mut deletion = entry.deletion.lock().unwrap_or_else(|p| p.into_inner());
+            let (done, error) = match result {
+                Ok(done) => (done, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            };
+            for (pod, cost) in &done {
+                deletion.written(pod, *cost);
+            }
+            drop(deletion);
+            if let Some(e) = &error {
+                tracing::warn!(object = %entry.object(), error = %e, "pod deletion costs");
+            } else {
+                tracing::debug!(object = %entry.object(), pods = done.len(), "pod deletion costs written");
+            }
+            entry.state.send_modify(|state| {
+                state.deletion_cost_patches += done.len() as u64;
+                // One refused request: the writes stop at the first refusal.
+                state.deletion_cost_failures += u64::from(error.is_some());
+                // The latest attempt's verdict: a later success clears an old refusal.
+                state.deletion_cost_error = error;
+            });
+        });
+        join_all(calls).await;
     }
 
     /// Holds a decision at the one saved before a restart, decayed, until the fresh smoothing

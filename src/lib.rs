@@ -21,6 +21,8 @@ pub mod check;
 pub mod cli;
 /// Settings: defaults < file < environment < flags, validated once.
 pub mod config;
+/// Pod deletion costs on scale-down (`podDeletionCost`): ranking and pacing, pure.
+pub mod deletion;
 /// Where the scaler may fetch from: the operator's egress policy for tenants' URLs.
 pub mod egress;
 /// One entry per ScaledObject: sampling loop, cached decisions, staleness, pushes.

@@ -57,6 +57,9 @@ pub struct DebugEntry {
     /// Replicas terminating (endpoints draining) at the latest sampling; null when unknown.
     pub terminating: Option<u32>,
     pub notes: Vec<String>,
+    /// The deletion cost each pod carries as this scaler wrote it (`podDeletionCost`); null when
+    /// the ScaledObject does not ask for them.
+    pub deletion_costs: Option<std::collections::BTreeMap<String, i32>>,
     pub decision: Option<Decision>,
 }
 
@@ -127,6 +130,7 @@ pub fn debug_entries(engine: &Engine) -> Vec<DebugEntry> {
                 starting: state.starting,
                 terminating: state.terminating,
                 notes: state.notes,
+                deletion_costs: entry.deletion_costs(),
                 decision: state.decision.map(|d| (*d).clone()),
             }
         })

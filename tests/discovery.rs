@@ -458,3 +458,137 @@ async fn discovered_addresses_the_egress_policy_refuses_are_not_scraped() {
     );
     running.stop().await;
 }
+
+/// A vLLM pod with `running` requests in service, `waiting` queued and `kv` of its KV cache used.
+fn vllm_load(running: f64, waiting: f64, kv: f64) -> String {
+    engines::set(&vllm(waiting, kv), "vllm:num_requests_running", running)
+}
+
+const COST_SO: &[(&str, &str)] = &[
+    ("service", "llm"),
+    ("preset", "vllm"),
+    ("inflightTarget", "10"),
+    ("queueTarget", "4"),
+    ("kvCacheTarget", "80"),
+    ("podDeletionCost", "true"),
+    ("upHalfLifeSeconds", "0"),
+    ("downHalfLifeSeconds", "0"),
+];
+
+const ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coming_scale_down_ranks_the_services_pods_by_load_and_touches_nothing_else() {
+    let api = KubeApi::start().await;
+    // Four pods of llm, all busy: 4 x 30 in service / 10 per replica asks for 12 >= 4 ready.
+    let (port, eps) = pods(5, &vllm_load(30.0, 0.0, 0.5)).await;
+    let mut endpoints = vec![
+        Ep::ready("127.0.0.2", "llm-a"),
+        Ep::ready("127.0.0.3", "llm-b"),
+        Ep::ready("127.0.0.4", "llm-c"),
+        Ep::ready("127.0.0.5", "llm-d"),
+    ];
+    // A fifth endpoint whose reference points into another namespace: scraped, never patched.
+    endpoints.push(Ep::ready("127.0.0.6", "llm-elsewhere"));
+    let mut llm_slice = slice("llm-x7k2p", "llm", &[("http", port)], &endpoints);
+    llm_slice["endpoints"][4]["targetRef"]["namespace"] = "team-b".into();
+    api.apply(NS, llm_slice);
+    // Another Service's pod in the same namespace.
+    api.apply(
+        NS,
+        slice(
+            "embed-q8w2z",
+            "embed",
+            &[("http", port)],
+            &[Ep::ready("127.0.0.6", "embed-a")],
+        ),
+    );
+    let running = scaler(&api, &[]).await;
+    let mut c = client(&running).await;
+    let llm = object_in(NS, "llm", COST_SO);
+    wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v >= 5.0).await;
+    // Several rounds at or above the ready pods: nothing written.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(api.patches().is_empty(), "{:?}", api.patches());
+
+    // Load falls: (2 + 0 + 6 + 0) in service and 1 waiting ask for one replica of five ready.
+    eps[0].set(&vllm_load(2.0, 0.0, 0.2));
+    eps[1].set(&vllm_load(0.0, 0.0, 0.1));
+    eps[2].set(&vllm_load(6.0, 1.0, 0.6));
+    eps[3].set(&vllm_load(0.0, 0.0, 0.3));
+    eps[4].set(&vllm_load(0.0, 0.0, 0.0));
+    let e = wait_debug(&running, "llm", |e| {
+        e["deletion_costs"]
+            .as_object()
+            .is_some_and(|m| m.len() == 4)
+    })
+    .await;
+    let costs = &e["deletion_costs"];
+    assert_eq!(costs["llm-b"], 1, "idle, least KV cache: {e:#}");
+    assert_eq!(costs["llm-d"], 2, "idle, more KV cache: {e:#}");
+    assert_eq!(costs["llm-a"], 3, "{e:#}");
+    assert_eq!(costs["llm-c"], 4, "busiest: {e:#}");
+    let patches = api.patches();
+    assert_eq!(patches.len(), 4, "{patches:?}");
+    for (ns, pod, content_type, body) in &patches {
+        assert_eq!(ns, NS);
+        assert!(pod.starts_with("llm-") && pod != "llm-elsewhere", "{pod}");
+        assert_eq!(content_type, "application/merge-patch+json");
+        // Only that annotation: no labels, no spec, no other annotation.
+        assert_eq!(
+            body,
+            &serde_json::json!({"metadata": {"annotations": {ANNOTATION: costs[pod].to_string()}}}),
+        );
+    }
+    assert_eq!(api.annotations(NS, "llm-b")[ANNOTATION], "1");
+    assert_eq!(api.annotations(NS, "embed-a"), serde_json::Value::Null);
+
+    // b becomes the busiest: not re-ranked before the pacing interval (15 s) has passed.
+    eps[1].set(&vllm_load(9.0, 3.0, 0.9));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(api.patches().len(), 4, "{:?}", api.patches());
+    let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
+    assert!(
+        metrics.contains("keda_gpu_scaler_pod_deletion_cost_patches_total{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",result=\"ok\"} 4\n"),
+        "{metrics}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_patch_says_which_rbac_to_grant() {
+    let api = KubeApi::start().await;
+    api.forbid_patch(NS);
+    let (port, _eps) = pods(2, &vllm_load(1.0, 0.0, 0.1)).await;
+    api.apply(
+        NS,
+        slice(
+            "llm-1",
+            "llm",
+            &[("http", port)],
+            &[
+                Ep::ready("127.0.0.2", "llm-a"),
+                Ep::ready("127.0.0.3", "llm-b"),
+            ],
+        ),
+    );
+    let running = scaler(&api, &[]).await;
+    let mut c = client(&running).await;
+    let llm = object_in(NS, "llm", COST_SO);
+    wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v > 0.0).await;
+    let e = wait_debug(&running, "llm", |e| {
+        e["notes"].to_string().contains("podDeletionCost")
+    })
+    .await;
+    let notes = e["notes"].to_string();
+    assert!(
+        notes.contains("not allowed to patch pods in namespace inference")
+            && notes.contains("grant patch on pods"),
+        "{e:#}"
+    );
+    // The decision is served all the same.
+    assert_eq!(e["status"], "ok", "{e:#}");
+    let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
+    assert!(metrics.contains("result=\"refused\"} 1\n"), "{metrics}");
+    running.stop().await;
+}

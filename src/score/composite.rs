@@ -612,6 +612,8 @@ impl Scorer {
 /// Names of the built-in signals the capacity model reads.
 pub const INFLIGHT: &str = "inflight";
 pub const QUEUE: &str = "queue";
+/// The KV-cache signal: the tie-break of pod deletion costs (`crate::deletion`).
+pub const KV_CACHE: &str = "kv_cache";
 
 fn clamp(value: f64, limits: Limits) -> (f64, Option<&'static str>) {
     if value < limits.min_replicas {

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 
@@ -69,11 +71,23 @@ pub enum DiscoveryError {
     },
 }
 
+/// Why pod deletion costs could not be written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeletionCostError {
+    #[error("the scaler is not allowed to patch pods in namespace {namespace} (HTTP 403: {message}); grant patch on pods there (chart value podDeletionCost.enabled, with discovery.namespaces), or remove podDeletionCost")]
+    Forbidden { namespace: String, message: String },
+    #[error("writing pod deletion costs failed: {0}")]
+    Api(String),
+}
+
 /// A Service resolved to what to scrape.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resolved {
     /// One URL per ready endpoint (a replica serving traffic), sorted.
     pub urls: Vec<String>,
+    /// The pod behind each of `urls`, where its EndpointSlice names one in the Service's own
+    /// namespace.
+    pub pods: Vec<Option<String>>,
     /// Endpoints not ready and not terminating: replicas starting (or failing readiness).
     pub starting: u32,
     /// Endpoints terminating: replicas draining, not scraped.
@@ -139,10 +153,13 @@ impl Slice {
                 // serving says (it may still be draining), so it is counted, not scraped.
                 let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
                 let ready = c.and_then(|c| c.ready.or(c.serving)).unwrap_or(true) && !terminating;
+                // A reference into another namespace is not this Service's pod (the deletion
+                // cost is written only to pods of the ScaledObject's own namespace).
                 let pod = e
                     .target_ref
                     .as_ref()
                     .filter(|r| r.kind.as_deref() == Some("Pod"))
+                    .filter(|r| r.namespace.is_none() || r.namespace == s.metadata.namespace)
                     .and_then(|r| r.name.clone());
                 Some(Endpoint {
                     address: e.addresses.first()?.clone(),
@@ -244,6 +261,7 @@ pub fn resolve<'a>(
         });
     }
     let mut out = Resolved::default();
+    let mut ready: Vec<(String, Option<String>)> = Vec::new();
     for (key, (e, ipv6, port)) in &by_key {
         if e.terminating {
             out.terminating += 1;
@@ -257,19 +275,20 @@ pub fn resolve<'a>(
             } else {
                 e.address.clone()
             };
-            out.urls.push(format!("http://{host}:{port}{}", svc.path));
+            ready.push((format!("http://{host}:{port}{}", svc.path), e.pod.clone()));
         }
     }
-    out.urls.sort();
-    if out.urls.len() > MAX_ENDPOINTS {
+    ready.sort();
+    if ready.len() > MAX_ENDPOINTS {
         out.note = Some(format!(
             "Service {}/{} has {} ready endpoints; only the first {MAX_ENDPOINTS} are scraped",
             svc.namespace,
             svc.name,
-            out.urls.len()
+            ready.len()
         ));
-        out.urls.truncate(MAX_ENDPOINTS);
+        ready.truncate(MAX_ENDPOINTS);
     }
+    (out.urls, out.pods) = ready.into_iter().unzip();
     Ok(out)
 }
 
@@ -393,6 +412,66 @@ impl Discovery {
         );
         resolved.cold_start_s = timer.cold_start_s();
         Ok(resolved)
+    }
+
+    /// Writes each pod's deletion cost (`crate::deletion`) into its annotation: a JSON merge patch
+    /// of that one annotation, on pods of `svc`'s namespace that the Service's EndpointSlices
+    /// list now (a name from anywhere else is refused without a request). Returns the pods
+    /// written; stops at the first refusal, since the next pod would be refused the same way.
+    pub async fn set_deletion_costs(
+        &self,
+        svc: &ServiceSpec,
+        costs: &[(String, i32)],
+    ) -> Result<Vec<(String, i32)>, DeletionCostError> {
+        let listed: BTreeSet<String> = {
+            let state = self
+                .watches
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&svc.namespace)
+                .map(|w| w.state.clone());
+            let Some(state) = state else {
+                return Ok(Vec::new());
+            };
+            let slices = state.slices.read().unwrap_or_else(|p| p.into_inner());
+            slices
+                .service(&svc.name)
+                .flat_map(|s| s.endpoints.iter())
+                .filter_map(|e| e.pod.clone())
+                .collect()
+        };
+        let client = self
+            .client()
+            .await
+            .map_err(|e| DeletionCostError::Api(e.to_string()))?;
+        let api: kube::Api<Pod> = kube::Api::namespaced(client, &svc.namespace);
+        let mut written = Vec::new();
+        for (pod, cost) in costs.iter().filter(|(pod, _)| listed.contains(pod)) {
+            let patch = serde_json::json!({
+                "metadata": {"annotations": {crate::deletion::ANNOTATION: cost.to_string()}}
+            });
+            match api
+                .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => written.push((pod.clone(), *cost)),
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    return Err(DeletionCostError::Forbidden {
+                        namespace: svc.namespace.clone(),
+                        message: crate::text::bounded(&s.message, 300),
+                    })
+                }
+                // Deleted since the slices were read: nothing to rank.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    return Err(DeletionCostError::Api(crate::text::bounded(
+                        &e.to_string(),
+                        300,
+                    )))
+                }
+            }
+        }
+        Ok(written)
     }
 
     /// Stops the watchers of namespaces no ScaledObject reads any more.
@@ -597,6 +676,7 @@ mod tests {
             name: "llm".into(),
             port,
             path: "/metrics".into(),
+            deletion_cost: false,
         }
     }
 

@@ -22,6 +22,7 @@ use crate::engine::EngineSettings;
 use crate::spec::{ScalerSpec, SourceSpec};
 use budget::BodyBudget;
 use client::ClientError;
+use discovery::DeletionCostError;
 use nvml::NvmlSource;
 use prometheus::{PrometheusSettings, PrometheusSource};
 use scrape::ScrapeSource;
@@ -51,6 +52,9 @@ pub struct Readings {
     /// What the source knows beyond the signals: completions per second (from the latency
     /// histogram's count) and, for a discovery source, replicas starting and terminating.
     pub context: crate::score::Context,
+    /// The pod behind each position of `signals[i].pods`, where the source knows it (service
+    /// discovery); empty otherwise.
+    pub pods: Vec<Option<String>>,
 }
 
 impl Readings {
@@ -114,6 +118,20 @@ pub trait Source: Send + Sync {
     /// cannot read history back needs this, and only for edits that do not change the demand.
     fn continues(&self, _before: &ScalerSpec, _after: &ScalerSpec) -> bool {
         false
+    }
+
+    /// Writes pod deletion costs (`podDeletionCost`) to the pods of `spec`'s Service; returns
+    /// those written. Only a source that discovers pods can.
+    fn set_deletion_costs<'a>(
+        &'a self,
+        _spec: &'a ScalerSpec,
+        _costs: &'a [(String, i32)],
+    ) -> BoxFuture<'a, Result<Vec<(String, i32)>, DeletionCostError>> {
+        Box::pin(async {
+            Err(DeletionCostError::Api(
+                "this source does not discover pods".into(),
+            ))
+        })
     }
 }
 

@@ -490,6 +490,7 @@ impl PrometheusSource {
                 ..Default::default()
             },
             failed,
+            pods: Vec::new(),
         }
     }
 }

@@ -17,7 +17,7 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::{OnceCell, Semaphore};
 
 use super::budget::{BodyBudget, BodyError, Held, Share};
-use super::discovery::{Discovery, DiscoverySettings};
+use super::discovery::{DeletionCostError, Discovery, DiscoverySettings};
 use super::exposition::{self, Exposition};
 use super::histogram::{self, Buckets};
 use super::{Readings, SignalReading, Source};
@@ -66,6 +66,8 @@ type Round = HashMap<String, Arc<OnceCell<Result<Arc<Scraped>, FetchError>>>>;
 #[derive(Clone, Debug, Default)]
 struct Target {
     urls: Vec<String>,
+    /// The pod behind each URL, where discovery knows it.
+    pods: Vec<Option<String>>,
     starting: Option<u32>,
     terminating: Option<u32>,
     cold_start_s: Option<f64>,
@@ -206,10 +208,11 @@ impl ScrapeSource {
             SourceSpec::Service(svc) => match self.discovery.resolve(svc).await {
                 Ok(r) => {
                     let mut notes: Vec<String> = r.note.into_iter().collect();
-                    let urls = r
+                    let (urls, pods) = r
                         .urls
                         .into_iter()
-                        .filter(|u| {
+                        .zip(r.pods)
+                        .filter(|(u, _)| {
                             let verdict = reqwest::Url::parse(u)
                                 .map_err(|e| e.to_string())
                                 .and_then(|url| self.egress.check_url(&url));
@@ -221,9 +224,10 @@ impl ScrapeSource {
                             }
                             verdict.is_ok()
                         })
-                        .collect();
+                        .unzip();
                     Target {
                         urls,
+                        pods,
                         starting: Some(r.starting),
                         terminating: Some(r.terminating),
                         cold_start_s: r.cold_start_s,
@@ -379,6 +383,7 @@ impl ScrapeSource {
                 },
                 cold_start_s: target.cold_start_s,
             },
+            pods: target.pods.clone(),
             ..Readings::default()
         }
     }
@@ -457,6 +462,21 @@ impl Source for ScrapeSource {
 
     fn deadline(&self) -> Duration {
         self.deadline
+    }
+
+    fn set_deletion_costs<'a>(
+        &'a self,
+        spec: &'a ScalerSpec,
+        costs: &'a [(String, i32)],
+    ) -> BoxFuture<'a, Result<Vec<(String, i32)>, DeletionCostError>> {
+        Box::pin(async move {
+            match &spec.source {
+                SourceSpec::Service(svc) => self.discovery.set_deletion_costs(svc, costs).await,
+                _ => Err(DeletionCostError::Api(
+                    "podDeletionCost needs service discovery".into(),
+                )),
+            }
+        })
     }
 
     /// Watchers serve the namespaces still read through a Service, and no others.

@@ -42,6 +42,9 @@ pub struct ServiceSpec {
     pub port: Option<PortRef>,
     /// The metrics path, starting with '/'.
     pub path: String,
+    /// `podDeletionCost`: rank the Service's pods by load in their deletion-cost annotation while
+    /// a scale-down is expected, so the ReplicaSet removes the least busy (`crate::deletion`).
+    pub deletion_cost: bool,
 }
 
 /// A port by number, or by the name the Service gives it.

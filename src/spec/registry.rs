@@ -16,6 +16,8 @@ pub const DEFAULT_NAMESPACE_LABEL: &str = "namespace";
 pub const DEFAULT_POD_LABEL: &str = "pod";
 /// The key that turns SLO mode on.
 pub const OBJECTIVE_KEY: &str = "ttftObjectiveMs";
+/// The key that turns pod deletion costs on (`service` discovery only).
+pub const DELETION_COST_KEY: &str = "podDeletionCost";
 
 /// Keys KEDA itself puts in the metadata map (connection and TLS settings); accepted and ignored.
 const KEDA_KEYS: &[&str] = &[
@@ -57,6 +59,7 @@ const GENERAL_KEYS: &[&str] = &[
     OBJECTIVE_KEY,
     "attainment",
     "coldStartSeconds",
+    DELETION_COST_KEY,
 ];
 
 /// General keys that only mean something with some sources, and those sources. Every built-in
@@ -73,6 +76,7 @@ const SOURCE_KEYS: &[(&str, &[&str])] = &[
     ("service", &["scrape"]),
     ("port", &["scrape"]),
     ("path", &["scrape"]),
+    (DELETION_COST_KEY, &["scrape"]),
     ("preset", &["scrape", "prometheus"]),
 ];
 

@@ -3,7 +3,8 @@
 use super::model::{NvmlSpec, PodMatch, PrometheusSpec, ServiceSpec, SourceSpec};
 use super::parser::Parser;
 use super::registry::{
-    self, DEFAULT_NAMESPACE_LABEL, DEFAULT_POD_LABEL, DEFAULT_SERVICE_PATH, MAX_ENDPOINTS,
+    self, DEFAULT_NAMESPACE_LABEL, DEFAULT_POD_LABEL, DEFAULT_SERVICE_PATH, DELETION_COST_KEY,
+    MAX_ENDPOINTS,
 };
 use super::validate::{self, is_dns_label, redact};
 
@@ -46,7 +47,7 @@ impl Parser<'_> {
             }
             return self.service_source();
         }
-        for key in ["port", "path"] {
+        for key in ["port", "path", DELETION_COST_KEY] {
             if self.values.contains_key(key) {
                 self.problem(
                     key,
@@ -112,6 +113,10 @@ impl Parser<'_> {
             Some(_) => self.read("port", validate::port).map(Some),
         };
         let path = self.text("path").unwrap_or(DEFAULT_SERVICE_PATH);
+        let deletion_cost = match self.text(DELETION_COST_KEY) {
+            None => Some(false),
+            Some(_) => self.read(DELETION_COST_KEY, validate::boolean),
+        };
         let path_ok = match validate::url_path(path) {
             Ok(()) => true,
             Err(message) => {
@@ -137,6 +142,7 @@ impl Parser<'_> {
             name: name.to_string(),
             port: port?,
             path: path.to_string(),
+            deletion_cost: deletion_cost?,
         }))
     }
 
@@ -437,6 +443,7 @@ mod tests {
                 name: "llm".into(),
                 port: None,
                 path: "/metrics".into(),
+                deletion_cost: false,
             })
         );
         assert_eq!(spec.source.kind(), "scrape");
@@ -504,5 +511,46 @@ mod tests {
             ("queueTarget", "4")
         ])
         .contains("service: applies only to source=scrape"));
+    }
+
+    #[test]
+    fn pod_deletion_cost_is_a_boolean_of_service_discovery() {
+        let on = |v: &str| {
+            in_ns(&[
+                ("service", "llm"),
+                ("podDeletionCost", v),
+                ("queueTarget", "4"),
+            ])
+            .map(|s| matches!(s.source, SourceSpec::Service(svc) if svc.deletion_cost))
+        };
+        assert!(on("true").unwrap());
+        assert!(!on("false").unwrap());
+        assert!(on("yes")
+            .unwrap_err()
+            .to_string()
+            .contains("podDeletionCost: 'yes' is not accepted; expected true or false"));
+        let err = in_ns(&[
+            ("endpoints", "http://a/m"),
+            ("podDeletionCost", "true"),
+            ("queueTarget", "4"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("podDeletionCost: applies only with service"),
+            "{err}"
+        );
+        let err = in_ns(&[
+            ("source", "prometheus"),
+            ("deployment", "x"),
+            ("podDeletionCost", "true"),
+            ("queueTarget", "4"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("podDeletionCost: applies only to source=scrape"),
+            "{err}"
+        );
     }
 }

@@ -90,6 +90,18 @@ pub(super) fn http_url(raw: &str) -> Option<reqwest::Url> {
 }
 
 /// `port`: a number, or the name a Service gives the port.
+/// `true` or `false`, as YAML and KEDA's own boolean keys spell them.
+pub(super) fn boolean(raw: &str) -> Result<bool, String> {
+    match raw {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!(
+            "'{}' is not accepted; expected true or false",
+            redact(raw)
+        )),
+    }
+}
+
 pub(super) fn port(raw: &str) -> Result<PortRef, String> {
     match raw.parse::<u16>() {
         Ok(n) if n > 0 => Ok(PortRef::Number(n)),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::MetricType;
@@ -85,12 +86,13 @@ fn escape(v: &str) -> String {
 /// Labels of one (namespace, ScaledObject, trigger metric) series, with optional extras.
 type Labels = Vec<(&'static str, String)>;
 
-/// One gauge family, collected before it is written.
+/// One gauge (or counter) family, collected before it is written.
 struct GaugeFamily {
     name: &'static str,
     help: &'static str,
     unit: Option<Unit>,
     series: Vec<(Labels, f64)>,
+    counter: bool,
 }
 
 impl GaugeFamily {
@@ -100,6 +102,15 @@ impl GaugeFamily {
             help,
             unit,
             series: Vec::new(),
+            counter: false,
+        }
+    }
+
+    /// A counter family; the encoder adds `_total`.
+    fn counter(name: &'static str, help: &'static str) -> Self {
+        GaugeFamily {
+            counter: true,
+            ..GaugeFamily::new(name, None, help)
         }
     }
 
@@ -108,12 +119,21 @@ impl GaugeFamily {
     }
 
     fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut metric = encoder.encode_descriptor(
-            self.name,
-            self.help,
-            self.unit.as_ref(),
-            MetricType::Gauge,
-        )?;
+        let kind = if self.counter {
+            MetricType::Counter
+        } else {
+            MetricType::Gauge
+        };
+        let mut metric =
+            encoder.encode_descriptor(self.name, self.help, self.unit.as_ref(), kind)?;
+        if self.counter {
+            for (labels, value) in &self.series {
+                let family = metric.encode_family(labels)?;
+                // Counts of events: written as integers.
+                ConstCounter::new(*value as u64).encode(family)?;
+            }
+            return Ok(());
+        }
         // A family's label set, even an empty one, is written in braces: `name{} 1`.
         if let [(labels, value)] = self.series.as_slice() {
             if labels.is_empty() {
@@ -201,6 +221,10 @@ impl Collector for EngineCollector {
             None,
             "Endpoints of a service trigger's Service by state: starting (not ready yet) or terminating.",
         );
+        let mut deletion_cost = GaugeFamily::counter(
+            "keda_gpu_scaler_pod_deletion_cost_patches",
+            "Pod deletion-cost annotations written (podDeletionCost), by result: ok, or refused by the API server.",
+        );
         // One series per (namespace, ScaledObject, trigger metric), whatever the entries behind it.
         for entry in &engine.current_entries() {
             let base: Labels = vec![
@@ -221,6 +245,15 @@ impl Collector for EngineCollector {
             ] {
                 if let Some(n) = n {
                     replicas.push(with(&[("state", what)]), f64::from(n));
+                }
+            }
+            if matches!(&entry.spec.source, crate::spec::SourceSpec::Service(s) if s.deletion_cost)
+            {
+                for (result, n) in [
+                    ("ok", state.deletion_cost_patches),
+                    ("refused", state.deletion_cost_failures),
+                ] {
+                    deletion_cost.push(with(&[("result", result)]), n as f64);
                 }
             }
             let Some(decision) = state.decision else {
@@ -265,6 +298,7 @@ impl Collector for EngineCollector {
             quantity,
             latency,
             replicas,
+            deletion_cost,
         ] {
             family.encode(&mut encoder)?;
         }

@@ -36,6 +36,12 @@ struct ApiState {
     generation: u64,
     /// Watch streams open now.
     open_watches: usize,
+    /// PATCH requests on pods: (namespace, pod, content type, body), in order.
+    patches: Vec<(String, String, String, Value)>,
+    /// Namespaces where patching pods is denied.
+    patch_forbidden: BTreeSet<String>,
+    /// Annotations of pods as patched, by (namespace, pod).
+    annotations: BTreeMap<(String, String), Value>,
 }
 
 #[derive(Clone)]
@@ -130,6 +136,10 @@ impl KubeApi {
                 "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
                 axum::routing::get(endpointslices),
             )
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}",
+                axum::routing::patch(patch_pod),
+            )
             .with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -195,6 +205,33 @@ impl KubeApi {
             .unwrap()
             .forbidden
             .insert(namespace.into());
+    }
+
+    /// Denies patching pods in `namespace`, as RBAC does without a Role granting it.
+    pub fn forbid_patch(&self, namespace: &str) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .patch_forbidden
+            .insert(namespace.into());
+    }
+
+    /// PATCH requests on pods so far: (namespace, pod, content type, body).
+    pub fn patches(&self) -> Vec<(String, String, String, Value)> {
+        self.shared.state.lock().unwrap().patches.clone()
+    }
+
+    /// A pod's annotations as patched so far (null when never patched).
+    pub fn annotations(&self, namespace: &str, pod: &str) -> Value {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .annotations
+            .get(&(namespace.into(), pod.into()))
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     /// Forgets every event so far (etcd compaction) and ends every open watch: a client that
@@ -352,4 +389,53 @@ async fn endpointslices(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         ))
         .unwrap()
+}
+
+/// A pod PATCH, recorded; merge patches of `metadata.annotations` are applied the way the API
+/// server applies a JSON merge patch to a map (a null value removes the key).
+async fn patch_pod(
+    State(shared): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut s = shared.state.lock().unwrap();
+    s.requests.push(format!("patch {ns} {name}"));
+    s.patches
+        .push((ns.clone(), name.clone(), content_type, patch.clone()));
+    if s.patch_forbidden.contains(&ns) {
+        let mut body = status(
+            403,
+            "Forbidden",
+            format!("pods \"{name}\" is forbidden: User \"system:serviceaccount:keda:keda-gpu-scaler\" cannot patch resource \"pods\" in API group \"\" in the namespace \"{ns}\""),
+        );
+        body["details"] = json!({"name": name, "kind": "pods"});
+        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
+    let annotations = s
+        .annotations
+        .entry((ns.clone(), name.clone()))
+        .or_insert_with(|| json!({}));
+    if let Some(map) = patch["metadata"]["annotations"].as_object() {
+        for (k, v) in map {
+            if v.is_null() {
+                annotations.as_object_mut().unwrap().remove(k);
+            } else {
+                annotations[k] = v.clone();
+            }
+        }
+    }
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations.clone()},
+        "spec": {"containers": [{"name": "engine", "image": "vllm/vllm-openai"}]}
+    });
+    axum::Json(pod).into_response()
 }
