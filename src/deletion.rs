@@ -9,20 +9,21 @@
 //! and the least busy go first.
 //!
 //! Kubernetes asks not to update the annotation on every metric change (each update is a write to
-//! the API server and an update event every pod watcher sees). So: nothing is written while the
-//! reported capacity covers the ready pods; a round of writes at most every `MIN_INTERVAL_S`; and
-//! only pods whose rank changed. This module is the pure part (ranking and pacing); the writes are
+//! the API server and an update event every pod watcher sees). So only the pods about to go are
+//! marked (negative costs; every other pod keeps the default 0), a round of writes comes at most
+//! every `MIN_INTERVAL_S`, and only pods whose mark changed are written. This module is the pure part (ranking and pacing); the writes are
 //! the scrape source's (`signals::discovery::Discovery::set_deletion_costs`).
 
 use std::collections::BTreeMap;
 
-/// The annotation the ReplicaSet controller ranks pods by on scale-down (Kubernetes >= 1.22).
+/// The annotation the ReplicaSet controller ranks pods by on scale-down (Kubernetes >= 1.22;
+/// an int32, default 0, negative allowed).
 pub const ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 /// Shortest time between two rounds of writes for one ScaledObject. The HPA changes the replica
 /// count at most once per sync period (15 s by default), so a ranking fresher than that is never
 /// read; it also bounds one object's writes to `3600 / 15 = 240` rounds an hour, each touching
-/// only the pods whose rank changed.
+/// only the pods whose mark changed (at most the pods leaving plus those entering the set to go).
 pub const MIN_INTERVAL_S: f64 = 15.0;
 
 /// One ready pod's load as its own `/metrics` reported it.
@@ -49,12 +50,8 @@ impl PodLoad {
     }
 }
 
-/// Each pod's deletion cost: 1 for the least busy, one more per distinct busier load (pods
-/// equally busy share a cost, so the ReplicaSet's own order, most recently ready first, decides
-/// between them and idle pods are not rewritten as they trade places). Costs start at 1 so a pod
-/// the ranking has not reached yet (the annotation's default, 0: a pod that just became ready and
-/// has no readings) still goes before every ranked one, as the ReplicaSet would choose anyway.
-pub fn ranking(pods: &[PodLoad]) -> BTreeMap<String, i32> {
+/// The pods' order from least to most busy (ties by name, so the order is stable).
+pub fn by_load(pods: &[PodLoad]) -> Vec<&PodLoad> {
     let mut order: Vec<&PodLoad> = pods.iter().collect();
     order.sort_by(|a, b| {
         let (ka, kb) = (a.key(), b.key());
@@ -62,18 +59,24 @@ pub fn ranking(pods: &[PodLoad]) -> BTreeMap<String, i32> {
             .then(ka.1.total_cmp(&kb.1))
             .then(a.pod.cmp(&b.pod))
     });
-    let mut costs = BTreeMap::new();
-    let mut cost = 0i32;
-    let mut previous: Option<(f64, f64)> = None;
-    for p in order {
-        let key = p.key();
-        if previous != Some(key) {
-            cost = cost.saturating_add(1);
-            previous = Some(key);
-        }
-        costs.insert(p.pod.clone(), cost);
-    }
-    costs
+    order
+}
+
+/// The annotation each pod should carry when `remove` pods are about to go: the `remove` least
+/// busy get negative costs, the least busy the lowest (`-remove`, then `-remove + 1`, ... `-1`);
+/// every other pod carries none (the default, 0). Marking only the pods to go, rather than
+/// ranking every pod, keeps the writes to the pods entering or leaving that set: a rank among
+/// busy pods that nobody removes changes with every request and is worth no API write.
+pub fn marks(pods: &[PodLoad], remove: usize) -> BTreeMap<String, Option<i32>> {
+    let remove = remove.min(pods.len());
+    by_load(pods)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let cost = (i < remove).then(|| i as i32 - remove as i32);
+            (p.pod.clone(), cost)
+        })
+        .collect()
 }
 
 /// What one ScaledObject has written and when; paces its writes.
@@ -85,26 +88,30 @@ pub struct DeletionCosts {
 }
 
 impl DeletionCosts {
-    /// The writes to make now (pod, cost), given the replicas the scaler reports and the ready
-    /// pods' loads: none unless the report is below the ready pods (the HPA is about to remove
-    /// some) and `MIN_INTERVAL_S` has passed since the last round; then only the pods whose cost
-    /// differs from what they carry. Pods no longer ready are forgotten.
-    pub fn plan(&mut self, now: f64, reported: u32, pods: &[PodLoad]) -> Vec<(String, i32)> {
+    /// The writes to make now (pod, cost; None removes the annotation), given the replicas the
+    /// scaler reports and the ready pods' loads. Nothing unless `MIN_INTERVAL_S` has passed
+    /// since the last round; then the pods whose mark differs from what they carry: while the
+    /// report is below the ready pods (the HPA is about to remove some), the least busy are
+    /// marked; once it is not, the marks are taken back, so a later scale-down for another
+    /// reason is not steered by an old ranking. Pods no longer ready are forgotten.
+    pub fn plan(
+        &mut self,
+        now: f64,
+        reported: u32,
+        pods: &[PodLoad],
+    ) -> Vec<(String, Option<i32>)> {
         self.written
             .retain(|pod, _| pods.iter().any(|p| &p.pod == pod));
-        let ready = pods.len();
-        if (reported as usize) >= ready {
-            return Vec::new();
-        }
         if self
             .last_round
             .is_some_and(|at| now - at < MIN_INTERVAL_S && now >= at)
         {
             return Vec::new();
         }
-        let changes: Vec<(String, i32)> = ranking(pods)
+        let remove = pods.len().saturating_sub(reported as usize);
+        let changes: Vec<(String, Option<i32>)> = marks(pods, remove)
             .into_iter()
-            .filter(|(pod, cost)| self.written.get(pod) != Some(cost))
+            .filter(|(pod, cost)| self.written.get(pod).copied() != *cost)
             .collect();
         if !changes.is_empty() {
             self.last_round = Some(now);
@@ -113,11 +120,14 @@ impl DeletionCosts {
     }
 
     /// Records a write the API server acknowledged.
-    pub fn written(&mut self, pod: &str, cost: i32) {
-        self.written.insert(pod.to_string(), cost);
+    pub fn written(&mut self, pod: &str, cost: Option<i32>) {
+        match cost {
+            Some(c) => self.written.insert(pod.to_string(), c),
+            None => self.written.remove(pod),
+        };
     }
 
-    /// The cost each pod carries, as written.
+    /// The cost each marked pod carries, as written.
     pub fn costs(&self) -> &BTreeMap<String, i32> {
         &self.written
     }
@@ -135,41 +145,56 @@ mod tests {
         }
     }
 
-    fn apply(c: &mut DeletionCosts, writes: &[(String, i32)]) {
+    fn apply(c: &mut DeletionCosts, writes: &[(String, Option<i32>)]) {
         for (p, cost) in writes {
             c.written(p, *cost);
         }
     }
 
+    fn names(pods: &[&PodLoad]) -> Vec<String> {
+        pods.iter().map(|p| p.pod.clone()).collect()
+    }
+
     #[test]
-    fn the_least_busy_get_the_lowest_cost_and_kv_cache_breaks_ties() {
-        let costs = ranking(&[
+    fn pods_are_ordered_by_requests_then_kv_cache() {
+        let pods = [
             pod("a", 9.0, 50.0),
             pod("b", 0.0, 0.0),
             pod("c", 3.0, 70.0),
             pod("d", 3.0, 20.0),
             pod("e", 0.0, 0.2),
-        ]);
-        assert_eq!(costs["b"], 1);
-        assert_eq!(costs["e"], 1, "equally idle pods share a cost");
-        assert_eq!(costs["d"], 2);
-        assert_eq!(costs["c"], 3);
-        assert_eq!(costs["a"], 4);
+        ];
+        assert_eq!(names(&by_load(&pods)), ["b", "e", "d", "c", "a"]);
     }
 
     #[test]
     fn a_pod_that_reported_nothing_or_not_finite_ranks_busiest() {
         let mut blind = pod("blind", 0.0, 0.0);
         blind.requests = None;
-        let costs = ranking(&[
+        let pods = [
             pod("busy", 30.0, 90.0),
             blind,
             pod("nan", f64::NAN, 0.0),
             pod("idle", 0.0, 0.0),
-        ]);
-        assert_eq!(costs["idle"], 1);
-        assert_eq!(costs["busy"], 2);
-        assert!(costs["blind"] > costs["busy"] && costs["nan"] > costs["busy"]);
+        ];
+        let order = names(&by_load(&pods));
+        assert_eq!(&order[..2], ["idle", "busy"]);
+    }
+
+    #[test]
+    fn only_the_pods_to_go_are_marked_the_least_busy_lowest() {
+        let pods = [
+            pod("a", 5.0, 0.0),
+            pod("b", 1.0, 0.0),
+            pod("c", 0.0, 0.0),
+            pod("d", 7.0, 0.0),
+        ];
+        let m = marks(&pods, 2);
+        assert_eq!(m["c"], Some(-2));
+        assert_eq!(m["b"], Some(-1));
+        assert_eq!((m["a"], m["d"]), (None, None));
+        assert!(marks(&pods, 0).values().all(Option::is_none));
+        assert_eq!(marks(&pods, 9).values().flatten().count(), 4);
     }
 
     #[test]
@@ -178,41 +203,41 @@ mod tests {
         let pods = [pod("a", 5.0, 0.0), pod("b", 1.0, 0.0)];
         assert!(c.plan(0.0, 2, &pods).is_empty());
         assert!(c.plan(15.0, 3, &pods).is_empty());
-        let writes = c.plan(30.0, 1, &pods);
-        assert_eq!(writes, vec![("a".into(), 2), ("b".into(), 1)]);
+        assert_eq!(c.plan(30.0, 1, &pods), vec![("b".into(), Some(-1))]);
     }
 
     #[test]
-    fn rounds_are_paced_and_only_changed_ranks_are_written() {
+    fn rounds_are_paced_marks_follow_the_load_and_are_taken_back() {
         let mut c = DeletionCosts::default();
         let mut pods = vec![pod("a", 0.0, 0.0), pod("b", 2.0, 0.0), pod("c", 4.0, 0.0)];
         let first = c.plan(100.0, 2, &pods);
-        assert_eq!(first.len(), 3);
+        assert_eq!(first, vec![("a".into(), Some(-1))]);
         apply(&mut c, &first);
         // "a" becomes the busiest at once: re-ranked no sooner than the interval allows.
         pods[0].requests = Some(9.0);
         assert!(c.plan(101.0, 2, &pods).is_empty());
         assert!(c.plan(114.9, 2, &pods).is_empty());
         let second = c.plan(115.0, 2, &pods);
-        assert_eq!(
-            second,
-            vec![("a".into(), 3), ("b".into(), 1), ("c".into(), 2)]
-        );
+        assert_eq!(second, vec![("a".into(), None), ("b".into(), Some(-1))]);
         apply(&mut c, &second);
         // Loads that keep the order change nothing.
-        pods[1].requests = Some(3.0);
+        pods[2].requests = Some(3.0);
         assert!(c.plan(200.0, 2, &pods).is_empty());
+        // No scale-down expected any more: the mark is taken back.
+        assert_eq!(c.plan(300.0, 3, &pods), vec![("b".into(), None)]);
     }
 
     #[test]
     fn a_failed_write_is_tried_again_and_gone_pods_are_forgotten() {
         let mut c = DeletionCosts::default();
-        let pods = vec![pod("a", 0.0, 0.0), pod("b", 2.0, 0.0)];
+        let pods = vec![pod("a", 0.0, 0.0), pod("b", 2.0, 0.0), pod("c", 3.0, 0.0)];
         let writes = c.plan(0.0, 1, &pods);
-        c.written("a", 1); // "b" failed
-        assert_eq!(c.plan(15.0, 1, &pods), vec![("b".into(), 2)]);
-        c.written("b", 2);
-        assert!(c.plan(30.0, 1, &pods[..1]).is_empty());
-        assert_eq!(c.costs().len(), 1, "b is gone: {writes:?}");
+        assert_eq!(writes, vec![("a".into(), Some(-2)), ("b".into(), Some(-1))]);
+        c.written("a", Some(-2)); // "b" failed
+        assert_eq!(c.plan(15.0, 1, &pods), vec![("b".into(), Some(-1))]);
+        c.written("b", Some(-1));
+        // b and c are gone; a alone is not to be removed any more.
+        assert_eq!(c.plan(30.0, 1, &pods[..1]), vec![("a".into(), None)]);
+        assert_eq!(c.costs().len(), 1, "b is forgotten");
     }
 }

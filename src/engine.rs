@@ -660,14 +660,15 @@ impl Engine {
         });
     }
 
-    /// The deletion costs to write for `entry` now, if it asked for them (`podDeletionCost`) and
-    /// the decision just made reports fewer replicas than the pods scraped ready.
+    /// The deletion costs to write for `entry` now, if it asked for them (`podDeletionCost`):
+    /// marks on the least busy pods while the decision reports fewer replicas than the pods
+    /// scraped ready, taken back once it does not (`crate::deletion`).
     fn deletion_costs(
         &self,
         entry: &Entry,
         readings: &Readings,
         t: f64,
-    ) -> Option<Vec<(String, i32)>> {
+    ) -> Option<Vec<(String, Option<i32>)>> {
         let spec::SourceSpec::Service(svc) = &entry.spec.source else {
             return None;
         };
@@ -696,8 +697,12 @@ impl Engine {
                 })
             })
             .collect();
-        // KEDA's HPA asks for ceil(desired) replicas (AverageValue, target 1).
+        // KEDA's HPA asks for ceil(desired) replicas (AverageValue, target 1). Ready pods without
+        // a name cannot be marked; they count among those staying, so as many go as the HPA
+        // will remove.
         let reported = decision.desired.max(0.0).ceil().min(f64::from(u32::MAX)) as u32;
+        let unnamed = (readings.pods.len() - pods.len()) as u32;
+        let reported = reported.saturating_sub(unnamed);
         let writes = entry
             .deletion
             .lock()
@@ -708,7 +713,7 @@ impl Engine {
 
     /// Writes the planned deletion costs, every entry's at once, each bounded by the scrape
     /// timeout; records what was acknowledged so a refused write is planned again.
-    async fn write_deletion_costs(&self, writes: Vec<(Arc<Entry>, Vec<(String, i32)>)>) {
+    async fn write_deletion_costs(&self, writes: Vec<(Arc<Entry>, Vec<(String, Option<i32>)>)>) {
         let Some(source) = self.sources.get(SourceKind::Scrape) else {
             return;
         };

@@ -511,28 +511,29 @@ async fn a_coming_scale_down_ranks_the_services_pods_by_load_and_touches_nothing
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(api.patches().is_empty(), "{:?}", api.patches());
 
-    // Load falls: (2 + 0 + 6 + 0) in service and 1 waiting ask for one replica of five ready.
-    eps[0].set(&vllm_load(2.0, 0.0, 0.2));
+    // Load falls: 21 in service over 10 per replica ask for 3 of the 5 ready, so two go: the
+    // two least busy named pods are marked, b (idle, least KV cache) lowest.
+    eps[0].set(&vllm_load(8.0, 0.0, 0.2));
     eps[1].set(&vllm_load(0.0, 0.0, 0.1));
-    eps[2].set(&vllm_load(6.0, 1.0, 0.6));
-    eps[3].set(&vllm_load(0.0, 0.0, 0.3));
+    eps[2].set(&vllm_load(12.0, 0.0, 0.3));
+    eps[3].set(&vllm_load(1.0, 0.0, 0.3));
     eps[4].set(&vllm_load(0.0, 0.0, 0.0));
     let e = wait_debug(&running, "llm", |e| {
         e["deletion_costs"]
             .as_object()
-            .is_some_and(|m| m.len() == 4)
+            .is_some_and(|m| m.len() == 2)
     })
     .await;
+    let desired = e["decision"]["desired"].as_f64().unwrap();
+    assert!(desired > 2.0 && desired <= 3.0, "{e:#}");
     let costs = &e["deletion_costs"];
-    assert_eq!(costs["llm-b"], 1, "idle, least KV cache: {e:#}");
-    assert_eq!(costs["llm-d"], 2, "idle, more KV cache: {e:#}");
-    assert_eq!(costs["llm-a"], 3, "{e:#}");
-    assert_eq!(costs["llm-c"], 4, "busiest: {e:#}");
+    assert_eq!(costs["llm-b"], -2, "idle, least KV cache: {e:#}");
+    assert_eq!(costs["llm-d"], -1, "one request: {e:#}");
     let patches = api.patches();
-    assert_eq!(patches.len(), 4, "{patches:?}");
+    assert_eq!(patches.len(), 2, "{patches:?}");
     for (ns, pod, content_type, body) in &patches {
         assert_eq!(ns, NS);
-        assert!(pod.starts_with("llm-") && pod != "llm-elsewhere", "{pod}");
+        assert!(pod == "llm-b" || pod == "llm-d", "{pod}");
         assert_eq!(content_type, "application/merge-patch+json");
         // Only that annotation: no labels, no spec, no other annotation.
         assert_eq!(
@@ -540,16 +541,18 @@ async fn a_coming_scale_down_ranks_the_services_pods_by_load_and_touches_nothing
             &serde_json::json!({"metadata": {"annotations": {ANNOTATION: costs[pod].to_string()}}}),
         );
     }
-    assert_eq!(api.annotations(NS, "llm-b")[ANNOTATION], "1");
-    assert_eq!(api.annotations(NS, "embed-a"), serde_json::Value::Null);
+    assert_eq!(api.annotations(NS, "llm-b")[ANNOTATION], "-2");
+    for untouched in ["llm-a", "llm-c", "llm-elsewhere", "embed-a"] {
+        assert_eq!(api.annotations(NS, untouched), serde_json::Value::Null);
+    }
 
     // b becomes the busiest: not re-ranked before the pacing interval (15 s) has passed.
     eps[1].set(&vllm_load(9.0, 3.0, 0.9));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(api.patches().len(), 4, "{:?}", api.patches());
+    assert_eq!(api.patches().len(), 2, "{:?}", api.patches());
     let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
     assert!(
-        metrics.contains("keda_gpu_scaler_pod_deletion_cost_patches_total{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",result=\"ok\"} 4\n"),
+        metrics.contains("keda_gpu_scaler_pod_deletion_cost_patches_total{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",result=\"ok\"} 2\n"),
         "{metrics}"
     );
     running.stop().await;

@@ -26,6 +26,7 @@ fn main() {
             slo_s: 5.0,
             ttft_slo_s: 2.0,
             tpot_slo_s: 2.0 * cost.decode_s_per_token,
+            grace_s: f64::INFINITY,
         },
         setup: Setup {
             max_replicas: 100,

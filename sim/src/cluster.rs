@@ -3,7 +3,7 @@
 //! replays in well under a second per policy.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use super::trace::Request;
 
@@ -151,6 +151,9 @@ pub struct ClusterConfig {
     pub ttft_slo_s: f64,
     /// Time-per-output-token objective (decode time / output tokens) for requests with tokens.
     pub tpot_slo_s: f64,
+    /// The pods' `terminationGracePeriodSeconds`: a removed replica finishes what it has for
+    /// this long, then is killed and the requests still running are cut (failures).
+    pub grace_s: f64,
 }
 
 impl ClusterConfig {
@@ -183,8 +186,11 @@ pub enum Phase {
         ready_at: f64,
     },
     Ready,
-    /// Removed: takes no new requests, finishes what it has, then releases its GPU.
-    Draining,
+    /// Removed: takes no new requests, finishes what it has until the grace period ends at
+    /// `until` (then what still runs is cut), and releases its GPU.
+    Draining {
+        until: f64,
+    },
     Gone,
 }
 
@@ -192,6 +198,8 @@ pub enum Phase {
 #[derive(Clone, Debug)]
 pub struct Replica {
     pub phase: Phase,
+    /// When it became ready (the ReplicaSet removes the most recently ready first).
+    pub ready_since: f64,
     pub inflight: u32,
     pub kv_tokens: f64,
     /// Integral of in-flight requests over time (slot-seconds), for utilisation over any window.
@@ -258,6 +266,8 @@ pub struct Outcomes {
     pub within_slo: u64,
     /// Completed within the end-to-end latency objective.
     pub within_e2e_slo: u64,
+    /// Cut on scale-down: still running on a removed replica when its grace period ended.
+    pub cut: u64,
     /// Arrived requests whose service time alone, on an idle replica, exceeds the end-to-end
     /// objective: no policy can make them meet it.
     pub e2e_infeasible: u64,
@@ -296,6 +306,9 @@ pub struct Cluster {
     now: f64,
     /// Integral of allocated GPUs (starting + ready + draining) over time, GPU-seconds.
     pub gpu_seconds: f64,
+    /// The part of `gpu_seconds` spent by removed replicas draining.
+    pub drain_gpu_seconds: f64,
+    draining: u32,
     /// Integral of requests in the system (queued + in service), request-seconds.
     pub concurrency_seconds: f64,
     total_inflight: u64,
@@ -316,6 +329,8 @@ impl Cluster {
             outcomes: Outcomes::default(),
             now: 0.0,
             gpu_seconds: 0.0,
+            drain_gpu_seconds: 0.0,
+            draining: 0,
             concurrency_seconds: 0.0,
             total_inflight: 0,
             scale_events: 0,
@@ -334,7 +349,7 @@ impl Cluster {
     pub fn replicas(&self) -> u32 {
         self.live
             .iter()
-            .filter(|&&i| !matches!(self.replicas[i as usize].phase, Phase::Draining))
+            .filter(|&&i| !matches!(self.replicas[i as usize].phase, Phase::Draining { .. }))
             .count() as u32
     }
 
@@ -380,6 +395,7 @@ impl Cluster {
         if t > self.now {
             let dt = t - self.now;
             self.gpu_seconds += self.live.len() as f64 * dt;
+            self.drain_gpu_seconds += self.draining as f64 * dt;
             self.concurrency_seconds += (self.total_inflight + self.queue.len() as u64) as f64 * dt;
             self.now = t;
         }
@@ -408,8 +424,16 @@ impl Cluster {
     }
 
     /// Sets the number of replicas the Deployment asks for. New ones start cold; removal takes
-    /// starting replicas first, then the newest ready ones (as a ReplicaSet does), which drain.
+    /// starting replicas first, then the most recently ready ones (as a ReplicaSet does), which
+    /// drain.
     pub fn set_replicas(&mut self, target: u32) {
+        self.set_replicas_ranked(target, None);
+    }
+
+    /// `set_replicas` with pod deletion costs (replica index -> cost; 0 when absent): the
+    /// ReplicaSet's ranking removes starting replicas first, then the lowest cost, then the most
+    /// recently ready.
+    pub fn set_replicas_ranked(&mut self, target: u32, costs: Option<&BTreeMap<usize, i32>>) {
         let now = self.now;
         let current = self.replicas();
         if target != current {
@@ -426,6 +450,7 @@ impl Cluster {
             };
             self.replicas.push(Replica {
                 phase,
+                ready_since: now,
                 inflight: 0,
                 kv_tokens: 0.0,
                 slot_seconds: 0.0,
@@ -437,27 +462,39 @@ impl Cluster {
             self.live.push(idx);
             self.free_insert(idx);
         }
-        let mut to_remove = current.saturating_sub(target);
-        for want_starting in [true, false] {
-            for k in (0..self.live.len()).rev() {
-                if to_remove == 0 {
-                    break;
-                }
-                let i = self.live[k];
-                match self.replicas[i as usize].phase {
-                    Phase::Starting { .. } if want_starting => {
-                        self.replicas[i as usize].phase = Phase::Gone;
-                        to_remove -= 1;
-                    }
-                    Phase::Ready if !want_starting => {
-                        self.free_remove(i);
-                        let r = &mut self.replicas[i as usize];
-                        r.phase = if r.inflight == 0 {
-                            Phase::Gone
+        let to_remove = current.saturating_sub(target) as usize;
+        if to_remove > 0 {
+            // The ReplicaSet controller's order: not ready first, then lower deletion cost,
+            // then the most recently ready (newest first among equals).
+            let cost = |i: usize| costs.and_then(|c| c.get(&i)).copied().unwrap_or(0);
+            let mut order: Vec<usize> = self
+                .live
+                .iter()
+                .map(|&i| i as usize)
+                .filter(|&i| !matches!(self.replicas[i].phase, Phase::Draining { .. }))
+                .collect();
+            order.sort_by(|&a, &b| {
+                let (ra, rb) = (&self.replicas[a], &self.replicas[b]);
+                let starting = |r: &Replica| !matches!(r.phase, Phase::Starting { .. });
+                starting(ra)
+                    .cmp(&starting(rb))
+                    .then(cost(a).cmp(&cost(b)))
+                    .then(rb.ready_since.total_cmp(&ra.ready_since))
+                    .then(b.cmp(&a))
+            });
+            let until = now + self.cfg.grace_s;
+            for &i in order.iter().take(to_remove) {
+                match self.replicas[i].phase {
+                    Phase::Starting { .. } => self.replicas[i].phase = Phase::Gone,
+                    Phase::Ready => {
+                        self.free_remove(i as u32);
+                        let r = &mut self.replicas[i];
+                        if r.inflight == 0 {
+                            r.phase = Phase::Gone;
                         } else {
-                            Phase::Draining
-                        };
-                        to_remove -= 1;
+                            r.phase = Phase::Draining { until };
+                            self.draining += 1;
+                        }
                     }
                     _ => {}
                 }
@@ -476,6 +513,7 @@ impl Cluster {
             if let Phase::Starting { ready_at } = self.replicas[i as usize].phase {
                 if ready_at <= self.now {
                     self.replicas[i as usize].phase = Phase::Ready;
+                    self.replicas[i as usize].ready_since = ready_at;
                     self.replicas[i as usize].last_t = self.now;
                     self.free_insert(i);
                     became_ready = true;
@@ -492,6 +530,13 @@ impl Cluster {
                 .peek()
                 .map(|c| c.0.at)
                 .filter(|&t| t <= until);
+            // A grace period that ends before the next arrival and completion kills its replica.
+            if let Some((t, i)) = self.next_kill().filter(|&(t, _)| t <= until) {
+                if arrival.is_none_or(|a| t <= a) && completion.is_none_or(|c| t < c) {
+                    self.kill(t, i);
+                    continue;
+                }
+            }
             match (arrival, completion) {
                 (Some(a), Some(c)) if c <= a => self.complete(),
                 (_, Some(_)) if arrival.is_none() => self.complete(),
@@ -511,6 +556,37 @@ impl Cluster {
         }
         self.integrate(until);
         self.expire();
+    }
+
+    /// The earliest end of a grace period among draining replicas: (time, replica).
+    fn next_kill(&self) -> Option<(f64, usize)> {
+        if self.draining == 0 {
+            return None;
+        }
+        self.live
+            .iter()
+            .filter_map(|&i| match self.replicas[i as usize].phase {
+                Phase::Draining { until } => Some((until, i as usize)),
+                _ => None,
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
+    /// The grace period of replica `i` ends at `t`: the kubelet kills it and what still runs on
+    /// it is cut.
+    fn kill(&mut self, t: f64, i: usize) {
+        self.integrate(t);
+        let r = &mut self.replicas[i];
+        r.integrate(t);
+        let cut = r.inflight;
+        r.inflight = 0;
+        r.kv_tokens = 0.0;
+        r.phase = Phase::Gone;
+        self.draining -= 1;
+        self.total_inflight -= u64::from(cut);
+        self.outcomes.cut += u64::from(cut);
+        self.completions.retain(|c| c.0.replica as usize != i);
+        self.live.retain(|&k| k as usize != i);
     }
 
     /// Requests still queued or in service.
@@ -570,8 +646,9 @@ impl Cluster {
                 met_slo: met,
             });
         }
-        if r.phase == Phase::Draining && r.inflight == 0 {
+        if matches!(r.phase, Phase::Draining { .. }) && r.inflight == 0 {
             r.phase = Phase::Gone;
+            self.draining -= 1;
             self.live.retain(|&k| k != c.replica);
         } else {
             self.free_insert(c.replica);
@@ -635,6 +712,7 @@ mod tests {
             slo_s: 1.5,
             ttft_slo_s: 2.0,
             tpot_slo_s: 0.05,
+            grace_s: f64::INFINITY,
         }
     }
 
@@ -771,6 +849,53 @@ mod tests {
         c.set_replicas(1);
         assert_eq!(c.allocated(), 1);
         assert_eq!(c.scale_events, 2);
+    }
+
+    #[test]
+    fn the_grace_period_cuts_what_still_runs_and_deletion_costs_pick_the_pod() {
+        let long = |at: f64| Request {
+            work_s: 100.0,
+            ..req(at)
+        };
+        // Two ready replicas, one long request on replica 1 (the newest), replica 0 idle.
+        let mut cfg = cfg(0.0);
+        cfg.grace_s = 30.0;
+        let mut c = Cluster::new(cfg.clone());
+        c.set_replicas(1);
+        c.set_replicas(2);
+        let mut next = 0;
+        let reqs = [long(0.0)];
+        c.advance(1.0, &reqs, &mut next);
+        let busy = c
+            .live_indices()
+            .find(|&i| c.replicas[i].inflight == 1)
+            .unwrap();
+        assert_eq!(
+            busy, 1,
+            "dispatch takes the last free replica of the least loaded"
+        );
+        // Newest ready first: the busy replica drains, and is killed 30 s later.
+        c.set_replicas(1);
+        assert_eq!(c.allocated(), 2);
+        c.advance(30.5, &reqs, &mut next);
+        assert_eq!(c.allocated(), 2, "still draining at 30.5 s");
+        c.advance(31.5, &reqs, &mut next);
+        assert_eq!((c.allocated(), c.outcomes.cut, c.inflight()), (1, 1, 0));
+        assert!((c.drain_gpu_seconds - 30.0).abs() < 1e-9);
+        c.advance(200.0, &reqs, &mut next);
+        assert_eq!(c.outcomes.completed, 0, "a cut request never completes");
+
+        // A lower deletion cost on the idle replica: it goes at once, nothing is cut.
+        let mut c = Cluster::new(cfg);
+        c.set_replicas(1);
+        c.set_replicas(2);
+        let mut next = 0;
+        c.advance(1.0, &reqs, &mut next);
+        let costs: BTreeMap<usize, i32> = [(0, -1)].into();
+        c.set_replicas_ranked(1, Some(&costs));
+        assert_eq!(c.allocated(), 1);
+        c.advance(200.0, &reqs, &mut next);
+        assert_eq!((c.outcomes.cut, c.outcomes.completed), (0, 1));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod policy;
 pub mod replay;
 pub mod report;
+pub mod scaledown;
 pub mod suite;
 pub mod svg;
 pub mod sweep;
@@ -98,6 +99,11 @@ pub struct SimulateArgs {
     /// --out. With --trace, --generator or --suite.
     #[arg(long, conflicts_with = "ablation")]
     pub sweep: bool,
+    /// With --suite: replay the composite per scenario without and with `podDeletionCost` (the
+    /// ReplicaSet's own choice of pod against least loaded first) and write the requests cut on
+    /// scale-down, `scale-down.md` and `scale-down.json`, under --out.
+    #[arg(long, requires = "suite", conflicts_with_all = ["ablation", "sweep"])]
+    pub scale_down: bool,
     /// The Azure code trace the suite replays.
     #[arg(
         long,
@@ -148,11 +154,19 @@ pub struct SimulateArgs {
     /// A request still queued this many seconds after arriving is dropped.
     #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
     pub timeout_s: f64,
+    /// The pods' termination grace period: a replica removed on scale-down finishes its requests
+    /// for this long, then what still runs is cut (Kubernetes' default is 30 s).
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
+    pub grace_s: f64,
     #[arg(long, default_value_t = 100)]
     pub max_replicas: u32,
     /// Requests served at once per replica (overrides the profile).
     #[arg(long)]
     pub batch: Option<u32>,
+    /// Median output tokens of generated requests (overrides the profile's
+    /// `default_generated_tokens`; drawn log-normal around it). Chat services generate hundreds.
+    #[arg(long, allow_negative_numbers = true)]
+    pub generated_tokens: Option<f64>,
     /// JSON cost profile (fields of `CostModel`, e.g. measured with the workload's loadgen).
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
@@ -177,6 +191,7 @@ impl SimulateArgs {
             suite: false,
             ablation: false,
             sweep: false,
+            scale_down: false,
             suite_trace: PathBuf::from("traces/AzureLLMInferenceTrace_code.csv"),
             duration_s: 3600.0,
             rate_scale: 1.0,
@@ -190,8 +205,10 @@ impl SimulateArgs {
             requests_out: false,
             cold_start_s: 60.0,
             timeout_s: 60.0,
+            grace_s: 30.0,
             max_replicas: 100,
             batch: None,
+            generated_tokens: None,
             profile: None,
             scrape_s: 15.0,
             seed: 1,
@@ -288,6 +305,13 @@ pub fn prepare(args: &SimulateArgs) -> Result<(Trace, SimConfig, f64, f64, u64),
         86_400.0,
         "seconds > 0 and <= 86400",
     )?;
+    let grace_s = check(
+        "--grace-s",
+        args.grace_s,
+        0.0,
+        86_400.0,
+        "seconds between 0 and 86400",
+    )?;
     let scrape_s = check(
         "--scrape-s",
         args.scrape_s,
@@ -327,6 +351,15 @@ pub fn prepare(args: &SimulateArgs) -> Result<(Trace, SimConfig, f64, f64, u64),
     };
     if let Some(b) = args.batch {
         cost.batch = b;
+    }
+    if let Some(n) = args.generated_tokens {
+        cost.default_generated_tokens = check(
+            "--generated-tokens",
+            n,
+            1.0,
+            100_000.0,
+            "tokens between 1 and 100000",
+        )?;
     }
     let tpot_slo_s = match args.tpot_slo_ms {
         Some(ms) => {
@@ -389,6 +422,7 @@ pub fn prepare(args: &SimulateArgs) -> Result<(Trace, SimConfig, f64, f64, u64),
             slo_s,
             ttft_slo_s,
             tpot_slo_s,
+            grace_s,
         },
         setup: Setup {
             max_replicas: args.max_replicas,
@@ -458,6 +492,7 @@ pub fn simulate_with_requests(
             tpot_slo_s: cfg.cluster.tpot_slo_s,
             cold_start_s: cfg.cluster.cold_start_s,
             timeout_s: cfg.cluster.timeout_s,
+            grace_s: cfg.cluster.grace_s,
             scrape_s: cfg.setup.scrape_s,
             max_replicas: cfg.setup.max_replicas,
             seed,
@@ -543,6 +578,29 @@ pub fn run_suite(args: &SimulateArgs) -> Result<suite::Suite, SimError> {
     write(&args.out.join("suite.json"), &(json + "\n"))?;
     write(&args.out.join("suite.md"), &suite::markdown(&result))?;
     Ok(result)
+}
+
+/// `keda-gpu-sim --scale-down --suite`: the composite without and with pod deletion costs,
+/// written to `scale-down.md` and `scale-down.json`.
+pub fn run_scale_down(args: &SimulateArgs) -> Result<Vec<scaledown::Row>, SimError> {
+    let rows = scaledown::run(args)?;
+    std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
+        path: args.out.display().to_string(),
+        source,
+    })?;
+    let json =
+        serde_json::to_string_pretty(&rows).expect("the rows hold only finite numbers and strings");
+    write(
+        &args.out.join("scale-down.json"),
+        &(json
+            + "
+"),
+    )?;
+    write(
+        &args.out.join("scale-down.md"),
+        &scaledown::markdown(&rows, args.grace_s),
+    )?;
+    Ok(rows)
 }
 
 /// `keda-gpu-sim --ablation`: the suite per variant, written to `ablation.md` and `ablation.json`.

@@ -23,6 +23,14 @@ fn main() -> Result<()> {
             args.out.join("sweep.json").display(),
             sweep.scenarios.len()
         );
+    } else if args.scale_down {
+        let rows = keda_gpu_sim::run_scale_down(&args)?;
+        print!("{}", keda_gpu_sim::scaledown::markdown(&rows, args.grace_s));
+        println!(
+            "\nwrote {} and {}",
+            args.out.join("scale-down.md").display(),
+            args.out.join("scale-down.json").display()
+        );
     } else if args.ablation {
         let rows = keda_gpu_sim::run_ablation(&args)?;
         print!("{}", keda_gpu_sim::ablation::markdown(&rows));

@@ -256,6 +256,7 @@ mod tests {
             slo_s: 5.0,
             ttft_slo_s: 2.0,
             tpot_slo_s: 0.05,
+            grace_s: f64::INFINITY,
         };
         let mut c = Cluster::new(cfg);
         c.set_replicas(1);

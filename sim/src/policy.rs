@@ -11,6 +11,7 @@ use super::cluster::{Cluster, Phase};
 use super::hpa::{self, Hpa, HpaState, Metric, Observed, PodMetric, PolicyKind, Rules, Select};
 use super::keda::{self, Keda, KedaState};
 use super::metrics::Metrics;
+use keda_gpu_scaler::deletion::{DeletionCosts, PodLoad};
 use keda_gpu_scaler::score::{Context, Decision, Fleet, ReadyTimer, Scorer};
 use keda_gpu_scaler::spec;
 
@@ -137,6 +138,17 @@ impl CompositeHpa {
 /// `now` and any due scrape was taken; it returns the replica count to set, if it changes anything.
 pub trait Policy: Send {
     fn control(&mut self, now: f64, cluster: &Cluster, metrics: &Metrics) -> Option<u32>;
+
+    /// The pod deletion costs this policy has written (replica index -> cost), which the
+    /// ReplicaSet ranks removals by; None for policies that write none.
+    fn deletion_costs(&self) -> Option<&BTreeMap<usize, i32>> {
+        None
+    }
+
+    /// Deletion-cost annotations written so far.
+    fn deletion_cost_patches(&self) -> u64 {
+        0
+    }
 }
 
 /// Phase of the HPA sync and KEDA poll relative to scrapes, so controllers read data that is a few
@@ -698,6 +710,11 @@ pub struct Composite {
     /// Cold starts as a discovery source measures them (first sight not ready -> ready).
     ready_timer: ReadyTimer,
     inner: KedaHpa,
+    /// `podDeletionCost`: the scaler's own ranking and pacing, and the costs written by replica
+    /// (acknowledged at once: the API server's latency is milliseconds against 15 s scrapes).
+    deletion: Option<DeletionCosts>,
+    deletion_costs: BTreeMap<usize, i32>,
+    deletion_patches: u64,
 }
 
 impl Composite {
@@ -724,6 +741,10 @@ impl Composite {
             last_context: None,
             ready_timer: ReadyTimer::default(),
             inner: KedaHpa::new(keda, setup.composite_hpa.behavior()),
+            deletion: matches!(&spec.source, spec::SourceSpec::Service(s) if s.deletion_cost)
+                .then(DeletionCosts::default),
+            deletion_costs: BTreeMap::new(),
+            deletion_patches: 0,
         })
     }
 
@@ -782,6 +803,34 @@ impl Composite {
         }
     }
 
+    /// `podDeletionCost` as the scaler runs it: when the decision reports fewer replicas than
+    /// the ready pods scraped, mark the least busy by requests in service (the gateway holds the
+    /// queue, so no pod has its own) with GPU memory (weights + KV cache) as the tie-break.
+    fn write_deletion_costs(&mut self, now: f64, decision: &Decision, metrics: &Metrics) {
+        let (Some(deletion), Some(scrape)) = (self.deletion.as_mut(), metrics.latest()) else {
+            return;
+        };
+        let pods: Vec<PodLoad> = scrape
+            .pods
+            .iter()
+            .map(|p| PodLoad {
+                pod: p.replica.to_string(),
+                requests: Some(p.inflight),
+                kv_cache: Some(p.gpu_memory_pct),
+            })
+            .collect();
+        let reported = decision.desired.max(0.0).ceil().min(f64::from(u32::MAX)) as u32;
+        for (pod, cost) in deletion.plan(now, reported, &pods) {
+            deletion.written(&pod, cost);
+            self.deletion_patches += 1;
+        }
+        self.deletion_costs = deletion
+            .costs()
+            .iter()
+            .filter_map(|(pod, &cost)| Some((pod.parse().ok()?, cost)))
+            .collect();
+    }
+
     /// Feeds the cold-start measurement the pods a discovery source would list now.
     fn watch_pods(&mut self, now: f64, cluster: &Cluster) -> Option<f64> {
         let (mut starting, mut ready) = (Vec::new(), Vec::new());
@@ -809,7 +858,9 @@ impl Policy for Composite {
                 cold_start_s: self.watch_pods(now, cluster),
                 ..Self::context(cluster, metrics, self.latency_window_s)
             };
-            self.last = Some(self.scorer.observe(now, &readings, &ctx));
+            let decision = self.scorer.observe(now, &readings, &ctx);
+            self.write_deletion_costs(now, &decision, metrics);
+            self.last = Some(decision);
             self.last_context = Some(ctx);
         }
         let decision = self.last.as_ref();
@@ -826,6 +877,14 @@ impl Policy for Composite {
                 }]
             },
         )
+    }
+
+    fn deletion_costs(&self) -> Option<&BTreeMap<usize, i32>> {
+        self.deletion.as_ref().map(|_| &self.deletion_costs)
+    }
+
+    fn deletion_cost_patches(&self) -> u64 {
+        self.deletion_patches
     }
 }
 

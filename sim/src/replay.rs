@@ -44,6 +44,10 @@ pub struct Run {
     pub name: PolicyName,
     pub outcomes: Outcomes,
     pub gpu_seconds: f64,
+    /// The part of `gpu_seconds` spent by removed replicas finishing their requests.
+    pub drain_gpu_seconds: f64,
+    /// Pod deletion-cost annotations the policy wrote.
+    pub deletion_cost_patches: u64,
     pub scaling_events: u64,
     pub replicas_min: u32,
     pub replicas_max: u32,
@@ -188,7 +192,7 @@ pub fn replay_one(
             }
         }
         if let Some(n) = policy.control(now, &cluster, &metrics) {
-            cluster.set_replicas(n.min(cfg.setup.max_replicas));
+            cluster.set_replicas_ranked(n.min(cfg.setup.max_replicas), policy.deletion_costs());
         }
         let replicas = cluster.replicas();
         rmin = rmin.min(replicas);
@@ -211,6 +215,7 @@ pub fn replay_one(
         }
     }
     let gpu_seconds = cluster.gpu_seconds;
+    let drain_gpu_seconds = cluster.drain_gpu_seconds;
     let mut t = horizon as f64;
     let limit = t + cfg.cluster.timeout_s + 86_400.0;
     while (cluster.pending() > 0 || next < reqs.len()) && t < limit {
@@ -225,6 +230,8 @@ pub fn replay_one(
         name,
         outcomes: cluster.outcomes,
         gpu_seconds,
+        drain_gpu_seconds,
+        deletion_cost_patches: policy.deletion_cost_patches(),
         scaling_events: cluster.scale_events,
         replicas_min: rmin,
         replicas_max: rmax,

@@ -43,6 +43,8 @@ pub struct Settings {
     pub tpot_slo_s: f64,
     pub cold_start_s: f64,
     pub timeout_s: f64,
+    /// Termination grace period of a removed replica.
+    pub grace_s: f64,
     pub scrape_s: f64,
     pub max_replicas: u32,
     pub seed: u64,
@@ -71,6 +73,14 @@ pub struct PolicyReport {
     pub requests: u64,
     pub completed: u64,
     pub timed_out: u64,
+    /// Requests cut on scale-down: still running on a removed replica when its termination
+    /// grace period ended (counted as misses).
+    pub cut_on_scale_down: u64,
+    /// GPU-hours spent by removed replicas finishing their requests (part of `gpu_hours`).
+    pub drain_gpu_hours: f64,
+    /// Pod deletion-cost annotations written, per hour of trace (composite with
+    /// `podDeletionCost`; 0 for the others).
+    pub deletion_cost_patches_per_hour: f64,
     pub replicas_min: u32,
     pub replicas_max: u32,
     pub replicas_mean: f64,
@@ -173,6 +183,10 @@ pub fn policy_reports(
                 requests: o.arrived,
                 completed: o.completed,
                 timed_out: o.timed_out,
+                cut_on_scale_down: o.cut,
+                drain_gpu_hours: run.drain_gpu_seconds / 3600.0,
+                deletion_cost_patches_per_hour: run.deletion_cost_patches as f64 * 3600.0
+                    / (run.ready.len().saturating_sub(1).max(1)) as f64,
                 replicas_min: run.replicas_min,
                 replicas_max: run.replicas_max,
                 replicas_mean: run.replicas_mean,
@@ -232,10 +246,10 @@ pub fn markdown(report: &Report) -> String {
         "SLO: time to first token <= {:.0} ms and time per output token <= {:.0} ms (requests with tokens), end-to-end <= {:.0} ms (others and the e2e column); cold start {:.0} s, queue timeout {:.0} s, scrape {:.0} s, batch {}, max {} replicas, seed {}.\n",
         s.ttft_slo_s * 1000.0, s.tpot_slo_s * 1000.0, s.slo_s * 1000.0, s.cold_start_s, s.timeout_s, s.scrape_s, s.cost.batch, s.max_replicas, s.seed
     );
-    let _ = writeln!(md, "| policy | GPU-h | vs oracle | vs oracle-coldstart | vs composite | SLO met | SLO vs composite | e2e SLO met (infeasible) | p50 s | p95 s | p99 s | max s | requests | timed out | replicas min/mean/max | GPU util mean/max % | scaling events | surge to capacity mean/max s |");
+    let _ = writeln!(md, "| policy | GPU-h | vs oracle | vs oracle-coldstart | vs composite | SLO met | SLO vs composite | e2e SLO met (infeasible) | p50 s | p95 s | p99 s | max s | requests | timed out | cut on scale-down | replicas min/mean/max | GPU util mean/max % | scaling events | surge to capacity mean/max s |");
     let _ = writeln!(
         md,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for p in &report.policies {
         let unmet = p.time_to_capacity_s.iter().filter(|x| x.is_none()).count();
@@ -256,19 +270,20 @@ pub fn markdown(report: &Report) -> String {
         };
         let _ = writeln!(
             md,
-            "| {} | {:.2} | {} | {} | {} | {:.2} % | {} | {:.2} % ({:.1} %) | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {}/{:.1}/{} | {:.0}/{:.0} | {} | {} |",
+            "| {} | {:.2} | {} | {} | {} | {:.2} % | {} | {:.2} % ({:.1} %) | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} | {}/{:.1}/{} | {:.0}/{:.0} | {} | {} |",
             p.name, p.gpu_hours, opt(p.gpu_hours_vs_oracle, 2), opt(p.gpu_hours_vs_oracle_coldstart, 2),
             opt(p.gpu_hours_vs_composite, 2),
             100.0 * p.slo_attainment, opt(p.slo_attainment_vs_composite, 3),
             100.0 * p.e2e_slo_attainment, 100.0 * p.e2e_infeasible,
             p.latency_p50_s, p.latency_p95_s, p.latency_p99_s, p.latency_max_s,
-            p.requests, p.timed_out, p.replicas_min, p.replicas_mean, p.replicas_max,
+            p.requests, p.timed_out, p.cut_on_scale_down, p.replicas_min, p.replicas_mean, p.replicas_max,
             p.gpu_util_mean_pct, p.gpu_util_max_pct, p.scaling_events, surge
         );
     }
     let _ = writeln!(
         md,
-        "\nSLO met: share of all requests completed within the SLO (timeouts count as misses); e2e SLO met: the same for end-to-end latency, with the share of requests whose service time alone exceeds it in brackets. GPU-h counts every replica holding a GPU (starting, ready, draining) up to the end of the trace. Surges ({} found): periods needing 1.5x and 2 more replicas than the previous five minutes; time until ready replicas reached the surge's need.",
+        "\nSLO met: share of all requests completed within the SLO (timeouts count as misses); e2e SLO met: the same for end-to-end latency, with the share of requests whose service time alone exceeds it in brackets. GPU-h counts every replica holding a GPU (starting, ready, draining) up to the end of the trace. Cut on scale-down: requests still running on a removed replica when its termination grace period ({:.0} s) ended, counted as misses. Surges ({} found): periods needing 1.5x and 2 more replicas than the previous five minutes; time until ready replicas reached the surge's need.",
+        s.grace_s,
         report.surges_s.len()
     );
     md

@@ -271,6 +271,7 @@ async fn composite_decides_what_the_servers_engine_decides_on_the_same_readings(
         slo_s: 5.0,
         ttft_slo_s: 2.0,
         tpot_slo_s: 0.05,
+        grace_s: f64::INFINITY,
     };
     let mut cluster = Cluster::new(cfg);
     cluster.warm_start(2);

@@ -414,15 +414,15 @@ impl Discovery {
         Ok(resolved)
     }
 
-    /// Writes each pod's deletion cost (`crate::deletion`) into its annotation: a JSON merge patch
-    /// of that one annotation, on pods of `svc`'s namespace that the Service's EndpointSlices
+    /// Writes each pod's deletion cost (`crate::deletion`) into its annotation, or removes it
+    /// (None): a JSON merge patch of that one annotation, on pods of `svc`'s namespace that the Service's EndpointSlices
     /// list now (a name from anywhere else is refused without a request). Returns the pods
     /// written; stops at the first refusal, since the next pod would be refused the same way.
     pub async fn set_deletion_costs(
         &self,
         svc: &ServiceSpec,
-        costs: &[(String, i32)],
-    ) -> Result<Vec<(String, i32)>, DeletionCostError> {
+        costs: &[(String, Option<i32>)],
+    ) -> Result<Vec<(String, Option<i32>)>, DeletionCostError> {
         let listed: BTreeSet<String> = {
             let state = self
                 .watches
@@ -447,8 +447,9 @@ impl Discovery {
         let api: kube::Api<Pod> = kube::Api::namespaced(client, &svc.namespace);
         let mut written = Vec::new();
         for (pod, cost) in costs.iter().filter(|(pod, _)| listed.contains(pod)) {
+            // A merge patch of the one annotation; null removes it.
             let patch = serde_json::json!({
-                "metadata": {"annotations": {crate::deletion::ANNOTATION: cost.to_string()}}
+                "metadata": {"annotations": {crate::deletion::ANNOTATION: cost.map(|c| c.to_string())}}
             });
             match api
                 .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))

@@ -125,8 +125,8 @@ pub trait Source: Send + Sync {
     fn set_deletion_costs<'a>(
         &'a self,
         _spec: &'a ScalerSpec,
-        _costs: &'a [(String, i32)],
-    ) -> BoxFuture<'a, Result<Vec<(String, i32)>, DeletionCostError>> {
+        _costs: &'a [(String, Option<i32>)],
+    ) -> BoxFuture<'a, Result<Vec<(String, Option<i32>)>, DeletionCostError>> {
         Box::pin(async {
             Err(DeletionCostError::Api(
                 "this source does not discover pods".into(),

@@ -467,8 +467,8 @@ impl Source for ScrapeSource {
     fn set_deletion_costs<'a>(
         &'a self,
         spec: &'a ScalerSpec,
-        costs: &'a [(String, i32)],
-    ) -> BoxFuture<'a, Result<Vec<(String, i32)>, DeletionCostError>> {
+        costs: &'a [(String, Option<i32>)],
+    ) -> BoxFuture<'a, Result<Vec<(String, Option<i32>)>, DeletionCostError>> {
         Box::pin(async move {
             match &spec.source {
                 SourceSpec::Service(svc) => self.discovery.set_deletion_costs(svc, costs).await,
