@@ -19,6 +19,8 @@ pub mod proto {
 pub mod check;
 /// Command line: serve, check-config, explain, check.
 pub mod cli;
+/// The ExternalScaler's gRPC codec: metadata key counts checked on the wire, before decoding.
+pub mod codec;
 /// Settings: defaults < file < environment < flags, validated once.
 pub mod config;
 /// Where the scaler may fetch from: the operator's egress policy for tenants' URLs.

@@ -58,10 +58,20 @@ fn status(e: EngineError) -> Status {
     Status::new(code, text::bounded(&e.to_string(), text::MAX_MESSAGE))
 }
 
-/// The entry key, once the map is known to be within the size limits (checked before anything
-/// else touches it).
-fn key(r: ScaledObjectRef) -> Result<EntryKey, EngineError> {
-    intake::check(&r.scaler_metadata)?;
+/// The entry key, once the name and namespace are ones Kubernetes would accept and the map is
+/// within the size limits (checked before anything else touches them).
+fn key(method: &'static str, r: ScaledObjectRef) -> Result<EntryKey, Status> {
+    if let Err(e) = intake::check_object(&r.namespace, &r.name) {
+        // The text escapes and bounds what it quotes of the name.
+        let s = Status::invalid_argument(text::bounded(&e.to_string(), text::MAX_MESSAGE));
+        tracing::debug!(method, code = ?s.code(), message = s.message(), "rpc refused");
+        return Err(s);
+    }
+    if let Err(e) = intake::check(&r.scaler_metadata) {
+        let s = status(e.into());
+        tracing::debug!(method, code = ?s.code(), message = s.message(), "rpc refused");
+        return Err(s);
+    }
     Ok(EntryKey::new(r.namespace, r.name, r.scaler_metadata))
 }
 
@@ -98,7 +108,8 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
-        let result = match key(request.into_inner()).and_then(|k| self.engine.entry(k)) {
+        let key = key("IsActive", request.into_inner())?;
+        let result = match self.engine.entry(key) {
             Ok(entry) => self.engine.current_or_wait(&entry).await,
             Err(e) => Err(e),
         }
@@ -112,43 +123,42 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let result = key(request.into_inner())
-            .and_then(|k| self.engine.entry(k))
-            .map(|entry| {
-                let mut states = entry.subscribe();
-                let mut shutdown = self.shutdown.clone();
-                let (tx, rx) = mpsc::channel(4);
-                tokio::spawn(async move {
-                    let mut last: Option<bool> = None;
-                    while !*shutdown.borrow() {
-                        let active = states
-                            .borrow_and_update()
-                            .decision
-                            .as_ref()
-                            .map(|d| d.active);
-                        if let Some(active) = active {
-                            // The current state once, then only inactive -> active: each pushed
-                            // `true` restarts KEDA's cooldown, and KEDA ignores pushed `false`.
-                            let push = last.is_none() || (last == Some(false) && active);
-                            if push
-                                && tx
-                                    .send(Ok(IsActiveResponse { result: active }))
-                                    .await
-                                    .is_err()
-                            {
-                                break;
-                            }
-                            last = Some(active);
+        let key = key("StreamIsActive", request.into_inner())?;
+        let result = self.engine.entry(key).map(|entry| {
+            let mut states = entry.subscribe();
+            let mut shutdown = self.shutdown.clone();
+            let (tx, rx) = mpsc::channel(4);
+            tokio::spawn(async move {
+                let mut last: Option<bool> = None;
+                while !*shutdown.borrow() {
+                    let active = states
+                        .borrow_and_update()
+                        .decision
+                        .as_ref()
+                        .map(|d| d.active);
+                    if let Some(active) = active {
+                        // The current state once, then only inactive -> active: each pushed
+                        // `true` restarts KEDA's cooldown, and KEDA ignores pushed `false`.
+                        let push = last.is_none() || (last == Some(false) && active);
+                        if push
+                            && tx
+                                .send(Ok(IsActiveResponse { result: active }))
+                                .await
+                                .is_err()
+                        {
+                            break;
                         }
-                        tokio::select! {
-                            changed = states.changed() => if changed.is_err() { break },
-                            _ = shutdown.changed() => {}
-                            _ = tx.closed() => break,
-                        }
+                        last = Some(active);
                     }
-                });
-                ReceiverStream::new(rx)
+                    tokio::select! {
+                        changed = states.changed() => if changed.is_err() { break },
+                        _ = shutdown.changed() => {}
+                        _ = tx.closed() => break,
+                    }
+                }
             });
+            ReceiverStream::new(rx)
+        });
         self.answer("StreamIsActive", result)
     }
 
@@ -156,9 +166,8 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        let result = key(request.into_inner())
-            .and_then(|k| self.engine.entry(k))
-            .map(|entry| metric_spec(&entry.spec));
+        let key = key("GetMetricSpec", request.into_inner())?;
+        let result = self.engine.entry(key).map(|entry| metric_spec(&entry.spec));
         self.answer("GetMetricSpec", result)
     }
 
@@ -173,7 +182,8 @@ impl ExternalScaler for ScalerService {
         let Some(object) = scaled_object_ref else {
             return Err(Status::invalid_argument("scaledObjectRef is required"));
         };
-        let result = match key(object).and_then(|k| self.engine.entry(k)) {
+        let key = key("GetMetrics", object)?;
+        let result = match self.engine.entry(key) {
             Err(e) => Err(e),
             Ok(entry) if metric_name != entry.spec.metric_name => Err(EngineError::UnknownMetric {
                 object: entry.object(),
@@ -201,25 +211,24 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
-        let result = key(request.into_inner())
-            .and_then(|k| self.engine.entry(k))
-            .map(|entry| {
-                let mut shutdown = self.shutdown.clone();
-                let (tx, rx) = mpsc::channel(1);
-                tokio::spawn(async move {
-                    // The spec is a function of the metadata in the request, so it cannot change
-                    // during this stream: send it once and hold the stream (and the entry) open.
-                    let _states = entry.subscribe();
-                    if tx.send(Ok(metric_spec(&entry.spec))).await.is_err() {
-                        return;
-                    }
-                    tokio::select! {
-                        _ = shutdown.wait_for(|stop| *stop) => {}
-                        _ = tx.closed() => {}
-                    }
-                });
-                ReceiverStream::new(rx)
+        let key = key("StreamMetricSpec", request.into_inner())?;
+        let result = self.engine.entry(key).map(|entry| {
+            let mut shutdown = self.shutdown.clone();
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(async move {
+                // The spec is a function of the metadata in the request, so it cannot change
+                // during this stream: send it once and hold the stream (and the entry) open.
+                let _states = entry.subscribe();
+                if tx.send(Ok(metric_spec(&entry.spec))).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = shutdown.wait_for(|stop| *stop) => {}
+                    _ = tx.closed() => {}
+                }
             });
+            ReceiverStream::new(rx)
+        });
         self.answer("StreamMetricSpec", result)
     }
 }
