@@ -123,42 +123,44 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let key = key("StreamIsActive", request.into_inner())?;
-        let result = self.engine.entry(key).map(|entry| {
-            let mut states = entry.subscribe();
-            let mut shutdown = self.shutdown.clone();
-            let (tx, rx) = mpsc::channel(4);
-            tokio::spawn(async move {
-                let mut last: Option<bool> = None;
-                while !*shutdown.borrow() {
-                    let active = states
-                        .borrow_and_update()
-                        .decision
-                        .as_ref()
-                        .map(|d| d.active);
-                    if let Some(active) = active {
-                        // The current state once, then only inactive -> active: each pushed
-                        // `true` restarts KEDA's cooldown, and KEDA ignores pushed `false`.
-                        let push = last.is_none() || (last == Some(false) && active);
-                        if push
-                            && tx
-                                .send(Ok(IsActiveResponse { result: active }))
-                                .await
-                                .is_err()
-                        {
-                            break;
+        let result = self
+            .engine
+            .entry(key("StreamIsActive", request.into_inner())?)
+            .map(|entry| {
+                let mut states = entry.subscribe();
+                let mut shutdown = self.shutdown.clone();
+                let (tx, rx) = mpsc::channel(4);
+                tokio::spawn(async move {
+                    let mut last: Option<bool> = None;
+                    while !*shutdown.borrow() {
+                        let active = states
+                            .borrow_and_update()
+                            .decision
+                            .as_ref()
+                            .map(|d| d.active);
+                        if let Some(active) = active {
+                            // The current state once, then only inactive -> active: each pushed
+                            // `true` restarts KEDA's cooldown, and KEDA ignores pushed `false`.
+                            let push = last.is_none() || (last == Some(false) && active);
+                            if push
+                                && tx
+                                    .send(Ok(IsActiveResponse { result: active }))
+                                    .await
+                                    .is_err()
+                            {
+                                break;
+                            }
+                            last = Some(active);
                         }
-                        last = Some(active);
+                        tokio::select! {
+                            changed = states.changed() => if changed.is_err() { break },
+                            _ = shutdown.changed() => {}
+                            _ = tx.closed() => break,
+                        }
                     }
-                    tokio::select! {
-                        changed = states.changed() => if changed.is_err() { break },
-                        _ = shutdown.changed() => {}
-                        _ = tx.closed() => break,
-                    }
-                }
+                });
+                ReceiverStream::new(rx)
             });
-            ReceiverStream::new(rx)
-        });
         self.answer("StreamIsActive", result)
     }
 
@@ -211,24 +213,26 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
-        let key = key("StreamMetricSpec", request.into_inner())?;
-        let result = self.engine.entry(key).map(|entry| {
-            let mut shutdown = self.shutdown.clone();
-            let (tx, rx) = mpsc::channel(1);
-            tokio::spawn(async move {
-                // The spec is a function of the metadata in the request, so it cannot change
-                // during this stream: send it once and hold the stream (and the entry) open.
-                let _states = entry.subscribe();
-                if tx.send(Ok(metric_spec(&entry.spec))).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    _ = shutdown.wait_for(|stop| *stop) => {}
-                    _ = tx.closed() => {}
-                }
+        let result = self
+            .engine
+            .entry(key("StreamMetricSpec", request.into_inner())?)
+            .map(|entry| {
+                let mut shutdown = self.shutdown.clone();
+                let (tx, rx) = mpsc::channel(1);
+                tokio::spawn(async move {
+                    // The spec is a function of the metadata in the request, so it cannot change
+                    // during this stream: send it once and hold the stream (and the entry) open.
+                    let _states = entry.subscribe();
+                    if tx.send(Ok(metric_spec(&entry.spec))).await.is_err() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = shutdown.wait_for(|stop| *stop) => {}
+                        _ = tx.closed() => {}
+                    }
+                });
+                ReceiverStream::new(rx)
             });
-            ReceiverStream::new(rx)
-        });
         self.answer("StreamMetricSpec", result)
     }
 }
