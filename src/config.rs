@@ -323,7 +323,8 @@ pub(crate) mod file_text {
         }
     }
 
-    fn redact_password(text: &str) -> String {
+    /// `text` with the password of a URL in it replaced by `REDACTED`.
+    pub(crate) fn redact_password(text: &str) -> String {
         match url::Url::parse(text) {
             Ok(mut u) if u.password().is_some() => {
                 // Only fails for URLs that cannot have credentials, which then hold no password.

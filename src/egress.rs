@@ -168,13 +168,7 @@ impl std::fmt::Debug for ProxyEnv {
 
 /// A URL without its password, for logs and `check-config`.
 fn redact(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("REDACTED"));
-            u.to_string()
-        }
-        _ => text.to_string(),
-    }
+    crate::config::file_text::redact_password(text)
 }
 
 impl EgressPolicy {
