@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { std::env::set_var("PROTOC", protoc) };
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // Prost's codec with the metadata's key count checked before decoding (src/codec.rs).
+        .codec_path("crate::codec::IntakeCodec")
         .file_descriptor_set_path(out_dir.join("externalscaler_descriptor.bin"))
         .compile_protos(&["proto/externalscaler.proto"], &["proto"])?;
     println!("cargo:rerun-if-changed=proto/externalscaler.proto");

@@ -460,14 +460,21 @@ async fn egress(run: &mut Run) {
     let scaler = Scaler::spawn(&run.bin, &[]);
     let mut c = scaler.client().await;
     let mut accepted = Vec::new();
-    for url in [
+    let ssrf = [
         "http://169.254.169.254/latest/meta-data/",
         "http://2852039166/",
         "http://0xa9fea9fe/",
         "http://[::ffff:169.254.169.254]/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://[fd20:ce::254]/computeMetadata/v1/",
+        "http://100.100.100.200/latest/meta-data/",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[64:ff9b:1::7f00:1]:9100/metrics",
+        "http://[2002:a9fe:a9fe::1]/latest/meta-data/",
         "http://127.0.0.1:9100/metrics",
         "https://kubernetes.default.svc/api",
-    ] {
+    ];
+    for url in ssrf {
         if c.get_metric_spec(so("ssrf", &[("endpoints", url), ("queueTarget", "1")]))
             .await
             .is_ok()
@@ -501,7 +508,7 @@ async fn egress(run: &mut Run) {
         .is_ok();
     run.report(
         "egress: metadata/loopback/API URLs",
-        &format!("{} of 6 accepted {accepted:?}; password echoed: {creds:?}; cross-namespace read accepted: {cross}", accepted.len()),
+        &format!("{} of {} accepted {accepted:?}; password echoed: {creds:?}; cross-namespace read accepted: {cross}", accepted.len(), ssrf.len()),
     );
     run.check(accepted.is_empty(), "SSRF targets refused by default");
     run.check(creds != Some(true), "URL credentials never echoed");

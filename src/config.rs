@@ -202,6 +202,11 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
         overrides: &[(&str, String)],
     ) -> Result<Settings, ConfigError> {
+        // The standard proxy variables are not settings; `egress.use_proxy_env` decides whether
+        // they are read.
+        let (proxy_vars, env): (Vec<_>, Vec<_>) = env
+            .into_iter()
+            .partition(|(k, _)| crate::egress::PROXY_VARS.contains(&k.as_str()));
         let defaults = Settings::default();
         let mut builder = config::Config::builder();
         for (key, value) in defaults.as_strings() {
@@ -230,7 +235,17 @@ impl Settings {
             builder = builder.set_override(*key, value.clone())?;
         }
         let raw: RawSettings = builder.build()?.try_deserialize()?;
-        raw.validate()
+        let mut settings = raw.validate()?;
+        if settings.egress.use_proxy_env {
+            settings.egress.proxy = crate::egress::ProxyEnv::from_vars(&proxy_vars).map_err(
+                |(key, value)| ConfigError::Invalid {
+                    key,
+                    value,
+                    accepted: "an http(s) proxy URL such as http://proxy.example:3128 (egress.use_proxy_env is on)",
+                },
+            )?;
+        }
+        Ok(settings)
     }
 
     fn as_strings(&self) -> Vec<(&'static str, String)> {
@@ -276,10 +291,12 @@ impl Settings {
     }
 
     /// The effective settings as TOML, for `check-config`: a file `Settings::load` reads back to
-    /// the same settings, except that a password inside a URL is replaced by `REDACTED`.
+    /// the same settings, except that a password inside a URL is replaced by `REDACTED`. A
+    /// comment first says how tenant fetches leave the pod (directly or through a proxy).
     pub fn to_toml(&self) -> String {
         // Every field is a string, number, bool or table of them, so serializing cannot fail.
-        toml::to_string(self).expect("settings serialize to TOML")
+        let toml = toml::to_string(self).expect("settings serialize to TOML");
+        format!("# tenant fetches: {}\n{toml}", self.egress.proxy_mode())
     }
 }
 
@@ -306,7 +323,8 @@ pub(crate) mod file_text {
         }
     }
 
-    fn redact_password(text: &str) -> String {
+    /// `text` with the password of a URL in it replaced by `REDACTED`.
+    pub(crate) fn redact_password(text: &str) -> String {
         match url::Url::parse(text) {
             Ok(mut u) if u.password().is_some() => {
                 // Only fails for URLs that cannot have credentials, which then hold no password.
@@ -318,18 +336,22 @@ pub(crate) mod file_text {
     }
 }
 
-/// This process's `KEDA_GPU_SCALER_*` variables (any case, as the `config` crate matches them).
+/// This process's `KEDA_GPU_SCALER_*` variables (any case, as the `config` crate matches them)
+/// and the standard proxy variables (`crate::egress::PROXY_VARS`).
 fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
     let prefix = format!("{}_", ENV_PREFIX.to_lowercase());
     let mut env = Vec::new();
     for (key, value) in std::env::vars_os() {
         // A name that is not Unicode cannot be one of ours.
         let Ok(key) = key.into_string() else { continue };
-        if !key.to_lowercase().starts_with(&prefix) {
+        let proxy = crate::egress::PROXY_VARS.contains(&key.as_str());
+        if !key.to_lowercase().starts_with(&prefix) && !proxy {
             continue;
         }
         match value.into_string() {
             Ok(value) => env.push((key, value)),
+            // A proxy variable is only read when egress.use_proxy_env is on; then as unset.
+            Err(_) if proxy => {}
             Err(_) => return Err(ConfigError::NotUnicode(key)),
         }
     }
@@ -393,6 +415,7 @@ struct RawEgress {
     /// Comma-separated.
     prometheus_addresses: Option<String>,
     ca_file: Option<String>,
+    use_proxy_env: Option<String>,
 }
 
 impl RawEgress {
@@ -445,6 +468,9 @@ impl RawEgress {
                 .map(|p| p.trim().to_string())
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
+            use_proxy_env: flag("egress.use_proxy_env", self.use_proxy_env)?,
+            // Read by `Settings::load_from` when `use_proxy_env` is on.
+            proxy: Default::default(),
         })
     }
 }
@@ -989,6 +1015,8 @@ mod tests {
                 api_server: None,
                 prometheus_addresses: vec!["http://a:9090".into(), "https://b".into()],
                 ca_file: Some("/etc/ca.pem".into()),
+                use_proxy_env: true,
+                proxy: Default::default(),
             },
             memory: MemoryLimits {
                 max_body_bytes: 4096,
@@ -1030,6 +1058,63 @@ mod tests {
             read.egress.prometheus_addresses,
             ["http://team:REDACTED@prom-b:9090"]
         );
+    }
+
+    #[test]
+    fn proxy_variables_are_read_only_when_the_operator_opts_in() {
+        let proxy = [
+            ("HTTP_PROXY", "http://proxy.example:3128"),
+            ("NO_PROXY", ".svc"),
+        ];
+        let off = load(None, &proxy, &[]).unwrap();
+        assert!(!off.egress.use_proxy_env);
+        assert!(off.egress.proxy.is_empty(), "{:?}", off.egress.proxy);
+        let text = off.to_toml();
+        assert!(
+            text.starts_with(
+                "# tenant fetches: direct: HTTP_PROXY, HTTPS_PROXY and ALL_PROXY are ignored"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("use_proxy_env = false"), "{text}");
+
+        let opt_in = [("KEDA_GPU_SCALER_EGRESS__USE_PROXY_ENV", "true")];
+        let on = load(None, &[opt_in[0], proxy[0], proxy[1]], &[]).unwrap();
+        assert!(on.egress.use_proxy_env);
+        assert_eq!(
+            on.egress.proxy.http.as_deref(),
+            Some("http://proxy.example:3128")
+        );
+        assert_eq!(on.egress.proxy.https, None);
+        assert_eq!(on.egress.proxy.no_proxy.as_deref(), Some(".svc"));
+        let text = on.to_toml();
+        assert!(
+            text.starts_with("# tenant fetches: through a proxy (http: http://proxy.example:3128")
+                && text.contains("checks only each URL's literal host"),
+            "{text}"
+        );
+        // The comment is TOML too: the output still loads (the variables are not in it).
+        assert!(load_text(&text).egress.use_proxy_env);
+
+        let e = load(
+            None,
+            &[opt_in[0], ("ALL_PROXY", "socks5://proxy:1080")],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("'ALL_PROXY'") && e.contains("http(s) proxy URL"),
+            "{e}"
+        );
+        let e = load(
+            None,
+            &[("KEDA_GPU_SCALER_EGRESS__USE_PROXY_ENV", "yes")],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("'egress.use_proxy_env'"), "{e}");
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! resolves to (at connect time, so DNS cannot point a tenant's endpoint somewhere refused).
 //!
 //! By default the scaler reaches cluster-local names and private pod/service ranges only: never
-//! loopback, link-local (cloud metadata at 169.254.169.254 in any spelling, IPv4-mapped IPv6
-//! included), unspecified or multicast addresses, the Kubernetes API server or the kubelet's ports.
-//! URLs with credentials in them are refused everywhere: credentials belong in server settings.
+//! loopback, link-local or cloud metadata (169.254.169.254 in any spelling, and the metadata
+//! services outside link-local: AWS's and GCP's IPv6 ones in the unique-local range, Alibaba
+//! Cloud's 100.100.100.200), unspecified or multicast addresses, the Kubernetes API server or the
+//! kubelet's ports. An IPv6 address that carries an IPv4 one (IPv4-mapped, NAT64, 6to4) is judged
+//! by the IPv4 address it reaches. URLs with credentials in them are refused everywhere:
+//! credentials belong in server settings.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,6 +22,23 @@ const KUBELET_PORTS: &[u16] = &[10250, 10255];
 const API_SERVER_NAMES: &[&str] = &["kubernetes", "kubernetes.default", "kubernetes.default.svc"];
 /// Names of cloud metadata services, refused like their link-local addresses.
 const METADATA_NAMES: &[&str] = &["metadata", "metadata.google.internal", "instance-data"];
+/// Cloud metadata and platform services at IPv4 addresses outside link-local, refused with it:
+/// Alibaba Cloud's metadata (in the shared 100.64.0.0/10 range, which pods may use, so only this
+/// address) and Azure's WireServer (VM agent settings and certificates).
+const METADATA_V4: &[Ipv4Addr] = &[
+    Ipv4Addr::new(100, 100, 100, 200),
+    Ipv4Addr::new(168, 63, 129, 16),
+];
+/// Cloud metadata services at unique-local IPv6 addresses (fc00::/7, which pod and service
+/// ranges use, so only these addresses): AWS's instance metadata and EKS Pod Identity agent
+/// (credentials), GCP's metadata server, Oracle Cloud's and Scaleway's instance metadata.
+const METADATA_V6: &[Ipv6Addr] = &[
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23),
+    Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254),
+    Ipv6Addr::new(0xfd00, 0xc1, 0, 0, 0, 0, 0xa9fe, 0xa9fe),
+    Ipv6Addr::new(0xfd00, 0x42, 0, 0, 0, 0, 0, 0x42),
+];
 
 /// The `[egress]` settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -26,7 +46,8 @@ pub struct EgressPolicy {
     /// Loopback (127.0.0.0/8, ::1, `localhost`): the scaler's own pod. Off by default; tests and the
     /// local demo turn it on.
     pub allow_loopback: bool,
-    /// Link-local (169.254.0.0/16, fe80::/10): cloud metadata services. Off by default.
+    /// Link-local (169.254.0.0/16, fe80::/10) and the cloud metadata addresses outside it
+    /// (`METADATA_V4`, `METADATA_V6`). Off by default.
     pub allow_link_local: bool,
     /// The Kubernetes API server (its service names and `KUBERNETES_SERVICE_HOST`) and the
     /// kubelet's ports. Off by default.
@@ -46,6 +67,108 @@ pub struct EgressPolicy {
     pub allow_custom_queries: bool,
     /// PEM CA bundle trusted for https endpoints and Prometheus, in addition to the system roots.
     pub ca_file: Option<PathBuf>,
+    /// Send tenant fetches through the proxy the process's `HTTP_PROXY`, `HTTPS_PROXY` and
+    /// `ALL_PROXY` name (minus `NO_PROXY`). Off by default, and the variables are ignored: the
+    /// proxy resolves the names itself, so the check on every address a name resolves to never
+    /// sees the real target and only the URL's literal host is checked.
+    pub use_proxy_env: bool,
+    /// The proxy variables, read when the settings are loaded and `use_proxy_env` is on. Not a
+    /// setting.
+    #[serde(skip)]
+    pub proxy: ProxyEnv,
+}
+
+/// The standard proxy variables, as curl reads them (the upper-case name first).
+#[derive(Clone, Default, PartialEq)]
+pub struct ProxyEnv {
+    /// For http URLs: `HTTP_PROXY`, else `ALL_PROXY`.
+    pub http: Option<String>,
+    /// For https URLs: `HTTPS_PROXY`, else `ALL_PROXY`.
+    pub https: Option<String>,
+    /// Hosts fetched directly: `NO_PROXY`, comma-separated names, IPs and CIDRs.
+    pub no_proxy: Option<String>,
+}
+
+/// The variables `ProxyEnv` reads, each upper case then lower case.
+pub const PROXY_VARS: &[&str] = &[
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+impl ProxyEnv {
+    /// Reads the variables from `vars` (name, value); a blank value counts as unset. Proxy URLs
+    /// without a scheme are taken as http, as curl does; anything but an http(s) URL with a host
+    /// is refused with the variable's name.
+    pub fn from_vars(vars: &[(String, String)]) -> Result<ProxyEnv, (&'static str, String)> {
+        let get = |upper: &'static str| {
+            vars.iter()
+                .filter(|(k, _)| k == upper)
+                .chain(vars.iter().filter(|(k, _)| k.eq_ignore_ascii_case(upper)))
+                .map(|(_, v)| v.trim())
+                .find(|v| !v.is_empty())
+                .map(|v| (upper, v))
+        };
+        let url = |found: Option<(&'static str, &str)>| -> Result<Option<String>, _> {
+            let Some((name, value)) = found else {
+                return Ok(None);
+            };
+            let text = if value.contains("://") {
+                value.to_string()
+            } else {
+                format!("http://{value}")
+            };
+            match reqwest::Url::parse(&text) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    Ok(Some(text))
+                }
+                _ => Err((name, redact(value))),
+            }
+        };
+        let all = url(get("ALL_PROXY"))?;
+        Ok(ProxyEnv {
+            http: url(get("HTTP_PROXY"))?.or_else(|| all.clone()),
+            https: url(get("HTTPS_PROXY"))?.or(all),
+            no_proxy: get("NO_PROXY").map(|(_, v)| v.to_string()),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.http.is_none() && self.https.is_none()
+    }
+
+    /// Whether `host` is a proxy's own name: the operator's choice, resolved without the
+    /// policy (a proxy beside the scaler on loopback must not need `allow_loopback`, which
+    /// tenants would get too).
+    fn names(&self, host: &str) -> bool {
+        [&self.http, &self.https].into_iter().flatten().any(|u| {
+            reqwest::Url::parse(u)
+                .ok()
+                .and_then(|u| u.host_str().map(|h| h.eq_ignore_ascii_case(host)))
+                .unwrap_or(false)
+        })
+    }
+}
+
+/// Proxy URLs may carry a password: shown without it.
+impl std::fmt::Debug for ProxyEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyEnv")
+            .field("http", &self.http.as_deref().map(redact))
+            .field("https", &self.https.as_deref().map(redact))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
+/// A URL without its password, for logs and `check-config`.
+fn redact(text: &str) -> String {
+    crate::config::file_text::redact_password(text)
 }
 
 impl EgressPolicy {
@@ -67,6 +190,31 @@ impl EgressPolicy {
             prometheus_addresses: vec!["*".into()],
             ..EgressPolicy::default()
         }
+    }
+
+    /// How tenant fetches leave the pod, for `check-config` and the startup log: directly, with
+    /// every resolved address checked, or through a proxy, where only URLs' hosts are.
+    pub fn proxy_mode(&self) -> String {
+        if !self.use_proxy_env {
+            return "direct: HTTP_PROXY, HTTPS_PROXY and ALL_PROXY are ignored for tenant fetches, \
+                    and every address a tenant's host resolves to is checked \
+                    (egress.use_proxy_env = false)"
+                .into();
+        }
+        if self.proxy.is_empty() {
+            return "direct: egress.use_proxy_env = true, but none of HTTP_PROXY, HTTPS_PROXY \
+                    and ALL_PROXY is set"
+                .into();
+        }
+        let shown = |u: &Option<String>| u.as_deref().map_or("none".into(), redact);
+        format!(
+            "through a proxy (http: {}, https: {}, no_proxy: {}): the proxy resolves tenants' \
+             hosts, so the egress policy checks only each URL's literal host, never the address \
+             the proxy connects to (egress.use_proxy_env = true)",
+            shown(&self.proxy.http),
+            shown(&self.proxy.https),
+            self.proxy.no_proxy.as_deref().unwrap_or("none"),
+        )
     }
 
     /// Whether the scaler may fetch `url`; the reason when not. Names are checked again, by
@@ -119,17 +267,30 @@ impl EgressPolicy {
 
     /// Whether an address may be connected to.
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), String> {
-        // ::ffff:a.b.c.d reaches a.b.c.d: judge it as the IPv4 address it is.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        match ip {
+            IpAddr::V6(v6) => match embedded_ipv4(v6) {
+                // ::ffff:a.b.c.d is a.b.c.d to the kernel: judge it as that address.
+                Some((v4, Embedding::Mapped)) => self.check_one(IpAddr::V4(v4)),
+                // A translator or tunnel would carry the connection to a.b.c.d: the IPv4 rules
+                // apply to that address, and the IPv6 ones to the address itself.
+                Some((v4, via)) => {
+                    self.check_one(IpAddr::V4(v4))
+                        .map_err(|why| format!("reaches {v4} through {} and {why}", via.name()))?;
+                    self.check_one(ip)
+                }
+                None => self.check_one(ip),
+            },
+            v4 => self.check_one(v4),
+        }
+    }
+
+    fn check_one(&self, ip: IpAddr) -> Result<(), String> {
         if ip.is_loopback() && !self.allow_loopback {
             return Err(refused("loopback", "egress.allow_loopback"));
         }
         let link_local = match ip {
-            IpAddr::V4(v4) => v4.is_link_local(),
-            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+            IpAddr::V4(v4) => v4.is_link_local() || METADATA_V4.contains(&v4),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80 || METADATA_V6.contains(&v6),
         };
         if link_local && !self.allow_link_local {
             return Err(refused(
@@ -176,6 +337,47 @@ impl EgressPolicy {
     }
 }
 
+/// How an IPv6 address carries an IPv4 one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Embedding {
+    /// `::ffff:0:0/96` (RFC 4291): the IPv4 address itself, on a dual-stack socket.
+    Mapped,
+    /// `64:ff9b::/96` (RFC 6052) and `64:ff9b:1::/48` (RFC 8215): a NAT64 translator's.
+    Nat64,
+    /// `2002::/16` (RFC 3056): a 6to4 relay's.
+    SixToFour,
+}
+
+impl Embedding {
+    fn name(self) -> &'static str {
+        match self {
+            Embedding::Mapped => "IPv4 mapping",
+            Embedding::Nat64 => "NAT64",
+            Embedding::SixToFour => "6to4",
+        }
+    }
+}
+
+/// The IPv4 address `v6` reaches, if it is one of the forms that carry one. For the local-use
+/// NAT64 prefix the operator picks the prefix length; the last 32 bits are where a /96, the
+/// common choice and the well-known prefix's, puts the address.
+fn embedded_ipv4(v6: Ipv6Addr) -> Option<(Ipv4Addr, Embedding)> {
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some((v4, Embedding::Mapped));
+    }
+    let s = v6.segments();
+    let o = v6.octets();
+    let last32 = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1] {
+        return Some((last32, Embedding::Nat64));
+    }
+    if s[0] == 0x2002 {
+        // Bits 16..48.
+        return Some((Ipv4Addr::new(o[2], o[3], o[4], o[5]), Embedding::SixToFour));
+    }
+    None
+}
+
 fn refused(what: &str, setting: &str) -> String {
     format!("is {what}, which the egress policy refuses (setting {setting})")
 }
@@ -197,6 +399,13 @@ impl reqwest::dns::Resolve for PolicyResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
+            if policy.use_proxy_env && policy.proxy.names(&host) {
+                let found = tokio::net::lookup_host((host.as_str(), 0))
+                    .await
+                    .map_err(|e| boxed(format!("cannot resolve proxy {host}: {e}")))?;
+                let addrs: reqwest::dns::Addrs = Box::new(found.collect::<Vec<_>>().into_iter());
+                return Ok(addrs);
+            }
             policy.check_name(&host).map_err(boxed)?;
             let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
@@ -257,6 +466,171 @@ mod tests {
             ..EgressPolicy::default()
         };
         assert!(check(&open, "http://169.254.169.254/").is_ok());
+    }
+
+    #[test]
+    fn metadata_services_outside_link_local_are_refused_with_it() {
+        let p = EgressPolicy::default();
+        for url in [
+            "http://[fd00:ec2::254]/latest/meta-data/",
+            "http://[FD00:EC2:0:0::254]/",
+            "http://[fd00:ec2::23]/v1/credentials",
+            "http://[fd20:ce::254]/computeMetadata/v1/",
+            "http://[fd00:c1::a9fe:a9fe]/opc/v2/instance/",
+            "http://[fd00:42::42]/",
+            "http://100.100.100.200/latest/meta-data/",
+            "http://1684301000/",
+            "http://[::ffff:100.100.100.200]/",
+            "http://168.63.129.16/machine",
+        ] {
+            let e = check(&p, url).expect_err(url);
+            assert!(
+                e.contains("link-local (cloud metadata)") && e.contains("egress.allow_link_local"),
+                "{url}: {e}"
+            );
+        }
+        let open = EgressPolicy {
+            allow_link_local: true,
+            ..EgressPolicy::default()
+        };
+        assert!(check(&open, "http://[fd00:ec2::254]/").is_ok());
+        assert!(check(&open, "http://100.100.100.200/").is_ok());
+        // The ranges around them stay open: pods and services use unique-local and shared
+        // address space.
+        for ok in [
+            "http://[fd00:ec2::253]/",
+            "http://[fd00:10:244::7]:8000/metrics",
+            "http://[fd20:ce::1]/",
+            "http://100.100.100.201/",
+            "http://100.64.0.7:8000/metrics",
+        ] {
+            assert!(check(&p, ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn ipv4_inside_nat64_and_6to4_is_judged_by_the_ipv4_rules() {
+        let p = EgressPolicy {
+            api_server: Some("10.96.0.1".parse().unwrap()),
+            ..EgressPolicy::default()
+        };
+        for (url, needle, setting) in [
+            (
+                "http://[64:ff9b::a9fe:a9fe]/",
+                "169.254.169.254 through NAT64",
+                "egress.allow_link_local",
+            ),
+            (
+                "http://[64:ff9b::169.254.169.254]/",
+                "through NAT64",
+                "egress.allow_link_local",
+            ),
+            (
+                "http://[64:ff9b::7f00:1]:9100/",
+                "127.0.0.1 through NAT64",
+                "egress.allow_loopback",
+            ),
+            (
+                "http://[64:ff9b:1::a9fe:a9fe]/",
+                "169.254.169.254 through NAT64",
+                "egress.allow_link_local",
+            ),
+            (
+                "http://[64:ff9b:1:ffff::7f00:1]/",
+                "127.0.0.1 through NAT64",
+                "egress.allow_loopback",
+            ),
+            (
+                "http://[64:ff9b::6464:64c8]/",
+                "100.100.100.200 through NAT64",
+                "egress.allow_link_local",
+            ),
+            (
+                "https://[64:ff9b::a60:1]/api",
+                "10.96.0.1 through NAT64",
+                "egress.allow_api_server",
+            ),
+            (
+                "http://[2002:a9fe:a9fe::1]/",
+                "169.254.169.254 through 6to4",
+                "egress.allow_link_local",
+            ),
+            (
+                "http://[2002:7f00:1::]/",
+                "127.0.0.1 through 6to4",
+                "egress.allow_loopback",
+            ),
+            (
+                "http://[2002:a60:1:5::9]/",
+                "10.96.0.1 through 6to4",
+                "egress.allow_api_server",
+            ),
+            ("http://[64:ff9b::]/", "0.0.0.0 through NAT64", "not a host"),
+        ] {
+            let e = check(&p, url).expect_err(url);
+            assert!(e.contains(needle) && e.contains(setting), "{url}: {e}");
+        }
+        // Private and public IPv4 addresses behind the prefixes are as reachable as they are.
+        for ok in [
+            "http://[64:ff9b::a00:7]:8000/metrics",
+            "http://[64:ff9b::808:808]/",
+            "http://[64:ff9b:1::a00:7]/",
+            "http://[2002:a00:7::1]/",
+        ] {
+            assert!(check(&p, ok).is_ok(), "{ok}");
+        }
+        let open = EgressPolicy {
+            allow_loopback: true,
+            allow_link_local: true,
+            ..EgressPolicy::default()
+        };
+        assert!(check(&open, "http://[64:ff9b::7f00:1]/").is_ok());
+        assert!(check(&open, "http://[2002:a9fe:a9fe::1]/").is_ok());
+    }
+
+    #[test]
+    fn proxy_variables_are_read_upper_case_first_and_checked() {
+        let vars = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let env = ProxyEnv::from_vars(&vars(&[
+            ("http_proxy", "http://lower:1"),
+            ("HTTP_PROXY", "http://upper:1"),
+            ("ALL_PROXY", "proxy.example:3128"),
+            ("no_proxy", ".svc,10.0.0.0/8"),
+        ]))
+        .unwrap();
+        assert_eq!(env.http.as_deref(), Some("http://upper:1"));
+        assert_eq!(env.https.as_deref(), Some("http://proxy.example:3128"));
+        assert_eq!(env.no_proxy.as_deref(), Some(".svc,10.0.0.0/8"));
+        assert!(ProxyEnv::from_vars(&vars(&[("HTTP_PROXY", " ")]))
+            .unwrap()
+            .is_empty());
+        let (name, shown) =
+            ProxyEnv::from_vars(&vars(&[("https_proxy", "ftp://u:hunter2@proxy")])).unwrap_err();
+        assert_eq!(name, "HTTPS_PROXY");
+        assert!(!shown.contains("hunter2"), "{shown}");
+
+        let mut p = EgressPolicy::default();
+        assert!(
+            p.proxy_mode().starts_with("direct: HTTP_PROXY"),
+            "{}",
+            p.proxy_mode()
+        );
+        p.use_proxy_env = true;
+        assert!(p.proxy_mode().contains("none of"), "{}", p.proxy_mode());
+        p.proxy =
+            ProxyEnv::from_vars(&vars(&[("HTTP_PROXY", "http://u:hunter2@proxy:3128")])).unwrap();
+        let mode = p.proxy_mode();
+        assert!(mode.starts_with("through a proxy"), "{mode}");
+        assert!(mode.contains("only each URL's literal host"), "{mode}");
+        assert!(
+            !mode.contains("hunter2") && !format!("{p:?}").contains("hunter2"),
+            "{mode}"
+        );
     }
 
     #[test]

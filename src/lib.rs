@@ -19,6 +19,8 @@ pub mod proto {
 pub mod check;
 /// Command line: serve, check-config, explain, check.
 pub mod cli;
+/// The ExternalScaler's gRPC codec: metadata key counts checked on the wire, before decoding.
+pub mod codec;
 /// Settings: defaults < file < environment < flags, validated once.
 pub mod config;
 /// Pod deletion costs on scale-down (`podDeletionCost`): ranking and pacing, pure.

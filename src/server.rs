@@ -180,7 +180,12 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         }
     });
 
-    tracing::info!(%grpc_addr, grpc_tls, %http_addr, "keda-gpu-scaler serving");
+    // How tenant fetches leave the pod: with a proxy, the egress policy sees less.
+    let tenant_fetches = settings.egress.proxy_mode();
+    if settings.egress.use_proxy_env && !settings.egress.proxy.is_empty() {
+        tracing::warn!(%tenant_fetches, "egress.use_proxy_env is on");
+    }
+    tracing::info!(%grpc_addr, grpc_tls, %http_addr, %tenant_fetches, "keda-gpu-scaler serving");
     Ok(Running {
         grpc_addr,
         http_addr,

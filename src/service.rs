@@ -58,10 +58,20 @@ fn status(e: EngineError) -> Status {
     Status::new(code, text::bounded(&e.to_string(), text::MAX_MESSAGE))
 }
 
-/// The entry key, once the map is known to be within the size limits (checked before anything
-/// else touches it).
-fn key(r: ScaledObjectRef) -> Result<EntryKey, EngineError> {
-    intake::check(&r.scaler_metadata)?;
+/// The entry key, once the name and namespace are ones Kubernetes would accept and the map is
+/// within the size limits (checked before anything else touches them).
+fn key(method: &'static str, r: ScaledObjectRef) -> Result<EntryKey, Status> {
+    if let Err(e) = intake::check_object(&r.namespace, &r.name) {
+        // The text escapes and bounds what it quotes of the name.
+        let s = Status::invalid_argument(text::bounded(&e.to_string(), text::MAX_MESSAGE));
+        tracing::debug!(method, code = ?s.code(), message = s.message(), "rpc refused");
+        return Err(s);
+    }
+    if let Err(e) = intake::check(&r.scaler_metadata) {
+        let s = status(e.into());
+        tracing::debug!(method, code = ?s.code(), message = s.message(), "rpc refused");
+        return Err(s);
+    }
     Ok(EntryKey::new(r.namespace, r.name, r.scaler_metadata))
 }
 
@@ -98,7 +108,8 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
-        let result = match key(request.into_inner()).and_then(|k| self.engine.entry(k)) {
+        let key = key("IsActive", request.into_inner())?;
+        let result = match self.engine.entry(key) {
             Ok(entry) => self.engine.current_or_wait(&entry).await,
             Err(e) => Err(e),
         }
@@ -112,8 +123,9 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let result = key(request.into_inner())
-            .and_then(|k| self.engine.entry(k))
+        let result = self
+            .engine
+            .entry(key("StreamIsActive", request.into_inner())?)
             .map(|entry| {
                 let mut states = entry.subscribe();
                 let mut shutdown = self.shutdown.clone();
@@ -156,9 +168,8 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
-        let result = key(request.into_inner())
-            .and_then(|k| self.engine.entry(k))
-            .map(|entry| metric_spec(&entry.spec));
+        let key = key("GetMetricSpec", request.into_inner())?;
+        let result = self.engine.entry(key).map(|entry| metric_spec(&entry.spec));
         self.answer("GetMetricSpec", result)
     }
 
@@ -173,7 +184,8 @@ impl ExternalScaler for ScalerService {
         let Some(object) = scaled_object_ref else {
             return Err(Status::invalid_argument("scaledObjectRef is required"));
         };
-        let result = match key(object).and_then(|k| self.engine.entry(k)) {
+        let key = key("GetMetrics", object)?;
+        let result = match self.engine.entry(key) {
             Err(e) => Err(e),
             Ok(entry) if metric_name != entry.spec.metric_name => Err(EngineError::UnknownMetric {
                 object: entry.object(),
@@ -201,8 +213,9 @@ impl ExternalScaler for ScalerService {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
-        let result = key(request.into_inner())
-            .and_then(|k| self.engine.entry(k))
+        let result = self
+            .engine
+            .entry(key("StreamMetricSpec", request.into_inner())?)
             .map(|entry| {
                 let mut shutdown = self.shutdown.clone();
                 let (tx, rx) = mpsc::channel(1);

@@ -26,6 +26,22 @@ fn check_config_prints_effective_settings_or_the_exact_problem() {
         out.contains("grpc_addr = \"127.0.0.1:7000\"") && out.contains("max_staleness = \"90s\"")
     );
 
+    // First, how tenant fetches leave the pod: the proxy variables count only when opted in.
+    let proxy = ("HTTPS_PROXY", "http://user:pw@proxy.example:3128");
+    let (ok, out, _) = run(&["check-config"], &[proxy]);
+    assert!(ok && out.starts_with("# tenant fetches: direct: "), "{out}");
+    assert!(out.contains("use_proxy_env = false"), "{out}");
+    let opt_in = ("KEDA_GPU_SCALER_EGRESS__USE_PROXY_ENV", "true");
+    let (ok, out, _) = run(&["check-config"], &[proxy, opt_in]);
+    let first = out.lines().next().unwrap_or_default();
+    assert!(
+        ok && first.starts_with("# tenant fetches: through a proxy (")
+            && first.contains("https: http://user:REDACTED@proxy.example:3128")
+            && first.contains("checks only each URL's literal host"),
+        "{out}"
+    );
+    assert!(!out.contains("pw@"), "{out}");
+
     let (ok, _, err) = run(
         &["check-config"],
         &[("KEDA_GPU_SCALER_SCRAPE_TIMEOUT", "soon")],
@@ -34,6 +50,29 @@ fn check_config_prints_effective_settings_or_the_exact_problem() {
     assert!(
         err.contains("'scrape_timeout' = 'soon'") && err.contains("expected a duration"),
         "{err}"
+    );
+}
+
+#[test]
+fn the_startup_line_says_how_tenant_fetches_leave_the_pod() {
+    let proxy = ("HTTP_PROXY", "http://proxy.example:3128");
+    let direct = spawn_serve_binary(BIN, &[proxy]);
+    assert!(
+        direct
+            .announced
+            .contains("tenant_fetches=direct: HTTP_PROXY, HTTPS_PROXY and ALL_PROXY are ignored"),
+        "{}",
+        direct.announced
+    );
+    let opt_in = ("KEDA_GPU_SCALER_EGRESS__USE_PROXY_ENV", "true");
+    let proxied = spawn_serve_binary(BIN, &[proxy, opt_in]);
+    assert!(
+        proxied
+            .announced
+            .contains("tenant_fetches=through a proxy (http: http://proxy.example:3128")
+            && proxied.announced.contains("only each URL's literal host"),
+        "{}",
+        proxied.announced
     );
 }
 

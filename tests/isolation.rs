@@ -101,6 +101,14 @@ async fn the_default_egress_policy_refuses_metadata_addresses_loopback_and_crede
         "http://2852039166/",
         "http://0xa9fea9fe/",
         "http://[::ffff:169.254.169.254]/",
+        // Metadata services outside link-local: AWS's and GCP's IPv6 ones, Alibaba Cloud's.
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://[fd20:ce::254]/computeMetadata/v1/",
+        "http://100.100.100.200/latest/meta-data/",
+        // IPv4 reached through NAT64 and 6to4.
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[64:ff9b:1::7f00:1]:9100/metrics",
+        "http://[2002:7f00:1::1]:9100/metrics",
         "http://127.0.0.1:9100/metrics",
         "http://localhost:9100/metrics",
         "http://admin:hunter2@10.0.0.7:8000/metrics",
@@ -234,6 +242,119 @@ async fn oversized_metadata_is_refused_before_parsing() {
     let e = c.get_metric_spec(so).await.unwrap_err();
     assert!(e.message().len() <= 2100, "bounded: {}", e.message().len());
     assert!(!e.message().contains('\n'));
+    running.stop().await;
+}
+
+/// Sends its bytes as a request message exactly as they are, to reach the server with wire
+/// forms the generated client never produces.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = keda_gpu_scaler::proto::GetMetricSpecResponse;
+    type Encoder = RawCodec;
+    type Decoder = tonic_prost::ProstDecoder<Self::Decode>;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Default::default()
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(buf, &item);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn metadata_keys_are_counted_on_the_wire_before_the_map_is_built() {
+    let endpoint = MetricsEndpoint::start("workload_queue_length 20\n").await;
+    let (running, _) = quick_scaler_and_client().await;
+    let valid = object(
+        "wire",
+        &[("endpoints", &endpoint.url), ("queueTarget", "10")],
+    );
+    let base = prost::Message::encode_to_vec(&valid);
+    // One map entry (field 3) repeated: decoded, the map would hold a single key.
+    let entry = prost::Message::encode_to_vec(&keda_gpu_scaler::proto::ScaledObjectRef {
+        scaler_metadata: [("queueTarget".to_string(), "10".to_string())].into(),
+        ..Default::default()
+    });
+    let mut grpc = tonic::client::Grpc::new(channel(running.grpc_addr).await);
+    let path = "/externalscaler.ExternalScaler/GetMetricSpec";
+    for (repeats, accepted) in [(0, true), (126, true), (10_000, false)] {
+        let wire = [base.clone(), entry.repeat(repeats)].concat();
+        grpc.ready().await.unwrap();
+        let answer = grpc
+            .unary(
+                tonic::Request::new(wire),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                RawCodec,
+            )
+            .await;
+        assert_eq!(answer.is_ok(), accepted, "{repeats}: {answer:?}");
+        if let Err(e) = answer {
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().contains("10002 keys given"), "{}", e.message());
+        }
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn names_and_namespaces_are_held_to_kubernetes_rules() {
+    let endpoint = MetricsEndpoint::start("workload_queue_length 20\n").await;
+    let (running, mut c) = quick_scaler_and_client().await;
+    let metadata = [("endpoints", endpoint.url.as_str()), ("queueTarget", "10")];
+    let huge = "a".repeat(1 << 20);
+    for (ns, name, field, needle) in [
+        ("default", huge.as_str(), "name", "is 1048576 bytes long"),
+        (huge.as_str(), "llm", "namespace", "is 1048576 bytes long"),
+        ("default", "", "name", "is empty"),
+        ("default", "llm\n\u{202e}evil", "name", "is not one"),
+        ("Team_A", "llm", "namespace", "is not one"),
+    ] {
+        let so = object_in(ns, name, &metadata);
+        for e in [
+            c.get_metric_spec(so.clone()).await.unwrap_err(),
+            c.is_active(so.clone()).await.unwrap_err(),
+            c.get_metrics(metrics_request(&so)).await.unwrap_err(),
+        ] {
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{ns}/{name}");
+            let m = e.message();
+            assert!(
+                m.starts_with(&format!("scaledObjectRef.{field} ")) && m.contains(needle),
+                "{m}"
+            );
+            assert!(m.contains("accepted: a Kubernetes"), "{m}");
+            assert!(
+                m.len() < 1024 && !m.contains('\n') && !m.contains('\u{202e}'),
+                "{m}"
+            );
+        }
+    }
+    // Nothing of them was registered: no entry, no series.
+    let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
+    assert!(!metrics.contains("aaaaaaaa") && !metrics.contains("evil"));
+    assert!(debug_page(&format!("http://{}", running.http_addr))
+        .await
+        .is_empty());
+    // Real names at the limits are served.
+    let so = object_in(&"n".repeat(63), &"m".repeat(253), &metadata);
+    c.get_metric_spec(so).await.unwrap();
     running.stop().await;
 }
 

@@ -20,21 +20,59 @@ pub enum ClientError {
 }
 
 /// Builds the client. Redirects are not followed: a 3xx is an error, so an allowed endpoint
-/// cannot send the scaler to a host or port the policy would refuse.
+/// cannot send the scaler to a host or port the policy would refuse. The process's proxy
+/// variables are not followed either, unless `egress.use_proxy_env` (see `proxies`).
 pub fn build(
     timeout: Duration,
     egress: &Arc<EgressPolicy>,
 ) -> Result<reqwest::Client, ClientError> {
     install_provider();
     let tls = tls_config(egress.ca_file.as_deref())?;
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(Arc::new(PolicyResolver::new(egress.clone())))
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(tls);
+    proxies(builder, egress)?
         .build()
         .map_err(|e| ClientError::Build(describe(&e)))
+}
+
+/// reqwest sends requests through the proxy that `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` name
+/// by default; the proxy then resolves the tenant's host itself, out of the policy's sight. So
+/// the variables are ignored, unless the operator opted in: then the proxies read with the
+/// settings (`EgressPolicy::proxy`) are used, never the environment as it is at request time.
+fn proxies(
+    builder: reqwest::ClientBuilder,
+    egress: &EgressPolicy,
+) -> Result<reqwest::ClientBuilder, ClientError> {
+    // `no_proxy()` also turns off reqwest's own reading of the variables.
+    let mut builder = builder.no_proxy();
+    if !egress.use_proxy_env {
+        return Ok(builder);
+    }
+    let except = egress
+        .proxy
+        .no_proxy
+        .as_deref()
+        .and_then(reqwest::NoProxy::from_string);
+    let build = |e: reqwest::Error| ClientError::Build(format!("proxy: {}", describe(&e)));
+    if let Some(url) = &egress.proxy.http {
+        builder = builder.proxy(
+            reqwest::Proxy::http(url.as_str())
+                .map_err(build)?
+                .no_proxy(except.clone()),
+        );
+    }
+    if let Some(url) = &egress.proxy.https {
+        builder = builder.proxy(
+            reqwest::Proxy::https(url.as_str())
+                .map_err(build)?
+                .no_proxy(except),
+        );
+    }
+    Ok(builder)
 }
 
 /// Makes ring the process's rustls provider (once): reqwest, built here without a bundled
@@ -96,4 +134,123 @@ pub fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     crate::text::bounded(&text, 300)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::egress::ProxyEnv;
+    use std::sync::Mutex;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    /// A proxy on loopback that records the first line of every request it gets and answers
+    /// `proxied` without going anywhere.
+    async fn logging_proxy() -> (String, Log) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Log::default();
+        let seen = log.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    let line = head.lines().next().unwrap_or_default().to_string();
+                    seen.lock().unwrap().push(line);
+                    let reply =
+                        "HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: close\r\n\r\nproxied";
+                    let _ = conn.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (format!("http://localhost:{port}"), log)
+    }
+
+    /// An endpoint on loopback answering `direct`.
+    async fn target() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { "direct" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/metrics")
+    }
+
+    async fn fetch(policy: EgressPolicy, url: &str) -> Result<String, String> {
+        let client = build(Duration::from_secs(5), &Arc::new(policy)).unwrap();
+        let response = client.get(url).send().await.map_err(|e| describe(&e))?;
+        response.text().await.map_err(|e| describe(&e))
+    }
+
+    /// The policy with proxy variables read (as `Settings::load` reads them when opted in).
+    fn with_proxy(
+        base: EgressPolicy,
+        proxy: &str,
+        no_proxy: Option<&str>,
+        on: bool,
+    ) -> EgressPolicy {
+        EgressPolicy {
+            use_proxy_env: on,
+            proxy: ProxyEnv {
+                http: Some(proxy.into()),
+                https: Some(proxy.into()),
+                no_proxy: no_proxy.map(Into::into),
+            },
+            ..base
+        }
+    }
+
+    #[tokio::test]
+    async fn tenant_fetches_bypass_proxies_unless_the_operator_opts_in() {
+        let (proxy, log) = logging_proxy().await;
+        let url = target().await;
+
+        // Off (the default), even with proxies known: straight to the endpoint.
+        let off = with_proxy(EgressPolicy::loopback(), &proxy, None, false);
+        assert_eq!(fetch(off, &url).await.unwrap(), "direct");
+        assert!(log.lock().unwrap().is_empty(), "{:?}", log.lock().unwrap());
+
+        // Opted in: through the proxy, which is asked for the tenant's URL.
+        let on = with_proxy(EgressPolicy::loopback(), &proxy, None, true);
+        assert_eq!(fetch(on, &url).await.unwrap(), "proxied");
+        assert_eq!(
+            log.lock().unwrap().as_slice(),
+            [format!("GET {url} HTTP/1.1")]
+        );
+
+        // NO_PROXY hosts are fetched directly.
+        let except = with_proxy(EgressPolicy::loopback(), &proxy, Some("127.0.0.1"), true);
+        assert_eq!(fetch(except, &url).await.unwrap(), "direct");
+        assert_eq!(log.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn through_a_proxy_only_the_urls_own_host_is_checked() {
+        let (proxy, log) = logging_proxy().await;
+        // Directly, a name resolving to loopback is refused when it is resolved...
+        let e = fetch(EgressPolicy::default(), "http://localhost:9/metrics")
+            .await
+            .unwrap_err();
+        assert!(e.contains("loopback"), "{e}");
+        // ...through a proxy the scaler never resolves it: what opting in gives up. The proxy's
+        // own name (loopback here) is the operator's and is resolved without the policy.
+        let on = with_proxy(EgressPolicy::default(), &proxy, None, true);
+        assert_eq!(
+            fetch(on, "http://localhost:9/metrics").await.unwrap(),
+            "proxied"
+        );
+        assert_eq!(
+            log.lock().unwrap().as_slice(),
+            ["GET http://localhost:9/metrics HTTP/1.1"]
+        );
+    }
 }

@@ -329,6 +329,8 @@ pub struct ServedBinary {
     pub grpc_addr: String,
     /// `127.0.0.1:PORT`
     pub http_addr: String,
+    /// The log line that announced them.
+    pub announced: String,
 }
 
 /// Starts `bin serve` on loopback ports chosen by the OS with `env` added to this process's
@@ -361,15 +363,16 @@ pub fn spawn_serve_binary(bin: &str, env: &[(&str, &str)]) -> ServedBinary {
                         .trim_matches('"')
                         .to_string()
                 };
-                let _ = tx.send((field("grpc_addr="), field("http_addr=")));
+                let _ = tx.send((field("grpc_addr="), field("http_addr="), line.clone()));
             }
         }
     });
     match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok((grpc_addr, http_addr)) => ServedBinary {
+        Ok((grpc_addr, http_addr, announced)) => ServedBinary {
             process,
             grpc_addr,
             http_addr,
+            announced,
         },
         Err(e) => panic!("{bin} did not announce its listeners: {e}"),
     }

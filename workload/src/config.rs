@@ -61,6 +61,12 @@ pub struct Config {
     /// slowly, or announcing more than it sends, does not hold the connection longer.
     #[arg(long, env = "WORKLOAD_BODY_TIMEOUT_MS", default_value_t = 30_000)]
     pub body_timeout_ms: u64,
+    /// Longest time to receive a request's headers, in milliseconds, counted from when the
+    /// server starts waiting for them (so it also closes keep-alive connections idle that long):
+    /// a client trickling header lines does not hold a connection longer. Real clients send
+    /// their headers in one write; 10 s covers a slow link many times over.
+    #[arg(long, env = "WORKLOAD_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WORKLOAD_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -81,5 +87,9 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
     }
 }

@@ -13,6 +13,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -161,6 +165,10 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then drains: readiness fails, new connections are still
     /// accepted for `shutdown_delay`, then the listener closes and in-flight requests finish.
+    ///
+    /// The connection loop is `axum::serve`'s, plus a timer: without one hyper never enforces
+    /// its header read timeout, and a client sending a header line every few seconds held a
+    /// connection for minutes.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -173,10 +181,53 @@ impl Server {
             state.begin_drain();
             tokio::time::sleep(delay).await;
         };
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(graceful)
-            .await
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.state.inner.config.header_timeout());
+        let service = TowerToHyperService::new(router(self.state));
+        let connections = GracefulShutdown::new();
+        tokio::pin!(graceful);
+        loop {
+            let stream = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        accept_failed(e).await;
+                        continue;
+                    }
+                },
+                _ = &mut graceful => break,
+            };
+            let conn = http
+                .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+                .into_owned();
+            let conn = connections.watch(conn);
+            tokio::spawn(async move {
+                // A header timeout, a reset or a malformed request: the client's to see.
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(self.listener);
+        connections.shutdown().await;
+        Ok(())
     }
+}
+
+/// As `axum::serve`: a peer that went away before it was accepted is nothing; anything else
+/// (out of file descriptors, above all) is logged and retried after a pause.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 pub fn router(state: AppState) -> Router {

@@ -393,3 +393,43 @@ async fn a_body_announced_over_the_limit_is_refused_at_once_and_slow_bodies_time
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     assert!(head.contains("not received within 500 ms"), "{head}");
 }
+
+#[tokio::test]
+async fn a_client_trickling_headers_is_disconnected_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(|c| c.header_timeout_ms = 500).await;
+    // One header line every 200 ms, never the blank line that ends them.
+    let (mut read, mut write) = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .unwrap()
+        .into_split();
+    let trickle = tokio::spawn(async move {
+        write.write_all(b"GET /healthz HTTP/1.1\r\n").await?;
+        for i in 0.. {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            write
+                .write_all(format!("x-line-{i}: 1\r\n").as_bytes())
+                .await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let start = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut answer)).await;
+    assert!(
+        closed.is_ok(),
+        "the connection was still open after 10 s of trickled headers"
+    );
+    let held = start.elapsed();
+    assert!(
+        held >= Duration::from_millis(400) && held < Duration::from_secs(5),
+        "held {held:?}"
+    );
+    // Closed, perhaps with a 408, never served.
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.contains(" 200 "), "{answer}");
+    trickle.abort();
+
+    // A client that sends its headers at once is served as before.
+    assert_eq!(s.get("/healthz").await.status(), 200);
+}
