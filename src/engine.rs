@@ -31,6 +31,9 @@ const STATE_SAVE_EVERY: Duration = Duration::from_secs(5);
 
 /// Notes kept per entry and sampling.
 const MAX_NOTES: usize = 20;
+/// Bytes kept of one note: room for a hint and the Kubernetes API's own message after it (an
+/// RBAC denial names the user, verb, resource and namespace), so 20 notes stay near 10 KiB.
+const NOTE_BYTES: usize = 512;
 
 /// Engine tuning, from `Settings`.
 #[derive(Clone, Debug, PartialEq)]
@@ -643,7 +646,7 @@ impl Engine {
             notes.push(format!("... and {more} more"));
         }
         for note in &mut notes {
-            *note = crate::text::bounded(note, 300);
+            *note = crate::text::bounded(note, NOTE_BYTES);
         }
         if !notes.is_empty() {
             tracing::debug!(object = %entry.object(), ?notes, "sampling gaps");
@@ -1255,7 +1258,7 @@ mod tests {
         let notes = entry.state().notes;
         assert_eq!(notes.len(), MAX_NOTES + 1);
         assert_eq!(notes[MAX_NOTES], "... and 11 more");
-        assert!(notes.iter().all(|n| n.len() < 400), "{notes:?}");
+        assert!(notes.iter().all(|n| n.len() <= NOTE_BYTES), "{notes:?}");
     }
 
     #[tokio::test]

@@ -44,7 +44,8 @@ pub enum DiscoveryError {
     NamespaceNotWatched { namespace: String, allowed: String },
     #[error("no Kubernetes API: {0}")]
     NoClient(String),
-    #[error("the scaler is not allowed to list EndpointSlices in namespace {namespace} (HTTP 403: {message}); grant list and watch on endpointslices.discovery.k8s.io there (chart value discovery.namespaces, or a cluster-wide grant)")]
+    // The hint comes before the API's own message, which can be long: notes are cut at a bound.
+    #[error("the scaler is not allowed to list EndpointSlices in namespace {namespace}; grant list and watch on endpointslices.discovery.k8s.io there (chart value discovery.namespaces, or a cluster-wide grant). HTTP 403: {message}")]
     Forbidden { namespace: String, message: String },
     #[error("EndpointSlice watch in namespace {namespace} failed: {message}")]
     Watch { namespace: String, message: String },
@@ -74,7 +75,7 @@ pub enum DiscoveryError {
 /// Why pod deletion costs could not be written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DeletionCostError {
-    #[error("the scaler is not allowed to patch pods in namespace {namespace} (HTTP 403: {message}); grant patch on pods there (chart value podDeletionCost.enabled, with discovery.namespaces), or remove podDeletionCost")]
+    #[error("the scaler is not allowed to patch pods in namespace {namespace}; grant patch on pods there (chart value podDeletionCost.enabled, with discovery.namespaces), or remove podDeletionCost. HTTP 403: {message}")]
     Forbidden { namespace: String, message: String },
     #[error("writing pod deletion costs failed: {0}")]
     Api(String),
