@@ -475,6 +475,20 @@ def _():
     assert find(docs, "Deployment")["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
+@test("scaler RBAC: podDeletionCost.enabled adds patch on pods, nothing else, where discovery reads")
+def _():
+    verbs = [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},
+    ]
+    docs = docs_of(helm_template("keda-gpu-scaler", sets=["podDeletionCost.enabled=true"]).stdout)
+    assert find(docs, "ClusterRole")["rules"] == verbs, find(docs, "ClusterRole")["rules"]
+    docs = docs_of(helm_template("keda-gpu-scaler", ROOT / "charts/keda-gpu-scaler/ci/discovery-namespaces-values.yaml",
+                                 sets=["podDeletionCost.enabled=true"]).stdout)
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    assert set(roles) == {"inference", "team-a"} and all(r["rules"] == verbs for r in roles.values())
+
+
 @test("deploy-check rejects a RoleBinding to a Role that is not rendered")
 def _():
     text = helm_template("keda-gpu-scaler", ROOT / "charts/keda-gpu-scaler/ci/discovery-namespaces-values.yaml").stdout

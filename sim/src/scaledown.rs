@@ -140,7 +140,7 @@ pub fn markdown(rows: &[Row], grace_s: f64) -> String {
     });
     let _ = writeln!(
         md,
-        "\nOver all scenarios: {cut_a} requests cut newest first, {cut_b} least loaded first{}; {gpu_a:.2} against {gpu_b:.2} GPU-hours. Patches per hour: annotation writes, at most one round per 15 s per ScaledObject and only for pods whose rank changed.",
+        "\nOver all scenarios: {cut_a} requests cut newest first, {cut_b} least loaded first{}; {gpu_a:.2} against {gpu_b:.2} GPU-hours. Patches per hour: annotation writes, at most one round per 15 s per ScaledObject and only for pods whose mark changed.",
         if cut_a > 0 {
             format!(
                 " ({:.0} % fewer)",

@@ -552,3 +552,41 @@ fn composite_metadata_overrides_go_through_the_parser() {
     assert!(policy(&capped, "composite").replicas_max <= 2);
     assert!(policy(&base, "composite").replicas_max > 2);
 }
+
+/// The committed scale-down table (docs/simulation/scale-down) is what
+/// `keda-gpu-sim --suite --scale-down --generated-tokens 400` writes today, and the composite
+/// with `podDeletionCost` writes annotations only where it removes pods.
+#[test]
+fn committed_scale_down_table_is_reproduced() {
+    let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    std::env::set_current_dir(&root).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let args = SimulateArgs {
+        suite: true,
+        scale_down: true,
+        generated_tokens: Some(400.0),
+        ..SimulateArgs::with_defaults(dir.path().to_path_buf())
+    };
+    let rows = sim::run_scale_down(&args).unwrap();
+    for file in ["scale-down.md", "scale-down.json"] {
+        let committed =
+            std::fs::read_to_string(root.join("docs/simulation/scale-down").join(file)).unwrap();
+        let fresh = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(
+            fresh == committed,
+            "docs/simulation/scale-down/{file} is stale: rerun the command in docs/simulation/README.md"
+        );
+    }
+    for r in &rows {
+        assert_eq!(r.newest_first.patches_per_hour, 0.0, "{}", r.name);
+        // By construction: at most one round per 15 s, each at most every pod.
+        assert!(
+            r.least_loaded_first.patches_per_hour <= 240.0 * 100.0,
+            "{}",
+            r.name
+        );
+    }
+    assert!(rows
+        .iter()
+        .any(|r| r.least_loaded_first.patches_per_hour > 0.0));
+}
