@@ -26,6 +26,9 @@ pub const ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
 /// only the pods whose mark changed (at most the pods leaving plus those entering the set to go).
 pub const MIN_INTERVAL_S: f64 = 15.0;
 
+/// Annotation writes: (pod, cost), None removing the annotation.
+pub type Writes = Vec<(String, Option<i32>)>;
+
 /// One ready pod's load as its own `/metrics` reported it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodLoad {
@@ -109,7 +112,7 @@ impl DeletionCosts {
             return Vec::new();
         }
         let remove = pods.len().saturating_sub(reported as usize);
-        let changes: Vec<(String, Option<i32>)> = marks(pods, remove)
+        let changes: Writes = marks(pods, remove)
             .into_iter()
             .filter(|(pod, cost)| self.written.get(pod).copied() != *cost)
             .collect();

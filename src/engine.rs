@@ -671,7 +671,7 @@ impl Engine {
         entry: &Entry,
         readings: &Readings,
         t: f64,
-    ) -> Option<Vec<(String, Option<i32>)>> {
+    ) -> Option<crate::deletion::Writes> {
         let spec::SourceSpec::Service(svc) = &entry.spec.source else {
             return None;
         };
@@ -716,7 +716,7 @@ impl Engine {
 
     /// Writes the planned deletion costs, every entry's at once, each bounded by the scrape
     /// timeout; records what was acknowledged so a refused write is planned again.
-    async fn write_deletion_costs(&self, writes: Vec<(Arc<Entry>, Vec<(String, Option<i32>)>)>) {
+    async fn write_deletion_costs(&self, writes: Vec<(Arc<Entry>, crate::deletion::Writes)>) {
         let Some(source) = self.sources.get(SourceKind::Scrape) else {
             return;
         };

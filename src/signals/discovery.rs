@@ -423,7 +423,7 @@ impl Discovery {
         &self,
         svc: &ServiceSpec,
         costs: &[(String, Option<i32>)],
-    ) -> Result<Vec<(String, Option<i32>)>, DeletionCostError> {
+    ) -> Result<crate::deletion::Writes, DeletionCostError> {
         let listed: BTreeSet<String> = {
             let state = self
                 .watches

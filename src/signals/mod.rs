@@ -126,7 +126,7 @@ pub trait Source: Send + Sync {
         &'a self,
         _spec: &'a ScalerSpec,
         _costs: &'a [(String, Option<i32>)],
-    ) -> BoxFuture<'a, Result<Vec<(String, Option<i32>)>, DeletionCostError>> {
+    ) -> BoxFuture<'a, Result<crate::deletion::Writes, DeletionCostError>> {
         Box::pin(async {
             Err(DeletionCostError::Api(
                 "this source does not discover pods".into(),

@@ -468,7 +468,7 @@ impl Source for ScrapeSource {
         &'a self,
         spec: &'a ScalerSpec,
         costs: &'a [(String, Option<i32>)],
-    ) -> BoxFuture<'a, Result<Vec<(String, Option<i32>)>, DeletionCostError>> {
+    ) -> BoxFuture<'a, Result<crate::deletion::Writes, DeletionCostError>> {
         Box::pin(async move {
             match &spec.source {
                 SourceSpec::Service(svc) => self.discovery.set_deletion_costs(svc, costs).await,
