@@ -110,6 +110,10 @@ pub struct DemoArgs {
     /// Plain log lines even on a terminal.
     #[arg(long)]
     pub plain: bool,
+    /// On scale-down remove the least busy ready replica (what the scaler's `podDeletionCost`
+    /// asks of the ReplicaSet) instead of the most recently ready one.
+    #[arg(long)]
+    pub pod_deletion_cost: bool,
 }
 
 fn parse_policy(s: &str) -> Result<PolicyName, String> {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::cpu::CpuMeter;
 use super::DemoError;
+use keda_gpu_scaler::deletion::{by_load, PodLoad};
 use keda_gpu_scaler::signals::exposition;
 
 /// How replicas are started.
@@ -22,8 +23,11 @@ pub struct ReplicaConfig {
     pub queue_capacity: usize,
     /// Seconds from creation until the process is started (image pull + model load).
     pub cold_start: Duration,
-    /// How long a draining replica may take before it is killed.
+    /// How long a draining replica may take before it is killed (its termination grace period).
     pub drain_timeout: Duration,
+    /// Remove the least busy ready replica at the last scrape (what `podDeletionCost` asks the
+    /// ReplicaSet for) instead of the most recently ready.
+    pub spare_busy: bool,
     /// Where the replicas' stderr goes (None: discarded).
     pub log: Option<PathBuf>,
 }
@@ -104,6 +108,8 @@ pub enum PoolEvent {
     },
     Killed {
         id: u32,
+        /// Requests in service or queued at its last scrape: cut by the kill.
+        cut: f64,
     },
 }
 
@@ -174,7 +180,8 @@ impl Pool {
     }
 
     /// Scales to `n` live replicas, as a ReplicaSet does: new ones are created pending; removal
-    /// takes pending, then starting, then the newest ready replicas, and drains them.
+    /// takes pending, then starting, then the newest ready replicas (with `spare_busy`, the least
+    /// busy at the last scrape, ranked by the scaler's own `deletion::by_load`), and drains them.
     pub fn scale(&mut self, n: u32) -> Result<(), DemoError> {
         while self.live() < n {
             let port = free_port()?;
@@ -196,12 +203,29 @@ impl Pool {
                 ReplicaPhase::Starting => 1,
                 _ => 2,
             };
+            let loads: Vec<PodLoad> = self
+                .replicas
+                .iter()
+                .filter(|r| self.config.spare_busy && r.phase == ReplicaPhase::Ready)
+                .map(|r| PodLoad {
+                    pod: r.id.to_string(),
+                    requests: r.metrics.map(|m| m.inflight + m.queue),
+                    kv_cache: None,
+                })
+                .collect();
+            let order: Vec<String> = by_load(&loads).iter().map(|p| p.pod.clone()).collect();
+            let busy = |r: &Replica| {
+                order
+                    .iter()
+                    .position(|p| *p == r.id.to_string())
+                    .unwrap_or(usize::MAX)
+            };
             let victim = self
                 .replicas
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| r.is_live())
-                .min_by_key(|(_, r)| (rank(r.phase), std::cmp::Reverse(r.created)))
+                .min_by_key(|(_, r)| (rank(r.phase), busy(r), std::cmp::Reverse(r.created)))
                 .map(|(i, _)| i)
                 .expect("live() > n >= 0 means a live replica exists");
             let r = &mut self.replicas[victim];
@@ -300,7 +324,8 @@ impl Pool {
                     let _ = child.kill();
                     let _ = child.wait();
                 }
-                events.push(PoolEvent::Killed { id: r.id });
+                let cut = r.metrics.map_or(0.0, |m| m.inflight + m.queue);
+                events.push(PoolEvent::Killed { id: r.id, cut });
                 self.replicas.remove(i);
                 continue;
             }

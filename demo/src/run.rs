@@ -108,6 +108,7 @@ pub async fn run_once(
         queue_capacity: args.queue_capacity,
         cold_start: Duration::from_secs_f64(args.cold_start),
         drain_timeout: Duration::from_secs(12),
+        spare_busy: args.pod_deletion_cost,
         log: Some(args.out.join(format!("replicas-{policy}.log"))),
     });
     let result = drive(
@@ -215,6 +216,7 @@ async fn drive(
     let mut timeline: Vec<Sample> = Vec::new();
     let mut events: Vec<ScaleEvent> = Vec::new();
     let mut served: BTreeMap<u32, f64> = BTreeMap::new();
+    let mut requests_cut = 0.0;
     let mut last_answer: Option<f64> = None;
     let mut last_active: Option<bool> = None;
     let mut last_recommended: Option<u32> = None;
@@ -235,6 +237,9 @@ async fn drive(
             break;
         }
         for e in pool.tick().await? {
+            if let PoolEvent::Killed { cut, .. } = e {
+                requests_cut += cut;
+            }
             view.event(now, &e);
         }
         for r in &pool.replicas {
@@ -375,6 +380,7 @@ async fn drive(
         events,
         records: recorder.snapshot(),
         served,
+        requests_cut,
         pids,
         children_left: left,
         pushes,
@@ -496,6 +502,8 @@ pub fn describe(e: &PoolEvent) -> String {
                 format!("replica {id} drained and exited {how}")
             }
         }
-        PoolEvent::Killed { id } => format!("replica {id} killed after its drain timeout"),
+        PoolEvent::Killed { id, cut } => {
+            format!("replica {id} killed after its drain timeout, cutting about {cut:.0} requests")
+        }
     }
 }

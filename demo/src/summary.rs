@@ -106,6 +106,11 @@ pub struct RunSummary {
     pub replicas_started: usize,
     /// Requests each replica reported in its own `workload_requests_total`, by replica id.
     pub served_by_replica: BTreeMap<u32, f64>,
+    /// Requests cut on scale-down: in service or queued (at the last scrape) on replicas killed
+    /// when their drain timeout ran out.
+    pub requests_cut: f64,
+    /// Whether removal spared busy replicas (`--pod-deletion-cost`).
+    pub pod_deletion_cost: bool,
     /// Replica processes still present after the run (must be 0).
     pub children_left: usize,
     pub pids: Vec<u32>,
@@ -127,6 +132,7 @@ pub struct Inputs<'a> {
     pub events: Vec<ScaleEvent>,
     pub records: Vec<Record>,
     pub served: BTreeMap<u32, f64>,
+    pub requests_cut: f64,
     pub pids: Vec<u32>,
     pub children_left: usize,
     pub pushes: u32,
@@ -198,6 +204,8 @@ pub fn build(i: Inputs) -> RunSummary {
         rpc_errors: i.rpc_errors,
         replicas_started: i.pids.len(),
         served_by_replica: i.served,
+        requests_cut: i.requests_cut,
+        pod_deletion_cost: i.args.pod_deletion_cost,
         children_left: i.children_left,
         source: i.source,
         prometheus_pid: i.prometheus_pid,
@@ -246,6 +254,18 @@ fn rows(s: &RunSummary) -> Vec<(&'static str, String)> {
                 s.scale_ups + s.scale_downs,
                 s.scale_ups,
                 s.scale_downs
+            ),
+        ),
+        (
+            "requests cut on scale-down",
+            format!(
+                "{:.0} ({})",
+                s.requests_cut,
+                if s.pod_deletion_cost {
+                    "least busy removed first"
+                } else {
+                    "newest removed first"
+                }
             ),
         ),
         ("scaler desired max", opt(s.scaler_desired_max, 2)),

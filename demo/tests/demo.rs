@@ -135,6 +135,14 @@ fn a_short_demo_scales_up_under_the_burst_and_back_down_and_leaves_no_process() 
     );
     assert!(json["ok"].as_u64().unwrap() > 100);
 
+    // Drains finished within their timeout: nothing was cut, the newest replica went first.
+    assert_eq!(json["requests_cut"].as_f64(), Some(0.0));
+    assert_eq!(json["pod_deletion_cost"], false);
+    assert!(
+        stdout.contains("| requests cut on scale-down | 0 (newest removed first) |"),
+        "{stdout}"
+    );
+
     // No child process left.
     assert_eq!(json["children_left"], 0);
     let pids: Vec<u64> = json["pids"]
@@ -146,6 +154,22 @@ fn a_short_demo_scales_up_under_the_burst_and_back_down_and_leaves_no_process() 
     assert!(pids.len() as u64 >= peak);
     let left: Vec<u64> = pids.into_iter().filter(|p| alive(*p)).collect();
     assert!(left.is_empty(), "replica processes still alive: {left:?}");
+}
+
+#[test]
+fn with_pod_deletion_cost_the_least_busy_replica_goes_and_the_summary_says_so() {
+    let (stdout, json, _dir) = run_short_demo(&["--pod-deletion-cost"]);
+    let events = json["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["to"].as_u64() < e["from"].as_u64()),
+        "{stdout}"
+    );
+    assert_eq!(json["pod_deletion_cost"], true);
+    assert!(
+        stdout.contains("| requests cut on scale-down | 0 (least busy removed first) |"),
+        "{stdout}"
+    );
+    assert_eq!(json["children_left"], 0);
 }
 
 #[test]
