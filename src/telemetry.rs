@@ -205,6 +205,43 @@ pub fn explain_text(
                     c.fleet.terminating.map_or("?".to_string(), |t| t.to_string())
                 );
             }
+            if let Some(o) = &d.objective {
+                let _ = writeln!(
+                    out,
+                    "objective   TTFT <= {:.0} ms for {:.1} % of requests: {} replicas{}",
+                    o.ttft_objective_s * 1000.0,
+                    100.0 * o.attainment,
+                    fmt(o.desired),
+                    if o.trusted {
+                        ""
+                    } else {
+                        "  (too few samples: the fallback floor decides)"
+                    }
+                );
+                let _ = writeln!(
+                    out,
+                    "  learned   one replica serves {} req/s ({}, {} samples full), unloaded TTFT {} s ({} samples), {} s of the objective left for waiting",
+                    fmt(o.replica_rate),
+                    o.replica_rate_from,
+                    o.full_samples,
+                    fmt(o.unloaded_ttft_s),
+                    o.unloaded_samples,
+                    fmt(Some(o.wait_budget_s)),
+                );
+                let _ = writeln!(
+                    out,
+                    "  planned   arrivals {} req/s, horizon {:.0} s ({}), window {:.0} s ({} samples){}, trend +{:.3} req/s",
+                    fmt(o.arrivals_per_s),
+                    o.horizon_s,
+                    o.horizon_from,
+                    o.window_s,
+                    o.window_samples,
+                    o.recurrence_s.map_or(String::new(), |g| format!(
+                        ", held through a {g:.0} s gap between recurring bursts"
+                    )),
+                    o.trend_per_s,
+                );
+            }
             let limiting = d.limiting.as_deref().unwrap_or("none");
             let _ = writeln!(
                 out,

@@ -119,6 +119,38 @@ async fn explain_prints_the_breakdown() {
     assert!(err.contains("did you mean 'queueTarget'"), "{err}");
 }
 
+#[tokio::test]
+async fn explain_in_slo_mode_says_what_was_learned_and_what_decides_until_then() {
+    let endpoint =
+        MetricsEndpoint::start("workload_queue_length 4\nworkload_inflight_requests 6\n").await;
+    let url = endpoint.url.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        run(
+            &[
+                "explain",
+                &format!("endpoints={url}"),
+                "ttftObjectiveMs=2000",
+                "attainment=0.95",
+            ],
+            LOOPBACK_EGRESS,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("objective   TTFT <= 2000 ms for 95.0 % of requests"),
+        "{out}"
+    );
+    // One sample: the planner says it is not trusted yet, and how much it has learned.
+    assert!(
+        out.contains("too few samples: the fallback floor decides"),
+        "{out}"
+    );
+    assert!(out.contains("  learned   one replica serves"), "{out}");
+    assert!(out.contains("horizon 120 s (coldStartSeconds)"), "{out}");
+}
+
 // Multi-threaded: the test blocks on grpcurl while the metrics endpoint must keep answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_grpcurl_and_stops_on_sigterm() {

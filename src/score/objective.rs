@@ -9,7 +9,8 @@
 //!
 //! - **Demand as an arrival rate.** Requests in service over the learned service time are the
 //!   rate the fleet serves (Little's law); a queue that grew since the last sample adds what
-//!   arrived beyond that, and the backlog itself is asked to drain within one horizon. A rate,
+//!   arrived beyond that, and the backlog in sight now is drained within one horizon (a floor
+//!   on the answer; a past backlog, long drained, is not remembered in the window). A rate,
 //!   not a count of requests in the system, because a replica's service time grows as its batch
 //!   fills: a count read at a light load understates what the same arrivals need at full load.
 //! - **What one replica serves.** The rate a replica completes while requests wait (it is full)
@@ -26,6 +27,11 @@
 //!   follows from the attainment, bursty traffic gets headroom and smooth traffic does not.
 //! - **Capacity goes back when the window does.** No decay: when the last high sample leaves
 //!   the window the answer falls at once.
+//! - **Unless the bursts recur.** A quiet stretch as long as one that already ended in a burst
+//!   is no evidence that the bursts are over: once the last hour has shown two bursts, the
+//!   window also spans the longest quiet gap between them and one horizon (`recurrence_s`), so
+//!   the capacity the last burst needed is still there when the next one comes. Without a burst
+//!   seen twice (smooth load, a single spike) nothing changes.
 //! - **A rising trend is planned ahead.** The window's least-squares slope, where positive, is
 //!   carried one cold start forward; a falling one is not (it is in the window soon enough).
 
@@ -43,6 +49,18 @@ pub const MEMORY_S: f64 = 3600.0;
 /// The longest window, seconds: the window grows as `1 / (1 - a)` samples, which would reach
 /// hours at 99.9 % and never give capacity back within a working day.
 pub const MAX_WINDOW_S: f64 = 1800.0;
+
+/// A sample is part of a burst when its demand is at least this many times the hour's median.
+/// Not noise: a Poisson arrival count over a 15 s sample at 1 request/s or more has a coefficient
+/// of variation of at most `1 / sqrt(15) = 0.26`, so twice the median is more than three
+/// standard deviations above it; and not a slow cycle, whose gaps are longer than the longest
+/// window and so never count (`recurrence_s`).
+pub const BURST_FACTOR: f64 = 2.0;
+
+/// ... and at least this share of the hour's peak demand: a stretch between bursts is quiet when
+/// it needs less than half the capacity the bursts did, which is when releasing capacity saves
+/// anything worth a cold start.
+pub const PEAK_SHARE: f64 = 0.5;
 
 /// What the ScaledObject states.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -108,6 +126,9 @@ pub struct ObjectiveView {
     pub horizon_from: &'static str,
     pub window_s: f64,
     pub window_samples: usize,
+    /// The longest quiet gap between two bursts in the last hour, when bursts recurred: the
+    /// window spans it and one horizon.
+    pub recurrence_s: Option<f64>,
     /// Requests per second the window's rising trend adds over one horizon.
     pub trend_per_s: f64,
     /// False until the window holds `MIN_SAMPLES` and a service time is known: the fail-safe
@@ -119,8 +140,10 @@ pub struct ObjectiveView {
 #[derive(Clone, Debug)]
 pub struct Planner {
     config: ObjectiveConfig,
-    /// (time, arrival rate).
+    /// (time, arrival rate) over the window.
     samples: VecDeque<(f64, f64)>,
+    /// (time, arrival rate) over `MEMORY_S`, for the bursts' recurrence.
+    history: VecDeque<(f64, f64)>,
     /// (time, rate per replica) at samples where requests waited: replicas were full.
     full: VecDeque<(f64, f64)>,
     /// (time, mean per-replica time to first token) at samples where nothing waited.
@@ -140,6 +163,7 @@ impl Planner {
         Planner {
             config,
             samples: VecDeque::new(),
+            history: VecDeque::new(),
             full: VecDeque::new(),
             unloaded: VecDeque::new(),
             observed_rate: VecDeque::new(),
@@ -192,17 +216,21 @@ impl Planner {
             Some(n) if n <= 0.0 => Some(service_s.unwrap_or(1.0)),
             _ => service_s,
         };
-        let arrivals = match (serving, service_for_rate) {
+        // The backlog's drain is kept apart: it is asked for now, but a sample that remembers it
+        // would keep asking for a backlog long drained.
+        let drain_now = queued.unwrap_or(0.0) / horizon_s.max(self.interval_s);
+        let rate = match (serving, service_for_rate) {
             (Some(n), Some(s)) => {
                 let q = queued.unwrap_or(0.0);
                 let grew = match previous {
                     Some((at, Some(q0))) => (q - q0).max(0.0) / (t - at),
                     _ => 0.0,
                 };
-                Some(n / s + grew + q / horizon_s.max(self.interval_s))
+                Some(n / s + grew)
             }
             _ => None,
         };
+        let arrivals = rate.map(|r| r + drain_now);
         if let (Some(n), Some(s)) = (inflight, service_s) {
             if pods > 0.0 && n > 0.0 {
                 self.observed_rate.push_back((t, n / s / pods));
@@ -225,10 +253,24 @@ impl Planner {
                 self.unloaded.push_back((t, ttft));
             }
         }
-        if let Some(a) = arrivals {
+        if let Some(a) = rate {
             self.samples.push_back((t, a));
+            self.history.push_back((t, a));
         }
-        let window_s = self.window_s(horizon_s);
+        while self
+            .history
+            .front()
+            .is_some_and(|&(at, _)| at <= t - MEMORY_S)
+        {
+            self.history.pop_front();
+        }
+        let recurrence_s = recurrence_s(&self.history, self.interval_s, horizon_s);
+        let window_s = match recurrence_s {
+            Some(gap) => self
+                .window_s(horizon_s)
+                .max((gap + horizon_s).min(MAX_WINDOW_S)),
+            None => self.window_s(horizon_s),
+        };
         for (q, keep) in [
             (&mut self.samples, window_s),
             (&mut self.full, MEMORY_S),
@@ -271,13 +313,16 @@ impl Planner {
                 Some(r) if !self.samples.is_empty() => {
                     let demand: Vec<f64> =
                         self.samples.iter().map(|&(_, v)| v + trend_per_s).collect();
+                    // A backlog in sight is drained within the horizon whatever the window
+                    // says: a floor, not one more sample the miss budget could skip.
+                    let backlog = rate.map_or(0.0, |r| r + trend_per_s + drain_now);
                     let served = slots_for(
                         &demand,
                         1.0 - cfg.attainment,
                         wait_budget_s,
                         self.interval_s,
                     );
-                    Some(served / r)
+                    Some(served.max(backlog) / r)
                 }
                 _ => None,
             }
@@ -299,6 +344,7 @@ impl Planner {
             horizon_from,
             window_s,
             window_samples: self.samples.len(),
+            recurrence_s,
             trend_per_s,
             trusted,
         }
@@ -315,6 +361,54 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
     }
     xs.sort_by(f64::total_cmp);
     Some(xs[xs.len() / 2])
+}
+
+/// The longest quiet gap, seconds, between two bursts among `history` (oldest first): samples
+/// at `BURST_FACTOR` times the median demand or more, separated by at least one quieter
+/// sample. None unless a gap ended in a burst, or when every gap is too long to hold through
+/// (it would not fit in `MAX_WINDOW_S` with one horizon).
+pub fn recurrence_s(
+    history: &VecDeque<(f64, f64)>,
+    interval_s: f64,
+    horizon_s: f64,
+) -> Option<f64> {
+    let median = median(history.iter().map(|&(_, v)| v).collect())?;
+    // The hour's peak as its 90th percentile: one sample inflated by a backlog's drain term
+    // must not hide every later burst.
+    let mut sorted: Vec<f64> = history.iter().map(|&(_, v)| v).collect();
+    sorted.sort_by(f64::total_cmp);
+    let peak = sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)];
+    // Well above the typical level (not noise), and a burst the window would hold capacity for
+    // (at least half the hour's peak: lesser blips in a quiet stretch do not split it).
+    let threshold = (BURST_FACTOR * median).max(PEAK_SHARE * peak);
+    if threshold <= 0.0 {
+        return None;
+    }
+    gaps(history, threshold, interval_s, horizon_s)
+}
+
+fn gaps(
+    history: &VecDeque<(f64, f64)>,
+    threshold: f64,
+    interval_s: f64,
+    horizon_s: f64,
+) -> Option<f64> {
+    let mut last_high: Option<f64> = None;
+    let mut longest: Option<f64> = None;
+    for &(t, v) in history {
+        if v < threshold {
+            continue;
+        }
+        if let Some(prev) = last_high {
+            let gap = t - prev;
+            // Consecutive burst samples are one burst, not a gap.
+            if gap > 1.5 * interval_s && gap + horizon_s <= MAX_WINDOW_S {
+                longest = Some(longest.map_or(gap, |l: f64| l.max(gap)));
+            }
+        }
+        last_high = Some(t);
+    }
+    longest
 }
 
 /// The least-squares slope of the samples, per second, or 0 when it is not positive.
@@ -523,7 +617,7 @@ mod tests {
         // About 8 requests per second served, plus the backlog's drain and the rising trend
         // carried one horizon ahead, over 4 per replica: a little over two replicas.
         let d = v.desired.unwrap();
-        assert!(d > 2.0 && d < 2.3, "{v:?}");
+        assert!(d > 2.0 && d < 2.5, "{v:?}");
         // The window is 1 / (1 - 0.95) = 20 intervals of 15 s.
         assert!((v.window_s - 300.0).abs() < 1e-9);
     }
@@ -545,6 +639,63 @@ mod tests {
             last = p.observe(i as f64 * 15.0, &input(6.0, 0.0, 6, 0.3));
         }
         assert!(last.desired.unwrap() < 1.5, "{last:?}");
+    }
+
+    /// Bursts of 300 s every 900 s: once one quiet gap has ended in a burst, the capacity of the
+    /// last burst is held through the next gap; a single burst, or smooth load, holds nothing.
+    #[test]
+    fn recurring_bursts_hold_capacity_through_the_gap_and_a_single_one_does_not() {
+        let on = |i: usize| (i * 15) % 900 < 300;
+        let run = |bursts: usize| {
+            let mut p = Planner::new(cfg());
+            let mut answers = Vec::new();
+            for i in 0..240 {
+                let busy = on(i) && i * 15 < bursts * 900;
+                let load = if busy {
+                    input(48.0, 0.0, 6, 0.3)
+                } else {
+                    input(2.0, 0.0, 1, 0.3)
+                };
+                answers.push((i * 15, p.observe(i as f64 * 15.0, &load)));
+            }
+            answers
+        };
+        let recurring = run(4);
+        // In the quiet stretch before the third burst (t = 1620 s), the second burst is held.
+        let (_, v) = &recurring[1620 / 15];
+        let gap = v.recurrence_s.expect("two bursts seen");
+        assert!((585.0..=615.0).contains(&gap), "{v:?}");
+        assert!(v.window_s >= gap + v.horizon_s - 1e-9, "{v:?}");
+        // 48 in service over 2 s is 24 requests per second, 3 per replica: 8 replicas.
+        assert!(v.desired.unwrap() >= 6.0, "held: {v:?}");
+        // Before any gap has ended in a burst (the first quiet stretch), capacity goes back.
+        let (_, v) = &recurring[780 / 15];
+        assert_eq!(v.recurrence_s, None);
+        assert!(v.desired.unwrap() < 5.0, "{v:?}");
+        // One burst only: nothing recurs, capacity goes back after it.
+        let single = run(1);
+        let (_, v) = &single[1620 / 15];
+        assert_eq!(v.recurrence_s, None);
+        assert!(v.desired.unwrap() < 5.0, "{v:?}");
+    }
+
+    #[test]
+    fn a_backlog_in_sight_is_drained_within_the_horizon() {
+        // A standing backlog of 600 (not growing: 3 requests per second arrive and are served)
+        // is drained within the 60 s horizon: 3 + 10 per second, whatever the window says.
+        let mut p = Planner::new(cfg());
+        let mut v = p.observe(0.0, &input(6.0, 600.0, 1, 2.5));
+        for i in 1..20 {
+            v = p.observe(i as f64 * 15.0, &input(6.0, 600.0, 1, 2.5));
+        }
+        let rate = v.replica_rate.unwrap();
+        assert!(
+            v.desired.unwrap() * rate >= 3.0 + 600.0 / 60.0 - 1e-6,
+            "{v:?}"
+        );
+        // Drained: the window remembers arrivals, not the backlog.
+        let v = p.observe(300.0, &input(6.0, 0.0, 1, 0.3));
+        assert!(v.desired.unwrap() * rate < 3.0 + 600.0 / 60.0, "{v:?}");
     }
 
     #[test]
