@@ -566,17 +566,27 @@ pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
     })
 }
 
+/// Writes `NAME.json` (pretty, one trailing newline) and `NAME.md` under `out`, creating it.
+fn write_tables(
+    out: &Path,
+    name: &str,
+    value: &impl serde::Serialize,
+    markdown: &str,
+) -> Result<(), SimError> {
+    std::fs::create_dir_all(out).map_err(|source| SimError::Io {
+        path: out.display().to_string(),
+        source,
+    })?;
+    let json = serde_json::to_string_pretty(value)
+        .expect("the tables hold only finite numbers and strings");
+    write(&out.join(format!("{name}.json")), &(json + "\n"))?;
+    write(&out.join(format!("{name}.md")), markdown)
+}
+
 /// `keda-gpu-sim --suite`: runs the panel and writes `suite.md` and `suite.json`.
 pub fn run_suite(args: &SimulateArgs) -> Result<suite::Suite, SimError> {
     let result = suite::run(args)?;
-    std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
-        path: args.out.display().to_string(),
-        source,
-    })?;
-    let json = serde_json::to_string_pretty(&result)
-        .expect("the suite holds only finite numbers and strings");
-    write(&args.out.join("suite.json"), &(json + "\n"))?;
-    write(&args.out.join("suite.md"), &suite::markdown(&result))?;
+    write_tables(&args.out, "suite", &result, &suite::markdown(&result))?;
     Ok(result)
 }
 
@@ -584,36 +594,15 @@ pub fn run_suite(args: &SimulateArgs) -> Result<suite::Suite, SimError> {
 /// written to `scale-down.md` and `scale-down.json`.
 pub fn run_scale_down(args: &SimulateArgs) -> Result<Vec<scaledown::Row>, SimError> {
     let rows = scaledown::run(args)?;
-    std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
-        path: args.out.display().to_string(),
-        source,
-    })?;
-    let json =
-        serde_json::to_string_pretty(&rows).expect("the rows hold only finite numbers and strings");
-    write(
-        &args.out.join("scale-down.json"),
-        &(json
-            + "
-"),
-    )?;
-    write(
-        &args.out.join("scale-down.md"),
-        &scaledown::markdown(&rows, args.grace_s),
-    )?;
+    let md = scaledown::markdown(&rows, args.grace_s);
+    write_tables(&args.out, "scale-down", &rows, &md)?;
     Ok(rows)
 }
 
 /// `keda-gpu-sim --ablation`: the suite per variant, written to `ablation.md` and `ablation.json`.
 pub fn run_ablation(args: &SimulateArgs) -> Result<Vec<ablation::Row>, SimError> {
     let rows = ablation::run(args)?;
-    std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
-        path: args.out.display().to_string(),
-        source,
-    })?;
-    let json =
-        serde_json::to_string_pretty(&rows).expect("the rows hold only finite numbers and strings");
-    write(&args.out.join("ablation.json"), &(json + "\n"))?;
-    write(&args.out.join("ablation.md"), &ablation::markdown(&rows))?;
+    write_tables(&args.out, "ablation", &rows, &ablation::markdown(&rows))?;
     Ok(rows)
 }
 
