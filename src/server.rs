@@ -107,30 +107,14 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
     tasks.spawn(watchdog(engine.clone(), reporter, healthy_tx, stop.clone()));
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(descriptors[0])
-        .register_encoded_file_descriptor_set(descriptors[1])
-        .build_v1()
-        .expect("the embedded descriptor sets are valid");
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(descriptors[0])
-        .register_encoded_file_descriptor_set(descriptors[1])
-        .build_v1alpha()
-        .expect("the embedded descriptor sets are valid");
-    let scaler = ScalerService::new(engine.clone(), stop.clone());
-
+    let grpc = grpc_server(
+        &engine,
+        grpc_metrics,
+        health_service,
+        &descriptors,
+        stop.clone(),
+    );
     let mut grpc_stop = stop.clone();
-    let grpc = tonic::transport::Server::builder()
-        // KEDA sends no keepalive pings; ours keep idle StreamIsActive connections from being
-        // dropped by NATs and proxies, and find dead peers.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
-        .layer(GrpcMetricsLayer::new(grpc_metrics))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(ExternalScalerServer::new(scaler));
     let grpc_stopped = async move {
         let _ = grpc_stop.wait_for(|s| *s).await;
     };
@@ -158,18 +142,7 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         }
     };
 
-    let mut app = axum::Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }));
-    // Every tenant's endpoints and notes: only where the operator asked for it.
-    if settings.debug_page {
-        app = app.route("/debug/scaledobjects", get(debug));
-    }
-    let app = app.route("/readyz", get(ready)).with_state(HttpState {
-        engine: engine.clone(),
-        metrics: scaler_metrics,
-        health: healthy,
-    });
+    let app = http_router(engine.clone(), scaler_metrics, healthy, settings.debug_page);
     let mut http_stop = stop.clone();
     tasks.spawn(async move {
         let served = axum::serve(http_listener, app).with_graceful_shutdown(async move {
@@ -192,6 +165,67 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         engine,
         shutdown,
         tasks,
+    })
+}
+
+/// The gRPC services: KEDA's ExternalScaler, health and reflection, measured by `grpc_metrics`,
+/// with the keepalive KEDA's long-lived streams need. Serving it is the caller's.
+pub fn grpc_server(
+    engine: &Arc<Engine>,
+    grpc_metrics: Arc<GrpcMetrics>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    descriptors: &[&[u8]],
+    stop: watch::Receiver<bool>,
+) -> tonic::transport::server::Router<tower_layer::Stack<GrpcMetricsLayer, tower_layer::Identity>> {
+    let reflection = || {
+        let mut b = tonic_reflection::server::Builder::configure();
+        for d in descriptors.iter().take(2) {
+            b = b.register_encoded_file_descriptor_set(d);
+        }
+        b
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+    tonic::transport::Server::builder()
+        // KEDA sends no keepalive pings; ours keep idle StreamIsActive connections from being
+        // dropped by NATs and proxies, and find dead peers.
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_nodelay(true)
+        .layer(GrpcMetricsLayer::new(grpc_metrics))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ExternalScalerServer::new(ScalerService::new(
+            engine.clone(),
+            stop,
+        )))
+}
+
+/// The HTTP routes: `/metrics`, `/healthz`, `/readyz`, and `/debug/scaledobjects` only when
+/// the operator turned the debug page on (it shows every tenant's endpoints and notes).
+pub fn http_router(
+    engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
+    health: watch::Receiver<bool>,
+    debug_page: bool,
+) -> axum::Router {
+    let mut app = axum::Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(|| async { "ok" }));
+    if debug_page {
+        app = app.route("/debug/scaledobjects", get(debug));
+    }
+    app.route("/readyz", get(ready)).with_state(HttpState {
+        engine,
+        metrics,
+        health,
     })
 }
 
@@ -256,7 +290,7 @@ async fn watchdog(
         .await;
 }
 
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
+async fn metrics_page(State(s): State<HttpState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, telemetry::metrics::CONTENT_TYPE)],
         s.metrics.render(),
@@ -337,5 +371,26 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(status(&mut client).await, NOT_SERVING);
         assert!(!*healthy.borrow());
+    }
+
+    #[tokio::test]
+    async fn the_http_routes_serve_and_the_debug_page_only_when_asked() {
+        let engine = Engine::new(crate::engine::EngineSettings::default());
+        let grpc = GrpcMetrics::new(&[crate::proto::FILE_DESCRIPTOR_SET]).unwrap();
+        let metrics = Arc::new(Metrics::new(engine.clone(), &grpc));
+        for debug_page in [false, true] {
+            let (_tx, health) = watch::channel(true);
+            let app = http_router(engine.clone(), metrics.clone(), health, debug_page);
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let get = |path: &str| reqwest::get(format!("http://{addr}{path}"));
+            assert_eq!(get("/healthz").await.unwrap().text().await.unwrap(), "ok");
+            assert_eq!(get("/readyz").await.unwrap().status(), 200);
+            let m = get("/metrics").await.unwrap().text().await.unwrap();
+            assert!(m.contains("keda_gpu_scaler_scaledobjects 0"), "{m}");
+            let debug = get("/debug/scaledobjects").await.unwrap().status();
+            assert_eq!(debug == 200, debug_page, "{debug}");
+        }
     }
 }
