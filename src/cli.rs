@@ -237,8 +237,13 @@ fn explain(args: &ExplainArgs) -> Result<()> {
                 engine.sample(false).await;
             }
         }
-        if entry.spec.signals.iter().any(|s| s.name == "latency") {
-            // A p95 needs two histogram snapshots.
+        if entry
+            .spec
+            .signals
+            .iter()
+            .any(|s| matches!(s.metrics, crate::spec::MetricSource::Histogram(_)))
+        {
+            // A quantile or a rate from a histogram needs two snapshots.
             tokio::time::sleep(settings.sample_interval).await;
             engine.sample(false).await;
         }
