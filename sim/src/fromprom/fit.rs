@@ -99,6 +99,16 @@ pub fn quantile(xs: &[f64], q: f64) -> Option<f64> {
     Some(v[i])
 }
 
+/// Which series give the prefill time per step.
+#[derive(Clone, Copy)]
+enum PrefillFrom {
+    Histogram,
+    FirstTokenLessQueue,
+    FirstToken,
+    /// End-to-end time less the queue wait and the decode time (TGI).
+    Remainder,
+}
+
 /// Quantile of the per-replica running gauge taken as the batch size.
 pub const BATCH_QUANTILE: f64 = 0.99;
 
@@ -201,26 +211,29 @@ pub fn fit(obs: &[StepObs], peaks: &[f64], base: &CostModel) -> Fit {
     }
 
     // Prefill: prefill time (without the batch factor) against the prompt length.
-    let (prefill_of, prefill_from): (Box<dyn Fn(&StepObs) -> Option<f64>>, &str) = if obs
-        .iter()
-        .any(|o| o.prefill.is_some())
-    {
-        (Box::new(|o: &StepObs| o.prefill), "prefill time histogram")
+    let source = if obs.iter().any(|o| o.prefill.is_some()) {
+        PrefillFrom::Histogram
     } else if obs.iter().any(|o| o.ttft.is_some() && o.queue.is_some()) {
-        (
-            Box::new(|o: &StepObs| Some(o.ttft? - o.queue?)),
-            "time to first token - queue wait",
-        )
+        PrefillFrom::FirstTokenLessQueue
     } else if obs.iter().any(|o| o.ttft.is_some()) {
         warnings.push("no queue-wait series: prefill is fitted from the time to first token, queue wait included, so it is an upper bound".into());
-        (Box::new(|o: &StepObs| o.ttft), "time to first token")
+        PrefillFrom::FirstToken
     } else {
-        (
-            Box::new(move |o: &StepObs| {
-                Some(o.e2e? - o.queue.unwrap_or(0.0) - tpot_of(o)? * o.generated?)
-            }),
-            "end-to-end - queue wait - decode",
-        )
+        PrefillFrom::Remainder
+    };
+    let prefill_of = |o: &StepObs| match source {
+        PrefillFrom::Histogram => o.prefill,
+        PrefillFrom::FirstTokenLessQueue => Some(o.ttft? - o.queue?),
+        PrefillFrom::FirstToken => o.ttft,
+        PrefillFrom::Remainder => {
+            Some(o.e2e? - o.queue.unwrap_or(0.0) - tpot_of(o)? * o.generated?)
+        }
+    };
+    let prefill_from = match source {
+        PrefillFrom::Histogram => "prefill time histogram",
+        PrefillFrom::FirstTokenLessQueue => "time to first token - queue wait",
+        PrefillFrom::FirstToken => "time to first token",
+        PrefillFrom::Remainder => "end-to-end - queue wait - decode",
     };
     let factor = |o: &StepObs| 1.0 + c * o.running.unwrap_or(0.0);
     let pts: Vec<(f64, f64, f64)> = obs

@@ -238,7 +238,7 @@ pub fn build(
     generated: &Lengths,
     seed: u64,
 ) -> Vec<Rebuilt> {
-    let mut rng = SplitMix64::new(seed ^ 0xF0_0D_5EED);
+    let mut rng = SplitMix64::new(seed ^ 0xF00D_5EED);
     let mut out = Vec::with_capacity(completions.iter().sum::<f64>().max(0.0) as usize + 1);
     let mut acc = 0.0;
     let mut emitted = 0i64;

@@ -268,9 +268,9 @@ pub fn histogram_steps(
     let inf = f64::INFINITY.to_bits();
     let mut named = 0;
     for (labels, g) in groups.iter_mut() {
-        if !g.contains_key(&inf) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = g.entry(inf) {
             if let Some(c) = count_of.get(labels) {
-                g.insert(inf, c);
+                slot.insert(c);
             }
             named += 1;
             if named <= 3 {
