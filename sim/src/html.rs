@@ -50,7 +50,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}\
-table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ccc;padding:.25em .5em}\
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}th,td{border:1px solid #ccc;padding:.25em .5em}td{white-space:nowrap}\
 th{background:#f4f4f4}td[data-value]{text-align:right;font-variant-numeric:tabular-nums}\
 .note{color:#555;font-size:.9em}.warn{color:#8a4b00}svg{max-width:100%;height:auto;display:block;margin:1em 0}\
 code{background:#f4f4f4;padding:0 .2em}";
