@@ -405,14 +405,63 @@ fn play(dir: &Path, t0: f64) -> (Vec<(f64, u32, u32)>, PathBuf) {
                 f64::from(inflight.get(p).copied().unwrap_or(0)),
             );
         }
-        // Another service in another namespace, which the selector must leave out.
-        expo.set(
-            "vllm:request_success",
-            "counter",
-            "vllm:request_success_total{engine=\"0\",finished_reason=\"stop\",model_name=\"other\",namespace=\"other\",pod=\"other-0\"}".into(),
-            scrape,
-            (scrape * 50) as f64,
-        );
+        // Another service in another namespace, which the selector must leave out, and whose
+        // series are broken on purpose: two pods at 15 requests a scrape whose prompt
+        // histograms have different buckets (other-1 has no le="+Inf"), no output histogram,
+        // and a 10-minute hole in everything three hours into the range.
+        let hole = (WARMUP_S + 3.0 * 3600.0..WARMUP_S + 3.0 * 3600.0 + 600.0).contains(&t);
+        if !hole {
+            for (pod, bounds) in [
+                ("other-0", &[100.0, 500.0, 1000.0][..]),
+                ("other-1", &[500.0][..]),
+            ] {
+                let labels =
+                    format!("engine=\"0\",model_name=\"other\",namespace=\"other\",pod=\"{pod}\"");
+                let n = (scrape * 15) as f64;
+                expo.set(
+                    "vllm:request_success",
+                    "counter",
+                    format!("vllm:request_success_total{{{labels},finished_reason=\"stop\"}}"),
+                    scrape,
+                    n,
+                );
+                let name = "vllm:request_prompt_tokens";
+                for b in bounds {
+                    // Every prompt is 400 tokens.
+                    let v = if *b >= 400.0 { n } else { 0.0 };
+                    expo.set(
+                        name,
+                        "histogram",
+                        format!("{name}_bucket{{{labels},le=\"{}\"}}", le(*b)),
+                        scrape,
+                        v,
+                    );
+                }
+                if pod == "other-0" {
+                    expo.set(
+                        name,
+                        "histogram",
+                        format!("{name}_bucket{{{labels},le=\"+Inf\"}}"),
+                        scrape,
+                        n,
+                    );
+                }
+                expo.set(
+                    name,
+                    "histogram",
+                    format!("{name}_sum{{{labels}}}"),
+                    scrape,
+                    400.0 * n,
+                );
+                expo.set(
+                    name,
+                    "histogram",
+                    format!("{name}_count{{{labels}}}"),
+                    scrape,
+                    n,
+                );
+            }
+        }
         times.push(sim0 + t);
         scrape += 1;
         t += SCRAPE_S;
@@ -607,6 +656,34 @@ fn the_rebuild_from_a_backfilled_prometheus_is_faithful() {
     assert!(e.contains("--allow-loopback"), "{e}");
     let e = bad(args(&out, &prom.url, "namespace=\"llm\"} or vector(1", t0));
     assert!(e.starts_with("--selector"), "{e}");
+
+    // Broken series: each flaw named in a warning, and no request lost to the hole.
+    let other = fromprom::rebuild_with(
+        &args(
+            &dir.path().join("other"),
+            &prom.url,
+            "namespace=\"other\"",
+            t0,
+        ),
+        false,
+    )
+    .unwrap();
+    let w = other.warnings.join("\n");
+    for flaw in [
+        "gap in the range: no samples of vllm:request_success_total in 2025-06-02T03:00:00Z .. 2025-06-02T03:09:00Z (9 min)",
+        "has no le=\"+Inf\" bucket; its _count stands in",
+        "do not all have the same buckets; le=100,1000",
+        "no series of vllm:request_generation_tokens or vllm:generation_tokens_total match",
+        "no series of vllm:num_requests_running match",
+    ] {
+        assert!(w.contains(flaw), "{flaw}\n{w}");
+    }
+    assert_eq!(other.requests, 30 * 720);
+    assert!(
+        (other.prompt_tokens_mean - 400.0).abs() < 60.0,
+        "{}",
+        other.prompt_tokens_mean
+    );
 
     // The rebuild and the comparison on it, as `--from-prometheus` runs them.
     let selector = format!("namespace=\"llm\",model_name=\"{MODEL}\"");

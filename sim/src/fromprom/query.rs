@@ -105,8 +105,14 @@ impl Prom {
             .block_on(self.source.query(&self.address, query, start, end))?;
         Ok(answer
             .into_iter()
+            // Series of one query are told apart by their labels; `__name__` (which differs
+            // between a histogram's _bucket and _count) is not one of them.
             .map(|s| RawSeries {
-                labels: s.labels.into_iter().collect(),
+                labels: s
+                    .labels
+                    .into_iter()
+                    .filter(|(k, _)| k != "__name__")
+                    .collect(),
                 points: s.points,
             })
             .collect())
