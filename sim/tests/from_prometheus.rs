@@ -699,7 +699,15 @@ fn the_rebuild_from_a_backfilled_prometheus_is_faithful() {
         "vllm:time_per_output_token_seconds"
     );
     let rebuilt = csv_requests(&r.trace_csv);
-    assert!(done.summary.report_html.is_file());
+    let page = std::fs::read_to_string(&done.summary.report_html).unwrap();
+    for part in [
+        "<h2 id=\"from-prometheus\">Rebuilt from Prometheus</h2>",
+        "data-field=\"decode_s_per_token\"",
+        "data-field=\"rebuilt_requests\"",
+        "<svg",
+    ] {
+        assert!(page.contains(part), "report.html lacks {part}");
+    }
     assert!(out.join("from-prometheus.json").is_file());
 
     // Requests per minute.
