@@ -11,6 +11,7 @@ pub mod nvml;
 pub mod prometheus;
 pub mod promql;
 pub mod scrape;
+pub mod slots;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
