@@ -214,6 +214,9 @@ pub struct Entry {
     deletion: Mutex<DeletionCosts>,
     /// A sampling of new objects took this one: the first sample is under way.
     first_claimed: AtomicBool,
+    /// Registration order: sources see entries oldest first, and rank what they first see in
+    /// a round by it (the newest object's new endpoints are tried first).
+    seq: u64,
 }
 
 impl Entry {
@@ -250,6 +253,8 @@ pub struct Engine {
     /// Wakes the sampler early so a new ScaledObject gets its first decision at once.
     registered: Notify,
     last_round_ms: AtomicU64,
+    /// Entries registered so far, for `Entry::seq`.
+    registrations: AtomicU64,
     rounds: AtomicU64,
     /// When the sampler loop last showed it was alive (started, or finished a round), plus one.
     alive_ms: AtomicU64,
@@ -287,6 +292,7 @@ impl Engine {
             entries: RwLock::new(HashMap::new()),
             registered: Notify::new(),
             last_round_ms: AtomicU64::new(0),
+            registrations: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
             alive_ms: AtomicU64::new(0),
             rejected: Rejections::default(),
@@ -360,6 +366,7 @@ impl Engine {
             restored: Mutex::new(restored),
             deletion: Mutex::new(DeletionCosts::default()),
             first_claimed: AtomicBool::new(false),
+            seq: self.registrations.fetch_add(1, Ordering::Relaxed),
             scoring: Mutex::new(scoring),
             spec: Arc::new(spec),
             state: watch::Sender::new(EntryState::default()),
@@ -536,7 +543,7 @@ impl Engine {
     /// One sampling round: all entries (but those whose first sample is under way), or only
     /// those never sampled, each taken by one such sampling.
     pub async fn sample(&self, only_new: bool) {
-        let entries: Vec<Arc<Entry>> = self
+        let mut entries: Vec<Arc<Entry>> = self
             .read_entries()
             .values()
             .filter(|e| {
@@ -549,6 +556,7 @@ impl Engine {
             })
             .cloned()
             .collect();
+        entries.sort_unstable_by_key(|e| e.seq);
         if !entries.is_empty() {
             let t = self.now();
             let readings = self.read_sources(&entries, t).await;

@@ -27,7 +27,7 @@ use super::budget::{BodyBudget, BodyError, Held, Share};
 use super::discovery::{DeletionCostError, Discovery, DiscoverySettings};
 use super::exposition::{self, Exposition};
 use super::histogram::{self, Buckets};
-use super::slots::{Rank, Slots, Standing};
+use super::slots::{Rank, Slots, Standing, Ticket};
 use super::{Readings, SignalReading, Source};
 use crate::score::DemandModel;
 use crate::spec::{MemoryMetrics, MetricRef, MetricSource, ScalerSpec, SignalSpec, SourceSpec};
@@ -152,15 +152,13 @@ struct Target {
 }
 
 pub struct ScrapeSource {
-    client: reqwest::Client,
+    fetcher: Fetcher,
     discovery: Discovery,
     /// Checked on every discovered URL: anyone who may write EndpointSlices in a namespace can
     /// list any address, and an IP address never reaches the client's policy resolver.
     egress: Arc<crate::egress::EgressPolicy>,
-    budget: BodyBudget,
     /// Fetch slots of the whole source, handed out by standing.
     slots: Slots,
-    standings: Mutex<Standings>,
     /// ScaledObjects registered for this source (from `retain`), which share the body floors.
     registered: AtomicUsize,
     /// Each ScaledObject's time per round.
@@ -169,9 +167,21 @@ pub struct ScrapeSource {
     history: Mutex<History>,
 }
 
+/// What a fetch needs, cloned into a task of its own: hundreds of fetches polled by one task
+/// would share its cooperative budget, so that a fetch whose answer had arrived could go unpolled
+/// until its object's deadline cut it, and parsing would use one worker thread.
+#[derive(Clone)]
+struct Fetcher {
+    client: reqwest::Client,
+    budget: BodyBudget,
+    standings: Arc<Mutex<Standings>>,
+    /// The scrape timeout.
+    timeout: Duration,
+}
+
 /// One fetch under way: records how the endpoint did when it ends, or when it is cut off.
 struct Attempt<'a> {
-    source: &'a ScrapeSource,
+    fetcher: &'a Fetcher,
     url: &'a str,
     started: Instant,
     done: bool,
@@ -180,7 +190,7 @@ struct Attempt<'a> {
 impl Attempt<'_> {
     fn finish(mut self, result: &Result<Arc<Scraped>, FetchError>) {
         self.done = true;
-        let fast = self.started.elapsed() <= self.source.deadline / 2;
+        let fast = self.started.elapsed() <= self.fetcher.timeout / 2;
         let (standing, ok) = match result {
             Ok(_) => (if fast { Standing::Fast } else { Standing::Slow }, true),
             Err(FetchError::Timeout | FetchError::Body(BodyError::Timeout)) => {
@@ -188,7 +198,7 @@ impl Attempt<'_> {
             }
             Err(_) => (if fast { Standing::Fast } else { Standing::Slow }, false),
         };
-        self.source.record(self.url, standing, ok);
+        self.fetcher.record(self.url, standing, ok);
     }
 }
 
@@ -196,63 +206,48 @@ impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.done {
             // Cut off by its object's deadline while under way.
-            self.source.record(self.url, Standing::Slow, false);
+            self.fetcher.record(self.url, Standing::Slow, false);
         }
     }
 }
 
-impl ScrapeSource {
-    /// `client` carries the timeouts and the egress policy (`signals::client::build`).
-    pub fn new(client: reqwest::Client, budget: BodyBudget, deadline: Duration) -> Self {
-        ScrapeSource {
-            client,
-            budget,
-            slots: Slots::new(CONCURRENCY, UNTRUSTED_SLOTS, SLOW_SLOTS),
-            standings: Mutex::new(Standings::default()),
-            registered: AtomicUsize::new(0),
-            deadline,
-            discovery: Discovery::new(DiscoverySettings::default()),
-            egress: Arc::new(crate::egress::EgressPolicy::default()),
-            history: Mutex::new(History::default()),
-        }
-    }
+/// A fetch running as a task of its own, aborted when whoever waits for it gives up (its
+/// object's deadline).
+struct Task(tokio::task::JoinHandle<Result<Arc<Scraped>, FetchError>>);
 
-    /// Resolves `service` triggers through Kubernetes discovery with these settings, fetching
-    /// only the discovered URLs `egress` allows.
-    pub fn with_discovery(
-        mut self,
-        settings: DiscoverySettings,
-        egress: Arc<crate::egress::EgressPolicy>,
-    ) -> Self {
-        self.discovery = Discovery::new(settings);
-        self.egress = egress;
-        self
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
     }
+}
 
-    /// A source with a default client, for tests and tools.
-    pub fn with_timeout(timeout: Duration) -> Self {
-        let client =
-            super::client::build(timeout, &Arc::new(crate::egress::EgressPolicy::loopback()))
-                .expect("the default client builds");
-        ScrapeSource::new(client, BodyBudget::new(64 << 20, 4 << 20), timeout)
+impl Future for Task {
+    type Output = Result<Arc<Scraped>, FetchError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|joined| joined.unwrap_or(Err(FetchError::Deadline)))
     }
+}
 
-    /// Fetches and parses `url`, keeping the `wanted` metrics, once a slot is its turn.
+impl Fetcher {
+    /// Fetches and parses `url`, keeping the `wanted` metrics, once `ticket` gives it a slot.
     async fn fetch(
-        &self,
-        url: &str,
-        share: &Share,
-        wanted: &Arc<HashSet<String>>,
-        (standing, rank): (Standing, Rank),
+        self,
+        url: String,
+        share: Share,
+        wanted: Arc<HashSet<String>>,
+        standing: Standing,
+        ticket: Ticket,
     ) -> Result<Arc<Scraped>, FetchError> {
-        let _slot = self
-            .slots
-            .acquire(standing, rank)
-            .await
-            .ok_or(FetchError::Deadline)?;
+        let _slot = ticket.await.ok_or(FetchError::Deadline)?;
         let attempt = Attempt {
-            source: self,
-            url,
+            fetcher: &self,
+            url: &url,
             started: Instant::now(),
             done: false,
         };
@@ -261,10 +256,10 @@ impl ScrapeSource {
         // still has the other half of its time. An endpoint slower than that answers from its
         // second round on, as a slow one, with the whole timeout.
         let budget = match standing {
-            Standing::New => self.deadline / 2,
-            Standing::Fast | Standing::Slow => self.deadline,
+            Standing::New => self.timeout / 2,
+            Standing::Fast | Standing::Slow => self.timeout,
         };
-        let result = self.fetch_now(url, share, wanted, budget).await;
+        let result = self.fetch_now(&url, &share, &wanted, budget).await;
         attempt.finish(&result);
         result
     }
@@ -309,34 +304,80 @@ impl ScrapeSource {
             r.streak = if ok { r.streak.saturating_add(1) } else { 0 };
         }
     }
+}
+
+impl ScrapeSource {
+    /// `client` carries the timeouts and the egress policy (`signals::client::build`).
+    pub fn new(client: reqwest::Client, budget: BodyBudget, deadline: Duration) -> Self {
+        ScrapeSource {
+            fetcher: Fetcher {
+                client,
+                budget,
+                standings: Arc::new(Mutex::new(Standings::default())),
+                timeout: deadline,
+            },
+            slots: Slots::new(CONCURRENCY, UNTRUSTED_SLOTS, SLOW_SLOTS),
+            registered: AtomicUsize::new(0),
+            deadline,
+            discovery: Discovery::new(DiscoverySettings::default()),
+            egress: Arc::new(crate::egress::EgressPolicy::default()),
+            history: Mutex::new(History::default()),
+        }
+    }
+
+    /// Resolves `service` triggers through Kubernetes discovery with these settings, fetching
+    /// only the discovered URLs `egress` allows.
+    pub fn with_discovery(
+        mut self,
+        settings: DiscoverySettings,
+        egress: Arc<crate::egress::EgressPolicy>,
+    ) -> Self {
+        self.discovery = Discovery::new(settings);
+        self.egress = egress;
+        self
+    }
+
+    /// A source with a default client, for tests and tools.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        let client =
+            super::client::build(timeout, &Arc::new(crate::egress::EgressPolicy::loopback()))
+                .expect("the default client builds");
+        ScrapeSource::new(client, BodyBudget::new(64 << 20, 4 << 20), timeout)
+    }
 
     /// Each spec's endpoints' standings and ranks for this round (`targets[i]` for spec i);
     /// endpoints seen for the first time are `New`, and those no spec named for a while are
     /// forgotten.
     fn standings(&self, targets: &[Target], t: f64) -> Vec<Vec<(Standing, Rank)>> {
-        let mut standings = self.standings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut standings = self
+            .fetcher
+            .standings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let Standings { by_url, seen } = &mut *standings;
         let out = targets
             .iter()
             .map(|target| {
-                target
+                // An object's endpoints first seen together share their sighting (specs come
+                // oldest registered first), and go by turn among themselves.
+                let sighting = *seen + 1;
+                let ranked = target
                     .urls
                     .iter()
                     .enumerate()
                     .map(|(k, url)| {
-                        let record = by_url.entry(url.clone()).or_insert_with(|| {
-                            *seen += 1;
-                            Record {
-                                standing: Standing::New,
-                                streak: 0,
-                                first_seen: *seen,
-                                seen_at: t,
-                            }
+                        let record = by_url.entry(url.clone()).or_insert_with(|| Record {
+                            standing: Standing::New,
+                            streak: 0,
+                            first_seen: sighting,
+                            seen_at: t,
                         });
                         record.seen_at = record.seen_at.max(t);
                         (record.standing, record.rank(k))
                     })
-                    .collect()
+                    .collect();
+                *seen = sighting;
+                ranked
             })
             .collect();
         by_url.retain(|_, r| r.seen_at >= t - STANDING_HORIZON_S);
@@ -361,7 +402,7 @@ impl ScrapeSource {
             .collect();
         let standings = self.standings(targets, t);
         let registered = self.registered.load(Ordering::Relaxed);
-        let shares = self.budget.shares_among(targets.len(), registered);
+        let shares = self.fetcher.budget.shares_among(targets.len(), registered);
         let slots = (CONCURRENCY / targets.len().max(1)).max(1);
         let mut per_spec = Vec::with_capacity(targets.len());
         for ((target, share), standings) in targets.iter().zip(&shares).zip(standings) {
@@ -370,10 +411,21 @@ impl ScrapeSource {
                 .urls
                 .iter()
                 .zip(standings)
-                .map(move |(url, standing)| async move {
+                .map(move |(url, (standing, rank))| async move {
                     let (cell, names) = &round[url.as_str()];
-                    cell.get_or_init(|| self.fetch(url, share, names, standing))
-                        .await;
+                    cell.get_or_init(|| {
+                        // In the queue at once: the round's first fetches all queue while
+                        // hand-outs are paused.
+                        let ticket = self.slots.ticket(standing, rank);
+                        Task(tokio::spawn(self.fetcher.clone().fetch(
+                            url.clone(),
+                            share.clone(),
+                            names.clone(),
+                            standing,
+                            ticket,
+                        )))
+                    })
+                    .await;
                 })
                 .collect();
             per_spec.push(async move {
@@ -385,13 +437,15 @@ impl ScrapeSource {
         }
         // Every spec queues its first fetches before any slot is handed out, so the first ones
         // go by standing and rank too, not by which spec was polled first.
+        // Unconstrained: this task only waits for the fetch tasks, and a cooperative budget spent
+        // on hundreds of them must not keep it from seeing a fetch end before a deadline.
         let mut all = std::pin::pin!(join_all(per_spec));
         let mut paused = Some(self.slots.pause());
-        std::future::poll_fn(|cx| {
+        tokio::task::unconstrained(std::future::poll_fn(|cx| {
             let polled = all.as_mut().poll(cx);
             paused = None;
             polled
-        })
+        }))
         .await;
         round
             .iter()

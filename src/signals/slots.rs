@@ -117,6 +117,20 @@ impl Drop for Slot {
     }
 }
 
+/// A place in the queue for a slot (`Slots::ticket`).
+pub struct Ticket(oneshot::Receiver<Slot>);
+
+impl std::future::Future for Ticket {
+    type Output = Option<Slot>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Slot>> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(Result::ok)
+    }
+}
+
 /// Holds every hand-out until dropped (see `Slots::pause`).
 pub struct Paused {
     inner: Arc<Inner>,
@@ -206,16 +220,19 @@ impl Slots {
     /// A slot for an endpoint of this standing, when its turn comes; None only if the pool is
     /// gone.
     pub async fn acquire(&self, standing: Standing, rank: Rank) -> Option<Slot> {
-        let rx = {
-            let mut state = self.inner.lock();
-            let (tx, rx) = oneshot::channel();
-            state.seq += 1;
-            let seq = state.seq;
-            state.waiting[standing.index()].push(Waiter { rank, seq, tx });
-            self.inner.dispatch(&mut state);
-            rx
-        };
-        rx.await.ok()
+        self.ticket(standing, rank).await
+    }
+
+    /// Queues for a slot now (not when first polled, as `acquire` does); the ticket resolves to
+    /// the slot when its turn comes. Dropping it gives up the place.
+    pub fn ticket(&self, standing: Standing, rank: Rank) -> Ticket {
+        let mut state = self.inner.lock();
+        let (tx, rx) = oneshot::channel();
+        state.seq += 1;
+        let seq = state.seq;
+        state.waiting[standing.index()].push(Waiter { rank, seq, tx });
+        self.inner.dispatch(&mut state);
+        Ticket(rx)
     }
 
     /// Hands nothing out until the guard is dropped: a round queues its first fetches, all of
