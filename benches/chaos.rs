@@ -6,8 +6,10 @@
 //! measures another (the "before" column: an older binary without the egress settings is run
 //! without them). `CHAOS_SHORT=1` is the CI size (smaller loads, a few seconds per case); with
 //! it, the properties the scaler promises are checked and a failure exits non-zero.
-//! `scripts/chaos.sh` runs both columns. `CHAOS_ONLY=isolation,cpu` runs some cases only;
-//! `CHAOS_ENTRIES` sets the number of small entries registered.
+//! `scripts/chaos.sh` runs both columns. `CHAOS_ONLY=isolation,cpu` runs some cases only (by the
+//! names in `main`: isolation, small, churn, budget, parsed, scrape, prometheus, entries, cpu,
+//! numbers, egress, restart, identity); `CHAOS_ENTRIES` sets the number of small entries
+//! registered.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -222,6 +224,205 @@ async fn isolation(run: &mut Run) {
     run.check(not_ready == 0, "/readyz stays 200 under hostile tenants");
     run.check(errors == 0, "the healthy object keeps answering");
     run.check(max_age < 4.0, "healthy samples under two intervals old");
+}
+
+/// Asks for each of `healthy` every 50 ms for `secs`, and reads their sample ages from the debug
+/// page every 250 ms (it lists every object: read more often, it loads the machine serving the
+/// healthy endpoints): (GetMetrics errors, calls, the oldest healthy sample seen).
+async fn watch_healthy(
+    scaler: &Scaler,
+    healthy: &[ScaledObjectRef],
+    secs: u64,
+) -> (usize, usize, f64) {
+    let mut c = scaler.client().await;
+    let until = Instant::now() + Duration::from_secs(secs);
+    let (mut errors, mut calls, mut max_age) = (0, 0, 0.0f64);
+    let mut page_at = Instant::now();
+    while Instant::now() < until {
+        for o in healthy {
+            calls += 1;
+            if c.get_metrics(metrics_request(o)).await.is_err() {
+                errors += 1;
+            }
+        }
+        if page_at.elapsed() >= Duration::from_millis(250) {
+            page_at = Instant::now();
+            if let Some((_, d)) = get(&format!("{}/debug/scaledobjects", scaler.http)).await {
+                let doc: serde_json::Value = serde_json::from_str(&d).unwrap_or_default();
+                let entries = doc.as_array().map(Vec::as_slice).unwrap_or_default();
+                for o in healthy {
+                    let age = entries
+                        .iter()
+                        .find(|e| e["name"] == o.name.as_str())
+                        .and_then(|e| e["sample_age_s"].as_f64());
+                    max_age = max_age.max(age.unwrap_or(f64::INFINITY));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (errors, calls, max_age)
+}
+
+/// Three healthy objects, each with an endpoint of its own answering after `delay`.
+async fn healthy_objects(delay: Duration) -> Vec<ScaledObjectRef> {
+    let mut out = Vec::new();
+    for i in 0..3 {
+        let endpoint = MetricsEndpoint::start("workload_queue_length 20\n").await;
+        endpoint.set_delay(delay);
+        out.push(so(
+            &format!("healthy-{i}"),
+            &[("endpoints", &endpoint.url), ("queueTarget", "10")],
+        ));
+    }
+    out
+}
+
+async fn many_small(run: &mut Run) {
+    let sizes: &[usize] = if run.short { &[300] } else { &[300, 1000] };
+    for &n in sizes {
+        let scaler = Scaler::spawn(&run.bin, &run.env());
+        let mut c = scaler.client().await;
+        let hole = black_hole().await;
+        for i in 0..n {
+            let o = so(
+                &format!("hostile-{i}"),
+                &[("endpoints", &format!("{hole}/o{i}")), ("queueTarget", "1")],
+            );
+            let _ = c.get_metric_spec(o).await;
+        }
+        let healthy = healthy_objects(Duration::ZERO).await;
+        for o in &healthy {
+            let _ = c.get_metric_spec(o.clone()).await;
+        }
+        // Measured from the first answer on: every call counts.
+        let (errors, calls, max_age) =
+            watch_healthy(&scaler, &healthy, if run.short { 8 } else { 20 }).await;
+        run.report(
+            &format!("isolation {n}x1 black holes"),
+            &format!("3 healthy: {errors}/{calls} GetMetrics failed, max sample age {max_age:.1}s"),
+        );
+        run.check(
+            errors == 0,
+            "healthy objects answer beside many small hostile ones",
+        );
+        run.check(max_age < 4.0, "healthy samples under two intervals old");
+    }
+}
+
+async fn churn(run: &mut Run) {
+    let scaler = Scaler::spawn(&run.bin, &run.env());
+    let mut c = scaler.client().await;
+    let healthy = healthy_objects(Duration::ZERO).await;
+    for o in &healthy {
+        let _ = c.get_metric_spec(o.clone()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hole = black_hole().await;
+    let secs = if run.short { 8 } else { 20 };
+    let registering = tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_secs(secs);
+        let mut i = 0;
+        while Instant::now() < until {
+            let o = so(
+                &format!("churn-{i}"),
+                &[("endpoints", &format!("{hole}/c{i}")), ("queueTarget", "1")],
+            );
+            let _ = c.get_metric_spec(o).await;
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        i
+    });
+    let (errors, calls, max_age) = watch_healthy(&scaler, &healthy, secs).await;
+    let registered = registering.await.unwrap_or(0);
+    run.report(
+        "churn: a black hole per 0.3 s",
+        &format!("{registered} registered; 3 healthy: {errors}/{calls} GetMetrics failed, max sample age {max_age:.1}s"),
+    );
+    run.check(
+        errors == 0,
+        "healthy objects answer through registration churn",
+    );
+    run.check(
+        max_age < 4.0,
+        "healthy samples under two intervals old through churn",
+    );
+}
+
+/// A loopback server streaming, at every `/metrics?...`, a body of `mib` MiB less 100 kB made of
+/// series of the metric the objects read with eight labels each (parsed, many times the text).
+async fn labelled_bodies() -> String {
+    serve_router(axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            streamed(
+                b"workload_queue_length{a=\"1\",b=\"2\",c=\"3\",d=\"4\",e=\"5\",f=\"6\",g=\"7\",h=\"8\"} 1\n",
+                (4 << 20) - 100_000,
+                b"",
+                b"",
+            )
+        }),
+    ))
+    .await
+}
+
+async fn body_budget(run: &mut Run) {
+    let scaler = Scaler::spawn(&run.bin, &run.env());
+    let mut c = scaler.client().await;
+    let base = labelled_bodies().await;
+    for i in 0..12 {
+        let o = so(
+            &format!("big-{i}"),
+            &[
+                ("endpoints", &format!("{base}/metrics?{i}")),
+                ("queueTarget", "1"),
+            ],
+        );
+        let _ = c.get_metric_spec(o).await;
+    }
+    let healthy = healthy_objects(Duration::from_millis(200)).await;
+    for o in &healthy {
+        let _ = c.get_metric_spec(o.clone()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (errors, calls, max_age) =
+        watch_healthy(&scaler, &healthy, if run.short { 6 } else { 20 }).await;
+    let (_, peak) = scaler.rss_mib();
+    run.report(
+        "budget: 12 x 3.9 MiB bodies",
+        &format!("3 healthy at 200 ms: {errors}/{calls} GetMetrics failed, max sample age {max_age:.1}s; peak RSS {peak:.0} MiB"),
+    );
+    run.check(
+        errors == 0,
+        "a small body is read beside bodies holding the budget",
+    );
+}
+
+async fn parsed_memory(run: &mut Run) {
+    let scaler = Scaler::spawn(&run.bin, &run.env());
+    let mut c = scaler.client().await;
+    let base = labelled_bodies().await;
+    for i in 0..8 {
+        let o = so(
+            &format!("labelled-{i}"),
+            &[
+                ("endpoints", &format!("{base}/metrics?{i}")),
+                ("queueTarget", "1"),
+            ],
+        );
+        let _ = c.get_metric_spec(o).await;
+    }
+    tokio::time::sleep(Duration::from_secs(if run.short { 8 } else { 16 })).await;
+    let (_, peak) = scaler.rss_mib();
+    run.report(
+        "memory: 8 x 3.9 MiB labelled",
+        &format!("peak RSS {peak:.0} MiB"),
+    );
+    run.check(
+        peak < 256.0,
+        "RSS under the chart's 256 MiB with bodies of labelled series",
+    );
 }
 
 async fn scrape_bodies(run: &mut Run) {
@@ -445,6 +646,40 @@ async fn numbers(run: &mut Run) {
     run.check(
         v.as_ref().ok() == Some(&40.0),
         "overflow asks for maxReplicas",
+    );
+    let inf = metrics("workload_queue_length +Inf\n").await;
+    let five = metrics("workload_queue_length 50\n").await;
+    let nan = metrics("workload_queue_length NaN\n").await;
+    let mut answers = Vec::new();
+    for (name, endpoints) in [
+        ("inf-alone", inf.clone()),
+        ("inf-beside", format!("{inf},{five}")),
+        ("nan-beside", format!("{nan},{five}")),
+    ] {
+        let o = so(
+            name,
+            &[
+                ("endpoints", &endpoints),
+                ("queueTarget", "10"),
+                ("maxReplicas", "40"),
+            ],
+        );
+        let _ = c.get_metric_spec(o.clone()).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        answers.push(
+            c.get_metrics(metrics_request(&o))
+                .await
+                .map(|r| r.into_inner().metric_values[0].metric_value_float)
+                .map_err(|e| e.code()),
+        );
+    }
+    run.report(
+        "numbers: +Inf; +Inf, 50; NaN, 50",
+        &format!("GetMetrics {answers:?} (maxReplicas 40, target 10)"),
+    );
+    run.check(
+        answers[..2].iter().all(|a| a == &Ok(40.0)),
+        "+Inf asks for maxReplicas",
     );
     let one = metrics("workload_queue_length 1\n").await;
     let tiny = so("tiny", &[("endpoints", &one), ("queueTarget", "1e-320")]);
@@ -687,8 +922,12 @@ fn main() {
     let wanted = |case: &str| only.is_empty() || only.split(',').any(|c| c.trim() == case);
     // Each case by the name CHAOS_ONLY takes, in the order they run.
     type Case = for<'a> fn(&'a mut Run) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
-    let cases: [(&str, Case); 9] = [
+    let cases: [(&str, Case); 13] = [
         ("isolation", |r| Box::pin(isolation(r))),
+        ("small", |r| Box::pin(many_small(r))),
+        ("churn", |r| Box::pin(churn(r))),
+        ("budget", |r| Box::pin(body_budget(r))),
+        ("parsed", |r| Box::pin(parsed_memory(r))),
         ("scrape", |r| Box::pin(scrape_bodies(r))),
         ("prometheus", |r| Box::pin(prometheus_body(r))),
         ("entries", |r| Box::pin(entries(r))),

@@ -7,11 +7,12 @@
 //! feeds the StreamIsActive pushes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{watch, Notify};
 
 use crate::deletion::{DeletionCosts, PodLoad};
@@ -28,6 +29,9 @@ use crate::spec::{self, ParseContext, ScalerSpec, SpecError};
 
 /// How often decisions are written to the state file (and once more on shutdown).
 const STATE_SAVE_EVERY: Duration = Duration::from_secs(5);
+/// Samplings of new objects under way at once; more registrations wait for one to end, and the
+/// next takes every object registered meanwhile.
+const FIRST_SAMPLINGS: usize = 8;
 
 /// Notes kept per entry and sampling.
 const MAX_NOTES: usize = 20;
@@ -208,6 +212,11 @@ pub struct Entry {
     restored: Mutex<Option<restore::Saved>>,
     /// What `podDeletionCost` wrote to the Service's pods, and when (unused without it).
     deletion: Mutex<DeletionCosts>,
+    /// A sampling of new objects took this one: the first sample is under way.
+    first_claimed: AtomicBool,
+    /// Registration order: sources see entries oldest first, and rank what they first see in
+    /// a round by it (the newest object's new endpoints are tried first).
+    seq: u64,
 }
 
 impl Entry {
@@ -244,6 +253,8 @@ pub struct Engine {
     /// Wakes the sampler early so a new ScaledObject gets its first decision at once.
     registered: Notify,
     last_round_ms: AtomicU64,
+    /// Entries registered so far, for `Entry::seq`.
+    registrations: AtomicU64,
     rounds: AtomicU64,
     /// When the sampler loop last showed it was alive (started, or finished a round), plus one.
     alive_ms: AtomicU64,
@@ -281,6 +292,7 @@ impl Engine {
             entries: RwLock::new(HashMap::new()),
             registered: Notify::new(),
             last_round_ms: AtomicU64::new(0),
+            registrations: AtomicU64::new(0),
             rounds: AtomicU64::new(0),
             alive_ms: AtomicU64::new(0),
             rejected: Rejections::default(),
@@ -353,6 +365,8 @@ impl Engine {
         let entry = Arc::new(Entry {
             restored: Mutex::new(restored),
             deletion: Mutex::new(DeletionCosts::default()),
+            first_claimed: AtomicBool::new(false),
+            seq: self.registrations.fetch_add(1, Ordering::Relaxed),
             scoring: Mutex::new(scoring),
             spec: Arc::new(spec),
             state: watch::Sender::new(EntryState::default()),
@@ -498,31 +512,51 @@ impl Engine {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut saved_at = Instant::now();
         self.mark_alive();
+        // The round in progress, and samplings of new objects beside it: a new object is sampled
+        // at once, alone, without waiting for the round and without holding it up (registration
+        // churn of black-holed objects would otherwise delay every round by their timeouts).
+        let mut round: Option<BoxFuture<'_, ()>> = None;
+        let mut newcomers = FuturesUnordered::new();
         loop {
             tokio::select! {
-                _ = ticker.tick() => {
-                    self.sample(false).await;
+                _ = shutdown.changed() => break,
+                () = async { round.as_mut().expect("guarded").await }, if round.is_some() => {
+                    round = None;
                     self.expire();
                     if saved_at.elapsed() >= STATE_SAVE_EVERY {
                         self.save_state();
                         saved_at = Instant::now();
                     }
                 }
-                _ = self.registered.notified() => self.sample(true).await,
-                _ = shutdown.changed() => break,
+                _ = ticker.tick(), if round.is_none() => {
+                    round = Some(Box::pin(self.sample(false)));
+                }
+                Some(()) = newcomers.next(), if !newcomers.is_empty() => {}
+                _ = self.registered.notified(), if newcomers.len() < FIRST_SAMPLINGS => {
+                    newcomers.push(self.sample(true));
+                }
             }
         }
         self.save_state();
     }
 
-    /// One sampling round: all entries, or only those never sampled yet.
+    /// One sampling round: all entries (but those whose first sample is under way), or only
+    /// those never sampled, each taken by one such sampling.
     pub async fn sample(&self, only_new: bool) {
-        let entries: Vec<Arc<Entry>> = self
+        let mut entries: Vec<Arc<Entry>> = self
             .read_entries()
             .values()
-            .filter(|e| !only_new || e.state.borrow().samples == 0)
+            .filter(|e| {
+                let first = e.state.borrow().samples == 0;
+                if only_new {
+                    first && !e.first_claimed.swap(true, Ordering::AcqRel)
+                } else {
+                    !(first && e.first_claimed.load(Ordering::Acquire))
+                }
+            })
             .cloned()
             .collect();
+        entries.sort_unstable_by_key(|e| e.seq);
         if !entries.is_empty() {
             let t = self.now();
             let readings = self.read_sources(&entries, t).await;

@@ -418,3 +418,330 @@ async fn a_restart_never_reports_less_or_inactive_before_it_knows() {
     }
     running.stop().await;
 }
+
+/// Waits until `/readyz` at `http` answers 200 (at most 5 s).
+async fn wait_ready(http: &str) {
+    let ready_by = Instant::now() + Duration::from_secs(5);
+    while reqwest::get(format!("{http}/readyz"))
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(Instant::now() < ready_by, "the scaler turns ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asks for every healthy object's value for `secs` seconds: each call must answer `expect`, and
+/// no healthy object's sample may grow older than `max_age`. Returns the worst age seen.
+async fn assert_healthy_answer(
+    running: &keda_gpu_scaler::server::Running,
+    healthy: &[keda_gpu_scaler::proto::ScaledObjectRef],
+    expect: f64,
+    secs: u64,
+    max_age: f64,
+) -> f64 {
+    let mut c = client(running).await;
+    let http = format!("http://{}", running.http_addr);
+    let until = Instant::now() + Duration::from_secs(secs);
+    let (mut failed, mut calls, mut worst_age) = (Vec::new(), 0, 0.0f64);
+    while Instant::now() < until {
+        for so in healthy {
+            calls += 1;
+            match c.get_metrics(metrics_request(so)).await {
+                Ok(r) => assert_eq!(r.into_inner().metric_values[0].metric_value_float, expect),
+                Err(e) => failed.push(format!("{}: {}", so.name, e.message())),
+            }
+        }
+        let page = debug_page(&http).await;
+        for so in healthy {
+            let age = page
+                .iter()
+                .find(|e| e["name"] == so.name.as_str())
+                .and_then(|e| e["sample_age_s"].as_f64())
+                .unwrap_or(f64::INFINITY);
+            worst_age = worst_age.max(age);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    failed.truncate(3);
+    assert!(
+        failed.is_empty(),
+        "healthy calls failed: {failed:?} ({calls} calls)"
+    );
+    assert!(
+        worst_age < max_age,
+        "healthy samples stay under {max_age}s old: worst {worst_age:.2}s"
+    );
+    worst_age
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_hostile_objects_never_starve_healthy_ones() {
+    // 300 ScaledObjects of one black-holed endpoint each: more objects than fetch slots.
+    let interval = Duration::from_secs(1);
+    let running = start_scaler(&settings(interval, Duration::from_secs(30))).await;
+    wait_ready(&format!("http://{}", running.http_addr)).await;
+    let mut c = client(&running).await;
+    let hole = black_hole().await;
+    for i in 0..300 {
+        let hostile = object(
+            &format!("hostile-{i}"),
+            &[("endpoints", &format!("{hole}/o{i}")), ("queueTarget", "1")],
+        );
+        c.get_metric_spec(hostile).await.unwrap();
+    }
+    let mut healthy = Vec::new();
+    let mut endpoints = Vec::new();
+    for i in 0..3 {
+        let endpoint = MetricsEndpoint::start("workload_queue_length 20\n").await;
+        let so = object(
+            &format!("healthy-{i}"),
+            &[("endpoints", &endpoint.url), ("queueTarget", "10")],
+        );
+        c.get_metric_spec(so.clone()).await.unwrap();
+        endpoints.push(endpoint);
+        healthy.push(so);
+    }
+    let worst = assert_healthy_answer(&running, &healthy, 2.0, 5, 2.0 * 1.0).await;
+    eprintln!("300 black-holed objects: worst healthy sample age {worst:.2}s");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_churn_does_not_delay_healthy_samples() {
+    // The default timings: 2 s sampling, 1 s scrape timeout.
+    let mut s = settings(Duration::from_secs(2), Duration::from_secs(30));
+    s.scrape_timeout = Duration::from_secs(1);
+    let running = start_scaler(&s).await;
+    wait_ready(&format!("http://{}", running.http_addr)).await;
+    let mut c = client(&running).await;
+    let endpoint = MetricsEndpoint::start("workload_queue_length 20\n").await;
+    let healthy = object(
+        "healthy",
+        &[("endpoints", &endpoint.url), ("queueTarget", "10")],
+    );
+    c.get_metric_spec(healthy.clone()).await.unwrap();
+    c.get_metrics(metrics_request(&healthy)).await.unwrap();
+    // One new black-holed ScaledObject every 0.3 s, 30 in all, while the healthy one is asked.
+    let hole = black_hole().await;
+    let churn = {
+        let mut c = client(&running).await;
+        tokio::spawn(async move {
+            for i in 0..30 {
+                let so = object(
+                    &format!("churn-{i}"),
+                    &[("endpoints", &format!("{hole}/c{i}")), ("queueTarget", "1")],
+                );
+                let _ = c.get_metric_spec(so).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    // A round lasts at most the scrape timeout: samples at most an interval and a timeout old.
+    let worst = assert_healthy_answer(&running, &[healthy], 2.0, 9, 3.5).await;
+    eprintln!("registration churn: worst healthy sample age {worst:.2}s");
+    churn.await.unwrap();
+    running.stop().await;
+}
+
+/// Serves `body` at `/metrics?...` on a loopback port: one URL per query string.
+async fn serve_body(body: String) -> String {
+    let body = axum::body::Bytes::from(body);
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { body }
+        }),
+    );
+    serve_router(app).await
+}
+
+/// About `bytes` of series of `metric` with many short labels (parsed, each label is two
+/// allocations and a vector slot: many times its text), every line a distinct series.
+fn labelled_series(metric: &str, bytes: usize) -> String {
+    let mut out = String::with_capacity(bytes + 128);
+    let mut i = 0;
+    while out.len() < bytes {
+        out.push_str(&format!(
+            "{metric}{{a=\"1\",b=\"2\",c=\"3\",d=\"4\",e=\"5\",f=\"6\",g=\"7\",i=\"{i}\"}} 1\n"
+        ));
+        i += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_bodies_of_other_tenants_never_starve_a_small_one() {
+    // The default proportions scaled down 4x: 12 tenants each serving a body just under the cap
+    // hold more than the whole budget; a healthy object answering in 200 ms must still be read.
+    let mut s = settings(Duration::from_secs(1), Duration::from_secs(30));
+    s.scrape_timeout = Duration::from_secs(1);
+    s.memory.body_budget_bytes = 8 << 20;
+    s.memory.max_body_bytes = 1 << 20;
+    let running = start_scaler(&s).await;
+    wait_ready(&format!("http://{}", running.http_addr)).await;
+    let mut c = client(&running).await;
+    let big = serve_body(labelled_series("workload_queue_length", (1 << 20) - 4096)).await;
+    for i in 0..12 {
+        let so = object(
+            &format!("big-{i}"),
+            &[
+                ("endpoints", &format!("{big}/metrics?{i}")),
+                ("queueTarget", "1"),
+            ],
+        );
+        c.get_metric_spec(so).await.unwrap();
+    }
+    let endpoint = MetricsEndpoint::start("workload_queue_length 20\n").await;
+    endpoint.set_delay(Duration::from_millis(200));
+    let healthy = object(
+        "healthy",
+        &[("endpoints", &endpoint.url), ("queueTarget", "10")],
+    );
+    c.get_metric_spec(healthy.clone()).await.unwrap();
+    // Its first sample may be late behind theirs (it waits at most the timeout plus 0.5 s).
+    let _ = c.get_metrics(metrics_request(&healthy)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Rounds last their timeout while the big ones wait for the budget: an interval and a
+    // timeout, and a margin.
+    let worst = assert_healthy_answer(&running, &[healthy], 2.0, 5, 2.5).await;
+    eprintln!("12 big bodies: worst healthy sample age {worst:.2}s");
+    running.stop().await;
+}
+
+/// (current, peak) resident memory of process `pid` in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parsed_bodies_are_counted_against_the_body_budget() {
+    // Bodies just under the 4 MiB cap made of labelled series of the metric their objects read:
+    // parsed, each is many times its text. What the scaler holds of them must stay near the
+    // budget (8 MiB here; the chaos benchmark runs 8 such bodies at the defaults). The timeout
+    // is long so that a debug build parses whole bodies within it.
+    keda_gpu_scaler::signals::client::install_provider();
+    let served = spawn_serve_binary(
+        BIN,
+        &LOOPBACK_EGRESS
+            .iter()
+            .copied()
+            .chain([
+                ("KEDA_GPU_SCALER_SAMPLE_INTERVAL", "1s"),
+                ("KEDA_GPU_SCALER_SCRAPE_TIMEOUT", "10s"),
+                ("KEDA_GPU_SCALER_MEMORY__BODY_BUDGET_BYTES", "8388608"),
+            ])
+            .collect::<Vec<_>>(),
+    );
+    let pid = served.process.0.id();
+    let http = format!("http://{}", served.http_addr);
+    let mut c = keda_gpu_scaler::proto::external_scaler_client::ExternalScalerClient::new(
+        channel(served.grpc_addr.parse().unwrap()).await,
+    );
+    wait_ready(&http).await;
+    let (base, _) = rss_mib(pid);
+    let big = serve_body(labelled_series(
+        "workload_queue_length",
+        (4 << 20) - 100_000,
+    ))
+    .await;
+    let names: Vec<String> = (0..3).map(|i| format!("big-{i}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let so = object(
+            name,
+            &[
+                ("endpoints", &format!("{big}/metrics?{i}")),
+                ("queueTarget", "1"),
+            ],
+        );
+        c.get_metric_spec(so).await.unwrap();
+    }
+    // Two whole rounds for every object.
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = debug_page(&http).await;
+        let sampled = page
+            .iter()
+            .filter(|e| e["samples"].as_u64().unwrap_or(0) >= 2)
+            .count();
+        if sampled == names.len() {
+            break;
+        }
+        assert!(Instant::now() < until, "objects not sampled: {page:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (rss, peak) = rss_mib(pid);
+    eprintln!(
+        "3 x 3.9 MiB of labelled series, 8 MiB budget: RSS {base:.0} MiB before, {rss:.0} after, peak {peak:.0}"
+    );
+    assert!(
+        peak - base < 48.0,
+        "peak RSS grew {:.0} MiB over {base:.0} MiB with an 8 MiB body budget",
+        peak - base
+    );
+}
+
+#[tokio::test]
+async fn a_reading_of_infinity_asks_for_max_replicas_and_nan_is_named() {
+    let inf = MetricsEndpoint::start("workload_queue_length +Inf\n").await;
+    let normal = MetricsEndpoint::start("workload_queue_length 20\n").await;
+    let (running, mut c) = quick_scaler_and_client().await;
+    let limits = [("queueTarget", "10"), ("maxReplicas", "40")];
+    // Alone, and beside a pod reporting a normal number.
+    for (name, endpoints) in [
+        ("alone", inf.url.clone()),
+        ("beside", format!("{},{}", inf.url, normal.url)),
+    ] {
+        let mut pairs = vec![("endpoints", endpoints.as_str())];
+        pairs.extend(limits);
+        let so = object(name, &pairs);
+        c.get_metric_spec(so.clone()).await.unwrap();
+        let v = wait_for_value(&mut c, &so, Duration::from_secs(5), |v| v > 0.0).await;
+        assert_eq!(v, 40.0, "{name}: +Inf asks for maxReplicas");
+        assert!(c.is_active(so.clone()).await.unwrap().into_inner().result);
+        let e = wait_debug(&running, name, |e| {
+            e["notes"].to_string().contains("maxReplicas")
+        })
+        .await;
+        assert!(
+            e["notes"].to_string().contains("not finite"),
+            "{name}: {e:#}"
+        );
+    }
+    // NaN is no reading: the pod counts as one that did not report, and the notes say so.
+    let nan = MetricsEndpoint::start("workload_queue_length NaN\n").await;
+    let so = object(
+        "nan",
+        &[
+            ("endpoints", &format!("{},{}", nan.url, normal.url)),
+            ("queueTarget", "10"),
+            ("maxReplicas", "40"),
+        ],
+    );
+    c.get_metric_spec(so.clone()).await.unwrap();
+    wait_for_value(&mut c, &so, Duration::from_secs(5), |v| v == 2.0).await;
+    let e = wait_debug(&running, "nan", |e| e["notes"].to_string().contains("NaN")).await;
+    assert!(
+        e["notes"].to_string().contains(&nan.url),
+        "the note names the endpoint: {e:#}"
+    );
+    let alone = object(
+        "nan-alone",
+        &[("endpoints", &nan.url), ("queueTarget", "10")],
+    );
+    c.get_metric_spec(alone.clone()).await.unwrap();
+    let e = c.get_metrics(metrics_request(&alone)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(e.message().contains("NaN"), "{}", e.message());
+    running.stop().await;
+}

@@ -1,12 +1,22 @@
-//! Memory for response bodies: a cap per body and a budget for all bodies held at once.
+//! Memory for response bodies: a cap per body and a budget for what is held at once.
 //!
-//! Every source reads bodies through `BodyBudget::read`. A body announced (Content-Length) or
-//! grown over its cap is refused at once; each chunk draws bytes from the ScaledObject's share
-//! first (never waiting: an object that outgrows its share fails alone) and then from the global
-//! budget. The bytes return to both when the parsed body is dropped, so the bodies and the
-//! parsed text held by the scaler at any time stay under the global budget whatever tenants
-//! serve.
+//! Every source reads bodies through `BodyBudget`. A body announced (Content-Length) or grown
+//! over its cap is refused at once. What a read keeps (a whole body, or what a streaming parser
+//! keeps of it) is counted as it grows, against the ScaledObject's share first (never waiting: an
+//! object that outgrows its share fails alone) and then against the budget; the bytes return when
+//! what was kept is dropped, at the end of the round. So the scaler holds at most the budget
+//! whatever tenants serve.
+//!
+//! The budget is split so that no tenant can starve another: a quarter of it (less when the body
+//! cap needs more room) is kept for floors, and each ScaledObject's first bytes in a round come
+//! from its floor, an equal part of that quarter, without waiting; only bytes beyond the floor
+//! wait for the rest of the budget. Twelve tenants each serving a body just under the cap can
+//! fill the rest all round, and a small healthy body is still read at once from its floor.
+//!
+//! Chunks in flight are not counted: each lives from the socket read to the parse of it, at most
+//! one per fetch slot, as hyper's read buffer bounds them.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -27,7 +37,12 @@ pub enum BodyError {
 /// The global budget, shared by every source.
 #[derive(Clone)]
 pub struct BodyBudget {
-    global: Arc<Semaphore>,
+    /// Bytes kept for the floors of the objects read in a round.
+    floors: Arc<Semaphore>,
+    floors_total: usize,
+    /// The rest: bytes beyond the floors, waited for.
+    shared: Arc<Semaphore>,
+    shared_total: usize,
     total: usize,
     /// Largest single body.
     pub max_body: usize,
@@ -38,16 +53,41 @@ pub struct BodyBudget {
 pub struct Share {
     bytes: Arc<Semaphore>,
     size: usize,
+    /// Bytes of its floor not yet drawn this round.
+    floor_left: Arc<AtomicUsize>,
 }
 
 impl Share {
-    /// Unlimited within the global budget: for reads that belong to no single object (a
+    /// Up to the whole budget, without a floor: for reads that belong to no single object (a
     /// Prometheus query shared by many).
     pub fn whole(budget: &BodyBudget) -> Share {
         Share {
             bytes: Arc::new(Semaphore::new(budget.total)),
             size: budget.total,
+            floor_left: Arc::new(AtomicUsize::new(0)),
         }
+    }
+}
+
+/// What a streamed body is turned into as it arrives (`BodyBudget::stream`).
+pub trait Consume {
+    /// Takes the next chunk; returns the bytes newly kept because of it.
+    fn chunk(&mut self, bytes: &[u8]) -> usize;
+    /// The body ended; returns the bytes newly kept.
+    fn end(&mut self) -> usize;
+}
+
+/// Keeps the whole body.
+struct Collect(Vec<u8>);
+
+impl Consume for Collect {
+    fn chunk(&mut self, bytes: &[u8]) -> usize {
+        self.0.extend_from_slice(bytes);
+        bytes.len()
+    }
+
+    fn end(&mut self) -> usize {
+        0
     }
 }
 
@@ -57,11 +97,20 @@ pub struct Body {
     permits: Held,
 }
 
-/// Bytes counted against the budget. A source keeps this beside what it parsed from a body, so
-/// the parsed form stays charged (at the body's size) until the round is done with it.
+/// Bytes counted against the budget. A source keeps this beside what it kept of a body, so
+/// that stays charged until the round is done with it.
 #[derive(Default)]
 pub struct Held {
-    _permits: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    share: Option<OwnedSemaphorePermit>,
+    floor: Option<OwnedSemaphorePermit>,
+    shared: Option<OwnedSemaphorePermit>,
+}
+
+fn merge(into: &mut Option<OwnedSemaphorePermit>, more: OwnedSemaphorePermit) {
+    match into {
+        Some(p) => p.merge(more),
+        None => *into = Some(more),
+    }
 }
 
 impl Body {
@@ -74,10 +123,17 @@ impl Body {
 impl BodyBudget {
     pub fn new(total: usize, max_body: usize) -> Self {
         let total = total.clamp(1, Semaphore::MAX_PERMITS);
+        let max_body = max_body.min(total);
+        // Floors take a quarter, never so much that a largest body no longer fits beside them.
+        let floors_total = (total / 4).min(total - max_body);
+        let shared_total = total - floors_total;
         BodyBudget {
-            global: Arc::new(Semaphore::new(total)),
+            floors: Arc::new(Semaphore::new(floors_total)),
+            floors_total,
+            shared: Arc::new(Semaphore::new(shared_total)),
+            shared_total,
             total,
-            max_body: max_body.min(total),
+            max_body,
         }
     }
 
@@ -85,37 +141,97 @@ impl BodyBudget {
         self.total
     }
 
-    /// Bytes of bodies held now.
+    /// Bytes held now.
     pub fn in_use(&self) -> usize {
-        self.total - self.global.available_permits()
+        self.floors_total - self.floors.available_permits() + self.shared_total
+            - self.shared.available_permits()
     }
 
-    /// Splits the budget between `objects` ScaledObjects reading in one round: each gets an
-    /// equal part, and never less than one largest body (then the global budget, waited on,
-    /// is what bounds memory).
+    /// Splits the budget between `objects` ScaledObjects reading in one round: see
+    /// `shares_among`, with no others registered.
     pub fn shares(&self, objects: usize) -> Vec<Share> {
+        self.shares_among(objects, objects)
+    }
+
+    /// Shares for `objects` ScaledObjects reading in one round, of `registered` that may read
+    /// in rounds that overlap it (new objects are read in rounds of their own). Each may hold an
+    /// equal part of the budget and never less than one largest body (then waiting for the
+    /// budget is what bounds memory); its floor, drawn without waiting, is an equal part of the
+    /// floors among them all.
+    pub fn shares_among(&self, objects: usize, registered: usize) -> Vec<Share> {
         let size = (self.total / objects.max(1)).max(self.max_body);
+        let floor = self.floors_total / objects.max(registered).max(1);
         (0..objects)
             .map(|_| Share {
                 bytes: Arc::new(Semaphore::new(size)),
                 size,
+                floor_left: Arc::new(AtomicUsize::new(floor)),
             })
             .collect()
     }
 
-    /// Reads `resp`'s body within the cap and the budget. The caller bounds the time (the read
-    /// may wait for global budget when shares overlap).
-    pub async fn read(
+    /// Counts `n` more bytes kept by `share`'s object into `held`: its share or fail, its floor
+    /// while it lasts, then the rest of the budget, waited for.
+    async fn charge(&self, share: &Share, n: usize, held: &mut Held) -> Result<(), BodyError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let count = u32::try_from(n).map_err(|_| BodyError::ShareExhausted(share.size))?;
+        let mine = share
+            .bytes
+            .clone()
+            .try_acquire_many_owned(count)
+            .map_err(|_| BodyError::ShareExhausted(share.size))?;
+        merge(&mut held.share, mine);
+        let want = share
+            .floor_left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left - left.min(n))
+            })
+            .map_or(0, |left| left.min(n));
+        let mut from_floor = 0;
+        if want > 0 {
+            // Another round running beside this one may have drawn the floors: then wait.
+            match self.floors.clone().try_acquire_many_owned(want as u32) {
+                Ok(p) => {
+                    merge(&mut held.floor, p);
+                    from_floor = want;
+                }
+                Err(_) => {
+                    share.floor_left.fetch_add(want, Ordering::Relaxed);
+                }
+            }
+        }
+        let rest = n - from_floor;
+        if rest > 0 {
+            if rest > self.shared_total {
+                return Err(BodyError::ShareExhausted(share.size));
+            }
+            let p = self
+                .shared
+                .clone()
+                .acquire_many_owned(rest as u32)
+                .await
+                .map_err(|_| BodyError::Read("budget closed".into()))?;
+            merge(&mut held.shared, p);
+        }
+        Ok(())
+    }
+
+    /// Streams `resp`'s body into `into` within the cap, counting what it keeps against `share`
+    /// and the budget. The caller bounds the time (counting may wait for the budget).
+    pub async fn stream(
         &self,
         mut resp: reqwest::Response,
         share: &Share,
-    ) -> Result<Body, BodyError> {
+        into: &mut impl Consume,
+    ) -> Result<Held, BodyError> {
         let cap = self.max_body;
         if resp.content_length().is_some_and(|n| n > cap as u64) {
             return Err(BodyError::TooLarge(cap));
         }
-        let mut bytes = Vec::new();
-        let mut held: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> = None;
+        let mut read = 0usize;
+        let mut held = Held::default();
         while let Some(chunk) = resp.chunk().await.map_err(|e| {
             if e.is_timeout() {
                 BodyError::Timeout
@@ -123,34 +239,27 @@ impl BodyBudget {
                 BodyError::Read(super::client::describe(&e))
             }
         })? {
-            if bytes.len() + chunk.len() > cap {
+            read += chunk.len();
+            if read > cap {
                 return Err(BodyError::TooLarge(cap));
             }
-            let n = u32::try_from(chunk.len()).map_err(|_| BodyError::TooLarge(cap))?;
-            let mine = share
-                .bytes
-                .clone()
-                .try_acquire_many_owned(n)
-                .map_err(|_| BodyError::ShareExhausted(share.size))?;
-            let global = self
-                .global
-                .clone()
-                .acquire_many_owned(n)
-                .await
-                .map_err(|_| BodyError::Read("budget closed".into()))?;
-            held = Some(match held {
-                None => (mine, global),
-                Some((mut a, mut b)) => {
-                    a.merge(mine);
-                    b.merge(global);
-                    (a, b)
-                }
-            });
-            bytes.extend_from_slice(&chunk);
+            let kept = into.chunk(&chunk);
+            drop(chunk);
+            self.charge(share, kept, &mut held).await?;
         }
+        let kept = into.end();
+        self.charge(share, kept, &mut held).await?;
+        Ok(held)
+    }
+
+    /// Reads `resp`'s whole body within the cap and the budget. The caller bounds the time (the
+    /// read may wait for the budget when shares overlap).
+    pub async fn read(&self, resp: reqwest::Response, share: &Share) -> Result<Body, BodyError> {
+        let mut body = Collect(Vec::new());
+        let permits = self.stream(resp, share, &mut body).await?;
         Ok(Body {
-            bytes,
-            permits: Held { _permits: held },
+            bytes: body.0,
+            permits,
         })
     }
 }
@@ -218,5 +327,39 @@ mod tests {
             .await;
         assert!(other.is_ok(), "another object's share is untouched");
         drop(first);
+    }
+
+    #[tokio::test]
+    async fn a_small_body_is_read_from_its_floor_while_others_hold_the_rest() {
+        let budget = BodyBudget::new(1 << 20, 256 << 10);
+        let shares = budget.shares_among(4, 4);
+        // Others hold everything beyond the floors (a Prometheus answer, say).
+        let mut others = Held::default();
+        budget
+            .charge(&Share::whole(&budget), 768 << 10, &mut others)
+            .await
+            .unwrap();
+        let quick = std::time::Duration::from_millis(50);
+        // Each of four objects has a quarter of a quarter as its floor: 64 KiB, no waiting.
+        let mut mine = Held::default();
+        let small = budget.charge(&shares[0], 60 << 10, &mut mine);
+        assert!(tokio::time::timeout(quick, small).await.unwrap().is_ok());
+        // Beyond its floor it waits for the others (what it drew of the floor stays drawn).
+        let more = budget.charge(&shares[0], 10 << 10, &mut mine);
+        assert!(tokio::time::timeout(quick, more).await.is_err());
+        assert_eq!(budget.in_use(), (768 + 64) << 10);
+        drop((mine, others));
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn floors_leave_room_for_a_largest_body() {
+        let budget = BodyBudget::new(4 << 20, 4 << 20);
+        assert_eq!((budget.floors_total, budget.shared_total), (0, 4 << 20));
+        let budget = BodyBudget::new(32 << 20, 4 << 20);
+        assert_eq!(
+            (budget.floors_total, budget.shared_total),
+            (8 << 20, 24 << 20)
+        );
     }
 }

@@ -26,17 +26,20 @@ pub fn nearest_rank(n: usize, q: f64) -> Option<usize> {
 
 /// Sums `_bucket` series that share an upper bound (one histogram per endpoint label, say).
 pub fn merge(series: impl IntoIterator<Item = (f64, f64)>) -> Buckets {
+    let mut all: Buckets = series
+        .into_iter()
+        .filter(|(le, count)| !le.is_nan() && count.is_finite())
+        .collect();
+    // Sorted first, so that merging is one pass however many series there are.
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut buckets: Buckets = Vec::new();
-    for (le, count) in series {
-        if le.is_nan() || !count.is_finite() {
-            continue;
-        }
-        match buckets.iter_mut().find(|(b, _)| *b == le) {
-            Some((_, c)) => *c += count,
-            None => buckets.push((le, count)),
+    for (le, count) in all {
+        match buckets.last_mut() {
+            Some((b, c)) if *b == le => *c += count,
+            _ => buckets.push((le, count)),
         }
     }
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets.shrink_to_fit();
     buckets
 }
 

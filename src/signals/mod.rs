@@ -11,6 +11,7 @@ pub mod nvml;
 pub mod prometheus;
 pub mod promql;
 pub mod scrape;
+pub mod slots;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -93,8 +94,8 @@ impl SourceKind {
 /// A place signals are read from. One call samples a whole batch so that a source can share work
 /// between ScaledObjects (one fetch per endpoint, one query per signal kind).
 pub trait Source: Send + Sync {
-    /// Samples each spec; returns one `Readings` per spec, in order. `t` is the sampling time in
-    /// seconds on the engine's clock. `last[i]` is the source time of the newest readings already
+    /// Samples each spec; returns one `Readings` per spec, in order (the engine passes them
+    /// oldest registered first). `t` is the sampling time in seconds on the engine's clock. `last[i]` is the source time of the newest readings already
     /// scored for `specs[i]` (None for a new ScaledObject); a source that can read history back
     /// returns what lies between as `Readings::earlier`. Must bound its own run time (timeouts on
     /// all IO), by about `deadline`.

@@ -456,20 +456,27 @@ impl PrometheusSource {
                 Some(Ok(series)) => {
                     let s =
                         split_series(series, p, &pods_re, k.template.is_builtin(), signal.model);
-                    let empty = !s.has_data_at(end);
+                    let not_numbers = s.not_numbers.get(&end).copied().unwrap_or(0);
+                    let empty = !s.has_data_at(end) && not_numbers == 0;
                     let query = k
                         .template
                         .build(&k.labels, &BTreeSet::from([p.namespace.clone()]));
                     self.note_empty(p, &signal.name, empty, &query);
-                    signal_notes.push(empty.then(|| {
-                        format!(
+                    signal_notes.push(if empty {
+                        Some(format!(
                             "query returned no series for {}=\"{}\", {}=~\"{}\" at {end}; if Prometheus renamed the labels set namespaceLabel/podLabel (exported_namespace, exported_pod)",
                             p.namespace_label,
                             p.namespace,
                             p.pod_label,
                             p.pods.pattern()
-                        )
-                    }));
+                        ))
+                    } else if not_numbers > 0 {
+                        Some(format!(
+                            "{not_numbers} series reported NaN or -Inf at {end}, counted as not reporting"
+                        ))
+                    } else {
+                        None
+                    });
                     split.push(Some(s));
                 }
                 Some(Err(e)) => {
@@ -514,12 +521,21 @@ impl PrometheusSource {
 pub struct SignalSeries {
     pub pods: BTreeMap<i64, BTreeMap<String, f64>>,
     pub aggregate: BTreeMap<i64, f64>,
+    /// Points per time that were NaN or -Inf, left out: no reading.
+    pub not_numbers: BTreeMap<i64, usize>,
 }
 
 impl SignalSeries {
     fn has_data_at(&self, t: i64) -> bool {
         self.pods.get(&t).is_some_and(|p| !p.is_empty()) || self.aggregate.contains_key(&t)
     }
+}
+
+/// Whether a point is a reading: a number, or +Inf (more than can be counted, which the scorer
+/// turns into maxReplicas). NaN and -Inf say nothing and are left out, as a pod that did not
+/// report.
+fn counts(v: f64) -> bool {
+    v.is_finite() || v == f64::INFINITY
 }
 
 /// Keeps the series of this spec's pods. Built-in queries carry the spec's labels by construction;
@@ -554,21 +570,25 @@ pub fn split_series(
                     continue;
                 }
                 for (t, v) in &s.points {
-                    if v.is_finite() {
+                    if counts(*v) {
                         *out.pods
                             .entry(*t)
                             .or_default()
                             .entry(pod.clone())
                             .or_insert(0.0) += v;
+                    } else {
+                        *out.not_numbers.entry(*t).or_default() += 1;
                     }
                 }
             }
             None if !builtin => {
                 for (t, v) in &s.points {
-                    if v.is_finite() {
+                    if counts(*v) {
                         let e = aggregate.entry(*t).or_insert((0.0, 0));
                         e.0 += v;
                         e.1 += 1;
+                    } else {
+                        *out.not_numbers.entry(*t).or_default() += 1;
                     }
                 }
             }
@@ -914,5 +934,36 @@ mod tests {
             760,
             "a long gap reads one window"
         );
+    }
+
+    #[test]
+    fn infinity_is_a_reading_and_nan_is_counted_as_none() {
+        let s = spec(&[("queueTarget", "4")]);
+        let p = prom(&s);
+        let pods = Regex::new(&p.pods.pattern()).unwrap();
+        let answer = vec![
+            series(
+                &[("namespace", "inference"), ("pod", "llm-7d9f-aaaaa")],
+                &[(10, f64::INFINITY)],
+            ),
+            series(
+                &[("namespace", "inference"), ("pod", "llm-7d9f-bbbbb")],
+                &[(10, 3.0)],
+            ),
+            series(
+                &[("namespace", "inference"), ("pod", "llm-7d9f-ccccc")],
+                &[(10, f64::NAN)],
+            ),
+            series(
+                &[("namespace", "inference"), ("pod", "llm-7d9f-ddddd")],
+                &[(10, f64::NEG_INFINITY)],
+            ),
+        ];
+        let split = split_series(&answer, p, &pods, true, DemandModel::Quantity);
+        let at = &split.pods[&10];
+        assert_eq!(at.get("llm-7d9f-aaaaa"), Some(&f64::INFINITY));
+        assert_eq!(at.get("llm-7d9f-bbbbb"), Some(&3.0));
+        assert!(!at.contains_key("llm-7d9f-ccccc") && !at.contains_key("llm-7d9f-ddddd"));
+        assert_eq!(split.not_numbers.get(&10), Some(&2));
     }
 }
