@@ -137,7 +137,8 @@ readinessProbe:
 
 {{/*
 ScaledObjects kept at once: config.maxEntries, or what resources.limits.memory holds after the
-process (48 MiB) and the bodies (twice bodyBudgetBytes: raw and parsed), at 9 KiB per entry
+process (48 MiB) and the bodies (twice bodyBudgetBytes: what is kept of them, counted, and chunks
+in flight), at 9 KiB per entry
 (measured by the chaos benchmark; docs/deploy.md, "One scaler, many tenants").
 */}}
 {{- define "keda-gpu-scaler.maxEntries" -}}
