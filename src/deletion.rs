@@ -29,6 +29,12 @@ pub const MIN_INTERVAL_S: f64 = 15.0;
 /// Annotation writes: (pod, cost), None removing the annotation.
 pub type Writes = Vec<(String, Option<i32>)>;
 
+/// The replicas KEDA's HPA asks for when the scaler reports `desired` (AverageValue, target 1:
+/// `ceil(desired)`), the count the marks are planned against.
+pub fn reported_replicas(desired: f64) -> u32 {
+    desired.max(0.0).ceil().min(f64::from(u32::MAX)) as u32
+}
+
 /// One ready pod's load as its own `/metrics` reported it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PodLoad {

@@ -716,28 +716,30 @@ impl Engine {
         if !decision.desired.is_finite() || readings.failed {
             return None;
         }
-        let value = |name: &str, i: usize| {
+        // Each signal's readings, found once rather than per pod.
+        let column = |name: &str| {
             let k = entry.spec.signals.iter().position(|s| s.name == name)?;
-            readings.signals.get(k)?.pods.get(i).copied().flatten()
+            readings.signals.get(k).map(|r| &r.pods)
         };
+        let (inflight, queue, kv) = (column(INFLIGHT), column(QUEUE), column(KV_CACHE));
+        let value = |c: Option<&Vec<Option<f64>>>, i: usize| c?.get(i).copied().flatten();
         let pods: Vec<PodLoad> = readings
             .pods
             .iter()
             .enumerate()
             .filter_map(|(i, pod)| {
-                let (inflight, queue) = (value(INFLIGHT, i), value(QUEUE, i));
+                let (n, q) = (value(inflight, i), value(queue, i));
                 Some(PodLoad {
                     pod: pod.clone()?,
-                    requests: (inflight.is_some() || queue.is_some())
-                        .then(|| inflight.unwrap_or(0.0) + queue.unwrap_or(0.0)),
-                    kv_cache: value(KV_CACHE, i),
+                    requests: (n.is_some() || q.is_some())
+                        .then(|| n.unwrap_or(0.0) + q.unwrap_or(0.0)),
+                    kv_cache: value(kv, i),
                 })
             })
             .collect();
-        // KEDA's HPA asks for ceil(desired) replicas (AverageValue, target 1). Ready pods without
-        // a name cannot be marked; they count among those staying, so as many go as the HPA
-        // will remove.
-        let reported = decision.desired.max(0.0).ceil().min(f64::from(u32::MAX)) as u32;
+        // Ready pods without a name cannot be marked; they count among those staying, so as many
+        // go as the HPA will remove.
+        let reported = crate::deletion::reported_replicas(decision.desired);
         let unnamed = (readings.pods.len() - pods.len()) as u32;
         let reported = reported.saturating_sub(unnamed);
         let writes = entry

@@ -819,7 +819,7 @@ impl Composite {
                 kv_cache: Some(p.gpu_memory_pct),
             })
             .collect();
-        let reported = decision.desired.max(0.0).ceil().min(f64::from(u32::MAX)) as u32;
+        let reported = keda_gpu_scaler::deletion::reported_replicas(decision.desired);
         for (pod, cost) in deletion.plan(now, reported, &pods) {
             deletion.written(&pod, cost);
             self.deletion_patches += 1;
