@@ -31,6 +31,7 @@ fn main() {
         setup: Setup {
             max_replicas: 100,
             slo_s: 2.0,
+            slo_is_ttft: true,
             cold_start_s: 60.0,
             composite_overrides: Vec::new(),
             composite_hpa: Default::default(),

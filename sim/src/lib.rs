@@ -4,6 +4,7 @@
 
 pub mod ablation;
 pub mod cluster;
+pub mod cost;
 pub mod fromprom;
 pub mod hpa;
 pub mod html;
@@ -20,7 +21,8 @@ pub mod trace;
 
 use std::path::{Path, PathBuf};
 
-pub use cluster::{ClusterConfig, CostModel};
+pub use cluster::ClusterConfig;
+pub use cost::CostModel;
 pub use policy::{PolicyName, Setup};
 pub use replay::SimConfig;
 pub use report::{PolicyReport, Report};
@@ -436,6 +438,7 @@ pub fn prepare(args: &SimulateArgs) -> Result<(Trace, SimConfig, f64, f64, u64),
         setup: Setup {
             max_replicas: args.max_replicas,
             slo_s: if has_tokens { ttft_slo_s } else { slo_s },
+            slo_is_ttft: has_tokens,
             cold_start_s,
             composite_overrides,
             composite_hpa: args.composite_hpa,

@@ -226,7 +226,8 @@ pub fn quantile(q: f64, counts: &[u64]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{ClusterConfig, CostModel};
+    use crate::cluster::ClusterConfig;
+    use crate::cost::CostModel;
     use crate::trace::Request;
 
     #[test]

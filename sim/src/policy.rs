@@ -92,6 +92,10 @@ pub struct Setup {
     /// The latency objective a user would configure: time to first token for token traces,
     /// end-to-end latency otherwise.
     pub slo_s: f64,
+    /// Whether `slo_s` is a time-to-first-token objective (token traces), so that a policy
+    /// comparing a measured latency with it reads the TTFT histogram rather than end-to-end
+    /// latency, which for a generation of hundreds of tokens is many times any TTFT objective.
+    pub slo_is_ttft: bool,
     /// Seconds from a replica's creation to readiness (the oracle-coldstart plans with it).
     pub cold_start_s: f64,
     /// Overrides of the composite's trigger metadata (`--composite-metadata`).
@@ -501,10 +505,13 @@ impl DirectGpu {
     }
 }
 
-/// Policy 4: Step rules every 3 s: GPU > 80 % +3, > 60 % +2, > 50 % +1, < 20 % with p95 under the SLO -1.
+/// Policy 4: Step rules every 3 s: GPU > 80 % +3, > 60 % +2, > 50 % +1, < 20 % with p95 under the SLO -1
+/// (p95 of time to first token against the TTFT objective on token traces, of end-to-end latency
+/// otherwise).
 pub struct GpuSteps {
     gpu: DirectGpu,
     slo_s: f64,
+    slo_is_ttft: bool,
     max: u32,
     /// Utilisation above which to add 3, 2, 1 replicas, and below which to remove one.
     steps: [f64; 4],
@@ -524,6 +531,7 @@ impl GpuSteps {
         GpuSteps {
             gpu: DirectGpu::default(),
             slo_s: setup.slo_s,
+            slo_is_ttft: setup.slo_is_ttft,
             max: setup.max_replicas,
             steps: GPU_STEPS_THRESHOLDS_PCT
                 .map(|t| (t * setup.capacity_factor).min(GPU_STEPS_CAP_PCT)),
@@ -538,9 +546,12 @@ impl Policy for GpuSteps {
         }
         let util = self.gpu.read(now, cluster)?;
         let current = cluster.replicas() as i64;
-        let low_latency = metrics
-            .latency_quantile(0.95, 60.0, None)
-            .is_none_or(|p| p <= self.slo_s);
+        let p95 = if self.slo_is_ttft {
+            metrics.ttft_quantile(0.95, 60.0, None)
+        } else {
+            metrics.latency_quantile(0.95, 60.0, None)
+        };
+        let low_latency = p95.is_none_or(|p| p <= self.slo_s);
         let [up3, up2, up1, down] = self.steps;
         let step = if util > up3 {
             3

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::cluster::CostModel;
+use super::cost::CostModel;
 use super::hpa::SYNC_PERIOD_S;
 use super::replay::{percentile, Run, Sample};
 use super::svg::{downsample, escape, nice_ceiling};

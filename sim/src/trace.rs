@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::cluster::CostModel;
+use super::cost::CostModel;
 use super::SimError;
 use gpu_workload::rng::SplitMix64;
 

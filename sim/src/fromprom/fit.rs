@@ -7,7 +7,7 @@
 //! length gives the overhead and the prefill cost. Each fit reports its weighted RMS error per
 //! step, and the whole profile is checked against the measured end-to-end latency. Pure.
 
-use crate::cluster::CostModel;
+use crate::cost::CostModel;
 
 /// One step's measured means (None where the engine has no such series or nothing finished).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
