@@ -27,6 +27,7 @@ fn main() {
             ttft_slo_s: 2.0,
             tpot_slo_s: 2.0 * cost.decode_s_per_token,
             grace_s: f64::INFINITY,
+            remove_by_remaining_work: false,
         },
         setup: Setup {
             max_replicas: 100,

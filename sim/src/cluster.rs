@@ -46,6 +46,10 @@ pub struct ClusterConfig {
     /// The pods' `terminationGracePeriodSeconds`: a removed replica finishes what it has for
     /// this long, then is killed and the requests still running are cut (failures).
     pub grace_s: f64,
+    /// A reference, not a policy: on scale-down remove the replicas holding the fewest requests
+    /// that would outlive the grace period, which needs each request's remaining service time,
+    /// something no pod exports. It bounds what any deletion-cost ranking could save.
+    pub remove_by_remaining_work: bool,
 }
 
 impl ClusterConfig {
@@ -358,7 +362,18 @@ impl Cluster {
         if to_remove > 0 {
             // The ReplicaSet controller's order: not ready first, then lower deletion cost,
             // then the most recently ready (newest first among equals).
-            let cost = |i: usize| costs.and_then(|c| c.get(&i)).copied().unwrap_or(0);
+            let until = now + self.cfg.grace_s;
+            let outliving = self.cfg.remove_by_remaining_work.then(|| {
+                let mut n: BTreeMap<usize, i32> = BTreeMap::new();
+                for c in self.completions.iter().filter(|c| c.0.at > until) {
+                    *n.entry(c.0.replica as usize).or_default() += 1;
+                }
+                n
+            });
+            let cost = |i: usize| match &outliving {
+                Some(n) => n.get(&i).copied().unwrap_or(0),
+                None => costs.and_then(|c| c.get(&i)).copied().unwrap_or(0),
+            };
             let mut order: Vec<usize> = self
                 .live
                 .iter()
@@ -374,7 +389,6 @@ impl Cluster {
                     .then(rb.ready_since.total_cmp(&ra.ready_since))
                     .then(b.cmp(&a))
             });
-            let until = now + self.cfg.grace_s;
             for &i in order.iter().take(to_remove) {
                 match self.replicas[i].phase {
                     Phase::Starting { .. } => self.replicas[i].phase = Phase::Gone,
@@ -605,6 +619,7 @@ mod tests {
             ttft_slo_s: 2.0,
             tpot_slo_s: 0.05,
             grace_s: f64::INFINITY,
+            remove_by_remaining_work: false,
         }
     }
 
@@ -791,17 +806,30 @@ mod tests {
     }
 
     #[test]
-    fn cost_model_validation_names_the_field() {
-        let bad = CostModel {
-            batch: 0,
-            ..CostModel::default()
+    fn the_reference_removal_keeps_the_replica_whose_request_would_outlive_the_grace() {
+        let long = |at: f64| Request {
+            work_s: 100.0,
+            ..req(at)
         };
-        assert!(bad.validate().unwrap_err().contains("batch"));
-        let bad = CostModel {
-            decode_s_per_token: -1.0,
-            ..CostModel::default()
-        };
-        assert!(bad.validate().unwrap_err().contains("decode_s_per_token"));
-        assert!(CostModel::default().validate().is_ok());
+        // The long request lands on replica 1 (the newest), a short one on replica 0: both hold
+        // one request, so neither the ReplicaSet's order nor a count tells them apart.
+        let mut cfg = cfg(0.0);
+        cfg.grace_s = 30.0;
+        cfg.remove_by_remaining_work = true;
+        let mut c = Cluster::new(cfg);
+        c.set_replicas(1);
+        c.set_replicas(2);
+        let reqs = [long(0.0), req(0.0)];
+        let mut next = 0;
+        c.advance(0.5, &reqs, &mut next);
+        assert_eq!((c.replicas[0].inflight, c.replicas[1].inflight), (1, 1));
+        c.set_replicas(1);
+        assert_eq!(
+            c.replicas[1].phase,
+            Phase::Ready,
+            "the long request's replica stays"
+        );
+        c.advance(200.0, &reqs, &mut next);
+        assert_eq!((c.outcomes.cut, c.outcomes.completed), (0, 2));
     }
 }

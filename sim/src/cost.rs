@@ -110,3 +110,23 @@ impl CostModel {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_model_validation_names_the_field() {
+        let bad = CostModel {
+            batch: 0,
+            ..CostModel::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("batch"));
+        let bad = CostModel {
+            decode_s_per_token: -1.0,
+            ..CostModel::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("decode_s_per_token"));
+        assert!(CostModel::default().validate().is_ok());
+    }
+}

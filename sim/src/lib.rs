@@ -434,6 +434,7 @@ pub fn prepare(args: &SimulateArgs) -> Result<(Trace, SimConfig, f64, f64, u64),
             ttft_slo_s,
             tpot_slo_s,
             grace_s,
+            remove_by_remaining_work: false,
         },
         setup: Setup {
             max_replicas: args.max_replicas,

@@ -258,6 +258,7 @@ mod tests {
             ttft_slo_s: 2.0,
             tpot_slo_s: 0.05,
             grace_s: f64::INFINITY,
+            remove_by_remaining_work: false,
         };
         let mut c = Cluster::new(cfg);
         c.set_replicas(1);

@@ -4,7 +4,11 @@
 //! most recently ready pod first) and with `podDeletionCost` (the scaler ranks the pods by load,
 //! the least busy go first). A removed replica finishes its requests for the termination grace
 //! period (`--grace-s`), then what still runs is cut; the table counts the cut requests, the GPU
-//! time spent draining, and the annotation writes the ranking cost.
+//! time spent draining, and the annotation writes the ranking cost. A third replay is a reference
+//! no scaler can reach: the ReplicaSet removing the pods with the fewest requests that would
+//! outlive the grace period, which needs each request's remaining time. It shows how much of the
+//! cutting a ranking from the pods' own load readings can avoid and how much only that
+//! knowledge could.
 
 use std::fmt::Write;
 
@@ -48,6 +52,8 @@ pub struct Row {
     pub newest_first: Side,
     /// With `podDeletionCost`: least loaded first.
     pub least_loaded_first: Side,
+    /// The reference: fewest requests that would outlive the grace period first.
+    pub remaining_work_first: Side,
 }
 
 impl Row {
@@ -60,16 +66,18 @@ impl Row {
 
 /// Runs the suite's scenarios through the composite without and with pod deletion costs.
 pub fn run(base: &SimulateArgs) -> Result<Vec<Row>, SimError> {
-    let composite = |args: &SimulateArgs| -> Result<(u64, PolicyReport), SimError> {
-        let (trace, cfg, rate_scale, time_scale, seed) = super::prepare(args)?;
-        let report = super::simulate(&trace, &cfg, rate_scale, time_scale, seed)?;
-        let p = report
-            .policies
-            .into_iter()
-            .find(|p| p.name == PolicyName::Composite.as_str())
-            .expect("the composite was replayed");
-        Ok((p.requests, p))
-    };
+    let composite =
+        |args: &SimulateArgs, by_remaining_work: bool| -> Result<(u64, PolicyReport), SimError> {
+            let (trace, mut cfg, rate_scale, time_scale, seed) = super::prepare(args)?;
+            cfg.cluster.remove_by_remaining_work = by_remaining_work;
+            let report = super::simulate(&trace, &cfg, rate_scale, time_scale, seed)?;
+            let p = report
+                .policies
+                .into_iter()
+                .find(|p| p.name == PolicyName::Composite.as_str())
+                .expect("the composite was replayed");
+            Ok((p.requests, p))
+        };
     let mut rows = Vec::new();
     for &(name, generator, rate_scale) in SCENARIOS {
         let off = SimulateArgs {
@@ -84,14 +92,16 @@ pub fn run(base: &SimulateArgs) -> Result<Vec<Row>, SimError> {
             composite_metadata: Some(overrides),
             ..off.clone()
         };
-        let (requests, without) = composite(&off)?;
-        let (_, with) = composite(&on)?;
+        let (requests, without) = composite(&off, false)?;
+        let (_, with) = composite(&on, false)?;
+        let (_, reference) = composite(&off, true)?;
         rows.push(Row {
             name: name.to_string(),
             spec: suite::scenario_spec(base, generator, rate_scale),
             requests,
             newest_first: Side::of(&without),
             least_loaded_first: Side::of(&with),
+            remaining_work_first: Side::of(&reference),
         });
     }
     Ok(rows)
@@ -106,20 +116,21 @@ pub fn markdown(rows: &[Row], grace_s: f64) -> String {
     );
     let _ = writeln!(
         md,
-        "| scenario | requests | cut: newest first | cut: least loaded first | fewer cut | GPU-h newest / least loaded | SLO met newest / least loaded | draining GPU-h newest / least loaded | patches per hour |"
+        "| scenario | requests | cut: newest first | cut: least loaded first | fewer cut | cut: reference | GPU-h newest / least loaded | SLO met newest / least loaded | draining GPU-h newest / least loaded | patches per hour |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let (a, b) = (&r.newest_first, &r.least_loaded_first);
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {:.2} / {:.2} | {:.2} % / {:.2} % | {:.3} / {:.3} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} / {:.2} | {:.2} % / {:.2} % | {:.3} / {:.3} | {:.0} |",
             r.name,
             r.requests,
             a.cut,
             b.cut,
             r.fewer_cut()
                 .map_or("-".to_string(), |f| format!("{:.0} %", 100.0 * f)),
+            r.remaining_work_first.cut,
             a.gpu_hours,
             b.gpu_hours,
             100.0 * a.slo_attainment,
@@ -132,6 +143,7 @@ pub fn markdown(rows: &[Row], grace_s: f64) -> String {
     let (cut_a, cut_b): (u64, u64) = rows.iter().fold((0, 0), |(x, y), r| {
         (x + r.newest_first.cut, y + r.least_loaded_first.cut)
     });
+    let cut_ref: u64 = rows.iter().map(|r| r.remaining_work_first.cut).sum();
     let (gpu_a, gpu_b): (f64, f64) = rows.iter().fold((0.0, 0.0), |(x, y), r| {
         (
             x + r.newest_first.gpu_hours,
@@ -140,7 +152,7 @@ pub fn markdown(rows: &[Row], grace_s: f64) -> String {
     });
     let _ = writeln!(
         md,
-        "\nOver all scenarios: {cut_a} requests cut newest first, {cut_b} least loaded first{}; {gpu_a:.2} against {gpu_b:.2} GPU-hours. Patches per hour: annotation writes, at most one round per 15 s per ScaledObject and only for pods whose mark changed.",
+        "\nOver all scenarios: {cut_a} requests cut newest first, {cut_b} least loaded first{}, {cut_ref} by the reference; {gpu_a:.2} against {gpu_b:.2} GPU-hours. The reference removes the pods with the fewest requests that would outlive the grace period: it needs each request's remaining time, which no pod exports, and bounds what any ranking could save. Patches per hour: annotation writes, at most one round per 15 s per ScaledObject and only for pods whose mark changed.",
         if cut_a > 0 {
             format!(
                 " ({:.0} % fewer)",

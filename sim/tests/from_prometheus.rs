@@ -290,6 +290,7 @@ fn play(dir: &Path, t0: f64) -> (Vec<(f64, u32, u32)>, PathBuf) {
         ttft_slo_s: 2.0,
         tpot_slo_s: 2.0 * cost.decode_s_per_token,
         grace_s: f64::INFINITY,
+        remove_by_remaining_work: false,
     });
     cluster.outcomes.requests = Some(Vec::new());
     cluster.warm_start(REPLICAS);

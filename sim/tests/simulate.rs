@@ -273,6 +273,7 @@ async fn composite_decides_what_the_servers_engine_decides_on_the_same_readings(
         ttft_slo_s: 2.0,
         tpot_slo_s: 0.05,
         grace_s: f64::INFINITY,
+        remove_by_remaining_work: false,
     };
     let mut cluster = Cluster::new(cfg);
     cluster.warm_start(2);
