@@ -168,13 +168,13 @@ fn main() {
         tokio::spawn(async move { axum::serve(metrics, app).await });
         let endpoint = format!("http://{metrics_addr}/metrics");
 
-        let settings = Settings {
+        let mut settings = Settings {
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
             log_level: "warn".into(),
-            egress: keda_gpu_scaler::egress::EgressPolicy::loopback(),
             ..Settings::default()
         };
+        settings.sources.egress = keda_gpu_scaler::egress::EgressPolicy::loopback();
         let scaler = keda_gpu_scaler::server::start(&settings).await.unwrap();
 
         let empty = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -105,7 +105,7 @@ pub fn main() -> Result<()> {
         Command::CheckConfig(args) => {
             let settings = args.settings()?;
             // The files too, so a bad certificate shows here rather than at the next start.
-            if let Some(files) = &settings.tls.files {
+            if let Some(files) = &settings.tls.files()? {
                 crate::tls::ReloadingConfig::load(files)?;
             }
             print!("{}", settings.to_toml());
@@ -174,14 +174,14 @@ fn check(args: &CheckArgs) -> Result<()> {
     // The server's own settings decide what tenants may use (custom queries, other namespaces):
     // the file given, else the defaults a stock server runs with.
     let settings = Settings::load(args.config.as_deref(), &[])?;
-    let configured = settings.prometheus.address.clone();
+    let configured = settings.sources.prometheus.address.clone();
     let options =
         crate::check::CheckOptions {
             address_contains: args.scaler_address.clone(),
             prometheus_address: args.prometheus_address.clone().or(configured).or_else(|| {
                 (args.config.is_none()).then(|| "http://prometheus.assumed:9090".into())
             }),
-            egress: settings.egress.clone().from_environment(),
+            egress: settings.sources.egress.clone(),
         };
     let (mut triggers, mut problems) = (0, 0);
     for file in &args.files {
@@ -212,7 +212,7 @@ fn explain(args: &ExplainArgs) -> Result<()> {
     let settings = Settings::load(args.config.as_deref(), &[])?;
     telemetry::init_logging(settings.log_format, "warn");
     runtime()?.block_on(async {
-        let engine = Engine::new(settings.engine());
+        let engine = Engine::new(settings.engine.clone(), &settings.sources);
         let entry = engine.entry(EntryKey::new(
             args.namespace.clone(),
             "explain".into(),
@@ -244,7 +244,7 @@ fn explain(args: &ExplainArgs) -> Result<()> {
             .any(|s| matches!(s.metrics, crate::spec::MetricSource::Histogram(_)))
         {
             // A quantile or a rate from a histogram needs two snapshots.
-            tokio::time::sleep(settings.sample_interval).await;
+            tokio::time::sleep(settings.engine.sample_interval).await;
             engine.sample(false).await;
         }
         let state = entry.state();

@@ -1,6 +1,12 @@
 //! Settings: built-in defaults < optional TOML file < environment (`KEDA_GPU_SCALER_*`, `__` for
 //! nesting) < command-line flags. Parsed and validated once at start; every problem names the
 //! setting and what it accepts.
+//!
+//! Each subsystem owns its settings struct, its defaults and how each value is read
+//! (`crate::setting`): the engine (`EngineSettings`), the sources (`SourceSettings`: scrape
+//! timeout, `[prometheus]`, `[kubernetes]`, `[egress]`, `[memory]`) and the server here (listen
+//! addresses, logs, `[tls]`). `Settings` embeds them; only the checks between settings are
+//! written out here (`Settings::check`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,10 +14,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::egress::EgressPolicy;
 use crate::engine::EngineSettings;
+use crate::setting;
+use crate::signals::SourceSettings;
 
 pub const ENV_PREFIX: &str = "KEDA_GPU_SCALER";
+
+/// The variable naming the Kubernetes API server's address in every pod; read with the settings
+/// so that the egress policy refuses it (`EgressPolicy::api_server`).
+pub const API_SERVER_VAR: &str = "KUBERNETES_SERVICE_HOST";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -21,170 +32,169 @@ pub enum LogFormat {
 }
 
 /// The effective settings of a scaler process.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    #[serde(deserialize_with = "listen_addr")]
     pub grpc_addr: SocketAddr,
+    #[serde(deserialize_with = "listen_addr")]
     pub http_addr: SocketAddr,
-    #[serde(with = "duration_text")]
-    pub sample_interval: Duration,
-    #[serde(with = "duration_text")]
-    pub scrape_timeout: Duration,
-    #[serde(with = "duration_text")]
-    pub max_staleness: Duration,
-    #[serde(with = "duration_text")]
-    pub entry_ttl: Duration,
-    pub max_entries: usize,
+    /// Top-level keys: sample_interval, max_staleness, entry_ttl, max_entries, state_file.
+    #[serde(flatten)]
+    pub engine: EngineSettings,
+    /// The top-level scrape_timeout and the `[prometheus]`, `[kubernetes]`, `[egress]` and
+    /// `[memory]` sections.
+    #[serde(flatten)]
+    pub sources: SourceSettings,
+    #[serde(deserialize_with = "log_format")]
     pub log_format: LogFormat,
+    #[serde(deserialize_with = "log_level")]
     pub log_level: String,
     pub tls: TlsSettings,
-    pub prometheus: PrometheusConfig,
-    pub kubernetes: KubernetesConfig,
-    /// `[egress]`: where tenants' URLs may point (see `crate::egress`).
-    pub egress: EgressPolicy,
-    /// `[memory]`: response body limits.
-    pub memory: MemoryLimits,
-    /// Where each ScaledObject's last decision is kept across restarts; None: nowhere.
-    pub state_file: Option<PathBuf>,
     /// Serve `/debug/scaledobjects` (every tenant's endpoints, queries and notes) on the HTTP
     /// listener. Off by default: that listener is also where Prometheus scrapes.
+    #[serde(deserialize_with = "setting::flag")]
     pub debug_page: bool,
 }
 
-/// `[memory]`: the cap on one response body and the budget for all bodies held at once. The
-/// chart derives max_entries from these and its memory limit (docs/deploy.md).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct MemoryLimits {
-    pub max_body_bytes: usize,
-    pub body_budget_bytes: usize,
-}
-
-impl Default for MemoryLimits {
+impl Default for Settings {
     fn default() -> Self {
-        let engine = EngineSettings::default();
-        MemoryLimits {
-            max_body_bytes: engine.max_body_bytes,
-            body_budget_bytes: engine.body_budget_bytes,
+        Settings {
+            grpc_addr: "0.0.0.0:6000".parse().expect("valid literal"),
+            http_addr: "0.0.0.0:8080".parse().expect("valid literal"),
+            engine: EngineSettings::default(),
+            sources: SourceSettings::default(),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            tls: TlsSettings::default(),
+            debug_page: false,
         }
     }
 }
 
-/// The `[kubernetes]` section: where `service` triggers discover their pods.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct KubernetesConfig {
-    /// Namespaces whose EndpointSlices may be watched; empty: any namespace.
-    #[serde(serialize_with = "file_text::comma_list")]
-    pub namespaces: Vec<String>,
-    /// A kubeconfig file; None: the in-cluster service account (else `KUBECONFIG`).
-    pub kubeconfig: Option<PathBuf>,
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    setting::parsed(d, "an IP:port such as 0.0.0.0:6000 or 127.0.0.1:0", |t| {
+        t.trim().parse().ok()
+    })
 }
 
-impl KubernetesConfig {
-    pub fn discovery(&self) -> crate::signals::discovery::DiscoverySettings {
-        crate::signals::discovery::DiscoverySettings {
-            namespaces: (!self.namespaces.is_empty())
-                .then(|| self.namespaces.iter().cloned().collect()),
-            kubeconfig: self.kubeconfig.clone(),
-        }
-    }
+fn log_format<'de, D: serde::Deserializer<'de>>(d: D) -> Result<LogFormat, D::Error> {
+    setting::parsed(d, "text or json", |t| match t.trim() {
+        "text" => Some(LogFormat::Text),
+        "json" => Some(LogFormat::Json),
+        _ => None,
+    })
+}
+
+fn log_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    setting::parsed(
+        d,
+        "a level (error, warn, info, debug, trace) or a filter such as info,keda_gpu_scaler=debug",
+        |t| {
+            tracing_subscriber::EnvFilter::try_new(t)
+                .is_ok()
+                .then(|| t.to_string())
+        },
+    )
 }
 
 /// `[tls]`: gRPC over TLS when `cert_file` and `key_file` are set, and client certificates
 /// required when `client_ca_file` is set too. Only the paths are checked here; `crate::tls` reads
 /// and checks the files themselves.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TlsSettings {
-    /// `None`: plaintext gRPC. Flattened: the file spells these keys in `[tls]` itself.
-    #[serde(flatten)]
-    pub files: Option<TlsFiles>,
+    /// PEM certificate chain, server certificate first.
+    #[serde(
+        deserialize_with = "setting::path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the server certificate.
+    #[serde(
+        deserialize_with = "setting::path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates; when set, clients must present a certificate signed by one of them.
+    #[serde(
+        deserialize_with = "setting::path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_ca_file: Option<PathBuf>,
     /// How often the files are re-read for rotation.
-    #[serde(with = "duration_text")]
+    #[serde(
+        serialize_with = "setting::duration_text",
+        deserialize_with = "reload_interval"
+    )]
     pub reload_interval: Duration,
 }
 
 impl Default for TlsSettings {
     fn default() -> Self {
         TlsSettings {
-            files: None,
+            cert_file: None,
+            key_file: None,
+            client_ca_file: None,
             reload_interval: Duration::from_secs(5),
         }
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+fn reload_interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    setting::duration(
+        d,
+        Duration::from_millis(100)..=Duration::from_secs(3600),
+        "a duration from 100ms to 1h, such as 5s",
+    )
+}
+
+/// The `[tls]` files of a server that serves TLS.
+#[derive(Clone, Debug, PartialEq)]
 pub struct TlsFiles {
-    /// PEM certificate chain, server certificate first.
     pub cert_file: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the server certificate.
     pub key_file: PathBuf,
-    /// PEM CA certificates; when set, clients must present a certificate signed by one of them.
     pub client_ca_file: Option<PathBuf>,
 }
 
-/// The `[prometheus]` section: defaults for `source=prometheus` triggers.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PrometheusConfig {
-    /// Used by triggers without `prometheusAddress`; None: such triggers are rejected.
-    #[serde(
-        serialize_with = "file_text::redacted_url",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub address: Option<String>,
-    /// Timeout of each query (connect included).
-    #[serde(with = "duration_text")]
-    pub timeout: Duration,
-}
-
-impl Default for PrometheusConfig {
-    fn default() -> Self {
-        PrometheusConfig {
-            address: None,
-            timeout: EngineSettings::default().prometheus_timeout,
+impl TlsSettings {
+    /// TLS on `files`, re-read every `reload_interval`.
+    pub fn on(files: TlsFiles, reload_interval: Duration) -> Self {
+        TlsSettings {
+            cert_file: Some(files.cert_file),
+            key_file: Some(files.key_file),
+            client_ca_file: files.client_ca_file,
+            reload_interval,
         }
     }
-}
 
-impl Default for Settings {
-    fn default() -> Self {
-        let engine = EngineSettings::default();
-        Settings {
-            grpc_addr: "0.0.0.0:6000".parse().expect("valid literal"),
-            http_addr: "0.0.0.0:8080".parse().expect("valid literal"),
-            sample_interval: engine.sample_interval,
-            scrape_timeout: engine.scrape_timeout,
-            max_staleness: engine.max_staleness,
-            entry_ttl: engine.entry_ttl,
-            max_entries: engine.max_entries,
-            log_format: LogFormat::Text,
-            log_level: "info".into(),
-            tls: TlsSettings::default(),
-            prometheus: PrometheusConfig::default(),
-            kubernetes: KubernetesConfig::default(),
-            egress: EgressPolicy::default(),
-            memory: MemoryLimits::default(),
-            state_file: None,
-            debug_page: false,
+    /// The files when TLS is on, None for plaintext gRPC; refused when the paths do not come in
+    /// pairs.
+    pub fn files(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        match (&self.cert_file, &self.key_file, &self.client_ca_file) {
+            (None, None, None) => Ok(None),
+            (Some(cert_file), Some(key_file), client_ca_file) => Ok(Some(TlsFiles {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+                client_ca_file: client_ca_file.clone(),
+            })),
+            (Some(_), None, _) => Err(ConfigError::Missing {
+                key: "tls.key_file",
+                because: "when tls.cert_file is set (the private key of the server certificate)",
+            }),
+            (None, _, ca) => Err(ConfigError::Missing {
+                key: "tls.cert_file",
+                because: if ca.is_some() {
+                    "when tls.client_ca_file is set (client certificates are only checked over TLS)"
+                } else {
+                    "when tls.key_file is set"
+                },
+            }),
         }
     }
 }
 
 impl Settings {
-    pub fn engine(&self) -> EngineSettings {
-        EngineSettings {
-            sample_interval: self.sample_interval,
-            scrape_timeout: self.scrape_timeout,
-            max_staleness: self.max_staleness,
-            entry_ttl: self.entry_ttl,
-            max_entries: self.max_entries,
-            prometheus_address: self.prometheus.address.clone(),
-            prometheus_timeout: self.prometheus.timeout,
-            discovery: self.kubernetes.discovery(),
-            egress: self.egress.clone().from_environment(),
-            max_body_bytes: self.memory.max_body_bytes,
-            body_budget_bytes: self.memory.body_budget_bytes,
-            state_file: self.state_file.clone(),
-        }
-    }
-
     /// Loads settings from the layers, the environment layer from this process's variables.
     /// `overrides` are flag values as (setting, value).
     pub fn load(
@@ -196,7 +206,8 @@ impl Settings {
 
     /// As `load`, with the environment given as (variable, value) pairs, so that callers (tests
     /// above all) never touch the process-wide environment. Variables without the
-    /// `KEDA_GPU_SCALER_` prefix are ignored.
+    /// `KEDA_GPU_SCALER_` prefix are ignored, but for the proxy variables and
+    /// `KUBERNETES_SERVICE_HOST`.
     pub fn load_from(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -207,15 +218,9 @@ impl Settings {
         let (proxy_vars, env): (Vec<_>, Vec<_>) = env
             .into_iter()
             .partition(|(k, _)| crate::egress::PROXY_VARS.contains(&k.as_str()));
-        let defaults = Settings::default();
+        let (api_server, env): (Vec<_>, Vec<_>) =
+            env.into_iter().partition(|(k, _)| k == API_SERVER_VAR);
         let mut builder = config::Config::builder();
-        for (key, value) in defaults.as_strings() {
-            builder = builder.set_default(key, value)?;
-        }
-        builder = builder.set_default(
-            "tls.reload_interval",
-            format_duration(defaults.tls.reload_interval),
-        )?;
         if let Some(path) = file {
             if !path.is_file() {
                 return Err(ConfigError::File(format!(
@@ -234,110 +239,66 @@ impl Settings {
         for (key, value) in overrides {
             builder = builder.set_override(*key, value.clone())?;
         }
-        let raw: RawSettings = builder.build()?.try_deserialize()?;
-        let mut settings = raw.validate()?;
-        if settings.egress.use_proxy_env {
-            settings.egress.proxy = crate::egress::ProxyEnv::from_vars(&proxy_vars).map_err(
-                |(key, value)| ConfigError::Invalid {
+        let layers = builder.build()?;
+        // serde's flatten hands the embedded structs their values without their keys, so a
+        // refusal there could not name its setting: each is read on its own first, keys and all.
+        layers.clone().try_deserialize::<EngineSettings>()?;
+        layers.clone().try_deserialize::<SourceSettings>()?;
+        let mut settings: Settings = layers.try_deserialize()?;
+        settings.check()?;
+
+        let egress = &mut settings.sources.egress;
+        egress.api_server = api_server.iter().find_map(|(_, h)| h.trim().parse().ok());
+        if egress.use_proxy_env {
+            egress.proxy = crate::egress::ProxyEnv::from_vars(&proxy_vars).map_err(
+                |(key, value)| ConfigError::invalid(
                     key,
-                    value,
-                    accepted: "an http(s) proxy URL such as http://proxy.example:3128 (egress.use_proxy_env is on)",
-                },
+                    &value,
+                    "an http(s) proxy URL such as http://proxy.example:3128 (egress.use_proxy_env is on)",
+                ),
             )?;
         }
         Ok(settings)
     }
 
-    fn as_strings(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("grpc_addr", self.grpc_addr.to_string()),
-            ("http_addr", self.http_addr.to_string()),
-            ("sample_interval", format_duration(self.sample_interval)),
-            ("scrape_timeout", format_duration(self.scrape_timeout)),
-            ("max_staleness", format_duration(self.max_staleness)),
-            ("entry_ttl", format_duration(self.entry_ttl)),
-            ("max_entries", self.max_entries.to_string()),
-            ("log_format", "text".into()),
-            ("log_level", self.log_level.clone()),
-            ("debug_page", self.debug_page.to_string()),
-            (
-                "state_file",
-                self.state_file
-                    .as_ref()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            ),
-            (
-                "prometheus.address",
-                self.prometheus.address.clone().unwrap_or_default(),
-            ),
-            (
-                "prometheus.timeout",
-                format_duration(self.prometheus.timeout),
-            ),
-            (
-                "kubernetes.namespaces",
-                self.kubernetes.namespaces.join(","),
-            ),
-            (
-                "kubernetes.kubeconfig",
-                self.kubernetes
-                    .kubeconfig
-                    .as_ref()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            ),
-        ]
+    /// The checks between settings; each value on its own was checked as it was read.
+    fn check(&self) -> Result<(), ConfigError> {
+        let engine = &self.engine;
+        if engine.max_staleness < engine.sample_interval {
+            return Err(ConfigError::invalid(
+                "max_staleness",
+                &setting::format_duration(engine.max_staleness),
+                "a duration at least as long as sample_interval",
+            ));
+        }
+        let memory = &self.sources.memory;
+        if memory.body_budget_bytes < memory.max_body_bytes {
+            return Err(ConfigError::invalid(
+                "memory.body_budget_bytes",
+                &memory.body_budget_bytes.to_string(),
+                "at least memory.max_body_bytes",
+            ));
+        }
+        self.tls.files()?;
+        Ok(())
     }
 
     /// The effective settings as TOML, for `check-config`: a file `Settings::load` reads back to
-    /// the same settings, except that a password inside a URL is replaced by `REDACTED`. A
-    /// comment first says how tenant fetches leave the pod (directly or through a proxy).
+    /// the same settings, except that the secret in a URL's credentials is replaced by
+    /// `REDACTED`. A comment first says how tenant fetches leave the pod (directly or through a
+    /// proxy).
     pub fn to_toml(&self) -> String {
         // Every field is a string, number, bool or table of them, so serializing cannot fail.
         let toml = toml::to_string(self).expect("settings serialize to TOML");
-        format!("# tenant fetches: {}\n{toml}", self.egress.proxy_mode())
+        format!(
+            "# tenant fetches: {}\n{toml}",
+            self.sources.egress.proxy_mode()
+        )
     }
 }
 
-/// Serializers for the shapes the settings file uses where they differ from the typed settings.
-pub(crate) mod file_text {
-    use serde::Serializer;
-
-    /// A list as one comma-separated string: how the file and the environment spell lists.
-    pub fn comma_list<S: Serializer>(items: &[String], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&items.join(","))
-    }
-
-    /// As `comma_list`, each URL without its password.
-    pub fn redacted_url_list<S: Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
-        let urls: Vec<String> = urls.iter().map(|u| redact_password(u)).collect();
-        s.serialize_str(&urls.join(","))
-    }
-
-    /// A URL without its password (used as basic auth by the HTTP client, so a secret).
-    pub fn redacted_url<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-        match url {
-            Some(u) => s.serialize_str(&redact_password(u)),
-            None => s.serialize_none(),
-        }
-    }
-
-    /// `text` with the password of a URL in it replaced by `REDACTED`.
-    pub(crate) fn redact_password(text: &str) -> String {
-        match url::Url::parse(text) {
-            Ok(mut u) if u.password().is_some() => {
-                // Only fails for URLs that cannot have credentials, which then hold no password.
-                let _ = u.set_password(Some("REDACTED"));
-                u.as_str().trim_end_matches('/').to_string()
-            }
-            _ => text.to_string(),
-        }
-    }
-}
-
-/// This process's `KEDA_GPU_SCALER_*` variables (any case, as the `config` crate matches them)
-/// and the standard proxy variables (`crate::egress::PROXY_VARS`).
+/// This process's `KEDA_GPU_SCALER_*` variables (any case, as the `config` crate matches them),
+/// the standard proxy variables (`crate::egress::PROXY_VARS`) and `KUBERNETES_SERVICE_HOST`.
 fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
     let prefix = format!("{}_", ENV_PREFIX.to_lowercase());
     let mut env = Vec::new();
@@ -345,13 +306,14 @@ fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
         // A name that is not Unicode cannot be one of ours.
         let Ok(key) = key.into_string() else { continue };
         let proxy = crate::egress::PROXY_VARS.contains(&key.as_str());
-        if !key.to_lowercase().starts_with(&prefix) && !proxy {
+        let ours = key.to_lowercase().starts_with(&prefix);
+        if !ours && !proxy && key != API_SERVER_VAR {
             continue;
         }
         match value.into_string() {
             Ok(value) => env.push((key, value)),
-            // A proxy variable is only read when egress.use_proxy_env is on; then as unset.
-            Err(_) if proxy => {}
+            // Ours must be readable; the others are then as if unset.
+            Err(_) if !ours => {}
             Err(_) => return Err(ConfigError::NotUnicode(key)),
         }
     }
@@ -363,15 +325,12 @@ pub enum ConfigError {
     #[error("environment variable {0} is not valid Unicode")]
     NotUnicode(String),
     #[error("settings: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     #[error("settings file {0}")]
     File(String),
-    #[error("setting '{key}' = '{value}' is not accepted: expected {accepted}")]
-    Invalid {
-        key: &'static str,
-        value: String,
-        accepted: &'static str,
-    },
+    /// `refusal` is `crate::setting::refusal`'s text: the value and what is accepted.
+    #[error("setting '{key}' {refusal}")]
+    Invalid { key: String, refusal: String },
     #[error("setting '{key}' is required {because}")]
     Missing {
         key: &'static str,
@@ -379,469 +338,47 @@ pub enum ConfigError {
     },
 }
 
-/// Every setting as text, exactly as the layers give it; validated into `Settings`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSettings {
-    grpc_addr: String,
-    http_addr: String,
-    sample_interval: String,
-    scrape_timeout: String,
-    max_staleness: String,
-    entry_ttl: String,
-    max_entries: String,
-    log_format: String,
-    log_level: String,
-    state_file: String,
-    debug_page: String,
-    #[serde(default)]
-    tls: RawTls,
-    prometheus: RawPrometheus,
-    kubernetes: RawKubernetes,
-    #[serde(default)]
-    egress: RawEgress,
-    #[serde(default)]
-    memory: RawMemory,
+impl ConfigError {
+    fn invalid(key: &str, value: &str, accepted: &str) -> Self {
+        ConfigError::Invalid {
+            key: key.to_string(),
+            refusal: setting::refusal(value, accepted),
+        }
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawEgress {
-    allow_loopback: Option<String>,
-    allow_link_local: Option<String>,
-    allow_api_server: Option<String>,
-    allow_cross_namespace: Option<String>,
-    allow_custom_queries: Option<String>,
-    /// Comma-separated.
-    prometheus_addresses: Option<String>,
-    ca_file: Option<String>,
-    use_proxy_env: Option<String>,
-}
-
-impl RawEgress {
-    fn validate(self) -> Result<EgressPolicy, ConfigError> {
-        let flag = |key: &'static str, v: Option<String>| match v.as_deref().map(str::trim) {
-            None | Some("") | Some("false") => Ok(false),
-            Some("true") => Ok(true),
-            Some(_) => Err(ConfigError::Invalid {
-                key,
-                value: v.unwrap_or_default(),
-                accepted: "true or false",
-            }),
-        };
-        let mut prometheus_addresses = Vec::new();
-        for a in self
-            .prometheus_addresses
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
+/// A value refused as it was read (`crate::setting`) comes back from the `config` crate as its
+/// message under the setting's key; the key goes in front. Anything else (an unknown key, a
+/// file that is not TOML) is the crate's own message.
+impl From<config::ConfigError> for ConfigError {
+    fn from(e: config::ConfigError) -> Self {
+        if let config::ConfigError::At {
+            error,
+            key: Some(key),
+            ..
+        } = &e
         {
-            match reqwest::Url::parse(a) {
-                _ if a == "*" => prometheus_addresses.push(a.to_string()),
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                    prometheus_addresses.push(u.to_string().trim_end_matches('/').to_string())
-                }
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        key: "egress.prometheus_addresses",
-                        value: a.to_string(),
-                        accepted: "comma-separated http(s) URLs of Prometheus servers tenants may name, or * for any",
-                    })
+            if let config::ConfigError::Message(m) = error.as_ref() {
+                if m.starts_with(setting::REFUSAL_START) {
+                    return ConfigError::Invalid {
+                        key: key.clone(),
+                        refusal: m.clone(),
+                    };
                 }
             }
         }
-        Ok(EgressPolicy {
-            allow_loopback: flag("egress.allow_loopback", self.allow_loopback)?,
-            allow_link_local: flag("egress.allow_link_local", self.allow_link_local)?,
-            allow_api_server: flag("egress.allow_api_server", self.allow_api_server)?,
-            allow_cross_namespace: flag(
-                "egress.allow_cross_namespace",
-                self.allow_cross_namespace,
-            )?,
-            allow_custom_queries: flag("egress.allow_custom_queries", self.allow_custom_queries)?,
-            api_server: None,
-            prometheus_addresses,
-            ca_file: self
-                .ca_file
-                .map(|p| p.trim().to_string())
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from),
-            use_proxy_env: flag("egress.use_proxy_env", self.use_proxy_env)?,
-            // Read by `Settings::load_from` when `use_proxy_env` is on.
-            proxy: Default::default(),
-        })
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawMemory {
-    max_body_bytes: Option<String>,
-    body_budget_bytes: Option<String>,
-}
-
-impl RawMemory {
-    fn validate(self) -> Result<MemoryLimits, ConfigError> {
-        let d = MemoryLimits::default();
-        let bytes = |key: &'static str, v: Option<String>, default: usize| match v {
-            None => Ok(default),
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if (1024..=(1usize << 32)).contains(&n) => Ok(n),
-                _ => Err(ConfigError::Invalid {
-                    key,
-                    value: v,
-                    accepted: "a number of bytes from 1024 to 4294967296",
-                }),
-            },
-        };
-        let max_body_bytes = bytes(
-            "memory.max_body_bytes",
-            self.max_body_bytes,
-            d.max_body_bytes,
-        )?;
-        let body_budget_bytes = bytes(
-            "memory.body_budget_bytes",
-            self.body_budget_bytes,
-            d.body_budget_bytes,
-        )?;
-        if body_budget_bytes < max_body_bytes {
-            return Err(ConfigError::Invalid {
-                key: "memory.body_budget_bytes",
-                value: body_budget_bytes.to_string(),
-                accepted: "at least memory.max_body_bytes",
-            });
-        }
-        Ok(MemoryLimits {
-            max_body_bytes,
-            body_budget_bytes,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKubernetes {
-    namespaces: String,
-    kubeconfig: String,
-}
-
-impl RawKubernetes {
-    fn validate(self) -> Result<KubernetesConfig, ConfigError> {
-        let mut namespaces = Vec::new();
-        for ns in self
-            .namespaces
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-        {
-            let ok = ns.len() <= 63
-                && ns
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && ns.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && ns.ends_with(|c: char| c.is_ascii_alphanumeric());
-            if !ok {
-                return Err(ConfigError::Invalid {
-                    key: "kubernetes.namespaces",
-                    value: self.namespaces,
-                    accepted: "comma-separated namespace names (a-z, 0-9, '-'), or empty for any namespace",
-                });
-            }
-            namespaces.push(ns.to_string());
-        }
-        namespaces.sort();
-        namespaces.dedup();
-        let kubeconfig = Some(self.kubeconfig.trim())
-            .filter(|p| !p.is_empty())
-            .map(PathBuf::from);
-        Ok(KubernetesConfig {
-            namespaces,
-            kubeconfig,
-        })
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    cert_file: Option<String>,
-    key_file: Option<String>,
-    client_ca_file: Option<String>,
-    reload_interval: Option<String>,
-}
-
-impl RawTls {
-    fn validate(self) -> Result<TlsSettings, ConfigError> {
-        // A blank value counts as unset, so a chart can template an empty variable.
-        let path = |v: Option<String>| {
-            v.map(|p| p.trim().to_string())
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
-        };
-        let (cert, key, ca) = (
-            path(self.cert_file),
-            path(self.key_file),
-            path(self.client_ca_file),
-        );
-        let files = match (cert, key, ca) {
-            (None, None, None) => None,
-            (Some(cert_file), Some(key_file), client_ca_file) => Some(TlsFiles {
-                cert_file,
-                key_file,
-                client_ca_file,
-            }),
-            (Some(_), None, _) => {
-                return Err(ConfigError::Missing {
-                    key: "tls.key_file",
-                    because:
-                        "when tls.cert_file is set (the private key of the server certificate)",
-                })
-            }
-            (None, _, ca) => {
-                return Err(ConfigError::Missing {
-                    key: "tls.cert_file",
-                    because: if ca.is_some() {
-                        "when tls.client_ca_file is set (client certificates are only checked over TLS)"
-                    } else {
-                        "when tls.key_file is set"
-                    },
-                })
-            }
-        };
-        let default = TlsSettings::default().reload_interval;
-        let reload_interval = match self.reload_interval {
-            None => default,
-            Some(v) => match parse_duration(&v) {
-                Some(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(3600) => d,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        key: "tls.reload_interval",
-                        value: v,
-                        accepted: "a duration from 100ms to 1h, such as 5s",
-                    })
-                }
-            },
-        };
-        Ok(TlsSettings {
-            files,
-            reload_interval,
-        })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPrometheus {
-    address: String,
-    timeout: String,
-}
-
-impl RawSettings {
-    fn validate(self) -> Result<Settings, ConfigError> {
-        let addr = |key: &'static str, v: &str| {
-            v.trim()
-                .parse::<SocketAddr>()
-                .map_err(|_| ConfigError::Invalid {
-                    key,
-                    value: v.into(),
-                    accepted: "an IP:port such as 0.0.0.0:6000 or 127.0.0.1:0",
-                })
-        };
-        let dur =
-            |key: &'static str, v: &str, min: Duration, max: Duration, accepted: &'static str| {
-                match parse_duration(v) {
-                    Some(d) if d >= min && d <= max => Ok(d),
-                    _ => Err(ConfigError::Invalid {
-                        key,
-                        value: v.into(),
-                        accepted,
-                    }),
-                }
-            };
-        let ms = Duration::from_millis;
-        let s = Duration::from_secs;
-        let sample_interval = dur(
-            "sample_interval",
-            &self.sample_interval,
-            ms(50),
-            s(300),
-            "a duration from 50ms to 300s, such as 2s or 500ms",
-        )?;
-        let scrape_timeout = dur(
-            "scrape_timeout",
-            &self.scrape_timeout,
-            ms(10),
-            s(60),
-            "a duration from 10ms to 60s, such as 1s",
-        )?;
-        let max_staleness = dur(
-            "max_staleness",
-            &self.max_staleness,
-            ms(100),
-            s(86_400),
-            "a duration from 100ms to 24h that is at least sample_interval, such as 60s",
-        )?;
-        if max_staleness < sample_interval {
-            return Err(ConfigError::Invalid {
-                key: "max_staleness",
-                value: self.max_staleness,
-                accepted: "a duration at least as long as sample_interval",
-            });
-        }
-        let entry_ttl = dur(
-            "entry_ttl",
-            &self.entry_ttl,
-            s(1),
-            s(7 * 86_400),
-            "a duration from 1s to 7d, such as 10m",
-        )?;
-        let max_entries = match self.max_entries.trim().parse::<usize>() {
-            Ok(n) if (1..=10_000_000).contains(&n) => n,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    key: "max_entries",
-                    value: self.max_entries,
-                    accepted: "a whole number from 1 to 10000000",
-                })
-            }
-        };
-        let log_format = match self.log_format.trim() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            _ => {
-                return Err(ConfigError::Invalid {
-                    key: "log_format",
-                    value: self.log_format,
-                    accepted: "text or json",
-                })
-            }
-        };
-        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            return Err(ConfigError::Invalid {
-                key: "log_level",
-                value: self.log_level,
-                accepted: "a level (error, warn, info, debug, trace) or a filter such as info,keda_gpu_scaler=debug",
-            });
-        }
-        let tls = self.tls.validate()?;
-        let egress = self.egress.validate()?;
-        let memory = self.memory.validate()?;
-        let address = self.prometheus.address.trim();
-        let address = if address.is_empty() {
-            None
-        } else {
-            match reqwest::Url::parse(address) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                    Some(address.trim_end_matches('/').to_string())
-                }
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        key: "prometheus.address",
-                        value: self.prometheus.address,
-                        accepted: "an http(s) URL such as http://prometheus-operated.monitoring.svc:9090, or empty for none",
-                    })
-                }
-            }
-        };
-        let prometheus = PrometheusConfig {
-            address,
-            timeout: dur(
-                "prometheus.timeout",
-                &self.prometheus.timeout,
-                ms(10),
-                s(60),
-                "a duration from 10ms to 60s, such as 2s",
-            )?,
-        };
-        Ok(Settings {
-            prometheus,
-            kubernetes: self.kubernetes.validate()?,
-            grpc_addr: addr("grpc_addr", &self.grpc_addr)?,
-            http_addr: addr("http_addr", &self.http_addr)?,
-            sample_interval,
-            scrape_timeout,
-            max_staleness,
-            entry_ttl,
-            max_entries,
-            log_format,
-            log_level: self.log_level,
-            tls,
-            egress,
-            memory,
-            debug_page: match self.debug_page.trim() {
-                "true" => true,
-                "false" | "" => false,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        key: "debug_page",
-                        value: self.debug_page,
-                        accepted: "true or false",
-                    })
-                }
-            },
-            state_file: Some(self.state_file.trim())
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from),
-        })
-    }
-}
-
-/// Parses `500ms`, `2s`, `1.5s`, `10m`, `1h`, `7d`; a bare number is seconds.
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number.trim().parse().ok()?;
-    let scale = match unit.trim() {
-        "ms" => 0.001,
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        _ => return None,
-    };
-    let secs = n * scale;
-    (0.0..1e9)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
-}
-
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
-mod duration_text {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_duration(*d))
+        ConfigError::Load(e)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::egress::EgressPolicy;
+    use crate::signals::budget::MemoryLimits;
+    use crate::signals::discovery::DiscoverySettings;
+    use crate::signals::prometheus::PrometheusConfig;
     use std::io::Write;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
-        assert_eq!(parse_duration(" 3 "), Some(Duration::from_secs(3)));
-        for bad in ["", "s", "-1s", "1w", "fast", "NaNs", "1e99d"] {
-            assert_eq!(parse_duration(bad), None, "{bad}");
-        }
-        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
-    }
 
     /// Loads with the given environment (never the process's, which other tests share) and flags.
     fn load(
@@ -860,7 +397,7 @@ mod tests {
         assert_eq!(defaults, Settings::default());
         assert_eq!(defaults.grpc_addr.port(), 6000);
         assert_eq!(defaults.http_addr.port(), 8080);
-        assert_eq!(defaults.sample_interval, Duration::from_secs(2));
+        assert_eq!(defaults.engine.sample_interval, Duration::from_secs(2));
     }
 
     #[test]
@@ -874,7 +411,7 @@ mod tests {
         let file = Some(file.path());
         let env = [("KEDA_GPU_SCALER_SAMPLE_INTERVAL", "750ms")];
         let flag = [("sample_interval", "300ms")];
-        let interval = |s: Settings| s.sample_interval.as_millis();
+        let interval = |s: Settings| s.engine.sample_interval.as_millis();
 
         assert_eq!(interval(load(None, &[], &[]).unwrap()), 2000, "the default");
         assert_eq!(
@@ -910,7 +447,7 @@ mod tests {
 
         // Keys one layer sets keep their value when another layer sets a different key.
         let all = load(file, &env, &flag).unwrap();
-        assert_eq!(all.max_staleness, Duration::from_secs(120));
+        assert_eq!(all.engine.max_staleness, Duration::from_secs(120));
         assert_eq!(all.log_format, LogFormat::Json);
         // Only the scaler's prefix is read; the key is matched whatever its case.
         let other = [("OTHER_SAMPLE_INTERVAL", "9s"), ("SAMPLE_INTERVAL", "9s")];
@@ -930,12 +467,11 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(prom.prometheus.address.as_deref(), Some("http://prom:9090"));
-        assert_eq!(prom.prometheus.timeout, Duration::from_millis(750));
-        assert_eq!(
-            prom.engine().prometheus_address.as_deref(),
-            Some("http://prom:9090")
-        );
+        let prometheus = &prom.sources.prometheus;
+        assert_eq!(prometheus.address.as_deref(), Some("http://prom:9090"));
+        assert_eq!(prometheus.timeout, Duration::from_millis(750));
+        let sources = crate::signals::Sources::real(&prom.sources, Duration::from_secs(2)).unwrap();
+        assert_eq!(sources.prometheus_address(), Some("http://prom:9090"));
     }
 
     #[test]
@@ -983,46 +519,50 @@ mod tests {
         s = Settings {
             grpc_addr: "127.0.0.1:7000".parse().unwrap(),
             http_addr: "[::1]:0".parse().unwrap(),
-            sample_interval: Duration::from_millis(750),
-            scrape_timeout: Duration::from_secs(3),
-            max_staleness: Duration::from_secs(120),
-            entry_ttl: Duration::from_secs(3600),
-            max_entries: 42,
+            engine: EngineSettings {
+                sample_interval: Duration::from_millis(750),
+                max_staleness: Duration::from_secs(120),
+                entry_ttl: Duration::from_secs(3600),
+                max_entries: 42,
+                state_file: Some("/var/lib/scaler/state.json".into()),
+            },
+            sources: SourceSettings {
+                scrape_timeout: Duration::from_secs(3),
+                prometheus: PrometheusConfig {
+                    address: Some("http://prometheus.monitoring:9090".into()),
+                    timeout: Duration::from_millis(1500),
+                },
+                kubernetes: DiscoverySettings {
+                    namespaces: Some(["serving".into(), "team-a".into()].into()),
+                    kubeconfig: Some("/root/.kube/config".into()),
+                },
+                egress: EgressPolicy {
+                    allow_loopback: true,
+                    allow_link_local: true,
+                    allow_api_server: true,
+                    allow_cross_namespace: true,
+                    allow_custom_queries: true,
+                    api_server: None,
+                    prometheus_addresses: vec!["http://a:9090".into(), "https://b".into()],
+                    ca_file: Some("/etc/ca.pem".into()),
+                    use_proxy_env: true,
+                    proxy: Default::default(),
+                },
+                memory: MemoryLimits {
+                    max_body_bytes: 4096,
+                    body_budget_bytes: 1 << 20,
+                },
+            },
             log_format: LogFormat::Json,
             log_level: "info,keda_gpu_scaler=debug".into(),
-            tls: TlsSettings {
-                files: Some(TlsFiles {
+            tls: TlsSettings::on(
+                TlsFiles {
                     cert_file: "/etc/tls/odd \"name\\.crt".into(),
                     key_file: "/etc/tls/tls.key".into(),
                     client_ca_file: Some("/etc/tls/ca.crt".into()),
-                }),
-                reload_interval: Duration::from_millis(250),
-            },
-            prometheus: PrometheusConfig {
-                address: Some("http://prometheus.monitoring:9090".into()),
-                timeout: Duration::from_millis(1500),
-            },
-            kubernetes: KubernetesConfig {
-                namespaces: vec!["serving".into(), "team-a".into()],
-                kubeconfig: Some("/root/.kube/config".into()),
-            },
-            egress: EgressPolicy {
-                allow_loopback: true,
-                allow_link_local: true,
-                allow_api_server: true,
-                allow_cross_namespace: true,
-                allow_custom_queries: true,
-                api_server: None,
-                prometheus_addresses: vec!["http://a:9090".into(), "https://b".into()],
-                ca_file: Some("/etc/ca.pem".into()),
-                use_proxy_env: true,
-                proxy: Default::default(),
-            },
-            memory: MemoryLimits {
-                max_body_bytes: 4096,
-                body_budget_bytes: 1 << 20,
-            },
-            state_file: Some("/var/lib/scaler/state.json".into()),
+                },
+                Duration::from_millis(250),
+            ),
             debug_page: true,
         };
         let text = s.to_toml();
@@ -1033,17 +573,19 @@ mod tests {
         );
         assert_eq!(load_text(&text), s);
         // Without client certificates, and the other optional paths unset.
-        s.tls.files.as_mut().unwrap().client_ca_file = None;
-        (s.state_file, s.kubernetes.kubeconfig, s.egress.ca_file) = (None, None, None);
-        s.prometheus.address = None;
+        s.tls.client_ca_file = None;
+        s.engine.state_file = None;
+        let sources = &mut s.sources;
+        (sources.kubernetes.kubeconfig, sources.egress.ca_file) = (None, None);
+        sources.prometheus.address = None;
         assert_eq!(load_text(&s.to_toml()), s);
     }
 
     #[test]
     fn check_config_output_hides_passwords_in_urls() {
         let mut s = Settings::default();
-        s.prometheus.address = Some("https://scaler:s3cret@prometheus.example:9090".into());
-        s.egress.prometheus_addresses = vec!["http://team:hunter2@prom-b:9090".into()];
+        s.sources.prometheus.address = Some("https://scaler:s3cret@prometheus.example:9090".into());
+        s.sources.egress.prometheus_addresses = vec!["http://team:hunter2@prom-b:9090".into()];
         let text = s.to_toml();
         assert!(
             !text.contains("s3cret") && !text.contains("hunter2"),
@@ -1051,11 +593,11 @@ mod tests {
         );
         let read = load_text(&text);
         assert_eq!(
-            read.prometheus.address.as_deref(),
+            read.sources.prometheus.address.as_deref(),
             Some("https://scaler:REDACTED@prometheus.example:9090")
         );
         assert_eq!(
-            read.egress.prometheus_addresses,
+            read.sources.egress.prometheus_addresses,
             ["http://team:REDACTED@prom-b:9090"]
         );
     }
@@ -1067,8 +609,12 @@ mod tests {
             ("NO_PROXY", ".svc"),
         ];
         let off = load(None, &proxy, &[]).unwrap();
-        assert!(!off.egress.use_proxy_env);
-        assert!(off.egress.proxy.is_empty(), "{:?}", off.egress.proxy);
+        assert!(!off.sources.egress.use_proxy_env);
+        assert!(
+            off.sources.egress.proxy.is_empty(),
+            "{:?}",
+            off.sources.egress.proxy
+        );
         let text = off.to_toml();
         assert!(
             text.starts_with(
@@ -1080,13 +626,13 @@ mod tests {
 
         let opt_in = [("KEDA_GPU_SCALER_EGRESS__USE_PROXY_ENV", "true")];
         let on = load(None, &[opt_in[0], proxy[0], proxy[1]], &[]).unwrap();
-        assert!(on.egress.use_proxy_env);
+        assert!(on.sources.egress.use_proxy_env);
         assert_eq!(
-            on.egress.proxy.http.as_deref(),
+            on.sources.egress.proxy.http.as_deref(),
             Some("http://proxy.example:3128")
         );
-        assert_eq!(on.egress.proxy.https, None);
-        assert_eq!(on.egress.proxy.no_proxy.as_deref(), Some(".svc"));
+        assert_eq!(on.sources.egress.proxy.https, None);
+        assert_eq!(on.sources.egress.proxy.no_proxy.as_deref(), Some(".svc"));
         let text = on.to_toml();
         assert!(
             text.starts_with("# tenant fetches: through a proxy (http: http://proxy.example:3128")
@@ -1094,7 +640,7 @@ mod tests {
             "{text}"
         );
         // The comment is TOML too: the output still loads (the variables are not in it).
-        assert!(load_text(&text).egress.use_proxy_env);
+        assert!(load_text(&text).sources.egress.use_proxy_env);
 
         let e = load(
             None,
@@ -1120,10 +666,11 @@ mod tests {
     #[test]
     fn tls_paths_come_in_pairs_and_errors_name_the_setting() {
         let with = |flags: &[(&str, &str)]| load(None, &[], flags);
-        assert_eq!(with(&[]).unwrap().tls.files, None);
+        let files = |s: Settings| s.tls.files().unwrap();
+        assert_eq!(files(with(&[]).unwrap()), None);
         let on = with(&[("tls.cert_file", "/c"), ("tls.key_file", "/k")]).unwrap();
         assert_eq!(
-            on.tls.files,
+            files(on),
             Some(TlsFiles {
                 cert_file: "/c".into(),
                 key_file: "/k".into(),
@@ -1132,7 +679,7 @@ mod tests {
         );
         // Blank counts as unset.
         let blank = with(&[("tls.cert_file", " "), ("tls.key_file", "")]).unwrap();
-        assert_eq!(blank.tls.files, None);
+        assert_eq!(files(blank), None);
 
         let err = |pairs: &[(&str, &str)]| with(pairs).unwrap_err().to_string();
         let e = err(&[("tls.cert_file", "/c")]);
@@ -1151,5 +698,77 @@ mod tests {
         writeln!(typo, "[tls]\ncert_flie = \"/c\"").unwrap();
         let e = load(Some(typo.path()), &[], &[]).unwrap_err().to_string();
         assert!(e.contains("cert_flie"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_reads_the_same_from_every_layer() {
+        let expected = "setting 'scrape_timeout' = 'soon' is not accepted: expected a duration \
+                        from 10ms to 60s, such as 1s";
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "scrape_timeout = \"soon\"").unwrap();
+        let layers = [
+            load(Some(file.path()), &[], &[]),
+            load(None, &[("KEDA_GPU_SCALER_SCRAPE_TIMEOUT", "soon")], &[]),
+            load(None, &[], &[("scrape_timeout", "soon")]),
+        ];
+        for (layer, loaded) in ["file", "env", "flag"].into_iter().zip(layers) {
+            assert_eq!(loaded.unwrap_err().to_string(), expected, "{layer}");
+        }
+
+        // In a section, and a file's number or boolean where another type belongs.
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[memory]\nmax_body_bytes = 12").unwrap();
+        let e = load(Some(file.path()), &[], &[]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "setting 'memory.max_body_bytes' = '12' is not accepted: expected a number of bytes \
+             from 1024 to 4294967296"
+        );
+        let e = load(
+            None,
+            &[("KEDA_GPU_SCALER_EGRESS__ALLOW_LOOPBACK", "yes")],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "setting 'egress.allow_loopback' = 'yes' is not accepted: expected true or false"
+        );
+        let e = load(None, &[], &[("kubernetes.namespaces", "a,B")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("setting 'kubernetes.namespaces' = 'a,B'"),
+            "{e}"
+        );
+        // A file may type values as TOML does; each reads as its text.
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "sample_interval = 5\nmax_entries = 7\ndebug_page = true\n[memory]\nmax_body_bytes = 2048"
+        )
+        .unwrap();
+        let typed = load(Some(file.path()), &[], &[]).unwrap();
+        assert_eq!(typed.engine.sample_interval, Duration::from_secs(5));
+        assert_eq!(typed.engine.max_entries, 7);
+        assert!(typed.debug_page);
+        assert_eq!(typed.sources.memory.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn the_api_server_address_comes_with_the_environment_layer() {
+        let host = [("KUBERNETES_SERVICE_HOST", "10.96.0.1")];
+        let loaded = load(None, &host, &[]).unwrap();
+        assert_eq!(
+            loaded.sources.egress.api_server,
+            Some("10.96.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            load(None, &[], &[]).unwrap().sources.egress.api_server,
+            None
+        );
+        // Not a setting: check-config does not print it.
+        assert!(!loaded.to_toml().contains("10.96.0.1"));
     }
 }

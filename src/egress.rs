@@ -14,7 +14,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::setting;
 
 /// Ports of the kubelet's API (10250) and its old read-only port (10255).
 const KUBELET_PORTS: &[u16] = &[10250, 10255];
@@ -41,41 +43,76 @@ const METADATA_V6: &[Ipv6Addr] = &[
 ];
 
 /// The `[egress]` settings.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EgressPolicy {
     /// Loopback (127.0.0.0/8, ::1, `localhost`): the scaler's own pod. Off by default; tests and the
     /// local demo turn it on.
+    #[serde(deserialize_with = "setting::flag")]
     pub allow_loopback: bool,
     /// Link-local (169.254.0.0/16, fe80::/10) and the cloud metadata addresses outside it
     /// (`METADATA_V4`, `METADATA_V6`). Off by default.
+    #[serde(deserialize_with = "setting::flag")]
     pub allow_link_local: bool,
     /// The Kubernetes API server (its service names and `KUBERNETES_SERVICE_HOST`) and the
     /// kubelet's ports. Off by default.
+    #[serde(deserialize_with = "setting::flag")]
     pub allow_api_server: bool,
     /// The API server's address as the pod sees it (`KUBERNETES_SERVICE_HOST`), refused unless
-    /// `allow_api_server`. Not a setting: read from the pod's environment.
+    /// `allow_api_server`. Not a setting: read from the pod's environment when the settings are
+    /// loaded.
     #[serde(skip)]
     pub api_server: Option<IpAddr>,
     /// Prometheus addresses a ScaledObject may name in `prometheusAddress`, besides the server's
     /// own `prometheus.address`. Empty: only the server's address.
-    #[serde(serialize_with = "crate::config::file_text::redacted_url_list")]
+    #[serde(
+        serialize_with = "setting::redacted_url_list",
+        deserialize_with = "prometheus_addresses"
+    )]
     pub prometheus_addresses: Vec<String>,
     /// `source=prometheus`/`nvml` may read another namespace's pods (`namespace` key).
+    #[serde(deserialize_with = "setting::flag")]
     pub allow_cross_namespace: bool,
     /// `source=prometheus` may run full PromQL from metadata (`*Query`, `extra.<name>.query`),
     /// which can read any series.
+    #[serde(deserialize_with = "setting::flag")]
     pub allow_custom_queries: bool,
     /// PEM CA bundle trusted for https endpoints and Prometheus, in addition to the system roots.
+    #[serde(
+        deserialize_with = "setting::path",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ca_file: Option<PathBuf>,
     /// Send tenant fetches through the proxy the process's `HTTP_PROXY`, `HTTPS_PROXY` and
     /// `ALL_PROXY` name (minus `NO_PROXY`). Off by default, and the variables are ignored: the
     /// proxy resolves the names itself, so the check on every address a name resolves to never
     /// sees the real target and only the URL's literal host is checked.
+    #[serde(deserialize_with = "setting::flag")]
     pub use_proxy_env: bool,
     /// The proxy variables, read when the settings are loaded and `use_proxy_env` is on. Not a
     /// setting.
     #[serde(skip)]
     pub proxy: ProxyEnv,
+}
+
+/// `egress.prometheus_addresses`: comma-separated http(s) URLs, or `*`.
+fn prometheus_addresses<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    setting::parsed(
+        d,
+        "comma-separated http(s) URLs of Prometheus servers tenants may name, or * for any",
+        |text| {
+            setting::comma_items(text)
+                .map(|a| match url::Url::parse(a) {
+                    _ if a == "*" => Some(a.to_string()),
+                    // Normalised as a ScaledObject's prometheusAddress is, to compare the two.
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                        Some(u.to_string().trim_end_matches('/').to_string())
+                    }
+                    _ => None,
+                })
+                .collect()
+        },
+    )
 }
 
 /// The standard proxy variables, as curl reads them (the upper-case name first).
@@ -166,22 +203,9 @@ impl std::fmt::Debug for ProxyEnv {
     }
 }
 
-/// A URL without its password, for logs and `check-config`.
-fn redact(text: &str) -> String {
-    crate::config::file_text::redact_password(text)
-}
+use crate::text::redact_url as redact;
 
 impl EgressPolicy {
-    /// The default policy plus the API server address the pod's environment names.
-    pub fn from_environment(mut self) -> Self {
-        if self.api_server.is_none() {
-            self.api_server = std::env::var("KUBERNETES_SERVICE_HOST")
-                .ok()
-                .and_then(|h| h.trim().parse().ok());
-        }
-        self
-    }
-
     /// A policy that also allows loopback: for tests and the local demo, where every endpoint
     /// runs on this machine.
     pub fn loopback() -> Self {

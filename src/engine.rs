@@ -7,6 +7,7 @@
 //! feeds the StreamIsActive pushes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -15,16 +16,17 @@ use futures_util::future::{join_all, BoxFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{watch, Notify};
 
+use serde::{Deserialize, Serialize};
+
 use crate::deletion::{DeletionCosts, PodLoad};
-use crate::egress::EgressPolicy;
 use crate::failsafe;
 use crate::intake::Rejections;
 use crate::restore;
 use crate::score::composite::{INFLIGHT, KV_CACHE, QUEUE};
 use crate::score::{Decision, Scorer};
+use crate::setting;
 use crate::signals::client::ClientError;
-use crate::signals::discovery::DiscoverySettings;
-use crate::signals::{Readings, SourceKind, Sources};
+use crate::signals::{Readings, SourceKind, SourceSettings, Sources};
 use crate::spec::{self, ParseContext, ScalerSpec, SpecError};
 
 /// How often decisions are written to the state file (and once more on shutdown).
@@ -39,56 +41,78 @@ const MAX_NOTES: usize = 20;
 /// RBAC denial names the user, verb, resource and namespace), so 20 notes stay near 10 KiB.
 const NOTE_BYTES: usize = 512;
 
-/// Engine tuning, from `Settings`.
-#[derive(Clone, Debug, PartialEq)]
+/// Engine tuning: top-level keys of the settings file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EngineSettings {
+    /// How often every registered ScaledObject is sampled.
+    #[serde(
+        serialize_with = "setting::duration_text",
+        deserialize_with = "sample_interval"
+    )]
     pub sample_interval: Duration,
-    pub scrape_timeout: Duration,
-    /// How long the last good decision is served once sampling stops producing data.
+    /// How long the last good decision is served once sampling stops producing data; at least
+    /// `sample_interval` (checked with the other settings that depend on each other).
+    #[serde(
+        serialize_with = "setting::duration_text",
+        deserialize_with = "max_staleness"
+    )]
     pub max_staleness: Duration,
     /// An entry nobody asked about for this long is dropped.
+    #[serde(
+        serialize_with = "setting::duration_text",
+        deserialize_with = "entry_ttl"
+    )]
     pub entry_ttl: Duration,
     /// Upper bound on registered ScaledObjects, so hostile callers cannot exhaust memory.
+    #[serde(deserialize_with = "max_entries")]
     pub max_entries: usize,
-    /// Server-wide Prometheus address for `source=prometheus` triggers that name none.
-    pub prometheus_address: Option<String>,
-    /// Timeout of each Prometheus query.
-    pub prometheus_timeout: Duration,
-    /// Where `service` triggers find their pods.
-    pub discovery: DiscoverySettings,
-    /// Where tenants' URLs may point, and what they may read.
-    pub egress: EgressPolicy,
-    /// Largest response body read from an endpoint or Prometheus.
-    pub max_body_bytes: usize,
-    /// Bytes of bodies (and what is parsed from them) held at once, all sources together.
-    pub body_budget_bytes: usize,
     /// Where decisions are kept across restarts (`crate::restore`); None: not kept.
-    pub state_file: Option<std::path::PathBuf>,
-}
-
-/// The Prometheus evaluation grid: the sampling interval in whole seconds (the HTTP API takes
-/// range bounds in seconds), at least 1.
-pub fn prometheus_step(sample_interval: Duration) -> i64 {
-    (sample_interval.as_secs_f64().round() as i64).max(1)
+    #[serde(
+        deserialize_with = "setting::path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             sample_interval: Duration::from_secs(2),
-            scrape_timeout: Duration::from_secs(1),
             max_staleness: Duration::from_secs(60),
             entry_ttl: Duration::from_secs(600),
             max_entries: 16_384,
-            prometheus_address: None,
-            prometheus_timeout: Duration::from_secs(2),
-            discovery: DiscoverySettings::default(),
-            egress: EgressPolicy::default(),
-            max_body_bytes: 4 << 20,
-            body_budget_bytes: 32 << 20,
             state_file: None,
         }
     }
+}
+
+fn sample_interval<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    setting::duration(
+        d,
+        Duration::from_millis(50)..=Duration::from_secs(300),
+        "a duration from 50ms to 300s, such as 2s or 500ms",
+    )
+}
+
+fn max_staleness<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    setting::duration(
+        d,
+        Duration::from_millis(100)..=Duration::from_secs(86_400),
+        "a duration from 100ms to 24h that is at least sample_interval, such as 60s",
+    )
+}
+
+fn entry_ttl<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    setting::duration(
+        d,
+        Duration::from_secs(1)..=Duration::from_secs(7 * 86_400),
+        "a duration from 1s to 7d, such as 10m",
+    )
+}
+
+fn max_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    setting::number(d, 1..=10_000_000, "a whole number from 1 to 10000000")
 }
 
 /// What identifies an entry: the ScaledObject and its exact metadata. Editing a trigger's
@@ -267,13 +291,16 @@ pub struct Engine {
 impl Engine {
     /// An engine with these settings and the production sources. Panics only when the HTTP
     /// client cannot be built, which `try_new` reports instead (an unreadable `egress.ca_file`).
-    pub fn new(settings: EngineSettings) -> Arc<Self> {
-        Engine::try_new(settings).expect("the HTTP client builds")
+    pub fn new(settings: EngineSettings, sources: &SourceSettings) -> Arc<Self> {
+        Engine::try_new(settings, sources).expect("the HTTP client builds")
     }
 
     /// An engine with these settings and the production sources (`Sources::real`).
-    pub fn try_new(settings: EngineSettings) -> Result<Arc<Self>, ClientError> {
-        let sources = Sources::real(&settings)?;
+    pub fn try_new(
+        settings: EngineSettings,
+        sources: &SourceSettings,
+    ) -> Result<Arc<Self>, ClientError> {
+        let sources = Sources::real(sources, settings.sample_interval)?;
         Ok(Engine::with_sources(settings, sources))
     }
 
@@ -298,6 +325,11 @@ impl Engine {
             rejected: Rejections::default(),
             saved: Mutex::new(saved),
         })
+    }
+
+    /// About the longest one sampling round waits on IO (`Sources::deadline`).
+    pub fn sources_deadline(&self) -> Duration {
+        self.sources.deadline()
     }
 
     /// Bytes of response bodies held now (for the chaos benchmark and /metrics).
@@ -332,8 +364,8 @@ impl Engine {
         }
         let ctx = ParseContext {
             namespace: &key.namespace,
-            prometheus_address: self.settings.prometheus_address.as_deref(),
-            egress: Some(&self.settings.egress),
+            prometheus_address: self.sources.prometheus_address(),
+            egress: Some(self.sources.egress()),
         };
         let spec = spec::parse_in(ctx, &key.metadata()).inspect_err(|e| {
             self.rejected.remember(hash, e);
@@ -751,12 +783,13 @@ impl Engine {
     }
 
     /// Writes the planned deletion costs, every entry's at once, each bounded by the scrape
-    /// timeout; records what was acknowledged so a refused write is planned again.
+    /// source's deadline (the scrape timeout); records what was acknowledged so a refused write
+    /// is planned again.
     async fn write_deletion_costs(&self, writes: Vec<(Arc<Entry>, crate::deletion::Writes)>) {
         let Some(source) = self.sources.get(SourceKind::Scrape) else {
             return;
         };
-        let timeout = self.settings.scrape_timeout;
+        let timeout = source.deadline();
         let calls = writes.iter().map(|(entry, costs)| async move {
             let result =
                 tokio::time::timeout(timeout, source.set_deletion_costs(&entry.spec, costs))
@@ -873,6 +906,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::egress::EgressPolicy;
     use crate::score::{Context, Fleet};
     use crate::signals::{SignalReading, Source};
     use futures_util::future::BoxFuture;
@@ -968,19 +1002,21 @@ mod tests {
         }
     }
 
-    /// The tests' endpoints are on loopback, which the default egress policy refuses.
     fn test_settings() -> EngineSettings {
-        EngineSettings {
-            egress: EgressPolicy::loopback(),
-            ..EngineSettings::default()
-        }
+        EngineSettings::default()
+    }
+
+    /// No sources yet; the tests' endpoints are on loopback, which the default egress policy
+    /// refuses.
+    fn test_sources() -> Sources {
+        Sources::default().with_egress(EgressPolicy::loopback())
     }
 
     /// An engine whose scrape-kind objects read `scrape`, and nothing else.
     fn engine_on(settings: EngineSettings, scrape: &Arc<Scripted>) -> Arc<Engine> {
         Engine::with_sources(
             settings,
-            Sources::default().with(SourceKind::Scrape, scrape.clone()),
+            test_sources().with(SourceKind::Scrape, scrape.clone()),
         )
     }
 
@@ -1058,7 +1094,7 @@ mod tests {
         let prometheus = Scripted::new(by_name);
         let engine = Engine::with_sources(
             test_settings(),
-            Sources::default()
+            test_sources()
                 .with(SourceKind::Scrape, scrape.clone())
                 .with(SourceKind::Prometheus, prometheus.clone()),
         );
@@ -1080,7 +1116,7 @@ mod tests {
         let prometheus = Scripted::new(|_, _| queue(&[Some(10.0)]));
         let engine = Engine::with_sources(
             test_settings(),
-            Sources::default().with(SourceKind::Prometheus, prometheus.clone()),
+            test_sources().with(SourceKind::Prometheus, prometheus.clone()),
         );
         let entry = engine.entry(key("scraped")).unwrap();
         engine.sample(false).await;
@@ -1348,7 +1384,7 @@ mod tests {
                 entry_ttl: Duration::from_millis(50),
                 ..test_settings()
             },
-            Sources::default()
+            test_sources()
                 .with(SourceKind::Scrape, scrape.clone())
                 .with(SourceKind::Prometheus, prometheus.clone()),
         );
@@ -1399,7 +1435,13 @@ mod tests {
     #[test]
     fn an_endpoint_list_change_continues_the_smoothing_and_other_changes_start_afresh() {
         // The production scrape source decides what continues; nothing here does IO.
-        let engine = Engine::new(test_settings());
+        let engine = Engine::new(
+            test_settings(),
+            &SourceSettings {
+                egress: EgressPolicy::loopback(),
+                ..SourceSettings::default()
+            },
+        );
         let first = engine.entry(key("llm")).unwrap();
         engine.score(&first, &queue(&[Some(50.0)]), 1.0);
         assert_eq!(engine.current(&first).unwrap().desired, 10.0);

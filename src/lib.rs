@@ -46,13 +46,16 @@ pub mod score;
 pub mod server;
 /// The ExternalScaler gRPC service (thin: spec -> engine -> proto).
 pub mod service;
+/// How one setting is read from text in every layer: durations, bounded numbers, flags, paths.
+pub mod setting;
 /// Signal sources (all IO): Prometheus, direct scrape of replicas' /metrics, NVML.
 pub mod signals;
 /// The only parser of trigger metadata: `scalerMetadata` to a validated `ScalerSpec`.
 pub mod spec;
 /// Logging, the scaler's own /metrics and the /debug page.
 pub mod telemetry;
-/// Tenant and network text made safe for errors, logs and the debug page.
+/// Tenant and network text made safe for errors, logs and the debug page; URLs' credentials
+/// redacted.
 pub mod text;
 /// TLS and mTLS for the gRPC listener: certificate files reloaded on change, concurrent handshakes.
 pub mod tls;

@@ -37,6 +37,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     Client(#[from] crate::signals::client::ClientError),
+    #[error(transparent)]
+    Settings(#[from] crate::config::ConfigError),
 }
 
 /// A started scaler. Dropping it does not stop it; call `stop`.
@@ -74,8 +76,8 @@ struct HttpState {
 /// Binds both listeners and starts everything.
 pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
     // Checked before anything listens, so bad TLS files stop the start with the reason.
-    let tls = match &settings.tls.files {
-        Some(files) => Some(Arc::new(ReloadingConfig::load(files)?)),
+    let tls = match settings.tls.files()? {
+        Some(files) => Some(Arc::new(ReloadingConfig::load(&files)?)),
         None => None,
     };
     let grpc_listener = bind("gRPC", settings.grpc_addr).await?;
@@ -87,7 +89,7 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
         .local_addr()
         .expect("bound socket has an address");
 
-    let engine = Engine::try_new(settings.engine())?;
+    let engine = Engine::try_new(settings.engine.clone(), &settings.sources)?;
     // Every service the server registers (and describes for reflection) is measured.
     let descriptors = [
         crate::proto::FILE_DESCRIPTOR_SET,
@@ -154,8 +156,9 @@ pub async fn start(settings: &Settings) -> Result<Running, ServerError> {
     });
 
     // How tenant fetches leave the pod: with a proxy, the egress policy sees less.
-    let tenant_fetches = settings.egress.proxy_mode();
-    if settings.egress.use_proxy_env && !settings.egress.proxy.is_empty() {
+    let egress = &settings.sources.egress;
+    let tenant_fetches = egress.proxy_mode();
+    if egress.use_proxy_env && !egress.proxy.is_empty() {
         tracing::warn!(%tenant_fetches, "egress.use_proxy_env is on");
     }
     tracing::info!(%grpc_addr, grpc_tls, %http_addr, %tenant_fetches, "keda-gpu-scaler serving");
@@ -255,7 +258,7 @@ async fn watchdog(
     mut stop: watch::Receiver<bool>,
 ) {
     let settings = engine.settings().clone();
-    let round = settings.scrape_timeout.max(settings.prometheus_timeout);
+    let round = engine.sources_deadline();
     let limit = (settings.sample_interval + round) * 3;
     let mut ticker = tokio::time::interval(settings.sample_interval.min(Duration::from_secs(1)));
     let mut last: Option<bool> = None;
@@ -316,6 +319,8 @@ async fn ready(State(s): State<HttpState>) -> impl IntoResponse {
 mod tests {
     use super::*;
     use crate::engine::EngineSettings;
+    use crate::signals::prometheus::PrometheusConfig;
+    use crate::signals::SourceSettings;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
 
@@ -331,12 +336,20 @@ mod tests {
     /// Health follows the sampler: NOT_SERVING before the first round and again once rounds stop.
     #[tokio::test]
     async fn health_turns_not_serving_when_sampling_stalls() {
-        let engine = Engine::new(EngineSettings {
-            sample_interval: Duration::from_millis(100),
-            scrape_timeout: Duration::from_millis(50),
-            prometheus_timeout: Duration::from_millis(50),
-            ..EngineSettings::default()
-        });
+        let engine = Engine::new(
+            EngineSettings {
+                sample_interval: Duration::from_millis(100),
+                ..EngineSettings::default()
+            },
+            &SourceSettings {
+                scrape_timeout: Duration::from_millis(50),
+                prometheus: PrometheusConfig {
+                    timeout: Duration::from_millis(50),
+                    ..PrometheusConfig::default()
+                },
+                ..SourceSettings::default()
+            },
+        );
         let (reporter, service) = tonic_health::server::health_reporter();
         let (healthy_tx, healthy) = watch::channel(false);
         let (_stop_tx, stop) = watch::channel(false);
@@ -375,7 +388,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_http_routes_serve_and_the_debug_page_only_when_asked() {
-        let engine = Engine::new(crate::engine::EngineSettings::default());
+        let engine = Engine::new(EngineSettings::default(), &SourceSettings::default());
         let grpc = GrpcMetrics::new(&[crate::proto::FILE_DESCRIPTOR_SET]).unwrap();
         let metrics = Arc::new(Metrics::new(engine.clone(), &grpc));
         for debug_page in [false, true] {

@@ -40,6 +40,37 @@ pub fn bounded(text: &str, max: usize) -> String {
     out
 }
 
+/// `text` with the secret in any credentials it holds replaced by `REDACTED`: a URL's password
+/// (its user name kept, so the text still says who), or its user name when there is no password
+/// (a token, then); in text that does not parse as a URL with a host (`user:pass@host`), all
+/// before the last `@`. The one rule for URLs shown in errors, logs and `check-config`.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if url.has_host() => {
+            let changed = if url.password().is_some() {
+                url.set_password(Some("REDACTED")).is_ok()
+            } else if !url.username().is_empty() {
+                url.set_username("REDACTED").is_ok()
+            } else {
+                false
+            };
+            match changed {
+                // The parser adds a `/` to an empty path; the text shown keeps the original's.
+                true if !text.ends_with('/') => url.as_str().trim_end_matches('/').to_string(),
+                true => url.to_string(),
+                false => text.to_string(),
+            }
+        }
+        _ => match (text.find("//"), text.rfind('@')) {
+            (Some(start), Some(at)) if start < at => {
+                format!("{}//REDACTED@{}", &text[..start], &text[at + 1..])
+            }
+            (None, Some(at)) => format!("REDACTED@{}", &text[at + 1..]),
+            _ => text.to_string(),
+        },
+    }
+}
+
 /// Characters that could hide or reorder text in a terminal, a log viewer or `kubectl describe`:
 /// controls, and the invisible formatting characters of Unicode (bidirectional embeddings,
 /// overrides, isolates and marks; zero-width spaces and joiners; line and paragraph separators;
@@ -110,6 +141,29 @@ mod tests {
             out.ends_with(" more bytes)") && out.len() <= MAX_MESSAGE,
             "{out}"
         );
+    }
+
+    #[test]
+    fn credentials_in_urls_are_redacted_by_one_rule() {
+        let cases = [
+            (
+                "https://scaler:s3cret@prom.example:9090",
+                "https://scaler:REDACTED@prom.example:9090",
+            ),
+            (
+                "http://admin:hunter2@10.0.0.7:8000/metrics",
+                "http://admin:REDACTED@10.0.0.7:8000/metrics",
+            ),
+            ("http://token@prom/", "http://REDACTED@prom/"),
+            ("ftp://u:hunter2@proxy", "ftp://u:REDACTED@proxy"),
+            ("u:hunter2@proxy:3128", "REDACTED@proxy:3128"),
+            ("http//u:p@x", "http//REDACTED@x"),
+            ("http://prom:9090", "http://prom:9090"),
+            ("not a url", "not a url"),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(redact_url(text), shown, "{text}");
+        }
     }
 
     #[test]

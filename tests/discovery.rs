@@ -53,8 +53,10 @@ fn vllm(waiting: f64, kv: f64) -> String {
 
 async fn scaler(api: &KubeApi, namespaces: &[&str]) -> Running {
     let mut s = quick_settings();
-    s.kubernetes.kubeconfig = Some(api.kubeconfig.clone());
-    s.kubernetes.namespaces = namespaces.iter().map(|n| n.to_string()).collect();
+    s.sources.kubernetes.kubeconfig = Some(api.kubeconfig.clone());
+    // None: any namespace.
+    s.sources.kubernetes.namespaces =
+        (!namespaces.is_empty()).then(|| namespaces.iter().map(|n| n.to_string()).collect());
     start_scaler(&s).await
 }
 
@@ -383,8 +385,8 @@ async fn a_namespace_nobody_reads_any_more_is_no_longer_watched() {
         ),
     );
     let mut s = quick_settings();
-    s.kubernetes.kubeconfig = Some(api.kubeconfig.clone());
-    s.entry_ttl = Duration::from_secs(1);
+    s.sources.kubernetes.kubeconfig = Some(api.kubeconfig.clone());
+    s.engine.entry_ttl = Duration::from_secs(1);
     let running = start_scaler(&s).await;
     let mut c = client(&running).await;
     wait_for_value(

@@ -4,7 +4,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use keda_gpu_scaler::config::Settings;
 use keda_gpu_scaler::proto::GetMetricsRequest;
 use keda_gpu_scaler::signals::exposition::{self, Exposition};
 use keda_gpu_scaler::telemetry::grpc::HANDLING_BUCKETS;
@@ -273,11 +272,9 @@ async fn answers_from_the_cache_while_a_pod_hangs() {
     // A scrape of a hung pod lasts the whole scrape timeout; an answer that waited on one would
     // take that long, so half of it is a bound a loaded machine still meets.
     let scrape_timeout = Duration::from_secs(3);
-    let running = start_scaler(&Settings {
-        scrape_timeout,
-        ..settings(Duration::from_millis(200), Duration::from_secs(60))
-    })
-    .await;
+    let mut settings = settings(Duration::from_millis(200), Duration::from_secs(60));
+    settings.sources.scrape_timeout = scrape_timeout;
+    let running = start_scaler(&settings).await;
     let mut c = client(&running).await;
     let so = object(
         "hung",

@@ -87,7 +87,7 @@ async fn hostile_objects_with_black_holed_endpoints_leave_others_fresh_and_the_s
 #[tokio::test]
 async fn the_default_egress_policy_refuses_metadata_addresses_loopback_and_credentials() {
     let mut s = quick_settings();
-    s.egress = EgressPolicy::default();
+    s.sources.egress = EgressPolicy::default();
     s.debug_page = false;
     let running = start_scaler(&s).await;
     let mut c = client(&running).await;
@@ -383,7 +383,7 @@ async fn one_series_per_scaled_object_and_metric_whatever_the_entries() {
 async fn a_restart_never_reports_less_or_inactive_before_it_knows() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = quick_settings();
-    s.state_file = Some(dir.path().join("state.json"));
+    s.engine.state_file = Some(dir.path().join("state.json"));
     let endpoint = MetricsEndpoint::start("workload_queue_length 100\n").await;
     let so = object(
         "llm",
@@ -511,7 +511,7 @@ async fn many_small_hostile_objects_never_starve_healthy_ones() {
 async fn registration_churn_does_not_delay_healthy_samples() {
     // The default timings: 2 s sampling, 1 s scrape timeout.
     let mut s = settings(Duration::from_secs(2), Duration::from_secs(30));
-    s.scrape_timeout = Duration::from_secs(1);
+    s.sources.scrape_timeout = Duration::from_secs(1);
     let running = start_scaler(&s).await;
     wait_ready(&format!("http://{}", running.http_addr)).await;
     let mut c = client(&running).await;
@@ -576,9 +576,9 @@ async fn big_bodies_of_other_tenants_never_starve_a_small_one() {
     // The default proportions scaled down 4x: 12 tenants each serving a body just under the cap
     // hold more than the whole budget; a healthy object answering in 200 ms must still be read.
     let mut s = settings(Duration::from_secs(1), Duration::from_secs(30));
-    s.scrape_timeout = Duration::from_secs(1);
-    s.memory.body_budget_bytes = 8 << 20;
-    s.memory.max_body_bytes = 1 << 20;
+    s.sources.scrape_timeout = Duration::from_secs(1);
+    s.sources.memory.body_budget_bytes = 8 << 20;
+    s.sources.memory.max_body_bytes = 1 << 20;
     let running = start_scaler(&s).await;
     wait_ready(&format!("http://{}", running.http_addr)).await;
     let mut c = client(&running).await;

@@ -246,8 +246,8 @@ async fn presets_read_each_engines_metrics_through_prometheus() {
         .collect();
     let prom = Prometheus::start(&jobs);
     let mut s = settings(Duration::from_secs(1), Duration::from_secs(30));
-    s.prometheus.address = Some(prom.url.clone());
-    s.prometheus.timeout = Duration::from_millis(500);
+    s.sources.prometheus.address = Some(prom.url.clone());
+    s.sources.prometheus.timeout = Duration::from_millis(500);
     let running = start_scaler(&s).await;
     let objects: Vec<ScaledObjectRef> = engines
         .iter()

@@ -27,12 +27,12 @@ fn gpu<'a>(pod: &'a str, util: f64, used: f64, free: f64) -> GpuPod<'a> {
 
 async fn scaler(prom: &Prometheus, interval: Duration, staleness: Duration) -> Running {
     let mut s = settings(interval, staleness);
-    s.prometheus.address = Some(prom.url.clone());
-    s.prometheus.timeout = Duration::from_millis(500);
+    s.sources.prometheus.address = Some(prom.url.clone());
+    s.sources.prometheus.timeout = Duration::from_millis(500);
     // These tests build queries from hostile namespaces and full PromQL, which the default
     // egress policy refuses before any query (tests/isolation.rs checks that refusal).
-    s.egress.allow_cross_namespace = true;
-    s.egress.allow_custom_queries = true;
+    s.sources.egress.allow_cross_namespace = true;
+    s.sources.egress.allow_custom_queries = true;
     start_scaler(&s).await
 }
 

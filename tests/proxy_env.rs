@@ -33,10 +33,10 @@ fn a_scaler_under_proxy_variables_fetches_tenant_endpoints_directly() {
             // The operator's settings as `serve` loads them: this process's variables, the proxy
             // ones included, with egress.use_proxy_env left at its default.
             let loaded = keda_gpu_scaler::config::Settings::load(None, &[]).unwrap();
-            assert!(!loaded.egress.use_proxy_env);
+            assert!(!loaded.sources.egress.use_proxy_env);
             let mut settings = quick_settings();
-            settings.egress.use_proxy_env = loaded.egress.use_proxy_env;
-            settings.egress.proxy = loaded.egress.proxy;
+            settings.sources.egress.use_proxy_env = loaded.sources.egress.use_proxy_env;
+            settings.sources.egress.proxy = loaded.sources.egress.proxy;
             let running = start_scaler(&settings).await;
             let mut c = client(&running).await;
             let so = object(

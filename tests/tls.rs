@@ -22,10 +22,7 @@ const RELOAD: Duration = Duration::from_millis(100);
 
 fn tls_settings(dir: &TlsDir, client_auth: bool) -> Settings {
     Settings {
-        tls: TlsSettings {
-            files: Some(dir.files(client_auth)),
-            reload_interval: RELOAD,
-        },
+        tls: TlsSettings::on(dir.files(client_auth), RELOAD),
         ..settings(Duration::from_millis(200), Duration::from_secs(5))
     }
 }
@@ -257,9 +254,12 @@ async fn bad_tls_files_stop_the_start_naming_the_setting() {
         }
     };
     let with = |change: &dyn Fn(&mut keda_gpu_scaler::config::TlsFiles)| {
-        let mut s = tls_settings(&dir, true);
-        change(s.tls.files.as_mut().unwrap());
-        s
+        let mut files = dir.files(true);
+        change(&mut files);
+        Settings {
+            tls: TlsSettings::on(files, RELOAD),
+            ..tls_settings(&dir, true)
+        }
     };
     let missing = dir.cert_file.with_file_name("absent.crt");
     let not_pem = dir.cert_file.with_file_name("notes.txt");
@@ -490,7 +490,7 @@ async fn https_endpoints_are_read_with_the_configured_ca_bundle_and_refused_with
     let so = object("secure", &[("endpoints", &url), ("queueTarget", "10")]);
 
     let mut s = quick_settings();
-    s.egress.ca_file = Some(bundle);
+    s.sources.egress.ca_file = Some(bundle);
     let running = start(&s).await;
     let mut c = client(&running).await;
     c.get_metric_spec(so.clone()).await.unwrap();
@@ -512,7 +512,7 @@ async fn https_endpoints_are_read_with_the_configured_ca_bundle_and_refused_with
     let bad = dir.path().join("bad.pem");
     std::fs::write(&bad, "not a certificate").unwrap();
     let mut s = quick_settings();
-    s.egress.ca_file = Some(bad);
+    s.sources.egress.ca_file = Some(bad);
     let e = keda_gpu_scaler::server::start(&s).await.err().unwrap();
     assert!(e.to_string().contains("egress.ca_file"), "{e}");
 }

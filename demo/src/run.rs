@@ -69,13 +69,19 @@ pub async fn run_once(
     let settings = Settings {
         grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        sample_interval: Duration::from_secs(1),
-        scrape_timeout: Duration::from_millis(800),
-        max_staleness: Duration::from_secs(30),
-        // Superseded endpoint lists are dropped soon after the replica set changes.
-        entry_ttl: Duration::from_secs(20),
-        // Every replica and Prometheus run on this machine.
-        egress: keda_gpu_scaler::egress::EgressPolicy::loopback(),
+        engine: keda_gpu_scaler::engine::EngineSettings {
+            sample_interval: Duration::from_secs(1),
+            max_staleness: Duration::from_secs(30),
+            // Superseded endpoint lists are dropped soon after the replica set changes.
+            entry_ttl: Duration::from_secs(20),
+            ..Default::default()
+        },
+        sources: keda_gpu_scaler::signals::SourceSettings {
+            scrape_timeout: Duration::from_millis(800),
+            // Every replica and Prometheus run on this machine.
+            egress: keda_gpu_scaler::egress::EgressPolicy::loopback(),
+            ..Default::default()
+        },
         ..Settings::default()
     };
     // Started first and dropped last (killed, reaped, storage removed): after the replicas on a

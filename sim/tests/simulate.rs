@@ -254,7 +254,7 @@ async fn composite_decides_what_the_servers_engine_decides_on_the_same_readings(
     };
     let replayed = Arc::new(Replayed(Mutex::new(Readings::default())));
     let engine = Engine::with_sources(
-        Settings::default().engine(),
+        Settings::default().engine,
         Sources::default().with(SourceKind::Scrape, replayed.clone()),
     );
     let metadata = policy::composite_metadata(8, 5.0, 30, 1.0, &[])

@@ -21,6 +21,44 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// `[memory]`: the cap on one response body and the budget for all bodies held at once. The
+/// chart derives max_entries from these and its memory limit (docs/deploy.md).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryLimits {
+    /// Largest response body read from an endpoint or Prometheus.
+    #[serde(deserialize_with = "bytes")]
+    pub max_body_bytes: usize,
+    /// Bytes of bodies (and what is parsed from them) held at once, all sources together; at
+    /// least `max_body_bytes` (checked with the other settings that depend on each other).
+    #[serde(deserialize_with = "bytes")]
+    pub body_budget_bytes: usize,
+}
+
+impl Default for MemoryLimits {
+    fn default() -> Self {
+        MemoryLimits {
+            max_body_bytes: 4 << 20,
+            body_budget_bytes: 32 << 20,
+        }
+    }
+}
+
+impl MemoryLimits {
+    /// The budget every source reads bodies through.
+    pub fn budget(&self) -> BodyBudget {
+        BodyBudget::new(self.body_budget_bytes, self.max_body_bytes)
+    }
+}
+
+fn bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    crate::setting::number(
+        d,
+        1024..=(1 << 32),
+        "a number of bytes from 1024 to 4294967296",
+    )
+}
+
 /// Why a body was not read.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {

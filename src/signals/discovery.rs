@@ -28,13 +28,62 @@ pub const MAX_WATCHED_NAMESPACES: usize = 1000;
 /// How long a failure to build the Kubernetes client is remembered before trying again.
 const CLIENT_RETRY: Duration = Duration::from_secs(30);
 
-/// Discovery settings, from `Settings` (`[kubernetes]`).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// Discovery settings: the `[kubernetes]` section, where `service` triggers discover their pods.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DiscoverySettings {
-    /// Namespaces whose EndpointSlices may be watched; None: any (needs a ClusterRole).
+    /// Namespaces whose EndpointSlices may be watched, comma-separated; None (blank): any
+    /// (needs a ClusterRole).
+    #[serde(
+        serialize_with = "namespaces::write",
+        deserialize_with = "namespaces::read"
+    )]
     pub namespaces: Option<BTreeSet<String>>,
     /// A kubeconfig file to use; None: in-cluster configuration, else `KUBECONFIG`.
+    #[serde(
+        deserialize_with = "crate::setting::path",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// `kubernetes.namespaces` as the settings spell it: one comma-separated string.
+mod namespaces {
+    use std::collections::BTreeSet;
+
+    use crate::setting;
+
+    pub fn read<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<BTreeSet<String>>, D::Error> {
+        setting::parsed(
+            d,
+            "comma-separated namespace names (a-z, 0-9, '-'), or empty for any namespace",
+            |text| {
+                let names = setting::comma_items(text)
+                    .map(|ns| super::is_namespace(ns).then(|| ns.to_string()))
+                    .collect::<Option<BTreeSet<String>>>()?;
+                Some((!names.is_empty()).then_some(names))
+            },
+        )
+    }
+
+    pub fn write<S: serde::Serializer>(
+        names: &Option<BTreeSet<String>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        setting::comma_list(names.iter().flatten(), s)
+    }
+}
+
+/// A namespace name: a DNS label (a-z, 0-9, '-', at most 63 characters).
+fn is_namespace(ns: &str) -> bool {
+    ns.len() <= 63
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && ns.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && ns.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// Why a Service could not be resolved to endpoints.

@@ -18,15 +18,57 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
-use crate::engine::EngineSettings;
+use crate::egress::EgressPolicy;
 use crate::spec::{ScalerSpec, SourceSpec};
-use budget::BodyBudget;
+use budget::{BodyBudget, MemoryLimits};
 use client::ClientError;
-use discovery::DeletionCostError;
+use discovery::{DeletionCostError, DiscoverySettings};
 use nvml::NvmlSource;
-use prometheus::{PrometheusSettings, PrometheusSource};
+use prometheus::{PrometheusConfig, PrometheusSettings, PrometheusSource};
 use scrape::ScrapeSource;
+
+/// The sources' settings: `scrape_timeout` at the top level of the settings file, and the
+/// `[prometheus]`, `[kubernetes]`, `[egress]` and `[memory]` sections.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SourceSettings {
+    /// Timeout of each scrape of a pod's `/metrics` (connect included), and of each write of
+    /// pod deletion costs.
+    #[serde(
+        serialize_with = "crate::setting::duration_text",
+        deserialize_with = "scrape_timeout"
+    )]
+    pub scrape_timeout: Duration,
+    pub prometheus: PrometheusConfig,
+    /// Where `service` triggers find their pods.
+    pub kubernetes: DiscoverySettings,
+    /// Where tenants' URLs may point, and what they may read (see `crate::egress`).
+    pub egress: EgressPolicy,
+    /// Response body limits.
+    pub memory: MemoryLimits,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        SourceSettings {
+            scrape_timeout: Duration::from_secs(1),
+            prometheus: PrometheusConfig::default(),
+            kubernetes: DiscoverySettings::default(),
+            egress: EgressPolicy::default(),
+            memory: MemoryLimits::default(),
+        }
+    }
+}
+
+fn scrape_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    crate::setting::duration(
+        d,
+        Duration::from_millis(10)..=Duration::from_secs(60),
+        "a duration from 10ms to 60s, such as 1s",
+    )
+}
 
 /// One signal's readings at one sampling: a value per known pod (None: that pod gave nothing),
 /// and a note when something explains missing data (a series absent everywhere, say).
@@ -136,40 +178,66 @@ pub trait Source: Send + Sync {
     }
 }
 
-/// The sources an engine reads from, one per kind, injected at construction.
+/// The sources an engine reads from, one per kind, injected at construction, and what
+/// ScaledObjects may ask of them.
 #[derive(Clone, Default)]
 pub struct Sources {
     by_kind: BTreeMap<SourceKind, Arc<dyn Source>>,
     /// The body budget the sources read through, when they share one (for `/metrics`).
     budget: Option<BodyBudget>,
+    /// Where tenants' URLs may point: checked when a ScaledObject's metadata is parsed (and by
+    /// the real sources' clients on every address they connect to).
+    egress: EgressPolicy,
+    /// The server's Prometheus, for `source=prometheus` triggers that name none.
+    prometheus_address: Option<String>,
 }
 
 impl Sources {
-    /// The production sources, built from the engine's settings; they share one body budget.
+    /// The production sources, sampled every `sample_interval`; they share one body budget.
     /// Fails only when an HTTP client cannot be built (an unreadable `egress.ca_file`).
-    pub fn real(settings: &EngineSettings) -> Result<Sources, ClientError> {
+    pub fn real(
+        settings: &SourceSettings,
+        sample_interval: Duration,
+    ) -> Result<Sources, ClientError> {
         let egress = Arc::new(settings.egress.clone());
-        let budget = BodyBudget::new(settings.body_budget_bytes, settings.max_body_bytes);
+        let budget = settings.memory.budget();
         let scrape = ScrapeSource::new(
             client::build(settings.scrape_timeout, &egress)?,
             budget.clone(),
             settings.scrape_timeout,
         )
-        .with_discovery(settings.discovery.clone(), egress.clone());
+        .with_discovery(settings.kubernetes.clone(), egress.clone());
         let prometheus = PrometheusSource::new(
             PrometheusSettings {
-                timeout: settings.prometheus_timeout,
-                step_s: crate::engine::prometheus_step(settings.sample_interval),
+                timeout: settings.prometheus.timeout,
+                step_s: prometheus::step(sample_interval),
                 max_history: Duration::from_secs(3600),
             },
-            client::build(settings.prometheus_timeout, &egress)?,
+            client::build(settings.prometheus.timeout, &egress)?,
             budget.clone(),
         );
-        Ok(Sources::default()
+        let mut sources = Sources::default()
             .with(SourceKind::Scrape, Arc::new(scrape))
             .with(SourceKind::Prometheus, Arc::new(prometheus))
             .with(SourceKind::Nvml, Arc::new(NvmlSource::default()))
-            .with_budget(budget))
+            .with_budget(budget)
+            .with_egress(settings.egress.clone());
+        sources.prometheus_address = settings.prometheus.address.clone();
+        Ok(sources)
+    }
+
+    /// These sources, with ScaledObjects' URLs checked against `egress` when parsed.
+    pub fn with_egress(mut self, egress: EgressPolicy) -> Self {
+        self.egress = egress;
+        self
+    }
+
+    pub fn egress(&self) -> &EgressPolicy {
+        &self.egress
+    }
+
+    pub fn prometheus_address(&self) -> Option<&str> {
+        self.prometheus_address.as_deref()
     }
 
     /// These sources, with `source` serving `kind` (replacing any before it).
@@ -217,7 +285,7 @@ mod tests {
 
     #[test]
     fn every_source_a_scaled_object_can_name_has_a_production_source() {
-        let sources = Sources::real(&EngineSettings::default()).unwrap();
+        let sources = Sources::real(&SourceSettings::default(), Duration::from_secs(2)).unwrap();
         let cases = [
             (
                 vec![
@@ -252,12 +320,15 @@ mod tests {
 
     #[test]
     fn the_first_answer_waits_for_the_slowest_source() {
-        let settings = EngineSettings {
+        let settings = SourceSettings {
             scrape_timeout: Duration::from_millis(700),
-            prometheus_timeout: Duration::from_millis(1500),
-            ..EngineSettings::default()
+            prometheus: PrometheusConfig {
+                timeout: Duration::from_millis(1500),
+                ..Default::default()
+            },
+            ..SourceSettings::default()
         };
-        let sources = Sources::real(&settings).unwrap();
+        let sources = Sources::real(&settings, Duration::from_secs(2)).unwrap();
         assert_eq!(sources.deadline(), Duration::from_millis(1500));
         assert_eq!(Sources::default().deadline(), Duration::ZERO);
     }

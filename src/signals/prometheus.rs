@@ -22,6 +22,7 @@ use super::budget::{BodyBudget, BodyError, Share};
 use super::promql::{Labels, Template};
 use super::{Readings, SignalReading, Source};
 use crate::score::DemandModel;
+use crate::setting;
 use crate::spec::{PrometheusSpec, ScalerSpec, SourceSpec};
 
 /// History read back for a new ScaledObject, in multiples of its longest half-life: what is older
@@ -73,7 +74,60 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-/// Settings of the source, from `Settings`.
+/// The `[prometheus]` section: defaults for `source=prometheus` triggers.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Used by triggers without `prometheusAddress`; None: such triggers are rejected.
+    #[serde(
+        serialize_with = "setting::redacted_url",
+        deserialize_with = "address",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub address: Option<String>,
+    /// Timeout of each query (connect included).
+    #[serde(
+        serialize_with = "setting::duration_text",
+        deserialize_with = "timeout"
+    )]
+    pub timeout: Duration,
+}
+
+impl Default for PrometheusConfig {
+    fn default() -> Self {
+        PrometheusConfig {
+            address: None,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+fn address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    setting::parsed(
+        d,
+        "an http(s) URL such as http://prometheus-operated.monitoring.svc:9090, or empty for none",
+        |text| match text.trim() {
+            "" => Some(None),
+            url => setting::http_url(url).map(Some),
+        },
+    )
+}
+
+fn timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    setting::duration(
+        d,
+        Duration::from_millis(10)..=Duration::from_secs(60),
+        "a duration from 10ms to 60s, such as 2s",
+    )
+}
+
+/// The Prometheus evaluation grid for a sampling interval: the interval in whole seconds (the
+/// HTTP API takes range bounds in seconds), at least 1.
+pub fn step(sample_interval: Duration) -> i64 {
+    (sample_interval.as_secs_f64().round() as i64).max(1)
+}
+
+/// Settings of the source, from `PrometheusConfig` and the sampling interval.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PrometheusSettings {
     /// Timeout of each HTTP request to Prometheus (connect included).

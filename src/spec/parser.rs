@@ -91,7 +91,7 @@ impl<'a> Parser<'a> {
         match policy.check_url(url) {
             Ok(()) => true,
             Err(why) => {
-                let shown = validate::redact(shown);
+                let shown = crate::text::redact_url(shown);
                 self.problem(key, format!("'{shown}' {why}"));
                 false
             }

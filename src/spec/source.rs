@@ -6,7 +6,8 @@ use super::registry::{
     self, DEFAULT_NAMESPACE_LABEL, DEFAULT_POD_LABEL, DEFAULT_SERVICE_PATH, DELETION_COST_KEY,
     MAX_ENDPOINTS,
 };
-use super::validate::{self, is_dns_label, redact};
+use super::validate::{self, is_dns_label};
+use crate::text::redact_url as redact;
 
 impl Parser<'_> {
     pub(super) fn source(&mut self) -> Option<SourceSpec> {

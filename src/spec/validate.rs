@@ -97,7 +97,7 @@ pub(super) fn boolean(raw: &str) -> Result<bool, String> {
         "false" => Ok(false),
         _ => Err(format!(
             "'{}' is not accepted; expected true or false",
-            redact(raw)
+            crate::text::redact_url(raw)
         )),
     }
 }
@@ -157,26 +157,6 @@ pub(super) fn pod_selector(raw: &str) -> Result<PodMatch, String> {
         return Err(format!("'{raw}' is not accepted; expected a regular expression (RE2 syntax) for pod names, such as llm-server-.+"));
     }
     Ok(m)
-}
-
-/// A URL as it may be shown back: userinfo replaced, so a password never reaches an error.
-pub(super) fn redact(raw: &str) -> String {
-    match reqwest::Url::parse(raw) {
-        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
-            let _ = url.set_username("redacted");
-            let _ = url.set_password(None);
-            url.to_string()
-        }
-        Ok(_) => raw.to_string(),
-        // Not a URL, but it may still hold "user:password@".
-        Err(_) => match (raw.find("//"), raw.rfind('@')) {
-            (Some(start), Some(at)) if start < at => {
-                format!("{}//redacted@{}", &raw[..start], &raw[at + 1..])
-            }
-            (None, Some(at)) => format!("redacted@{}", &raw[at + 1..]),
-            _ => raw.to_string(),
-        },
-    }
 }
 
 pub(super) fn is_prometheus_name(s: &str) -> bool {

@@ -313,7 +313,7 @@ mod tests {
 
     fn metrics() -> (Metrics, Arc<GrpcMetrics>) {
         let grpc = Arc::new(GrpcMetrics::new(&[crate::proto::FILE_DESCRIPTOR_SET]).unwrap());
-        let engine = Engine::new(Default::default());
+        let engine = Engine::new(Default::default(), &Default::default());
         (Metrics::new(engine, &grpc), grpc)
     }
 

@@ -15,9 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keda_gpu_scaler::config::Settings;
+use keda_gpu_scaler::engine::EngineSettings;
 use keda_gpu_scaler::proto::external_scaler_client::ExternalScalerClient;
 use keda_gpu_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 use keda_gpu_scaler::server::{self, Running};
+use keda_gpu_scaler::signals::SourceSettings;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
@@ -26,11 +28,17 @@ pub fn settings(sample_interval: Duration, max_staleness: Duration) -> Settings 
     Settings {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
-        sample_interval,
-        scrape_timeout: Duration::from_millis(300),
-        max_staleness,
-        // Every endpoint in the tests runs on loopback, which the default policy refuses.
-        egress: keda_gpu_scaler::egress::EgressPolicy::loopback(),
+        engine: EngineSettings {
+            sample_interval,
+            max_staleness,
+            ..EngineSettings::default()
+        },
+        sources: SourceSettings {
+            scrape_timeout: Duration::from_millis(300),
+            // Every endpoint in the tests runs on loopback, which the default policy refuses.
+            egress: keda_gpu_scaler::egress::EgressPolicy::loopback(),
+            ..SourceSettings::default()
+        },
         debug_page: true,
         ..Settings::default()
     }

@@ -255,9 +255,12 @@ fn plan(args: &SimulateArgs) -> Result<Plan, SimError> {
         egress: EgressPolicy {
             allow_loopback: p.allow_loopback,
             ca_file: p.prometheus_ca_file.clone(),
+            // Refused like the scaler refuses it, when the simulator runs in a pod.
+            api_server: std::env::var(keda_gpu_scaler::config::API_SERVER_VAR)
+                .ok()
+                .and_then(|h| h.trim().parse().ok()),
             ..EgressPolicy::default()
-        }
-        .from_environment(),
+        },
         timeout: Duration::from_secs_f64(p.prometheus_timeout_s),
     })
 }

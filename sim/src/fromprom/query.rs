@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keda_gpu_scaler::egress::EgressPolicy;
-use keda_gpu_scaler::engine::EngineSettings;
-use keda_gpu_scaler::signals::budget::BodyBudget;
+use keda_gpu_scaler::signals::budget::MemoryLimits;
 use keda_gpu_scaler::signals::client;
 use keda_gpu_scaler::signals::prometheus::{PrometheusSettings, PrometheusSource, QueryError};
 
@@ -60,7 +59,6 @@ impl Prom {
         let egress = Arc::new(egress);
         let http = client::build(timeout, &egress)
             .map_err(|e| arg("--prometheus-ca-file", e.to_string()))?;
-        let defaults = EngineSettings::default();
         let source = PrometheusSource::new(
             PrometheusSettings {
                 timeout,
@@ -68,7 +66,7 @@ impl Prom {
                 max_history: Duration::ZERO,
             },
             http,
-            BodyBudget::new(defaults.body_budget_bytes, defaults.max_body_bytes),
+            MemoryLimits::default().budget(),
         );
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
