@@ -36,8 +36,6 @@ pub mod failsafe;
 pub(crate) mod fixtures;
 /// Metadata size limits checked before parsing, and refused maps remembered.
 pub mod intake;
-/// Engine presets: the metrics vLLM, SGLang, TGI, Triton and gpu-workload export for each signal.
-pub mod presets;
 /// Decisions kept across restarts in a small state file, so a restart never reports less.
 pub mod restore;
 /// Pure scoring math: EWMA, per-signal demand, composite, activation.
