@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
 use crate::engine::{Engine, EntryKey};
+use crate::signals::discovery::DiscoveryError;
 use crate::telemetry;
 
 #[derive(Parser, Debug)]
@@ -219,17 +220,14 @@ fn explain(args: &ExplainArgs) -> Result<()> {
             metadata,
         ))?;
         engine.sample(false).await;
-        if matches!(entry.spec.source, crate::spec::SourceSpec::Service(_))
-            && entry.state().starting.is_none()
-        {
+        if let crate::spec::SourceSpec::Service(svc) = &entry.spec.source {
             // The first round starts the namespace's EndpointSlice watch; read again once it
-            // has listed (bounded: 5 s at most).
+            // has listed (bounded: 5 s at most). Until then discovery answers `Syncing`, which
+            // reaches the notes as that error's own text.
+            let syncing = DiscoveryError::Syncing(svc.namespace.clone()).to_string();
             for _ in 0..50 {
                 let state = entry.state();
-                let listing = state
-                    .notes
-                    .iter()
-                    .any(|n| n.contains("waiting for the first"));
+                let listing = state.notes.iter().any(|n| n.contains(&syncing));
                 if state.starting.is_some() || !listing {
                     break; // Listed, or failed for a reason waiting will not fix.
                 }

@@ -16,11 +16,11 @@ pub mod proto {
 }
 
 /// `check`: ScaledObject manifests checked offline with the metadata parser.
-pub mod check;
+pub(crate) mod check;
 /// Command line: serve, check-config, explain, check.
 pub mod cli;
 /// The ExternalScaler's gRPC codec: metadata key counts checked on the wire, before decoding.
-pub mod codec;
+pub(crate) mod codec;
 /// Settings: defaults < file < environment < flags, validated once.
 pub mod config;
 /// Pod deletion costs on scale-down (`podDeletionCost`): ranking and pacing, pure.
@@ -30,16 +30,14 @@ pub mod egress;
 /// One entry per ScaledObject: sampling loop, cached decisions, staleness, pushes.
 pub mod engine;
 /// Untrustworthy numbers (infinite, overflowing) turned into the safe answer: maxReplicas.
-pub mod failsafe;
+pub(crate) mod failsafe;
 /// Metadata builders for the unit tests.
 #[cfg(test)]
 pub(crate) mod fixtures;
 /// Metadata size limits checked before parsing, and refused maps remembered.
-pub mod intake;
-/// Engine presets: the metrics vLLM, SGLang, TGI, Triton and gpu-workload export for each signal.
-pub mod presets;
+pub(crate) mod intake;
 /// Decisions kept across restarts in a small state file, so a restart never reports less.
-pub mod restore;
+pub(crate) mod restore;
 /// Pure scoring math: EWMA, per-signal demand, composite, activation.
 pub mod score;
 /// The running server: gRPC + HTTP listeners, sampler, health watchdog, shutdown.
@@ -56,6 +54,6 @@ pub mod spec;
 pub mod telemetry;
 /// Tenant and network text made safe for errors, logs and the debug page; URLs' credentials
 /// redacted.
-pub mod text;
+pub(crate) mod text;
 /// TLS and mTLS for the gRPC listener: certificate files reloaded on change, concurrent handshakes.
 pub mod tls;

@@ -16,7 +16,7 @@ use serde::Deserialize;
 /// Decode with unknown keys rejected both in these structs (deny_unknown_fields) and in the
 /// embedded k8s-openapi types (reported through serde_ignored).
 pub fn strict<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T> {
-    super::decode_strict(value)
+    crate::decode::decode_strict(value)
 }
 
 #[derive(Deserialize)]

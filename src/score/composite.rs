@@ -327,99 +327,176 @@ impl Scorer {
     }
 
     /// Scores one sampling with what the source knows besides the readings.
+    ///
+    /// The phases run in this order because each reads what the one before decided: the load
+    /// first (the latency signal is bounded by it), then each signal's smoothed vote, then SLO
+    /// mode's planner and the seasonal floor (both may only raise the composite), and activation
+    /// last, on the composite they leave.
     pub fn observe(&mut self, t: f64, readings: &[Vec<Option<f64>>], ctx: &Context) -> Decision {
-        let pods = |i: usize| readings.get(i).map(Vec::as_slice).unwrap_or(&[]);
-        let total = |signals: &[SignalRule], name: &str| {
-            let i = signals.iter().position(|r| r.name == name)?;
-            let d = demand(DemandModel::Quantity, 1.0, pods(i));
-            d.value.filter(|v| v.is_finite())
-        };
-        let inflight = total(&self.config.signals, INFLIGHT);
-        let queued = total(&self.config.signals, QUEUE);
+        let load = self.read_load(t, readings, ctx);
+        let (mut demands, busy) = self.load_demands(readings, &load);
+        self.bound_latency(readings, &load, busy, &mut demands);
+        let (signals, mut composite) = self.smooth(t, demands);
+        let objective = self.plan_objective(t, readings, ctx, &load, &mut composite);
+        let forecast_floor = self.apply_forecast(t, &mut composite);
+        self.update_activation(t, &composite);
+        let (desired, clamped) = clamp(composite.smoothed, self.config.limits);
+        self.last_desired = desired;
+        Decision {
+            at: t,
+            desired,
+            composite_raw: composite.raw,
+            composite_smoothed: composite.smoothed,
+            active: self.active,
+            limiting: composite.limiting,
+            clamped,
+            has_data: composite.has_data,
+            signals,
+            capacity: CapacityView {
+                service_s: load.service_s,
+                completions_per_s: ctx.completions_per_s,
+                inflight: load.inflight,
+                queued: load.queued,
+                busy_replicas: busy,
+                fleet: ctx.fleet,
+            },
+            forecast_floor,
+            objective,
+        }
+    }
+
+    /// Requests in service and waiting, the service time they imply, and the replicas on their
+    /// way: what the capacity model, the latency bound and the planner all read, so it is read
+    /// once. Learning the service time is the one side effect (it averages over a window).
+    fn read_load(&mut self, t: f64, readings: &[Vec<Option<f64>>], ctx: &Context) -> Load {
+        let inflight = total(&self.config.signals, readings, INFLIGHT);
+        let queued = total(&self.config.signals, readings, QUEUE);
         let service_s = self.service_time(t, inflight, ctx.completions_per_s);
-        let cfg = &self.config;
         // Replicas on their way: what a discovery source counts, else what this scorer last
         // asked for beyond the pods that report (the HPA may not have followed, so this can
         // only overcount starting pods for a step or two).
-        let reporting = cfg
+        let reporting = self
+            .config
             .signals
             .iter()
             .enumerate()
             .filter(|(_, r)| matches!(r.model, DemandModel::Utilisation | DemandModel::Quantity))
-            .map(|(i, _)| pods(i).iter().filter(|v| v.is_some()).count())
+            .map(|(i, _)| pods(readings, i).iter().filter(|v| v.is_some()).count())
             .max()
             .unwrap_or(0) as f64;
         let starting = ctx.fleet.starting.map_or_else(
             || (self.last_desired.ceil() - reporting).max(0.0),
             f64::from,
         );
+        Load {
+            inflight,
+            queued,
+            service_s,
+            starting,
+        }
+    }
 
-        // First every signal but latency; the latency signal is bounded by what these say.
-        let capacity = (inflight, service_s, cfg.capacity.concurrency_per_replica);
-        let signal_demand = |rule: &SignalRule, pods: &[Option<f64>]| match rule.model {
+    /// What one signal's readings ask for, latency aside (it is bounded by these, so it is
+    /// computed after them, in `bound_latency`).
+    fn signal_demand(&self, rule: &SignalRule, pods: &[Option<f64>], load: &Load) -> Demand {
+        let capacity = &self.config.capacity;
+        match rule.model {
             DemandModel::Latency => Demand::default(),
-            DemandModel::Backlog => {
-                demand_with(rule.model, rule.target, pods, |q| match capacity {
-                    (Some(n), Some(s), Some(c)) => backlog_demand(q, n, s, c, cfg.capacity.drain_s),
+            DemandModel::Backlog => demand_with(rule.model, rule.target, pods, |q| {
+                match (
+                    load.inflight,
+                    load.service_s,
+                    capacity.concurrency_per_replica,
+                ) {
+                    (Some(n), Some(s), Some(c)) => backlog_demand(q, n, s, c, capacity.drain_s),
                     // Without a service time the backlog can only be read as waiting requests
                     // per replica.
                     _ => q / rule.target,
-                })
-            }
+                }
+            }),
             _ => demand(rule.model, rule.target, pods),
-        };
-        let mut demands: Vec<Demand> = Vec::with_capacity(cfg.signals.len());
+        }
+    }
+
+    /// Every signal's demand but latency's, and the load evidence: the most replicas the
+    /// requests in service keep busy by any utilisation or quantity signal (None: none had a
+    /// finite reading).
+    fn load_demands(
+        &self,
+        readings: &[Vec<Option<f64>>],
+        load: &Load,
+    ) -> (Vec<Demand>, Option<f64>) {
+        let signals = &self.config.signals;
+        let mut demands: Vec<Demand> = Vec::with_capacity(signals.len());
         let mut busy: Option<f64> = None;
-        for (i, rule) in cfg.signals.iter().enumerate() {
-            let d = signal_demand(rule, pods(i));
+        for (i, rule) in signals.iter().enumerate() {
+            let d = self.signal_demand(rule, pods(readings, i), load);
             if matches!(rule.model, DemandModel::Utilisation | DemandModel::Quantity) {
                 // Load evidence: the replicas the requests in service keep busy, counting only
                 // what the reporting pods carry (no missing-pod floor) and not the backlog, which
                 // its own signal drains.
-                let reported: Vec<Option<f64>> = pods(i)
+                let reported: Vec<Option<f64>> = pods(readings, i)
                     .iter()
                     .filter(|v| v.is_some_and(|x| !x.is_nan()))
                     .copied()
                     .collect();
-                if let Some(load) = signal_demand(rule, &reported).raw.filter(|l| l.is_finite()) {
-                    busy = Some(busy.map_or(load, |b: f64| b.max(load)));
+                let carried = self.signal_demand(rule, &reported, load).raw;
+                if let Some(carried) = carried.filter(|l| l.is_finite()) {
+                    busy = Some(busy.map_or(carried, |b: f64| b.max(carried)));
                 }
             }
             demands.push(d);
         }
-        for (i, rule) in cfg.signals.iter().enumerate() {
-            if rule.model == DemandModel::Latency {
-                let d = demand(rule.model, rule.target, pods(i));
-                // With nothing waiting, more replicas cannot shorten anyone's wait: a latency
-                // above target then comes from the requests themselves (long prompts) or from a
-                // window that still remembers a backlog already drained.
-                let waiting = queued.is_none_or(|q| q > 0.0);
-                // When the backlog model sees the queue and knows the service time, the wait is
-                // already counted there; voting again on the same requests would ask for them
-                // twice (it did, 3 to 5 times the replicas a burst needed). Latency then only
-                // guards the cases the model cannot see.
-                // While replicas are starting and the backlog model sees the queue and knows
-                // the service time, the waiting requests are already counted there, and capacity
-                // for them is on its way: voting again on them asked for 3 to 5 times what
-                // bursts needed. Otherwise (nothing starting, or the model blind) the latency
-                // guards: a wait above target with nothing on its way asks for more.
-                let modelled = queued.is_some() && service_s.is_some() && capacity.2.is_some();
-                let busy = if waiting && !(modelled && starting > 0.0) {
-                    busy.unwrap_or(0.0)
-                } else {
-                    0.0
-                };
-                demands[i] = Demand {
-                    raw: d.value.map(|v| latency_demand(v, rule.target, busy)),
-                    ..d
-                };
-            }
-        }
+        (demands, busy)
+    }
 
+    /// The latency signals' demands: a latency above target asks for up to twice the `busy`
+    /// replicas, and only when more replicas could shorten the wait.
+    fn bound_latency(
+        &self,
+        readings: &[Vec<Option<f64>>],
+        load: &Load,
+        busy: Option<f64>,
+        demands: &mut [Demand],
+    ) {
+        let cfg = &self.config;
+        for (i, rule) in cfg.signals.iter().enumerate() {
+            if rule.model != DemandModel::Latency {
+                continue;
+            }
+            let d = demand(rule.model, rule.target, pods(readings, i));
+            // With nothing waiting, more replicas cannot shorten anyone's wait: a latency
+            // above target then comes from the requests themselves (long prompts) or from a
+            // window that still remembers a backlog already drained.
+            let waiting = load.queued.is_none_or(|q| q > 0.0);
+            // While replicas are starting and the backlog model sees the queue and knows the
+            // service time, the waiting requests are already counted there, and capacity for
+            // them is on its way: voting again on them asked for 3 to 5 times what bursts
+            // needed. Otherwise (nothing starting, or the model blind) the latency guards: a
+            // wait above target with nothing on its way asks for more.
+            let modelled = load.queued.is_some()
+                && load.service_s.is_some()
+                && cfg.capacity.concurrency_per_replica.is_some();
+            let busy = if waiting && !(modelled && load.starting > 0.0) {
+                busy.unwrap_or(0.0)
+            } else {
+                0.0
+            };
+            demands[i] = Demand {
+                raw: d.value.map(|v| latency_demand(v, rule.target, busy)),
+                ..d
+            };
+        }
+    }
+
+    /// Each signal's demand through its EWMA, and the composite: the largest smoothed vote,
+    /// named after its signal. A signal no pod reported shows its old average but does not vote.
+    fn smooth(&mut self, t: f64, demands: Vec<Demand>) -> (Vec<SignalDecision>, Composite) {
+        let cfg = &self.config;
+        let max = cfg.limits.max_replicas;
         let mut signals = Vec::with_capacity(cfg.signals.len());
         let mut composite_raw: Option<f64> = None;
         let mut best: Option<(f64, usize)> = None;
-        let max = cfg.limits.max_replicas;
         for (i, (rule, mut d)) in cfg.signals.iter().zip(demands).enumerate() {
             if !rule.asks {
                 d.raw = None;
@@ -455,122 +532,127 @@ impl Scorer {
                 overflow,
             });
         }
+        let composite = Composite {
+            raw: composite_raw.unwrap_or(0.0),
+            smoothed: best.map_or(0.0, |(v, _)| v),
+            limiting: best.map(|(_, i)| cfg.signals[i].name.clone()),
+            has_data: best.is_some(),
+        };
+        (signals, composite)
+    }
 
-        let mut has_data = best.is_some();
-        let mut composite_smoothed = best.map_or(0.0, |(v, _)| v);
-        let mut composite_raw = composite_raw.unwrap_or(0.0);
-        let mut limiting = best.map(|(_, i)| cfg.signals[i].name.clone());
-        let mut objective = None;
-        if let Some(planner) = &mut self.planner {
-            let latency = cfg
-                .signals
-                .iter()
-                .position(|r| r.model == DemandModel::Latency)
-                .and_then(|i| demand(DemandModel::Latency, 1.0, pods(i)).value)
-                .filter(|v| v.is_finite());
-            let reporting_inflight = cfg
-                .signals
-                .iter()
-                .position(|r| r.name == INFLIGHT)
-                .map_or(0, |i| pods(i).iter().filter(|v| v.is_some()).count());
-            let view = planner.observe(
-                t,
-                &ObjectiveInput {
-                    inflight,
-                    queued,
-                    reporting: reporting_inflight,
-                    ttft_s: latency,
-                    cold_start_s: ctx.cold_start_s,
-                    service_s,
-                    completions_per_s: ctx.completions_per_s,
-                },
-            );
-            // Until the window holds enough samples, the planner's answer is floored by what
-            // target mode would ask at this instant: the requests in the system over what one
-            // replica holds (fail safe: too little data never asks for less).
-            let fallback = view
-                .in_system
-                .filter(|_| !view.trusted)
-                .map(|n| n / view.fallback_concurrency);
-            let asked = match (view.desired, fallback) {
-                (Some(d), Some(f)) => Some(d.max(f)),
-                (d, f) => d.or(f),
+    /// SLO mode: the planner's answer raises the composite (never lowers it) and, where it
+    /// decides, is named `objective`. None in target mode.
+    fn plan_objective(
+        &mut self,
+        t: f64,
+        readings: &[Vec<Option<f64>>],
+        ctx: &Context,
+        load: &Load,
+        composite: &mut Composite,
+    ) -> Option<ObjectiveView> {
+        let cfg = &self.config;
+        let planner = self.planner.as_mut()?;
+        let latency = cfg
+            .signals
+            .iter()
+            .position(|r| r.model == DemandModel::Latency)
+            .and_then(|i| demand(DemandModel::Latency, 1.0, pods(readings, i)).value)
+            .filter(|v| v.is_finite());
+        let reporting_inflight = cfg
+            .signals
+            .iter()
+            .position(|r| r.name == INFLIGHT)
+            .map_or(0, |i| {
+                pods(readings, i).iter().filter(|v| v.is_some()).count()
+            });
+        let view = planner.observe(
+            t,
+            &ObjectiveInput {
+                inflight: load.inflight,
+                queued: load.queued,
+                reporting: reporting_inflight,
+                ttft_s: latency,
+                cold_start_s: ctx.cold_start_s,
+                service_s: load.service_s,
+                completions_per_s: ctx.completions_per_s,
+            },
+        );
+        // Until the window holds enough samples, the planner's answer is floored by what
+        // target mode would ask at this instant: the requests in the system over what one
+        // replica holds (fail safe: too little data never asks for less).
+        let fallback = view
+            .in_system
+            .filter(|_| !view.trusted)
+            .map(|n| n / view.fallback_concurrency);
+        let asked = match (view.desired, fallback) {
+            (Some(d), Some(f)) => Some(d.max(f)),
+            (d, f) => d.or(f),
+        };
+        if let Some(asked) = asked {
+            // Not finite: the most the object may have, never 0.
+            let asked = if asked.is_finite() {
+                asked
+            } else {
+                cfg.limits.max_replicas
             };
-            if let Some(asked) = asked {
-                // Not finite: the most the object may have, never 0.
-                let asked = if asked.is_finite() {
-                    asked
-                } else {
-                    cfg.limits.max_replicas
-                };
-                has_data = true;
-                composite_raw = composite_raw.max(asked);
-                if asked >= composite_smoothed {
-                    composite_smoothed = asked;
-                    limiting = Some("objective".into());
-                }
+            composite.has_data = true;
+            composite.raw = composite.raw.max(asked);
+            if asked >= composite.smoothed {
+                composite.smoothed = asked;
+                composite.limiting = Some("objective".into());
             }
-            objective = Some(view);
         }
+        Some(view)
+    }
+
+    /// The seasonal floor, when one is configured: it raises the composite (named `forecast`)
+    /// to what last season needed now. Returns the floor for the breakdown.
+    fn apply_forecast(&mut self, t: f64, composite: &mut Composite) -> Option<f64> {
+        let max = self.config.limits.max_replicas;
+        let seasonal = self.seasonal.as_mut()?;
         // The floor reads last season's demand, so it is recorded before the floor is applied
         // (a floor that fed itself would never come down).
-        let mut forecast_floor = None;
-        if let Some(seasonal) = &mut self.seasonal {
-            if has_data {
-                seasonal.record(t, composite_raw.min(cfg.limits.max_replicas));
-            }
-            forecast_floor = seasonal.floor(t);
-            if let Some(floor) = forecast_floor.filter(|f| *f > composite_smoothed) {
-                composite_smoothed = floor;
-                limiting = Some("forecast".into());
-            }
+        if composite.has_data {
+            seasonal.record(t, composite.raw.min(max));
         }
-        if has_data {
-            let a = cfg.activation;
-            if composite_raw >= a.deactivate_below {
-                self.quiet_since = None;
-            } else if self.quiet_since.is_none() {
-                self.quiet_since = Some(t);
-            }
-            // Quiet for a whole down half-life: the smoothed tail of the last burst (which a long
-            // half-life keeps above the threshold for many half-lives) is no reason to stay
-            // active; KEDA's cooldownPeriod then still waits before 1 -> 0.
-            let quiet_long = self
-                .quiet_since
-                .is_some_and(|q| t - q >= cfg.smoothing.down_half_life_s);
-            if !self.active
-                && (composite_raw > a.activate_above || composite_smoothed > a.activate_above)
-            {
-                self.active = true;
-            } else if self.active
-                && composite_raw < a.deactivate_below
-                && (composite_smoothed < a.deactivate_below || quiet_long)
-            {
-                self.active = false;
-            }
+        let floor = seasonal.floor(t);
+        if let Some(floor) = floor.filter(|f| *f > composite.smoothed) {
+            composite.smoothed = floor;
+            composite.limiting = Some("forecast".into());
         }
-        let (desired, clamped) = clamp(composite_smoothed, cfg.limits);
-        self.last_desired = desired;
-        Decision {
-            at: t,
-            desired,
-            composite_raw,
-            composite_smoothed,
-            active: self.active,
-            limiting,
-            clamped,
-            has_data,
-            signals,
-            capacity: CapacityView {
-                service_s,
-                completions_per_s: ctx.completions_per_s,
-                inflight,
-                queued,
-                busy_replicas: busy,
-                fleet: ctx.fleet,
-            },
-            forecast_floor,
-            objective,
+        floor
+    }
+
+    /// IsActive with hysteresis: on above `activate_above` (raw or smoothed), off only when the
+    /// raw composite is below `deactivate_below` and the smoothed one is too, or has been quiet
+    /// for a down half-life. A step without data changes nothing (missing data never flaps).
+    fn update_activation(&mut self, t: f64, composite: &Composite) {
+        if !composite.has_data {
+            return;
+        }
+        let cfg = &self.config;
+        let a = cfg.activation;
+        if composite.raw >= a.deactivate_below {
+            self.quiet_since = None;
+        } else if self.quiet_since.is_none() {
+            self.quiet_since = Some(t);
+        }
+        // Quiet for a whole down half-life: the smoothed tail of the last burst (which a long
+        // half-life keeps above the threshold for many half-lives) is no reason to stay
+        // active; KEDA's cooldownPeriod then still waits before 1 -> 0.
+        let quiet_long = self
+            .quiet_since
+            .is_some_and(|q| t - q >= cfg.smoothing.down_half_life_s);
+        if !self.active
+            && (composite.raw > a.activate_above || composite.smoothed > a.activate_above)
+        {
+            self.active = true;
+        } else if self.active
+            && composite.raw < a.deactivate_below
+            && (composite.smoothed < a.deactivate_below || quiet_long)
+        {
+            self.active = false;
         }
     }
 
@@ -607,6 +689,40 @@ impl Scorer {
         }
         self.service_s
     }
+}
+
+/// What one step's readings say about load (`Scorer::read_load`).
+struct Load {
+    /// Requests in service and waiting, all pods together (None: no such signal, or not finite).
+    inflight: Option<f64>,
+    queued: Option<f64>,
+    /// Mean service time, seconds (`Scorer::service_time`).
+    service_s: Option<f64>,
+    /// Replicas on their way.
+    starting: f64,
+}
+
+/// The composite as the phases of `Scorer::observe` leave it.
+struct Composite {
+    /// The largest raw demand (0 without data).
+    raw: f64,
+    /// The largest smoothed demand, before clamping (0 without data).
+    smoothed: f64,
+    /// What set `smoothed`: a signal's name, `objective` or `forecast`.
+    limiting: Option<String>,
+    has_data: bool,
+}
+
+/// The per-pod readings of signal `i`; none when the source sent fewer lists than rules.
+fn pods(readings: &[Vec<Option<f64>>], i: usize) -> &[Option<f64>] {
+    readings.get(i).map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// The sum over pods of the signal called `name`, when the object has one and the sum is finite.
+fn total(signals: &[SignalRule], readings: &[Vec<Option<f64>>], name: &str) -> Option<f64> {
+    let i = signals.iter().position(|r| r.name == name)?;
+    let d = demand(DemandModel::Quantity, 1.0, pods(readings, i));
+    d.value.filter(|v| v.is_finite())
 }
 
 /// Names of the built-in signals the capacity model reads.

@@ -1,15 +1,17 @@
 //! Pure scoring: smoothing, per-signal demand, the composite and activation. No IO, no async, no
 //! clocks (time is an argument), so the server, the simulator and the tests run the same code.
 
-pub mod composite;
-pub mod ewma;
-pub mod forecast;
-pub mod objective;
+// The submodules are the crate's; what other crates use is re-exported below (the types of every
+// public signature among it).
+pub(crate) mod composite;
+pub(crate) mod ewma;
+pub(crate) mod forecast;
+pub(crate) mod objective;
 
 pub use composite::{
     backlog_demand, demand, latency_demand, Activation, Capacity, CapacityView, Context, Decision,
     Demand, DemandModel, Fleet, Limits, Scorer, ScorerConfig, SignalDecision, SignalRule,
 };
-pub use ewma::{Ewma, Smoothing};
+pub use ewma::{Ewma, Observed, Smoothing};
 pub use forecast::{ForecastConfig, Seasonal};
-pub use objective::{ObjectiveConfig, ObjectiveView, Planner, ReadyTimer};
+pub use objective::{ObjectiveConfig, ObjectiveInput, ObjectiveView, Planner, ReadyTimer};

@@ -2,18 +2,19 @@
 //! no key names one, and how their target is checked. Adding a built-in signal is adding a row;
 //! the key registry, the parser and its messages all read this table.
 
-use crate::presets::PresetMetrics;
+use super::presets::{
+    PresetMetrics, WORKLOAD_INFLIGHT_METRIC, WORKLOAD_LATENCY_METRIC, WORKLOAD_QUEUE_METRIC,
+};
 use crate::score::DemandModel;
 
 pub const DEFAULT_GPU_UTIL_METRICS: &[&str] = &[
     "workload_accelerator_utilization_percent",
     "DCGM_FI_DEV_GPU_UTIL",
 ];
-pub const DEFAULT_QUEUE_METRIC: &str = "workload_queue_length";
-pub const DEFAULT_INFLIGHT_METRIC: &str = "workload_inflight_requests";
-/// Queue wait, not request duration: the latency signal must read a latency more replicas can
-/// lower (a long request stays long on an idle replica; its wait for a slot does not).
-pub const DEFAULT_LATENCY_METRIC: &str = "workload_queue_wait_seconds";
+/// With no preset and no key naming a series, the signals read what gpu-workload exports.
+pub const DEFAULT_QUEUE_METRIC: &str = WORKLOAD_QUEUE_METRIC;
+pub const DEFAULT_INFLIGHT_METRIC: &str = WORKLOAD_INFLIGHT_METRIC;
+pub const DEFAULT_LATENCY_METRIC: &str = WORKLOAD_LATENCY_METRIC;
 /// GPU memory with no `gpuMemory*Metric` key: the workload's used/total pair, else
 /// dcgm-exporter's used/free pair (it reports no total).
 pub const DEFAULT_GPU_MEMORY_USED_TOTAL: (&str, &str) = (
@@ -235,7 +236,7 @@ pub fn target_keys(pick: impl Fn(&Builtin) -> bool) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::presets::Preset;
+    use crate::spec::presets::Preset;
 
     #[test]
     fn names_and_keys_are_unique_and_every_preset_names_each_series() {

@@ -6,12 +6,15 @@
 //! - `model`: what a parsed trigger is (`ScalerSpec`, `SourceSpec`, `SignalSpec`...) and the error;
 //! - `registry`: which keys exist and where they apply, `<key>FromEnv`, did-you-mean hints;
 //! - `builtin`: the built-in signals, one table row each;
+//! - `presets`: which metrics each serving engine exports (data; `builtin` reads it, never the
+//!   other way);
 //! - `parser`, `source`, `signals`: metadata to spec;
 //! - `validate`: pure checks of one value.
 
 mod builtin;
 mod model;
 mod parser;
+pub mod presets;
 mod registry;
 mod signals;
 mod source;

@@ -5,9 +5,9 @@ use super::builtin::{self, Builtin, Defaults, Metric, Series, BUILTINS};
 use super::builtin::{DEFAULT_GPU_MEMORY_USED_FREE, DEFAULT_GPU_MEMORY_USED_TOTAL};
 use super::model::{MemoryMetrics, MetricSource, SignalSpec};
 use super::parser::Parser;
+use super::presets::{self, Preset};
 use super::registry;
 use super::validate::{self, is_extra_name};
-use crate::presets::{self, Preset};
 use crate::score::DemandModel;
 
 /// The built-in signals SLO mode's planner reads: requests in service and waiting, and the time

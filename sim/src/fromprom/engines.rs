@@ -151,7 +151,7 @@ pub fn name_of(metric: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keda_gpu_scaler::presets::Preset;
+    use keda_gpu_scaler::spec::presets::Preset;
 
     #[test]
     fn every_engine_has_a_completion_counter_and_the_presets_running_gauge() {

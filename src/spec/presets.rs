@@ -1,11 +1,18 @@
 //! Engine presets: which metrics of a serving engine feed queue, in-flight, latency and KV-cache.
 //!
-//! Pure data, read by the spec parser only. Every name was checked against the engine's own source
+//! Pure data, read by the spec parser only, and depending on nothing in it (the built-in signals'
+//! defaults are the gpu-workload names defined here). Every name was checked against the engine's own source
 //! or documentation (docs/presets.md lists the versions); where an engine renamed a metric, the
 //! current name comes first and the previous one after it, and a pod is read from the first one
 //! it exposes. Explicit `*Metric` / `*Query` keys override any one of these.
 
-use crate::spec::{DEFAULT_INFLIGHT_METRIC, DEFAULT_LATENCY_METRIC, DEFAULT_QUEUE_METRIC};
+/// What the gpu-workload crate exports, which is also what the built-in signals read when
+/// neither a preset nor a key names a series (`spec::DEFAULT_*_METRIC`).
+pub const WORKLOAD_QUEUE_METRIC: &str = "workload_queue_length";
+pub const WORKLOAD_INFLIGHT_METRIC: &str = "workload_inflight_requests";
+/// Queue wait, not request duration: the latency signal must read a latency more replicas can
+/// lower (a long request stays long on an idle replica; its wait for a slot does not).
+pub const WORKLOAD_LATENCY_METRIC: &str = "workload_queue_wait_seconds";
 
 /// A serving engine whose metrics the scaler knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -116,9 +123,9 @@ impl Preset {
             },
             // The workload crate's own metrics: the names the scaler reads with no preset.
             Preset::GpuWorkload => &PresetMetrics {
-                queue: &[DEFAULT_QUEUE_METRIC],
-                inflight: &[DEFAULT_INFLIGHT_METRIC],
-                latency: Some(DEFAULT_LATENCY_METRIC),
+                queue: &[WORKLOAD_QUEUE_METRIC],
+                inflight: &[WORKLOAD_INFLIGHT_METRIC],
+                latency: Some(WORKLOAD_LATENCY_METRIC),
                 kv_cache: &[],
                 kv_cache_missing: "gpu-workload has no KV cache",
             },
