@@ -51,6 +51,10 @@ fn main() -> Result<()> {
                 args.out.join(format!("demo-{}.json", s.policy)).display(),
                 args.out.join(format!("demo-{}.svg", s.policy)).display()
             );
+            if args.fidelity {
+                let p = keda_gpu_demo::replay_runs(std::slice::from_ref(&*s), &args.out)?;
+                print_fidelity(&p, &args.out);
+            }
             if s.children_left > 0 {
                 bail!(
                     "{} replica processes were still present after the run",
@@ -65,10 +69,31 @@ fn main() -> Result<()> {
                 args.out.join("compare.json").display(),
                 args.out.join("compare.svg").display()
             );
+            if args.fidelity {
+                let p = keda_gpu_demo::replay_runs(&c.runs, &args.out)?;
+                print_fidelity(&p, &args.out);
+            }
             if c.runs.iter().any(|r| r.children_left > 0) {
                 bail!("replica processes were still present after the run");
             }
         }
+        Outcome::Fidelity(p) => {
+            let dir = args.fidelity_from.as_deref().unwrap_or(&args.out);
+            print_fidelity(&p, dir);
+        }
     }
     Ok(())
+}
+
+fn print_fidelity(p: &[keda_gpu_demo::fidelity::Prediction], dir: &std::path::Path) {
+    println!(
+        "\nthe simulator's prediction of the live run (same arrivals, measured costs, time x scale):\n{}{}",
+        keda_gpu_demo::fidelity::table(p),
+        keda_gpu_demo::fidelity::details(p)
+    );
+    println!(
+        "wrote {} and {}",
+        dir.join("fidelity.json").display(),
+        dir.join("fidelity.md").display()
+    );
 }

@@ -32,6 +32,7 @@ fn main() {
             max_replicas: 100,
             slo_s: 2.0,
             cold_start_s: 60.0,
+            min_replicas: 0,
             composite_overrides: Vec::new(),
             composite_hpa: Default::default(),
             batch: cost.batch,

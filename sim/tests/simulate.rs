@@ -245,6 +245,7 @@ async fn composite_decides_what_the_servers_engine_decides_on_the_same_readings(
         max_replicas: 30,
         slo_s: 5.0,
         cold_start_s: 0.0,
+        min_replicas: 0,
         composite_overrides: Vec::new(),
         composite_hpa: Default::default(),
         batch: 8,

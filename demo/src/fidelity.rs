@@ -1,0 +1,468 @@
+//! How far to trust the simulator: a live run replayed through `keda-gpu-sim` under the live
+//! run's own conditions, and its replica-seconds and SLO attainment set against the live ones.
+//!
+//! The replay stretches the demo back to Kubernetes' time: every demo second is `time_scale`
+//! simulated seconds, so the simulator's own KEDA and HPA timings (15 s sync, 30 s polling,
+//! 300 s cooldown) and the trigger's undivided half-lives are exactly the demo's divided ones.
+//! Arrivals are the recorded send times; a request costs the replicas' measured service time;
+//! a replica is ready after the measured creation-to-ready time (cold start plus process start);
+//! the SLO is the demo's (a request meets it when answered 200 within `slo_ms`, over all sent).
+
+use std::fmt::Write;
+use std::path::Path;
+
+use keda_gpu_sim::cluster::{ClusterConfig, CostModel};
+use keda_gpu_sim::policy::{CompositeHpa, PolicyName, Setup};
+use keda_gpu_sim::replay::{self, SimConfig};
+use keda_gpu_sim::trace::{Request, Trace};
+
+use super::control;
+use super::load::Record;
+use super::summary::{self, RunSummary};
+use super::DemoError;
+
+/// The bounds: predicted replica-seconds within 15 % of the live run's, SLO attainment
+/// within 5 points.
+pub const REPLICA_SECONDS_BOUND: f64 = 0.15;
+pub const ATTAINMENT_BOUND_POINTS: f64 = 5.0;
+
+/// The demo client's request timeout (`run::run_once`'s `LoadConfig`), wall seconds.
+const CLIENT_TIMEOUT_S: f64 = 10.0;
+/// A draining replica's grace period (`run::run_once`'s `ReplicaConfig::drain_timeout`).
+const DRAIN_TIMEOUT_S: f64 = 12.0;
+/// The scaler's sample interval in the demo (`run::run_once`'s `Settings`), wall seconds.
+const SAMPLE_INTERVAL_S: f64 = 1.0;
+
+/// What the replay takes from the live run's own measurements, in demo (wall) seconds.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Measured {
+    /// Service time of one request: the median latency of successful requests sent in the
+    /// plan's quietest phases, where almost none waits.
+    pub service_s: f64,
+    /// Median seconds from a replica's creation to ready (`--cold-start` plus process start).
+    pub ready_after_s: f64,
+    /// CPU of a replica, percent of one core: `cpu_idle_pct + cpu_busy_pct x utilisation`, fitted
+    /// by least squares to the run's per-second means of ready replicas (the CPU HPA's input).
+    pub cpu_idle_pct: f64,
+    pub cpu_busy_pct: f64,
+}
+
+/// Everything a replay needs: the stretched trace and configuration, and the replicas it starts
+/// with.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replay {
+    pub policy: PolicyName,
+    pub time_scale: f64,
+    pub measured: Measured,
+    pub trace: Trace,
+    pub cfg: SimConfig,
+    pub initial: u32,
+}
+
+/// The service time, creation-to-ready time and CPU profile measured in a live run.
+pub fn measure(run: &RunSummary, records: &[Record]) -> Measured {
+    let lowest = run
+        .plan
+        .phases
+        .iter()
+        .map(|p| p.rate)
+        .fold(f64::INFINITY, f64::min);
+    let quiet = |t: f64| run.plan.at(t).1.rate <= lowest;
+    let ok = |quiet_only: bool| {
+        let mut v: Vec<f64> = records
+            .iter()
+            .filter(|r| r.ok() && (!quiet_only || quiet(r.sent_s)))
+            .map(|r| r.latency_s)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let quiet_ok = ok(true);
+    let all_ok = if quiet_ok.is_empty() {
+        ok(false)
+    } else {
+        quiet_ok
+    };
+    let service_s = median(&all_ok).unwrap_or(run.work_ms as f64 / 1000.0);
+    let mut ready = run.ready_after_s.clone();
+    ready.sort_by(f64::total_cmp);
+    let ready_after_s = median(&ready).unwrap_or(run.cold_start_s);
+    let points: Vec<(f64, f64)> = run
+        .timeline
+        .iter()
+        .filter_map(|s| Some((s.util_mean? / 100.0, s.cpu_mean?)))
+        .collect();
+    let (cpu_idle_pct, cpu_busy_pct) = fit_line(&points).unwrap_or((0.0, 100.0));
+    Measured {
+        service_s,
+        ready_after_s,
+        cpu_idle_pct: cpu_idle_pct.max(0.0),
+        cpu_busy_pct: cpu_busy_pct.max(0.0),
+    }
+}
+
+fn median(sorted: &[f64]) -> Option<f64> {
+    (!sorted.is_empty()).then(|| sorted[sorted.len() / 2])
+}
+
+/// Least-squares `y = a + b x`; None with fewer than two distinct x.
+fn fit_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), &(x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (sxx, sxy) = points.iter().fold((0.0, 0.0), |(a, b), &(x, y)| {
+        (a + (x - mx) * (x - mx), b + (x - mx) * (y - my))
+    });
+    (n >= 2.0 && sxx > 1e-9).then(|| (my - sxy / sxx * mx, sxy / sxx))
+}
+
+/// The simulator's replay of a live run: its arrivals, its replicas' measured costs, its
+/// controllers and trigger, every time multiplied by the run's time scale.
+pub fn replay_for(run: &RunSummary, records: &[Record]) -> Result<Replay, DemoError> {
+    let policy: PolicyName = run.policy.parse().map_err(|message| DemoError::Arg {
+        name: "--fidelity",
+        message,
+    })?;
+    let k = run.time_scale;
+    let measured = measure(run, records);
+    let work_s = measured.service_s * k;
+    let cost = CostModel {
+        overhead_s: work_s,
+        prefill_s_per_token: 0.0,
+        decode_s_per_token: 0.0,
+        batch: run.replica_concurrency,
+        // Each job is a busy loop of `work_ms` of wall time, however many run at once.
+        full_batch_slowdown: 1.0,
+        cpu_idle_pct: measured.cpu_idle_pct,
+        cpu_full_batch_pct: measured.cpu_busy_pct,
+        ..CostModel::default()
+    };
+    let mut sent: Vec<f64> = records.iter().map(|r| r.sent_s * k).collect();
+    sent.sort_by(f64::total_cmp);
+    let requests = sent
+        .into_iter()
+        .map(|at| Request {
+            at,
+            work_s,
+            kv_tokens: 0.0,
+            // No prefill: the time-to-first-token histogram is then the queue wait, which is
+            // what the demo's trigger reads (`workload_queue_wait_seconds`).
+            prefill_s: 0.0,
+            generated_tokens: 0.0,
+        })
+        .collect();
+    let slo_s = run.slo_ms / 1000.0 * k;
+    // The demo's trigger, with its time constants undivided (the simulator runs at k x).
+    let mut overrides: Vec<(String, String)> = vec![
+        ("ttftObjectiveMs".into(), String::new()),
+        ("attainment".into(), String::new()),
+    ];
+    let mut metadata: Vec<(String, String)> =
+        control::composite_metadata(run.replica_concurrency, slo_s, run.max_replicas, 1.0)
+            .into_iter()
+            .collect();
+    metadata.sort();
+    overrides.extend(metadata);
+    let cfg = SimConfig {
+        cluster: ClusterConfig {
+            cost,
+            cold_start_s: measured.ready_after_s * k,
+            timeout_s: CLIENT_TIMEOUT_S * k,
+            slo_s,
+            ttft_slo_s: slo_s,
+            tpot_slo_s: 1.0,
+            grace_s: DRAIN_TIMEOUT_S * k,
+        },
+        setup: Setup {
+            max_replicas: run.max_replicas,
+            slo_s,
+            cold_start_s: measured.ready_after_s * k,
+            min_replicas: run.min_replicas,
+            composite_overrides: overrides,
+            composite_hpa: CompositeHpa::Recommended,
+            batch: run.replica_concurrency,
+            scrape_s: (SAMPLE_INTERVAL_S * k).round().max(1.0),
+            capacity_factor: 1.0,
+        },
+        policies: vec![policy],
+        threads: 1,
+        record_requests: true,
+    };
+    Ok(Replay {
+        policy,
+        time_scale: k,
+        measured,
+        trace: Trace {
+            requests,
+            duration_s: run.duration_s * k,
+            source: format!("keda-gpu-demo {} run, x{k}", run.policy),
+        },
+        cfg,
+        initial: run.min_replicas.max(1),
+    })
+}
+
+/// Replica-seconds and SLO attainment (0..1) of one run.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Outcome {
+    pub replica_seconds: f64,
+    pub slo_attainment: f64,
+}
+
+/// One phase of the plan, live against predicted.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PhaseRow {
+    pub name: String,
+    pub start_s: f64,
+    pub requests: usize,
+    pub live: Outcome,
+    pub predicted: Outcome,
+}
+
+/// Replicas over time, live against predicted, every simulated HPA sync period (demo seconds).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct Point {
+    pub t: f64,
+    pub live_replicas: u32,
+    pub live_ready: u32,
+    pub predicted_replicas: u32,
+    pub predicted_ready: u32,
+}
+
+/// A live run against its replay.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Prediction {
+    pub policy: String,
+    pub measured: Measured,
+    pub live: Outcome,
+    pub predicted: Outcome,
+    /// Predicted over live replica-seconds.
+    pub replica_seconds_ratio: f64,
+    /// Predicted minus live attainment, percentage points.
+    pub attainment_diff_points: f64,
+    pub within_bounds: bool,
+    pub phases: Vec<PhaseRow>,
+    pub timeline: Vec<Point>,
+}
+
+/// Replays a live run and sets the prediction against it.
+pub fn predict(run: &RunSummary, records: &[Record]) -> Result<Prediction, DemoError> {
+    let r = replay_for(run, records)?;
+    let k = r.time_scale;
+    let sim = replay::replay_one(&r.trace, &r.cfg, r.policy, &[], r.initial).map_err(|e| {
+        DemoError::Arg {
+            name: "--fidelity",
+            message: e.to_string(),
+        }
+    })?;
+    let horizon = r.trace.duration_s.ceil().max(1.0);
+    let o = &sim.outcomes;
+    let predicted = Outcome {
+        replica_seconds: sim.replicas_mean * horizon / k,
+        slo_attainment: share(o.within_slo as usize, o.arrived as usize),
+    };
+    let live = Outcome {
+        replica_seconds: run.replica_seconds,
+        slo_attainment: run.slo_attainment,
+    };
+    let replica_seconds_ratio = predicted.replica_seconds / live.replica_seconds.max(1e-9);
+    let attainment_diff_points = 100.0 * (predicted.slo_attainment - live.slo_attainment);
+    let within_bounds = (replica_seconds_ratio - 1.0).abs() <= REPLICA_SECONDS_BOUND
+        && attainment_diff_points.abs() <= ATTAINMENT_BOUND_POINTS;
+
+    let live_at = |t: f64| {
+        run.timeline
+            .iter()
+            .min_by(|a, b| (a.t - t).abs().total_cmp(&(b.t - t).abs()))
+    };
+    let timeline: Vec<Point> = sim
+        .timeline
+        .iter()
+        .map(|s| {
+            let t = s.t / k;
+            let l = live_at(t);
+            Point {
+                t,
+                live_replicas: l.map_or(0, |l| l.replicas),
+                live_ready: l.map_or(0, |l| l.ready),
+                predicted_replicas: s.replicas,
+                predicted_ready: s.ready,
+            }
+        })
+        .collect();
+
+    let starts = run.plan.starts();
+    let met: Vec<f64> = o
+        .requests
+        .iter()
+        .flatten()
+        .filter(|q| q.met_slo)
+        .map(|q| q.arrived_s / k)
+        .collect();
+    let phases = run
+        .plan
+        .phases
+        .iter()
+        .zip(&starts)
+        .map(|(p, &start)| {
+            let end = start + p.secs;
+            let inside = |t: f64| t >= start && t < end;
+            let sent: Vec<&Record> = records.iter().filter(|q| inside(q.sent_s)).collect();
+            let live_met = sent
+                .iter()
+                .filter(|q| q.ok() && q.latency_s <= run.slo_ms / 1000.0)
+                .count();
+            let predicted_met = met.iter().filter(|&&t| inside(t)).count();
+            let live_rs: f64 = run
+                .timeline
+                .iter()
+                .filter(|s| inside(s.t - 0.5))
+                .map(|s| s.replicas as f64)
+                .sum();
+            // The simulator's timeline has one point per 15 simulated seconds.
+            let period = keda_gpu_sim::hpa::SYNC_PERIOD_S / k;
+            let predicted_rs: f64 = sim
+                .timeline
+                .iter()
+                .filter(|s| inside(s.t / k - period / 2.0))
+                .map(|s| s.replicas as f64 * period)
+                .sum();
+            PhaseRow {
+                name: p.name.clone(),
+                start_s: start,
+                requests: sent.len(),
+                live: Outcome {
+                    replica_seconds: live_rs,
+                    slo_attainment: share(live_met, sent.len()),
+                },
+                predicted: Outcome {
+                    replica_seconds: predicted_rs,
+                    slo_attainment: share(predicted_met, sent.len()),
+                },
+            }
+        })
+        .collect();
+    Ok(Prediction {
+        policy: run.policy.clone(),
+        measured: r.measured,
+        live,
+        predicted,
+        replica_seconds_ratio,
+        attainment_diff_points,
+        within_bounds,
+        phases,
+        timeline,
+    })
+}
+
+fn share(n: usize, of: usize) -> f64 {
+    if of == 0 {
+        1.0
+    } else {
+        n as f64 / of as f64
+    }
+}
+
+/// Reads `demo-<policy>.json` and `requests-<policy>.csv` from `dir`.
+pub fn load(dir: &Path, policy: &str) -> Result<RunSummary, DemoError> {
+    let read = |name: String| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path)
+            .map_err(|source| DemoError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+            .map(|text| (path, text))
+    };
+    let (path, text) = read(format!("demo-{policy}.json"))?;
+    let mut run: RunSummary = serde_json::from_str(&text).map_err(|e| DemoError::Arg {
+        name: "--fidelity-from",
+        message: format!("{}: {e}", path.display()),
+    })?;
+    let (path, text) = read(format!("requests-{policy}.csv"))?;
+    run.records = summary::parse_requests_csv(&text).map_err(|e| DemoError::Arg {
+        name: "--fidelity-from",
+        message: format!("{}: {e}", path.display()),
+    })?;
+    Ok(run)
+}
+
+/// The live-against-predicted table.
+pub fn table(predictions: &[Prediction]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| policy | replica-seconds live / predicted | ratio | SLO attainment live / predicted | difference | within 15 % and 5 points |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | --- |");
+    for p in predictions {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} / {:.0} | {:.3} | {:.2} / {:.2} % | {:+.2} | {} |",
+            p.policy,
+            p.live.replica_seconds,
+            p.predicted.replica_seconds,
+            p.replica_seconds_ratio,
+            100.0 * p.live.slo_attainment,
+            100.0 * p.predicted.slo_attainment,
+            p.attainment_diff_points,
+            if p.within_bounds { "yes" } else { "no" }
+        );
+    }
+    out
+}
+
+/// Per phase of each run: requests, replica-seconds and attainment, live against predicted;
+/// and what was measured.
+pub fn details(predictions: &[Prediction]) -> String {
+    let mut out = String::new();
+    for p in predictions {
+        let m = &p.measured;
+        let _ = writeln!(
+            out,
+            "\n{}: service {:.1} ms, creation to ready {:.2} s, CPU {:.1} % + {:.1} % x utilisation",
+            p.policy,
+            1000.0 * m.service_s,
+            m.ready_after_s,
+            m.cpu_idle_pct,
+            m.cpu_busy_pct
+        );
+        let _ = writeln!(
+            out,
+            "| phase | from (s) | requests | replica-s live / predicted | SLO live / predicted |"
+        );
+        let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: |");
+        for r in &p.phases {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {} | {:.0} / {:.0} | {:.1} / {:.1} % |",
+                r.name,
+                r.start_s,
+                r.requests,
+                r.live.replica_seconds,
+                r.predicted.replica_seconds,
+                100.0 * r.live.slo_attainment,
+                100.0 * r.predicted.slo_attainment
+            );
+        }
+    }
+    out
+}
+
+/// `fidelity.json` (every prediction with its timeline) and `fidelity.md` (the tables).
+pub fn write(dir: &Path, predictions: &[Prediction]) -> Result<(), DemoError> {
+    let io = |path: std::path::PathBuf, text: String| {
+        std::fs::write(&path, text).map_err(|source| DemoError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let json = serde_json::to_string_pretty(predictions).expect("predictions serialise");
+    io(dir.join("fidelity.json"), json + "\n")?;
+    io(
+        dir.join("fidelity.md"),
+        format!("{}{}", table(predictions), details(predictions)),
+    )
+}
