@@ -41,10 +41,39 @@ pub struct Measured {
     pub service_s: f64,
     /// Median seconds from a replica's creation to ready (`--cold-start` plus process start).
     pub ready_after_s: f64,
-    /// CPU of a replica, percent of one core: `cpu_idle_pct + cpu_busy_pct x utilisation`, fitted
-    /// by least squares to the run's per-second means of ready replicas (the CPU HPA's input).
-    pub cpu_idle_pct: f64,
-    pub cpu_busy_pct: f64,
+    /// A replica's CPU, percent of one core, as `[idle, busy]`: `idle + busy x utilisation`,
+    /// fitted by least squares to the run's per-second means over the ready replicas (what the
+    /// CPU HPA reads), over every second.
+    pub cpu_line_all: [f64; 2],
+    /// The same fit over the seconds in which the replicas together used under 3/4 of
+    /// `node_cpu_cores`, where no replica was short of CPU.
+    pub cpu_line_unsaturated: [f64; 2],
+    /// The most CPU the replicas used together in any second, cores: what the host left them.
+    pub node_cpu_cores: f64,
+}
+
+/// What the replay models of the demo's machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Model {
+    /// The simulator's cluster as it models any service: one unbounded gateway queue, every
+    /// replica with a CPU of its own; the CPU line fitted over every second of the run.
+    Cluster,
+    /// The cluster plus what the demo's host does: each replica queues `--queue-capacity`
+    /// requests and refuses more (503), and the replicas share the cores the host leaves them
+    /// (`node_cpu_cores`); the CPU line fitted where they were not short of CPU.
+    DemoHost,
+}
+
+impl Model {
+    pub const ALL: [Model; 2] = [Model::Cluster, Model::DemoHost];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Model::Cluster => "cluster",
+            Model::DemoHost => "demo-host",
+        }
+    }
 }
 
 /// Everything a replay needs: the stretched trace and configuration, and the replicas it starts
@@ -52,6 +81,7 @@ pub struct Measured {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Replay {
     pub policy: PolicyName,
+    pub model: Model,
     pub time_scale: f64,
     pub measured: Measured,
     pub trace: Trace,
@@ -87,17 +117,31 @@ pub fn measure(run: &RunSummary, records: &[Record]) -> Measured {
     let mut ready = run.ready_after_s.clone();
     ready.sort_by(f64::total_cmp);
     let ready_after_s = median(&ready).unwrap_or(run.cold_start_s);
-    let points: Vec<(f64, f64)> = run
+    // (utilisation 0..1, CPU percent of one core, cores used by all ready replicas together)
+    let points: Vec<(f64, f64, f64)> = run
         .timeline
         .iter()
-        .filter_map(|s| Some((s.util_mean? / 100.0, s.cpu_mean?)))
+        .filter_map(|s| {
+            let (u, c) = (s.util_mean?, s.cpu_mean?);
+            Some((u / 100.0, c, c / 100.0 * s.ready as f64))
+        })
         .collect();
-    let (cpu_idle_pct, cpu_busy_pct) = fit_line(&points).unwrap_or((0.0, 100.0));
+    let node_cpu_cores = points.iter().map(|p| p.2).fold(0.0, f64::max).max(0.1);
+    let line = |below: f64| {
+        let xy: Vec<(f64, f64)> = points
+            .iter()
+            .filter(|p| p.2 < below)
+            .map(|p| (p.0, p.1))
+            .collect();
+        let (a, b) = fit_line(&xy).unwrap_or((0.0, 100.0));
+        [a.max(0.0), b.max(0.0)]
+    };
     Measured {
         service_s,
         ready_after_s,
-        cpu_idle_pct: cpu_idle_pct.max(0.0),
-        cpu_busy_pct: cpu_busy_pct.max(0.0),
+        cpu_line_all: line(f64::INFINITY),
+        cpu_line_unsaturated: line(0.75 * node_cpu_cores),
+        node_cpu_cores,
     }
 }
 
@@ -120,7 +164,7 @@ fn fit_line(points: &[(f64, f64)]) -> Option<(f64, f64)> {
 
 /// The simulator's replay of a live run: its arrivals, its replicas' measured costs, its
 /// controllers and trigger, every time multiplied by the run's time scale.
-pub fn replay_for(run: &RunSummary, records: &[Record]) -> Result<Replay, DemoError> {
+pub fn replay_for(run: &RunSummary, records: &[Record], model: Model) -> Result<Replay, DemoError> {
     let policy: PolicyName = run.policy.parse().map_err(|message| DemoError::Arg {
         name: "--fidelity",
         message,
@@ -128,6 +172,11 @@ pub fn replay_for(run: &RunSummary, records: &[Record]) -> Result<Replay, DemoEr
     let k = run.time_scale;
     let measured = measure(run, records);
     let work_s = measured.service_s * k;
+    let [cpu_idle_pct, cpu_full_batch_pct] = match model {
+        Model::Cluster => measured.cpu_line_all,
+        Model::DemoHost => measured.cpu_line_unsaturated,
+    };
+    let host = model == Model::DemoHost;
     let cost = CostModel {
         overhead_s: work_s,
         prefill_s_per_token: 0.0,
@@ -135,8 +184,10 @@ pub fn replay_for(run: &RunSummary, records: &[Record]) -> Result<Replay, DemoEr
         batch: run.replica_concurrency,
         // Each job is a busy loop of `work_ms` of wall time, however many run at once.
         full_batch_slowdown: 1.0,
-        cpu_idle_pct: measured.cpu_idle_pct,
-        cpu_full_batch_pct: measured.cpu_busy_pct,
+        cpu_idle_pct,
+        cpu_full_batch_pct,
+        queue_capacity: host.then_some(run.queue_capacity as u32),
+        node_cpu_cores: host.then_some(measured.node_cpu_cores),
         ..CostModel::default()
     };
     let mut sent: Vec<f64> = records.iter().map(|r| r.sent_s * k).collect();
@@ -192,6 +243,7 @@ pub fn replay_for(run: &RunSummary, records: &[Record]) -> Result<Replay, DemoEr
     };
     Ok(Replay {
         policy,
+        model,
         time_scale: k,
         measured,
         trace: Trace {
@@ -235,6 +287,7 @@ pub struct Point {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Prediction {
     pub policy: String,
+    pub model: Model,
     pub measured: Measured,
     pub live: Outcome,
     pub predicted: Outcome,
@@ -247,9 +300,13 @@ pub struct Prediction {
     pub timeline: Vec<Point>,
 }
 
-/// Replays a live run and sets the prediction against it.
-pub fn predict(run: &RunSummary, records: &[Record]) -> Result<Prediction, DemoError> {
-    let r = replay_for(run, records)?;
+/// Replays a live run under `model` and sets the prediction against it.
+pub fn predict(
+    run: &RunSummary,
+    records: &[Record],
+    model: Model,
+) -> Result<Prediction, DemoError> {
+    let r = replay_for(run, records, model)?;
     let k = r.time_scale;
     let sim = replay::replay_one(&r.trace, &r.cfg, r.policy, &[], r.initial).map_err(|e| {
         DemoError::Arg {
@@ -346,6 +403,7 @@ pub fn predict(run: &RunSummary, records: &[Record]) -> Result<Prediction, DemoE
         .collect();
     Ok(Prediction {
         policy: run.policy.clone(),
+        model,
         measured: r.measured,
         live,
         predicted,
@@ -389,19 +447,20 @@ pub fn load(dir: &Path, policy: &str) -> Result<RunSummary, DemoError> {
     Ok(run)
 }
 
-/// The live-against-predicted table.
+/// The live-against-predicted table, one row per run and model.
 pub fn table(predictions: &[Prediction]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| policy | replica-seconds live / predicted | ratio | SLO attainment live / predicted | difference | within 15 % and 5 points |"
+        "| policy | model | replica-seconds live / predicted | ratio | SLO attainment live / predicted | difference (points) | within 15 % and 5 points |"
     );
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | --- |");
+    let _ = writeln!(out, "| --- | --- | ---: | ---: | ---: | ---: | --- |");
     for p in predictions {
         let _ = writeln!(
             out,
-            "| {} | {:.0} / {:.0} | {:.3} | {:.2} / {:.2} % | {:+.2} | {} |",
+            "| {} | {} | {:.0} / {:.0} | {:.3} | {:.2} / {:.2} % | {:+.2} | {} |",
             p.policy,
+            p.model.as_str(),
             p.live.replica_seconds,
             p.predicted.replica_seconds,
             p.replica_seconds_ratio,
@@ -414,20 +473,24 @@ pub fn table(predictions: &[Prediction]) -> String {
     out
 }
 
-/// Per phase of each run: requests, replica-seconds and attainment, live against predicted;
-/// and what was measured.
+/// Per phase of each run and model: requests, replica-seconds and attainment, live against
+/// predicted; and what was measured.
 pub fn details(predictions: &[Prediction]) -> String {
     let mut out = String::new();
     for p in predictions {
         let m = &p.measured;
         let _ = writeln!(
             out,
-            "\n{}: service {:.1} ms, creation to ready {:.2} s, CPU {:.1} % + {:.1} % x utilisation",
+            "\n{} ({}): service {:.1} ms, creation to ready {:.2} s, CPU {:.1} % + {:.1} % x utilisation (all seconds) or {:.1} % + {:.1} % (unsaturated), replicas' cores at most {:.2}",
             p.policy,
+            p.model.as_str(),
             1000.0 * m.service_s,
             m.ready_after_s,
-            m.cpu_idle_pct,
-            m.cpu_busy_pct
+            m.cpu_line_all[0],
+            m.cpu_line_all[1],
+            m.cpu_line_unsaturated[0],
+            m.cpu_line_unsaturated[1],
+            m.node_cpu_cores
         );
         let _ = writeln!(
             out,

@@ -203,14 +203,15 @@ pub enum Outcome {
     Fidelity(Vec<fidelity::Prediction>),
 }
 
-/// Replays each run through the simulator and writes fidelity.json and fidelity.md to `out`.
+/// Replays each run through the simulator under each `fidelity::Model` and writes
+/// fidelity.json and fidelity.md to `out`.
 pub fn replay_runs(
     runs: &[RunSummary],
     out: &std::path::Path,
 ) -> Result<Vec<fidelity::Prediction>, DemoError> {
     let predictions = runs
         .iter()
-        .map(|r| fidelity::predict(r, &r.records))
+        .flat_map(|r| fidelity::Model::ALL.map(|m| fidelity::predict(r, &r.records, m)))
         .collect::<Result<Vec<_>, _>>()?;
     fidelity::write(out, &predictions)?;
     Ok(predictions)

@@ -83,7 +83,7 @@ pub struct RunSummary {
     /// Requests a replica runs at once and queues before answering 503.
     #[serde(default = "one")]
     pub replica_concurrency: u32,
-    #[serde(default)]
+    #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// Seed of the arrivals.
     #[serde(default)]
@@ -141,6 +141,11 @@ pub struct RunSummary {
 
 fn one() -> u32 {
     1
+}
+
+/// What runs recorded before the field existed used (`--queue-capacity`'s default).
+fn default_queue_capacity() -> usize {
+    16
 }
 
 pub struct Inputs<'a> {

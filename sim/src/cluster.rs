@@ -33,6 +33,17 @@ pub struct CostModel {
     /// Request size used by generators and by plain traces without a cost column.
     pub default_context_tokens: f64,
     pub default_generated_tokens: f64,
+    /// Requests each ready replica queues beyond its batch before new ones are refused at once
+    /// (an engine's `max_queue_size`, the demo's `--queue-capacity`): an arrival finding the
+    /// gateway queue at this times the ready replicas is answered with an error, a miss. None
+    /// (the default): the queue is unbounded and requests wait until `--timeout-s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_capacity: Option<u32>,
+    /// CPU cores the replicas share on their node: when their CPU readings add up to more, each
+    /// reads its share of these (the demo's replicas on a two-core host). None (the default):
+    /// every replica has its own CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_cpu_cores: Option<f64>,
 }
 
 impl Default for CostModel {
@@ -50,6 +61,8 @@ impl Default for CostModel {
             cpu_full_batch_pct: 50.0,
             default_context_tokens: 2048.0,
             default_generated_tokens: 28.0,
+            queue_capacity: None,
+            node_cpu_cores: None,
         }
     }
 }
@@ -105,6 +118,11 @@ impl CostModel {
             return Err(format!(
                 "full_batch_slowdown = {} is not accepted; expected a factor >= 1",
                 self.full_batch_slowdown
+            ));
+        }
+        if let Some(c) = self.node_cpu_cores.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(format!(
+                "node_cpu_cores = {c} is not accepted; expected a number of cores > 0"
             ));
         }
         if self.default_work_s() <= 0.0 {
@@ -268,6 +286,8 @@ pub struct Outcomes {
     pub within_e2e_slo: u64,
     /// Cut on scale-down: still running on a removed replica when its grace period ended.
     pub cut: u64,
+    /// Refused on arrival: the queue was full (`CostModel::queue_capacity`).
+    pub refused: u64,
     /// Arrived requests whose service time alone, on an idle replica, exceeds the end-to-end
     /// objective: no policy can make them meet it.
     pub e2e_infeasible: u64,
@@ -548,6 +568,10 @@ impl Cluster {
                     if r.work_s > self.cfg.slo_s {
                         self.outcomes.e2e_infeasible += 1;
                     }
+                    if self.queue_full() {
+                        self.outcomes.refused += 1;
+                        continue;
+                    }
                     self.queue.push_back(r);
                     self.dispatch();
                 }
@@ -556,6 +580,16 @@ impl Cluster {
         }
         self.integrate(until);
         self.expire();
+    }
+
+    /// Whether an arrival is refused: with a queue capacity per replica, the queue (which holds
+    /// requests only while every ready replica's batch is full) already holds that many per
+    /// ready replica. With no replica ready nothing can queue, as with per-replica queues.
+    fn queue_full(&self) -> bool {
+        self.cfg
+            .cost
+            .queue_capacity
+            .is_some_and(|c| self.queue.len() >= c as usize * self.ready() as usize)
     }
 
     /// The earliest end of a grace period among draining replicas: (time, replica).
