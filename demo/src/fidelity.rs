@@ -529,3 +529,139 @@ pub fn write(dir: &Path, predictions: &[Prediction]) -> Result<(), DemoError> {
         format!("{}{}", table(predictions), details(predictions)),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recorded 20-second cpu-hpa run (`keda-gpu-demo --policy cpu-hpa --duration 20`).
+    fn recorded() -> RunSummary {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/short-cpu-hpa");
+        load(&dir, "cpu-hpa").unwrap()
+    }
+
+    #[test]
+    fn a_recorded_run_loads_with_its_requests() {
+        let run = recorded();
+        assert_eq!(run.policy, "cpu-hpa");
+        assert_eq!(run.records.len(), run.requests);
+        assert_eq!((run.time_scale, run.queue_capacity), (10.0, 16));
+        assert_eq!(run.ready_after_s.len(), run.replicas_started);
+        // What the demo writes reads back as it was (the requests go to their own CSV).
+        let json = serde_json::to_string(&run).unwrap();
+        let back: RunSummary = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.records, Vec::new());
+        assert_eq!(
+            back,
+            RunSummary {
+                records: Vec::new(),
+                ..run.clone()
+            }
+        );
+        let e = load(Path::new("/nonexistent"), "cpu-hpa").unwrap_err();
+        assert!(e.to_string().contains("demo-cpu-hpa.json"), "{e}");
+    }
+
+    #[test]
+    fn the_replay_is_the_run_stretched_by_its_time_scale() {
+        let run = recorded();
+        let r = replay_for(&run, &run.records, Model::DemoHost).unwrap();
+        let m = &r.measured;
+        assert_eq!(r.policy, PolicyName::CpuHpa);
+        // Every recorded arrival, in order, at ten times its time.
+        let mut sent: Vec<f64> = run.records.iter().map(|q| q.sent_s).collect();
+        sent.sort_by(f64::total_cmp);
+        assert_eq!(r.trace.requests.len(), sent.len());
+        for (q, s) in r.trace.requests.iter().zip(&sent) {
+            assert_eq!(q.at, s * 10.0);
+            assert_eq!((q.work_s, q.prefill_s), (m.service_s * 10.0, 0.0));
+        }
+        assert_eq!(r.trace.duration_s, 200.0);
+        // The median creation-to-ready time of the four replicas, stretched.
+        assert_eq!(m.ready_after_s, 3.499453231);
+        let c = &r.cfg.cluster;
+        assert_eq!(c.cold_start_s, m.ready_after_s * 10.0);
+        assert_eq!((c.slo_s, c.timeout_s, c.grace_s), (5.0, 100.0, 120.0));
+        assert_eq!((c.cost.batch, c.cost.full_batch_slowdown), (1, 1.0));
+        assert_eq!(c.cost.queue_capacity, Some(16));
+        assert_eq!(c.cost.node_cpu_cores, Some(m.node_cpu_cores));
+        assert_eq!(c.cost.cpu_full_batch_pct, m.cpu_line_unsaturated[1]);
+        let s = &r.cfg.setup;
+        assert_eq!((s.min_replicas, s.max_replicas, s.scrape_s), (1, 6, 10.0));
+        assert_eq!(r.initial, 1);
+        // The plain cluster: no queue limit, no shared cores, the CPU line over every second.
+        let plain = replay_for(&run, &run.records, Model::Cluster).unwrap();
+        let cost = &plain.cfg.cluster.cost;
+        assert_eq!((cost.queue_capacity, cost.node_cpu_cores), (None, None));
+        assert_eq!(cost.cpu_full_batch_pct, m.cpu_line_all[1]);
+        assert_eq!(plain.trace, r.trace);
+    }
+
+    #[test]
+    fn the_replayed_trigger_is_the_demos_with_its_times_undivided() {
+        let run = recorded();
+        let r = replay_for(&run, &run.records, Model::DemoHost).unwrap();
+        let s = &r.cfg.setup;
+        let sim: std::collections::HashMap<String, String> =
+            keda_gpu_sim::policy::composite_metadata(
+                s.batch,
+                s.slo_s,
+                s.max_replicas,
+                s.capacity_factor,
+                &s.composite_overrides,
+            )
+            .into_iter()
+            .collect();
+        let mut live = control::composite_metadata(1, 0.5, 6, 10.0);
+        live.insert("endpoints".into(), sim["endpoints"].clone());
+        let (sim, live) = (
+            keda_gpu_scaler::spec::parse(&sim).unwrap(),
+            keda_gpu_scaler::spec::parse(&live).unwrap(),
+        );
+        assert!(
+            sim.objective.is_none() && live.objective.is_none(),
+            "target mode"
+        );
+        assert_eq!(sim.signals.len(), live.signals.len());
+        assert_eq!(
+            sim.smoothing.up_half_life_s,
+            10.0 * live.smoothing.up_half_life_s
+        );
+        assert_eq!(
+            sim.smoothing.down_half_life_s,
+            10.0 * live.smoothing.down_half_life_s
+        );
+        assert_eq!(sim.latency_window_s, 10.0 * live.latency_window_s);
+        assert_eq!(sim.limits, live.limits);
+    }
+
+    #[test]
+    fn the_service_time_is_the_quiet_median_and_the_cpu_line_a_least_squares_fit() {
+        let run = recorded();
+        let m = measure(&run, &run.records);
+        // 100 ms of work plus the HTTP round trip.
+        assert!((0.1..0.15).contains(&m.service_s), "{m:?}");
+        assert!(m.node_cpu_cores > 0.0 && m.node_cpu_cores <= 2.5, "{m:?}");
+        let (a, b) = fit_line(&[(0.0, 2.0), (0.5, 42.0), (1.0, 82.0)]).unwrap();
+        assert!((a - 2.0).abs() < 1e-9 && (b - 80.0).abs() < 1e-9);
+        assert_eq!(fit_line(&[(0.5, 1.0), (0.5, 2.0)]), None);
+    }
+
+    #[test]
+    fn a_prediction_is_deterministic_and_accounts_for_every_request() {
+        let run = recorded();
+        let p = predict(&run, &run.records, Model::DemoHost).unwrap();
+        assert_eq!(p, predict(&run, &run.records, Model::DemoHost).unwrap());
+        assert_eq!(p.live.replica_seconds, run.replica_seconds);
+        assert!((0.0..=1.0).contains(&p.predicted.slo_attainment));
+        assert!(p.predicted.replica_seconds >= 20.0, "{p:?}");
+        let requests: usize = p.phases.iter().map(|r| r.requests).sum();
+        assert_eq!(requests, run.records.len());
+        assert_eq!(
+            p.within_bounds,
+            (p.replica_seconds_ratio - 1.0).abs() <= 0.15 && p.attainment_diff_points.abs() <= 5.0
+        );
+        let t = table(&[p]);
+        assert!(t.contains("| cpu-hpa | demo-host |"), "{t}");
+    }
+}

@@ -611,3 +611,28 @@ pub fn svg(runs: &[RunSummary]) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_read_back_from_their_csv() {
+        let records = vec![
+            Record {
+                sent_s: 0.25,
+                latency_s: 0.101,
+                status: 200,
+            },
+            Record {
+                sent_s: 1.5,
+                latency_s: 0.0,
+                status: 0,
+            },
+        ];
+        let csv = requests_csv(&records);
+        assert_eq!(parse_requests_csv(&csv).unwrap(), records);
+        let e = parse_requests_csv("sent_s,latency_s,status\n1,2\n").unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+    }
+}
