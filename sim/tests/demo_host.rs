@@ -70,16 +70,24 @@ fn with_no_replica_ready_nothing_can_queue() {
     c.set_replicas(1);
     let requests = [at(1.0), at(6.0)];
     let mut next = 0;
-    c.advance(20.0, &requests, &mut next);
+    // Readiness is checked at each step, once a simulated second as the replay steps.
+    for t in 1..=20 {
+        c.advance(t as f64, &requests, &mut next);
+    }
     assert_eq!((c.outcomes.refused, c.outcomes.completed), (1, 1));
 }
 
 #[test]
 fn replicas_short_of_cores_each_read_their_share() {
-    let requests: Vec<Request> = (0..4).map(|_| at(0.0)).collect();
+    // Four requests busy for the whole scrape period, one per replica.
+    let requests: Vec<Request> = (0..4)
+        .map(|_| Request {
+            work_s: 100.0,
+            ..at(0.0)
+        })
+        .collect();
     let scrape = |node_cpu_cores| {
         let mut c = Cluster::new(config(CostModel {
-            overhead_s: 100.0,
             node_cpu_cores,
             ..CostModel::default()
         }));
