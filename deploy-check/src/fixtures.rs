@@ -199,6 +199,16 @@ pub fn errors(text: &str) -> Vec<String> {
     cross::check(&docs, None)
 }
 
+/// Asserts that the manifest's cross-object problems include one containing `msg`.
+#[track_caller]
+pub fn assert_reports(bad: &str, msg: &str) {
+    let errs = errors(bad);
+    assert!(
+        errs.iter().any(|e| e.contains(msg)),
+        "{msg:?} not in {errs:?}"
+    );
+}
+
 /// As `errors`, with PromQL checked against these exported metrics.
 #[track_caller]
 pub fn errors_with_metrics(text: &str, metrics: &[&str]) -> Vec<String> {

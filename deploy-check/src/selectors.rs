@@ -109,15 +109,7 @@ pub fn check_network_policy(
 
 #[cfg(test)]
 mod tests {
-    use crate::fixtures::{errors, replace_once, GOOD};
-
-    fn assert_reports(bad: &str, msg: &str) {
-        let errs = errors(bad);
-        assert!(
-            errs.iter().any(|e| e.contains(msg)),
-            "{msg:?} not in {errs:?}"
-        );
-    }
+    use crate::fixtures::{assert_reports, replace_once, GOOD};
 
     #[test]
     fn a_service_selecting_no_pods_is_reported() {

@@ -190,15 +190,7 @@ fn check_extended_resources(errs: &mut Vec<String>, id: &str, c: &Container) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{errors, replace_once, GOOD};
-
-    fn assert_reports(bad: &str, msg: &str) {
-        let errs = errors(bad);
-        assert!(
-            errs.iter().any(|e| e.contains(msg)),
-            "{msg:?} not in {errs:?}"
-        );
-    }
+    use crate::fixtures::{assert_reports, replace_once, GOOD};
 
     #[test]
     fn a_selector_that_misses_its_own_pods_is_reported() {
