@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
 use crate::engine::{Engine, EntryKey};
-use crate::signals::discovery::DiscoveryError;
+use crate::sources::scrape::discovery::DiscoveryError;
 use crate::telemetry;
 
 #[derive(Parser, Debug)]
@@ -100,7 +100,7 @@ pub struct CheckArgs {
 
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
-    crate::signals::client::install_provider();
+    crate::sources::client::install_provider();
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig(args) => {

@@ -25,8 +25,8 @@ use crate::restore;
 use crate::score::composite::{INFLIGHT, KV_CACHE, QUEUE};
 use crate::score::{Decision, Scorer};
 use crate::setting;
-use crate::signals::client::ClientError;
-use crate::signals::{Readings, SourceKind, SourceSettings, Sources};
+use crate::sources::client::ClientError;
+use crate::sources::{Readings, SourceKind, SourceSettings, Sources};
 use crate::spec::{self, ParseContext, ScalerSpec, SpecError};
 
 /// How often decisions are written to the state file (and once more on shutdown).
@@ -795,7 +795,7 @@ impl Engine {
                 tokio::time::timeout(timeout, source.set_deletion_costs(&entry.spec, costs))
                     .await
                     .unwrap_or_else(|_| {
-                        Err(crate::signals::discovery::DeletionCostError::Api(
+                        Err(crate::sources::scrape::discovery::DeletionCostError::Api(
                             "timed out".into(),
                         ))
                     });
@@ -908,7 +908,7 @@ mod tests {
     use super::*;
     use crate::egress::EgressPolicy;
     use crate::score::{Context, Fleet};
-    use crate::signals::{SignalReading, Source};
+    use crate::sources::{SignalReading, Source};
     use futures_util::future::BoxFuture;
 
     /// What the engine asked of a source in one `sample` call.

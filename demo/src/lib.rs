@@ -193,7 +193,7 @@ pub enum Outcome {
 
 /// Runs the demo (one policy, or both with `--compare`), writes JSON and SVG under `--out`.
 pub async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
-    keda_gpu_scaler::signals::client::install_provider();
+    keda_gpu_scaler::sources::client::install_provider();
     let plan = args.check()?;
     std::fs::create_dir_all(&args.out).map_err(|source| DemoError::Io {
         path: args.out.display().to_string(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use keda_gpu_scaler::config::Settings;
 use keda_gpu_scaler::engine::{Engine, EntryKey};
-use keda_gpu_scaler::signals::{Readings, SignalReading, Source, SourceKind, Sources};
+use keda_gpu_scaler::sources::{Readings, SignalReading, Source, SourceKind, Sources};
 use keda_gpu_scaler::spec::ScalerSpec;
 use keda_gpu_sim::{
     self as sim, cluster::Cluster, metrics::Metrics, policy, PolicyName, PolicyReport, Report,

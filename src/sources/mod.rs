@@ -4,14 +4,10 @@
 
 pub mod budget;
 pub mod client;
-pub mod discovery;
-pub mod exposition;
-pub mod histogram;
-pub mod nvml;
+pub(crate) mod nvml;
 pub mod prometheus;
-pub mod promql;
 pub mod scrape;
-pub mod slots;
+pub(crate) mod slots;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,9 +20,9 @@ use crate::egress::EgressPolicy;
 use crate::spec::{ScalerSpec, SourceSpec};
 use budget::{BodyBudget, MemoryLimits};
 use client::ClientError;
-use discovery::{DeletionCostError, DiscoverySettings};
 use nvml::NvmlSource;
 use prometheus::{PrometheusConfig, PrometheusSettings, PrometheusSource};
+use scrape::discovery::{DeletionCostError, DiscoverySettings};
 use scrape::ScrapeSource;
 
 /// The sources' settings: `scrape_timeout` at the top level of the settings file, and the

@@ -5,13 +5,17 @@
 //! Tenants are isolated from each other: in each round every ScaledObject gets an equal share of
 //! the fetch slots and of the body budget (with a floor of it that others cannot take), and a
 //! deadline (the scrape timeout) after which its unfinished endpoints count as missing. Slots go
-//! by standing (`slots.rs`): endpoints that answered fast last time first, then new ones, then
+//! by standing (`sources/slots.rs`): endpoints that answered fast last time first, then new ones, then
 //! slow ones, which never hold more than part of the slots; among equals, every object's first
 //! endpoint before anyone's second. A ScaledObject with a thousand black-holed endpoints, or a
 //! thousand ScaledObjects with one each, thus only make themselves stale. Bodies are parsed as
 //! they arrive, keeping only the metrics the ScaledObjects read. Latency histograms are
 //! differenced over a window, so a history of bucket snapshots per endpoint is kept, and each
 //! endpoint's standing.
+
+pub mod discovery;
+pub mod exposition;
+pub mod histogram;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -24,13 +28,13 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::OnceCell;
 
 use super::budget::{BodyBudget, BodyError, Held, Share};
-use super::discovery::{DeletionCostError, Discovery, DiscoverySettings};
-use super::exposition::{self, Exposition};
-use super::histogram::{self, Buckets};
 use super::slots::{Rank, Slots, Standing, Ticket};
 use super::{Readings, SignalReading, Source};
 use crate::score::DemandModel;
 use crate::spec::{MemoryMetrics, MetricRef, MetricSource, ScalerSpec, SignalSpec, SourceSpec};
+use discovery::{DeletionCostError, Discovery, DiscoverySettings};
+use exposition::Exposition;
+use histogram::Buckets;
 
 /// Endpoints fetched at once by the whole source; each ScaledObject gets an equal share.
 pub const CONCURRENCY: usize = 128;
@@ -307,7 +311,7 @@ impl Fetcher {
 }
 
 impl ScrapeSource {
-    /// `client` carries the timeouts and the egress policy (`signals::client::build`).
+    /// `client` carries the timeouts and the egress policy (`sources::client::build`).
     pub fn new(client: reqwest::Client, budget: BodyBudget, deadline: Duration) -> Self {
         ScrapeSource {
             fetcher: Fetcher {
@@ -711,11 +715,12 @@ impl ScrapeSource {
             MetricSource::Gauge(names) => {
                 let (metric, series) = first_present(expo, names)?;
                 // The same scale as the prometheus source: 0-1 ratios become percent.
-                let scale = if super::promql::RATIO_METRICS.contains(&metric.name.as_str()) {
-                    100.0
-                } else {
-                    1.0
-                };
+                let scale =
+                    if super::prometheus::promql::RATIO_METRICS.contains(&metric.name.as_str()) {
+                        100.0
+                    } else {
+                        1.0
+                    };
                 // Several GPUs in one pod: their mean is the pod's utilisation.
                 let mean = signal.model == DemandModel::Utilisation;
                 combine(series.iter().map(|s| s.value * scale), mean)

@@ -8,6 +8,8 @@
 //! half-lives read back with one `query_range` per group and replayed, so a replica started later
 //! answers like one that never stopped.
 
+pub mod promql;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,11 +21,11 @@ use prometheus_http_query::Client;
 use regex::Regex;
 
 use super::budget::{BodyBudget, BodyError, Share};
-use super::promql::{Labels, Template};
 use super::{Readings, SignalReading, Source};
 use crate::score::DemandModel;
 use crate::setting;
 use crate::spec::{PrometheusSpec, ScalerSpec, SourceSpec};
+use promql::{Labels, Template};
 
 /// History read back for a new ScaledObject, in multiples of its longest half-life: what is older
 /// weighs less than 2^-8 (0.4 %) in the average.
@@ -165,7 +167,7 @@ pub struct PrometheusSource {
 }
 
 impl PrometheusSource {
-    /// `http` carries the timeouts and the egress policy (`signals::client::build`).
+    /// `http` carries the timeouts and the egress policy (`sources::client::build`).
     pub fn new(
         settings: PrometheusSettings,
         http: prometheus_http_query::reqwest::Client,
@@ -970,7 +972,7 @@ mod tests {
         ]);
         assert_eq!(history_window(&s, Duration::from_secs(3600)), 240.0);
         assert_eq!(history_window(&s, Duration::from_secs(60)), 60.0);
-        crate::signals::client::install_provider();
+        crate::sources::client::install_provider();
         let source = PrometheusSource::new(
             PrometheusSettings {
                 timeout: Duration::from_secs(1),
