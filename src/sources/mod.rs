@@ -129,20 +129,24 @@ impl SourceKind {
     }
 }
 
+/// What a sampling asks of a source for one ScaledObject.
+#[derive(Clone, Debug)]
+pub struct SampleRequest {
+    pub spec: Arc<ScalerSpec>,
+    /// The source time of the newest readings already scored for it; None for a new
+    /// ScaledObject.
+    pub last: Option<f64>,
+}
+
 /// A place signals are read from. One call samples a whole batch so that a source can share work
 /// between ScaledObjects (one fetch per endpoint, one query per signal kind).
 pub trait Source: Send + Sync {
-    /// Samples each spec; returns one `Readings` per spec, in order (the engine passes them
-    /// oldest registered first). `t` is the sampling time in seconds on the engine's clock. `last[i]` is the source time of the newest readings already
-    /// scored for `specs[i]` (None for a new ScaledObject); a source that can read history back
-    /// returns what lies between as `Readings::earlier`. Must bound its own run time (timeouts on
-    /// all IO), by about `deadline`.
-    fn sample<'a>(
-        &'a self,
-        specs: &'a [Arc<ScalerSpec>],
-        last: &'a [Option<f64>],
-        t: f64,
-    ) -> BoxFuture<'a, Vec<Readings>>;
+    /// Samples each request's spec; returns one `Readings` per request, in order (the engine
+    /// passes them oldest registered first). `t` is the sampling time in seconds on the engine's
+    /// clock. A source that can read history back returns what lies between a request's `last`
+    /// and now as `Readings::earlier`. Must bound its own run time (timeouts on all IO), by about
+    /// `deadline`.
+    fn sample<'a>(&'a self, requests: &'a [SampleRequest], t: f64) -> BoxFuture<'a, Vec<Readings>>;
 
     /// About the longest one `sample` call waits on IO. A new ScaledObject's first answer waits
     /// this long (plus a margin) for its first sample.

@@ -21,7 +21,7 @@ use prometheus_http_query::Client;
 use regex::Regex;
 
 use super::budget::{BodyBudget, BodyError, Share};
-use super::{Readings, SignalReading, Source};
+use super::{Readings, SampleRequest, SignalReading, Source};
 use crate::score::DemandModel;
 use crate::setting;
 use crate::spec::{PrometheusSpec, ScalerSpec, SourceSpec};
@@ -350,18 +350,17 @@ impl PrometheusSource {
 impl Source for PrometheusSource {
     fn sample<'a>(
         &'a self,
-        specs: &'a [Arc<ScalerSpec>],
-        last: &'a [Option<f64>],
+        requests: &'a [SampleRequest],
         _t: f64,
     ) -> BoxFuture<'a, Vec<Readings>> {
         Box::pin(async move {
             let end = self.grid_now();
-            let from: Vec<i64> = specs
+            // Each spec with the first grid time it still has to read.
+            let reads: Vec<(&ScalerSpec, i64)> = requests
                 .iter()
-                .zip(last.iter().chain(std::iter::repeat(&None)))
-                .map(|(s, l)| self.from(s, *l, end))
+                .map(|r| (&*r.spec, self.from(&r.spec, r.last, end)))
                 .collect();
-            let plan = plan(specs, &from);
+            let plan = plan(&reads);
             let keys: Vec<GroupKey> = plan.keys().cloned().collect();
             let mut answers: HashMap<GroupKey, Result<Vec<Series>, QueryError>> =
                 stream::iter(plan.into_iter().map(|(key, group)| async move {
@@ -383,10 +382,9 @@ impl Source for PrometheusSource {
                     .entry(key)
                     .or_insert(Err(QueryError::Timeout(self.settings.timeout)));
             }
-            specs
+            reads
                 .iter()
-                .zip(&from)
-                .map(|(spec, from)| self.readings(spec, &answers, *from, end))
+                .map(|&(spec, from)| self.readings(spec, &answers, from, end))
                 .collect()
         })
     }
@@ -403,9 +401,10 @@ struct Group {
     from: i64,
 }
 
-fn plan(specs: &[Arc<ScalerSpec>], from: &[i64]) -> BTreeMap<GroupKey, Group> {
+/// The queries that serve every spec, each spec reading from its first grid time on.
+fn plan(reads: &[(&ScalerSpec, i64)]) -> BTreeMap<GroupKey, Group> {
     let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
-    for (spec, from) in specs.iter().zip(from) {
+    for &(spec, from) in reads {
         let SourceSpec::Prometheus(p) = &spec.source else {
             continue;
         };
@@ -417,10 +416,10 @@ fn plan(specs: &[Arc<ScalerSpec>], from: &[i64]) -> BTreeMap<GroupKey, Group> {
         for k in keys {
             let group = groups.entry(k).or_insert(Group {
                 namespaces: BTreeSet::new(),
-                from: *from,
+                from,
             });
             group.namespaces.insert(p.namespace.clone());
-            group.from = group.from.min(*from);
+            group.from = group.from.min(from);
         }
     }
     groups
@@ -796,7 +795,8 @@ mod tests {
             })
             .collect();
         // Four signals plus the latency histogram's completion rate, one query each.
-        let groups = plan(&specs, &[0; 100]);
+        let reads: Vec<(&ScalerSpec, i64)> = specs.iter().map(|s| (&**s, 0)).collect();
+        let groups = plan(&reads);
         assert_eq!(groups.len(), 5);
         assert!(groups.keys().any(|k| matches!(
             &k.template,
@@ -820,7 +820,8 @@ mod tests {
             ("latencyTargetMs", "500"),
         ])));
         // ... and the 30 s window's latency and completion queries.
-        assert_eq!(plan(&more, &[0; 103]).len(), 8);
+        let reads: Vec<(&ScalerSpec, i64)> = more.iter().map(|s| (&**s, 0)).collect();
+        assert_eq!(plan(&reads).len(), 8);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tokio::sync::OnceCell;
 
 use super::budget::{BodyBudget, BodyError, Held, Share};
 use super::slots::{Rank, Slots, Standing, Ticket};
-use super::{Readings, SignalReading, Source};
+use super::{Readings, SampleRequest, SignalReading, Source};
 use crate::score::DemandModel;
 use crate::spec::{MemoryMetrics, MetricRef, MetricSource, ScalerSpec, SignalSpec, SourceSpec};
 use discovery::{DeletionCostError, Discovery, DiscoverySettings};
@@ -514,7 +514,7 @@ impl ScrapeSource {
     /// Stores this sampling's histogram snapshots and drops those no window needs any more.
     fn record_histograms(
         &self,
-        specs: &[Arc<ScalerSpec>],
+        requests: &[SampleRequest],
         targets: &[Target],
         scrapes: &Scrapes,
         t: f64,
@@ -522,7 +522,7 @@ impl ScrapeSource {
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let History { by_key, bytes } = &mut *history;
         let mut longest_window = 0.0f64;
-        for (spec, target) in specs.iter().zip(targets) {
+        for (SampleRequest { spec, .. }, target) in requests.iter().zip(targets) {
             for signal in &spec.signals {
                 let MetricSource::Histogram(base) = &signal.metrics else {
                     continue;
@@ -739,24 +739,19 @@ impl ScrapeSource {
 }
 
 impl Source for ScrapeSource {
-    fn sample<'a>(
-        &'a self,
-        specs: &'a [Arc<ScalerSpec>],
-        _last: &'a [Option<f64>],
-        t: f64,
-    ) -> BoxFuture<'a, Vec<Readings>> {
+    fn sample<'a>(&'a self, requests: &'a [SampleRequest], t: f64) -> BoxFuture<'a, Vec<Readings>> {
         Box::pin(async move {
-            let mut targets = Vec::with_capacity(specs.len());
-            for spec in specs {
-                targets.push(self.target(spec).await);
+            let mut targets = Vec::with_capacity(requests.len());
+            for r in requests {
+                targets.push(self.target(&r.spec).await);
             }
-            let wanted: Vec<HashSet<String>> = specs.iter().map(|s| wanted(s)).collect();
+            let wanted: Vec<HashSet<String>> = requests.iter().map(|r| wanted(&r.spec)).collect();
             let scrapes = self.fetch_all(&targets, &wanted, t).await;
-            self.record_histograms(specs, &targets, &scrapes, t);
-            specs
+            self.record_histograms(requests, &targets, &scrapes, t);
+            requests
                 .iter()
                 .zip(&targets)
-                .map(|(s, target)| self.readings(s, target, &scrapes, t))
+                .map(|(r, target)| self.readings(&r.spec, target, &scrapes, t))
                 .collect()
         })
     }
