@@ -206,6 +206,9 @@ pub struct EntryState {
     pub fresh_at: Option<f64>,
     /// What the latest sampling said about missing data.
     pub notes: Vec<String>,
+    /// The latest sampling found the source still waiting for its first view of the pods
+    /// (`Readings::syncing`): data may come with the next one.
+    pub syncing: bool,
     /// Samplings done, with or without data.
     pub samples: u64,
     /// Replicas starting and terminating at the latest sampling, where the source knows them.
@@ -721,6 +724,7 @@ impl Engine {
         entry.state.send_modify(|state| {
             state.samples += 1;
             state.notes = notes;
+            state.syncing = readings.syncing;
             state.starting = readings.context.fleet.starting;
             state.terminating = readings.context.fleet.terminating;
             if let Some(decision) = decision.filter(|d| d.has_data) {
@@ -1161,6 +1165,24 @@ mod tests {
             ["http://127.0.0.1:9/metrics: connection refused"]
         );
         assert!(Arc::ptr_eq(&engine.current(&entry).unwrap(), &first));
+    }
+
+    #[tokio::test]
+    async fn a_source_still_syncing_says_so_in_the_state_until_it_has_listed() {
+        let source = Scripted::new(|_, round| match round {
+            1 => Readings {
+                syncing: true,
+                ..failed("waiting for the first EndpointSlice list of namespace ns")
+            },
+            _ => queue(&[Some(10.0)]),
+        });
+        let engine = engine_on(test_settings(), &source);
+        let entry = engine.entry(key("llm")).unwrap();
+        engine.sample(false).await;
+        assert!(entry.state().syncing, "explain waits while this holds");
+        engine.sample(false).await;
+        assert!(!entry.state().syncing);
+        assert_eq!(desired(&engine, &entry), 2.0);
     }
 
     #[tokio::test]

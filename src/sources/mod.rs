@@ -88,6 +88,9 @@ pub struct Readings {
     pub earlier: Vec<(f64, Vec<Vec<Option<f64>>>)>,
     /// True when a query or read for this spec failed, so the gap should be read again later.
     pub failed: bool,
+    /// True while the source still waits for its first view of where to read (service
+    /// discovery's first EndpointSlice list of the namespace): the next sampling may have data.
+    pub syncing: bool,
     /// What the source knows beyond the signals: completions per second (from the latency
     /// histogram's count) and, for a discovery source, replicas starting and terminating.
     pub context: crate::score::Context,

@@ -566,6 +566,7 @@ impl PrometheusSource {
                 ..Default::default()
             },
             failed,
+            syncing: false,
             pods: Vec::new(),
         }
     }

@@ -32,7 +32,7 @@ use super::slots::{Rank, Slots, Standing, Ticket};
 use super::{Readings, SampleRequest, SignalReading, Source};
 use crate::score::DemandModel;
 use crate::spec::{MemoryMetrics, MetricRef, MetricSource, ScalerSpec, SignalSpec, SourceSpec};
-use discovery::{DeletionCostError, Discovery, DiscoverySettings};
+use discovery::{DeletionCostError, Discovery, DiscoveryError, DiscoverySettings};
 use exposition::Exposition;
 use histogram::Buckets;
 
@@ -153,6 +153,8 @@ struct Target {
     /// Why there is nothing to scrape (discovery failed), or a warning about the list.
     note: Option<String>,
     failed: bool,
+    /// Discovery has not listed the Service's namespace yet (`DiscoveryError::Syncing`).
+    syncing: bool,
 }
 
 pub struct ScrapeSource {
@@ -499,9 +501,11 @@ impl ScrapeSource {
                         cold_start_s: r.cold_start_s,
                         note: (!notes.is_empty()).then(|| notes.join("; ")),
                         failed: false,
+                        syncing: false,
                     }
                 }
                 Err(e) => Target {
+                    syncing: matches!(e, DiscoveryError::Syncing(_)),
                     note: Some(e.to_string()),
                     failed: true,
                     ..Target::default()
@@ -690,6 +694,7 @@ impl ScrapeSource {
             signals,
             notes,
             failed: target.failed,
+            syncing: target.syncing,
             context: crate::score::Context {
                 completions_per_s,
                 fleet: crate::score::Fleet {
