@@ -9,7 +9,7 @@ use keda_gpu_sim::keda::{self, Keda, KedaState};
 use keda_gpu_sim::policy::{self, PolicyName};
 
 /// Which replica count was written by whom.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Writer {
     Hpa,

@@ -9,6 +9,7 @@
 pub mod balancer;
 pub mod control;
 pub mod cpu;
+pub mod fidelity;
 pub mod keda;
 pub mod load;
 pub mod plan;
@@ -107,6 +108,15 @@ pub struct DemoArgs {
     /// The Prometheus server binary for `--prometheus` (default: `prometheus` on PATH).
     #[arg(long, value_name = "PATH", requires = "prometheus")]
     pub prometheus_bin: Option<PathBuf>,
+    /// After the run (each run with --compare), replay it through the simulator under the same
+    /// conditions and print live against predicted replica-seconds and SLO attainment;
+    /// writes fidelity.json and fidelity.md under --out.
+    #[arg(long)]
+    pub fidelity: bool,
+    /// No live run: replay the runs recorded in DIR (demo-<policy>.json and
+    /// requests-<policy>.csv, for each policy found) and print the same comparison.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["compare", "fidelity"])]
+    pub fidelity_from: Option<PathBuf>,
     /// Plain log lines even on a terminal.
     #[arg(long)]
     pub plain: bool,
@@ -185,14 +195,48 @@ impl DemoArgs {
     }
 }
 
-/// What `demo` produced.
+/// What `demo` produced: the live run(s), and their replays with --fidelity.
 pub enum Outcome {
     Single(Box<RunSummary>),
     Compare(Box<Comparison>),
+    /// `--fidelity-from`: replays of recorded runs only.
+    Fidelity(Vec<fidelity::Prediction>),
+}
+
+/// Replays each run through the simulator under each `fidelity::Model` and writes
+/// fidelity.json and fidelity.md to `out`.
+pub fn replay_runs(
+    runs: &[RunSummary],
+    out: &std::path::Path,
+) -> Result<Vec<fidelity::Prediction>, DemoError> {
+    let predictions = runs
+        .iter()
+        .flat_map(|r| fidelity::Model::ALL.map(|m| fidelity::predict(r, &r.records, m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    fidelity::write(out, &predictions)?;
+    Ok(predictions)
 }
 
 /// Runs the demo (one policy, or both with `--compare`), writes JSON and SVG under `--out`.
 pub async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
+    if let Some(dir) = &args.fidelity_from {
+        let mut runs = Vec::new();
+        for policy in [PolicyName::Composite, PolicyName::CpuHpa] {
+            if dir.join(format!("demo-{policy}.json")).exists() {
+                runs.push(fidelity::load(dir, policy.as_str())?);
+            }
+        }
+        if runs.is_empty() {
+            return Err(DemoError::Arg {
+                name: "--fidelity-from",
+                message: format!(
+                    "{} holds no demo-composite.json or demo-cpu-hpa.json",
+                    dir.display()
+                ),
+            });
+        }
+        return Ok(Outcome::Fidelity(replay_runs(&runs, dir)?));
+    }
     keda_gpu_scaler::sources::client::install_provider();
     let plan = args.check()?;
     std::fs::create_dir_all(&args.out).map_err(|source| DemoError::Io {

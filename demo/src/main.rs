@@ -57,6 +57,10 @@ fn main() -> Result<()> {
                     s.children_left
                 );
             }
+            if args.fidelity {
+                let p = keda_gpu_demo::replay_runs(std::slice::from_ref(&*s), &args.out)?;
+                print_fidelity(&p, &args.out)?;
+            }
         }
         Outcome::Compare(c) => {
             print!("\n{}", keda_gpu_demo::summary::compare_table(&c));
@@ -68,7 +72,41 @@ fn main() -> Result<()> {
             if c.runs.iter().any(|r| r.children_left > 0) {
                 bail!("replica processes were still present after the run");
             }
+            if args.fidelity {
+                let p = keda_gpu_demo::replay_runs(&c.runs, &args.out)?;
+                print_fidelity(&p, &args.out)?;
+            }
         }
+        Outcome::Fidelity(p) => {
+            let dir = args.fidelity_from.as_deref().unwrap_or(&args.out);
+            print_fidelity(&p, dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the comparison; an error when the demo-host model misses a run by more than the bounds.
+fn print_fidelity(p: &[keda_gpu_demo::fidelity::Prediction], dir: &std::path::Path) -> Result<()> {
+    println!(
+        "\nthe simulator's prediction of the live run (same arrivals, measured costs, time x scale):\n{}{}",
+        keda_gpu_demo::fidelity::table(p),
+        keda_gpu_demo::fidelity::details(p)
+    );
+    println!(
+        "wrote {} and {}",
+        dir.join("fidelity.json").display(),
+        dir.join("fidelity.md").display()
+    );
+    let missed: Vec<&str> = p
+        .iter()
+        .filter(|p| p.model == keda_gpu_demo::fidelity::Model::DemoHost && !p.within_bounds)
+        .map(|p| p.policy.as_str())
+        .collect();
+    if !missed.is_empty() {
+        bail!(
+            "the simulator (demo-host model) missed the live {} run by more than 15 % of replica-seconds or 5 points of SLO attainment",
+            missed.join(" and ")
+        );
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use super::DemoError;
 
 /// One phase: `rate` requests per second for `secs` seconds.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Phase {
     pub name: String,
     pub secs: f64,
@@ -14,7 +14,7 @@ pub struct Phase {
 }
 
 /// Phases back to back from t = 0.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     pub phases: Vec<Phase>,
 }

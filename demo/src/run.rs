@@ -155,6 +155,7 @@ async fn drive(
 
     // Pre-roll: the Deployment exists with its minimum replicas before the load starts.
     pool.scale(args.min_replicas)?;
+    let mut ready_after_s: Vec<f64> = Vec::new();
     let warm_deadline = Instant::now() + Duration::from_secs_f64(args.cold_start + 60.0);
     while pool.ready() < args.min_replicas {
         if stop.stopped() {
@@ -172,6 +173,9 @@ async fn drive(
             });
         }
         for e in pool.tick().await? {
+            if let PoolEvent::Ready { after_s, .. } = e {
+                ready_after_s.push(after_s);
+            }
             view.event(0.0, &e);
         }
         if let Some(p) = prometheus.as_deref_mut() {
@@ -243,8 +247,10 @@ async fn drive(
             break;
         }
         for e in pool.tick().await? {
-            if let PoolEvent::Killed { cut, .. } = e {
-                requests_cut += cut;
+            match e {
+                PoolEvent::Killed { cut, .. } => requests_cut += cut,
+                PoolEvent::Ready { after_s, .. } => ready_after_s.push(after_s),
+                _ => {}
             }
             view.event(now, &e);
         }
@@ -385,6 +391,7 @@ async fn drive(
         timeline,
         events,
         records: recorder.snapshot(),
+        ready_after_s,
         served,
         requests_cut,
         pids,

@@ -13,7 +13,7 @@ use super::{DemoArgs, DemoError};
 use keda_gpu_sim::policy::PolicyName;
 use keda_gpu_sim::svg::{escape, nice_ceiling};
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SignalSample {
     pub name: String,
     /// The signal's reading (per-pod mean or total, as the scaler aggregates it).
@@ -23,7 +23,7 @@ pub struct SignalSample {
 }
 
 /// One second of the run.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub t: f64,
     pub phase: String,
@@ -61,7 +61,7 @@ pub struct Sample {
     pub outstanding: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScaleEvent {
     pub t: f64,
     pub from: u32,
@@ -69,8 +69,8 @@ pub struct ScaleEvent {
     pub by: Writer,
 }
 
-/// Everything one run measured.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+/// Everything one run measured (read back by `fidelity` from `demo-<policy>.json`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunSummary {
     pub policy: String,
     pub duration_s: f64,
@@ -80,6 +80,14 @@ pub struct RunSummary {
     pub slo_ms: f64,
     pub min_replicas: u32,
     pub max_replicas: u32,
+    /// Requests a replica runs at once and queues before answering 503.
+    #[serde(default = "one")]
+    pub replica_concurrency: u32,
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Seed of the arrivals.
+    #[serde(default)]
+    pub seed: u64,
     pub plan: Plan,
     pub pods_min: u32,
     pub pods_max: u32,
@@ -104,6 +112,10 @@ pub struct RunSummary {
     pub trigger_rebuilds: u32,
     pub rpc_errors: u32,
     pub replicas_started: usize,
+    /// Seconds from each replica's creation to its first ready `/readyz` (the cold start plus
+    /// the process's own start), in the order they became ready.
+    #[serde(default)]
+    pub ready_after_s: Vec<f64>,
     /// Requests each replica reported in its own `workload_requests_total`, by replica id.
     pub served_by_replica: BTreeMap<u32, f64>,
     /// Requests cut on scale-down: in service or queued (at the last scrape) on replicas killed
@@ -122,6 +134,18 @@ pub struct RunSummary {
     pub prometheus_queries: Option<f64>,
     pub events: Vec<ScaleEvent>,
     pub timeline: Vec<Sample>,
+    /// Every request as the client saw it; written to `requests-<policy>.csv`, not the JSON.
+    #[serde(skip)]
+    pub records: Vec<Record>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What runs recorded before the field existed used (`--queue-capacity`'s default).
+fn default_queue_capacity() -> usize {
+    16
 }
 
 pub struct Inputs<'a> {
@@ -131,6 +155,7 @@ pub struct Inputs<'a> {
     pub timeline: Vec<Sample>,
     pub events: Vec<ScaleEvent>,
     pub records: Vec<Record>,
+    pub ready_after_s: Vec<f64>,
     pub served: BTreeMap<u32, f64>,
     pub requests_cut: f64,
     pub pids: Vec<u32>,
@@ -181,6 +206,9 @@ pub fn build(i: Inputs) -> RunSummary {
         slo_ms: i.args.slo_ms,
         min_replicas: i.args.min_replicas,
         max_replicas: i.args.max_replicas,
+        replica_concurrency: i.args.replica_concurrency,
+        queue_capacity: i.args.queue_capacity,
+        seed: i.args.seed,
         plan: i.plan.clone(),
         pods_min: tl.iter().map(|s| s.replicas).min().unwrap_or(0),
         pods_max: tl.iter().map(|s| s.replicas).max().unwrap_or(0),
@@ -203,6 +231,7 @@ pub fn build(i: Inputs) -> RunSummary {
         trigger_rebuilds: i.trigger_rebuilds,
         rpc_errors: i.rpc_errors,
         replicas_started: i.pids.len(),
+        ready_after_s: i.ready_after_s,
         served_by_replica: i.served,
         requests_cut: i.requests_cut,
         pod_deletion_cost: i.args.pod_deletion_cost,
@@ -213,6 +242,7 @@ pub fn build(i: Inputs) -> RunSummary {
         pids: i.pids,
         events: i.events,
         timeline: i.timeline,
+        records: i.records,
     }
 }
 
@@ -338,13 +368,59 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).expect("summaries serialise")
 }
 
-/// `demo-<policy>.json` and `demo-<policy>.svg`.
+/// `demo-<policy>.json`, `requests-<policy>.csv` and `demo-<policy>.svg`.
 pub fn write_run(dir: &Path, s: &RunSummary) -> Result<(), DemoError> {
     write(&dir.join(format!("demo-{}.json", s.policy)), &json(s))?;
+    write(
+        &dir.join(format!("requests-{}.csv", s.policy)),
+        &requests_csv(&s.records),
+    )?;
     write(
         &dir.join(format!("demo-{}.svg", s.policy)),
         &svg(std::slice::from_ref(s)),
     )
+}
+
+/// Every request, one line each: `sent_s,latency_s,status` (status 0: no replica ready or
+/// the connection failed), in the order they completed.
+pub fn requests_csv(records: &[Record]) -> String {
+    let mut out = String::from("sent_s,latency_s,status\n");
+    for r in records {
+        let _ = writeln!(out, "{:.6},{:.6},{}", r.sent_s, r.latency_s, r.status);
+    }
+    out
+}
+
+/// Reads `requests_csv`'s format back.
+pub fn parse_requests_csv(text: &str) -> Result<Vec<Record>, String> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || (i == 0 && line.starts_with("sent_s")) {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        let parsed = match f[..] {
+            [s, l, st] => s
+                .parse::<f64>()
+                .ok()
+                .zip(l.parse::<f64>().ok())
+                .zip(st.parse::<u16>().ok()),
+            _ => None,
+        };
+        let Some(((sent_s, latency_s), status)) = parsed else {
+            return Err(format!(
+                "line {}: '{line}' is not sent_s,latency_s,status",
+                i + 1
+            ));
+        };
+        out.push(Record {
+            sent_s,
+            latency_s,
+            status,
+        });
+    }
+    Ok(out)
 }
 
 /// `compare.json` (the table's numbers, timelines in the per-run files) and `compare.svg`.
@@ -534,4 +610,29 @@ pub fn svg(runs: &[RunSummary]) -> String {
         panels[1].0 + panels[1].1 + 16.0
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_read_back_from_their_csv() {
+        let records = vec![
+            Record {
+                sent_s: 0.25,
+                latency_s: 0.101,
+                status: 200,
+            },
+            Record {
+                sent_s: 1.5,
+                latency_s: 0.0,
+                status: 0,
+            },
+        ];
+        let csv = requests_csv(&records);
+        assert_eq!(parse_requests_csv(&csv).unwrap(), records);
+        let e = parse_requests_csv("sent_s,latency_s,status\n1,2\n").unwrap_err();
+        assert!(e.starts_with("line 2:"), "{e}");
+    }
 }

@@ -34,6 +34,7 @@ fn main() {
             slo_s: 2.0,
             slo_is_ttft: true,
             cold_start_s: 60.0,
+            min_replicas: 0,
             composite_overrides: Vec::new(),
             composite_hpa: Default::default(),
             batch: cost.batch,

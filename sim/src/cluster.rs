@@ -164,6 +164,8 @@ pub struct Outcomes {
     pub within_e2e_slo: u64,
     /// Cut on scale-down: still running on a removed replica when its grace period ended.
     pub cut: u64,
+    /// Refused on arrival: the queue was full (`CostModel::queue_capacity`).
+    pub refused: u64,
     /// Arrived requests whose service time alone, on an idle replica, exceeds the end-to-end
     /// objective: no policy can make them meet it.
     pub e2e_infeasible: u64,
@@ -454,6 +456,10 @@ impl Cluster {
                     if r.work_s > self.cfg.slo_s {
                         self.outcomes.e2e_infeasible += 1;
                     }
+                    if self.queue_full() {
+                        self.outcomes.refused += 1;
+                        continue;
+                    }
                     self.queue.push_back(r);
                     self.dispatch();
                 }
@@ -462,6 +468,16 @@ impl Cluster {
         }
         self.integrate(until);
         self.expire();
+    }
+
+    /// Whether an arrival is refused: with a queue capacity per replica, the queue (which holds
+    /// requests only while every ready replica's batch is full) already holds that many per
+    /// ready replica. With no replica ready nothing can queue, as with per-replica queues.
+    fn queue_full(&self) -> bool {
+        self.cfg
+            .cost
+            .queue_capacity
+            .is_some_and(|c| self.queue.len() >= c as usize * self.ready() as usize)
     }
 
     /// The earliest end of a grace period among draining replicas: (time, replica).

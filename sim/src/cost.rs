@@ -28,6 +28,17 @@ pub struct CostModel {
     /// Request size used by generators and by plain traces without a cost column.
     pub default_context_tokens: f64,
     pub default_generated_tokens: f64,
+    /// Requests each ready replica queues beyond its batch before new ones are refused at once
+    /// (an engine's `max_queue_size`, the demo's `--queue-capacity`): an arrival finding the
+    /// gateway queue at this times the ready replicas is answered with an error, a miss. None
+    /// (the default): the queue is unbounded and requests wait until `--timeout-s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_capacity: Option<u32>,
+    /// CPU cores the replicas share on their node: when their CPU readings add up to more, each
+    /// reads its share of these (the demo's replicas on a two-core host). None (the default):
+    /// every replica has its own CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_cpu_cores: Option<f64>,
 }
 
 impl Default for CostModel {
@@ -45,6 +56,8 @@ impl Default for CostModel {
             cpu_full_batch_pct: 50.0,
             default_context_tokens: 2048.0,
             default_generated_tokens: 28.0,
+            queue_capacity: None,
+            node_cpu_cores: None,
         }
     }
 }
@@ -100,6 +113,11 @@ impl CostModel {
             return Err(format!(
                 "full_batch_slowdown = {} is not accepted; expected a factor >= 1",
                 self.full_batch_slowdown
+            ));
+        }
+        if let Some(c) = self.node_cpu_cores.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(format!(
+                "node_cpu_cores = {c} is not accepted; expected a number of cores > 0"
             ));
         }
         if self.default_work_s() <= 0.0 {

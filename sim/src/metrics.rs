@@ -112,6 +112,16 @@ impl Metrics {
                 ttft_counts: r.ttft_counts.clone(),
             });
         }
+        // Replicas sharing too few cores each get their share: a reading of one core's percent
+        // cannot add up to more than the node has.
+        if let Some(cores) = cost.node_cpu_cores {
+            let demand = pods.iter().map(|p| p.cpu_pct / 100.0).sum::<f64>();
+            if demand > cores {
+                for p in &mut pods {
+                    p.cpu_pct *= cores / demand;
+                }
+            }
+        }
         for (i, r) in cluster.replicas.iter().enumerate() {
             if !matches!(r.phase, Phase::Ready) {
                 self.last_slots[i] = None;

@@ -98,6 +98,9 @@ pub struct Setup {
     pub slo_is_ttft: bool,
     /// Seconds from a replica's creation to readiness (the oracle-coldstart plans with it).
     pub cold_start_s: f64,
+    /// The composite's ScaledObject `minReplicaCount` (KEDA's default 0: it scales to zero once
+    /// the scaler has been inactive for the cooldown). The live demo's replay sets its own.
+    pub min_replicas: u32,
     /// Overrides of the composite's trigger metadata (`--composite-metadata`).
     pub composite_overrides: Vec<(String, String)>,
     /// The HPA behaviour the composite's ScaledObject sets.
@@ -741,6 +744,7 @@ impl Composite {
         .collect();
         let spec = spec::parse(&metadata)?;
         let keda = Keda {
+            min_replica_count: setup.min_replicas,
             max_replica_count: setup.max_replicas,
             ..Keda::default()
         };

@@ -246,6 +246,7 @@ async fn composite_decides_what_the_servers_engine_decides_on_the_same_readings(
         slo_s: 5.0,
         slo_is_ttft: false,
         cold_start_s: 0.0,
+        min_replicas: 0,
         composite_overrides: Vec::new(),
         composite_hpa: Default::default(),
         batch: 8,
