@@ -127,7 +127,7 @@ fn sample_age(debug: &str, name: &str) -> Option<f64> {
 /// The nearest-rank quantile (the rule the simulator and the demo report by); NaN for no samples.
 fn quantile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    keda_gpu_scaler::signals::histogram::nearest_rank(v.len(), q).map_or(f64::NAN, |k| v[k])
+    keda_gpu_scaler::sources::scrape::histogram::nearest_rank(v.len(), q).map_or(f64::NAN, |k| v[k])
 }
 
 struct Run {
@@ -896,7 +896,7 @@ fn main() {
         .output()
         .expect("binary runs");
     let modern = String::from_utf8_lossy(&config.stdout).contains("[egress]");
-    keda_gpu_scaler::signals::client::install_provider();
+    keda_gpu_scaler::sources::client::install_provider();
     let mut run = Run {
         bin: bin.clone(),
         short,

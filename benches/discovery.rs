@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use keda_gpu_scaler::signals::discovery::{resolve, Endpoint, Slice, Store};
+use keda_gpu_scaler::sources::scrape::discovery::{resolve, Endpoint, Slice, Store};
 use keda_gpu_scaler::spec::ServiceSpec;
 
 const PODS: usize = 1000;

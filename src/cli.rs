@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
 use crate::engine::{Engine, EntryKey};
-use crate::signals::discovery::DiscoveryError;
 use crate::telemetry;
 
 #[derive(Parser, Debug)]
@@ -100,7 +99,7 @@ pub struct CheckArgs {
 
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
-    crate::signals::client::install_provider();
+    crate::sources::client::install_provider();
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig(args) => {
@@ -220,15 +219,12 @@ fn explain(args: &ExplainArgs) -> Result<()> {
             metadata,
         ))?;
         engine.sample(false).await;
-        if let crate::spec::SourceSpec::Service(svc) = &entry.spec.source {
+        if let crate::spec::SourceSpec::Service(_) = &entry.spec.source {
             // The first round starts the namespace's EndpointSlice watch; read again once it
-            // has listed (bounded: 5 s at most). Until then discovery answers `Syncing`, which
-            // reaches the notes as that error's own text.
-            let syncing = DiscoveryError::Syncing(svc.namespace.clone()).to_string();
+            // has listed (bounded: 5 s at most). Until then the entry's state says `syncing`.
             for _ in 0..50 {
                 let state = entry.state();
-                let listing = state.notes.iter().any(|n| n.contains(&syncing));
-                if state.starting.is_some() || !listing {
+                if state.starting.is_some() || !state.syncing {
                     break; // Listed, or failed for a reason waiting will not fix.
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;

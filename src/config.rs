@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineSettings;
 use crate::setting;
-use crate::signals::SourceSettings;
+use crate::sources::SourceSettings;
 
 pub const ENV_PREFIX: &str = "KEDA_GPU_SCALER";
 
@@ -375,9 +375,9 @@ impl From<config::ConfigError> for ConfigError {
 mod tests {
     use super::*;
     use crate::egress::EgressPolicy;
-    use crate::signals::budget::MemoryLimits;
-    use crate::signals::discovery::DiscoverySettings;
-    use crate::signals::prometheus::PrometheusConfig;
+    use crate::sources::budget::MemoryLimits;
+    use crate::sources::prometheus::PrometheusConfig;
+    use crate::sources::scrape::discovery::DiscoverySettings;
     use std::io::Write;
 
     /// Loads with the given environment (never the process's, which other tests share) and flags.
@@ -470,7 +470,7 @@ mod tests {
         let prometheus = &prom.sources.prometheus;
         assert_eq!(prometheus.address.as_deref(), Some("http://prom:9090"));
         assert_eq!(prometheus.timeout, Duration::from_millis(750));
-        let sources = crate::signals::Sources::real(&prom.sources, Duration::from_secs(2)).unwrap();
+        let sources = crate::sources::Sources::real(&prom.sources, Duration::from_secs(2)).unwrap();
         assert_eq!(sources.prometheus_address(), Some("http://prom:9090"));
     }
 

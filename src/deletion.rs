@@ -12,7 +12,7 @@
 //! the API server and an update event every pod watcher sees). So only the pods about to go are
 //! marked (negative costs; every other pod keeps the default 0), a round of writes comes at most
 //! every `MIN_INTERVAL_S`, and only pods whose mark changed are written. This module is the pure part (ranking and pacing); the writes are
-//! the scrape source's (`signals::discovery::Discovery::set_deletion_costs`).
+//! the scrape source's (`sources::scrape::discovery::Discovery::set_deletion_costs`).
 
 use std::collections::BTreeMap;
 

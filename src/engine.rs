@@ -25,8 +25,8 @@ use crate::restore;
 use crate::score::composite::{INFLIGHT, KV_CACHE, QUEUE};
 use crate::score::{Decision, Scorer};
 use crate::setting;
-use crate::signals::client::ClientError;
-use crate::signals::{Readings, SourceKind, SourceSettings, Sources};
+use crate::sources::client::ClientError;
+use crate::sources::{Readings, SampleRequest, SourceKind, SourceSettings, Sources};
 use crate::spec::{self, ParseContext, ScalerSpec, SpecError};
 
 /// How often decisions are written to the state file (and once more on shutdown).
@@ -206,6 +206,9 @@ pub struct EntryState {
     pub fresh_at: Option<f64>,
     /// What the latest sampling said about missing data.
     pub notes: Vec<String>,
+    /// The latest sampling found the source still waiting for its first view of the pods
+    /// (`Readings::syncing`): data may come with the next one.
+    pub syncing: bool,
     /// Samplings done, with or without data.
     pub samples: u64,
     /// Replicas starting and terminating at the latest sampling, where the source knows them.
@@ -232,6 +235,9 @@ pub struct Entry {
     scoring: Mutex<Scoring>,
     state: watch::Sender<EntryState>,
     last_used_ms: AtomicU64,
+    /// The metadata's stable hash (`restore::metadata_hash`), taken once at registration: the
+    /// state file names the entry by it on every save.
+    metadata_hash: u64,
     /// The decision saved before a restart, a floor until the fresh smoothing reaches it.
     restored: Mutex<Option<restore::Saved>>,
     /// What `podDeletionCost` wrote to the Service's pods, and when (unused without it).
@@ -385,16 +391,14 @@ impl Engine {
                 scorer: Scorer::new(spec.scorer_config()),
                 stepped_at: None,
             });
+        let metadata_hash = restore::metadata_hash(&key.metadata);
         let restored = self
             .saved
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&(
-                key.namespace.clone(),
-                key.name.clone(),
-                restore::metadata_hash(&key.metadata),
-            ));
+            .remove(&(key.namespace.clone(), key.name.clone(), metadata_hash));
         let entry = Arc::new(Entry {
+            metadata_hash,
             restored: Mutex::new(restored),
             deletion: Mutex::new(DeletionCosts::default()),
             first_claimed: AtomicBool::new(false),
@@ -612,29 +616,29 @@ impl Engine {
 
     /// Reads every entry from its source, one batch per source kind, all sources at once.
     async fn read_sources(&self, entries: &[Arc<Entry>], t: f64) -> Vec<Readings> {
-        /// The entries of one kind: their places in `entries`, specs, and newest scored times.
+        /// The entries of one kind: their places in `entries`, and what is asked for each.
         #[derive(Default)]
         struct Batch {
             idx: Vec<usize>,
-            specs: Vec<Arc<ScalerSpec>>,
-            last: Vec<Option<f64>>,
+            requests: Vec<SampleRequest>,
         }
         let mut batches: BTreeMap<SourceKind, Batch> = BTreeMap::new();
         for (i, e) in entries.iter().enumerate() {
             let batch = batches.entry(SourceKind::of(&e.spec.source)).or_default();
             batch.idx.push(i);
-            batch.specs.push(e.spec.clone());
-            batch.last.push(
-                e.scoring
+            batch.requests.push(SampleRequest {
+                spec: e.spec.clone(),
+                last: e
+                    .scoring
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .stepped_at,
-            );
+            });
         }
         let read = batches.iter().map(|(kind, batch)| async move {
             match self.sources.get(*kind) {
-                Some(source) => source.sample(&batch.specs, &batch.last, t).await,
-                None => batch.specs.iter().map(|s| unserved(s)).collect(),
+                Some(source) => source.sample(&batch.requests, t).await,
+                None => batch.requests.iter().map(|r| unserved(&r.spec)).collect(),
             }
         });
         let answers = join_all(read).await;
@@ -720,6 +724,7 @@ impl Engine {
         entry.state.send_modify(|state| {
             state.samples += 1;
             state.notes = notes;
+            state.syncing = readings.syncing;
             state.starting = readings.context.fleet.starting;
             state.terminating = readings.context.fleet.terminating;
             if let Some(decision) = decision.filter(|d| d.has_data) {
@@ -795,7 +800,7 @@ impl Engine {
                 tokio::time::timeout(timeout, source.set_deletion_costs(&entry.spec, costs))
                     .await
                     .unwrap_or_else(|_| {
-                        Err(crate::signals::discovery::DeletionCostError::Api(
+                        Err(crate::sources::scrape::discovery::DeletionCostError::Api(
                             "timed out".into(),
                         ))
                     });
@@ -864,7 +869,7 @@ impl Engine {
                 Some(restore::Saved {
                     namespace: e.key.namespace.clone(),
                     name: e.key.name.clone(),
-                    metadata: restore::metadata_hash(&e.key.metadata),
+                    metadata: e.metadata_hash,
                     desired: d.desired,
                     active: d.active,
                     at: unix - (now - state.fresh_at?),
@@ -908,7 +913,7 @@ mod tests {
     use super::*;
     use crate::egress::EgressPolicy;
     use crate::score::{Context, Fleet};
-    use crate::signals::{SignalReading, Source};
+    use crate::sources::{SignalReading, Source};
     use futures_util::future::BoxFuture;
 
     /// What the engine asked of a source in one `sample` call.
@@ -971,25 +976,31 @@ mod tests {
     impl Source for Scripted {
         fn sample<'a>(
             &'a self,
-            specs: &'a [Arc<ScalerSpec>],
-            last: &'a [Option<f64>],
+            requests: &'a [SampleRequest],
             _t: f64,
         ) -> BoxFuture<'a, Vec<Readings>> {
             Box::pin(async move {
                 let round = {
                     let mut calls = self.calls.lock().unwrap();
+                    let mut objects: Vec<String> = requests
+                        .iter()
+                        .map(|r| r.spec.metric_name.clone())
+                        .collect();
+                    objects.sort();
                     calls.push(Call {
-                        objects: names(specs),
-                        last: specs
+                        objects,
+                        last: requests
                             .iter()
-                            .zip(last)
-                            .map(|(s, l)| (s.metric_name.clone(), *l))
+                            .map(|r| (r.spec.metric_name.clone(), r.last))
                             .collect(),
                     });
                     calls.len() as u64
                 };
                 tokio::time::sleep(self.delay).await;
-                specs.iter().map(|s| (self.script)(s, round)).collect()
+                requests
+                    .iter()
+                    .map(|r| (self.script)(&r.spec, round))
+                    .collect()
             })
         }
 
@@ -1154,6 +1165,24 @@ mod tests {
             ["http://127.0.0.1:9/metrics: connection refused"]
         );
         assert!(Arc::ptr_eq(&engine.current(&entry).unwrap(), &first));
+    }
+
+    #[tokio::test]
+    async fn a_source_still_syncing_says_so_in_the_state_until_it_has_listed() {
+        let source = Scripted::new(|_, round| match round {
+            1 => Readings {
+                syncing: true,
+                ..failed("waiting for the first EndpointSlice list of namespace ns")
+            },
+            _ => queue(&[Some(10.0)]),
+        });
+        let engine = engine_on(test_settings(), &source);
+        let entry = engine.entry(key("llm")).unwrap();
+        engine.sample(false).await;
+        assert!(entry.state().syncing, "explain waits while this holds");
+        engine.sample(false).await;
+        assert!(!entry.state().syncing);
+        assert_eq!(desired(&engine, &entry), 2.0);
     }
 
     #[tokio::test]

@@ -46,8 +46,9 @@ pub mod server;
 pub mod service;
 /// How one setting is read from text in every layer: durations, bounded numbers, flags, paths.
 pub mod setting;
-/// Signal sources (all IO): Prometheus, direct scrape of replicas' /metrics, NVML.
-pub mod signals;
+/// Where numbers come from (all IO), one folder per source: direct scrape of replicas' /metrics
+/// (with EndpointSlice discovery), Prometheus, NVML; and their shared HTTP client and body budget.
+pub mod sources;
 /// The only parser of trigger metadata: `scalerMetadata` to a validated `ScalerSpec`.
 pub mod spec;
 /// Logging, the scaler's own /metrics and the /debug page.

@@ -36,7 +36,7 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
-    Client(#[from] crate::signals::client::ClientError),
+    Client(#[from] crate::sources::client::ClientError),
     #[error(transparent)]
     Settings(#[from] crate::config::ConfigError),
 }
@@ -319,8 +319,8 @@ async fn ready(State(s): State<HttpState>) -> impl IntoResponse {
 mod tests {
     use super::*;
     use crate::engine::EngineSettings;
-    use crate::signals::prometheus::PrometheusConfig;
-    use crate::signals::SourceSettings;
+    use crate::sources::prometheus::PrometheusConfig;
+    use crate::sources::SourceSettings;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
 

@@ -114,7 +114,7 @@ pub fn debug_entries(engine: &Engine) -> Vec<DebugEntry> {
                         .map(|(ns, m)| format!("namespace=\"{ns}\", pod=~\"{}\"", m.pattern())),
                 ),
             };
-            let queries = crate::signals::prometheus::describe_queries(&entry.spec);
+            let queries = crate::sources::prometheus::describe_queries(&entry.spec);
             DebugEntry {
                 namespace: entry.key.namespace.clone(),
                 name: entry.key.name.clone(),

@@ -5,7 +5,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use keda_gpu_scaler::proto::GetMetricsRequest;
-use keda_gpu_scaler::signals::exposition::{self, Exposition};
+use keda_gpu_scaler::sources::scrape::exposition::{self, Exposition};
 use keda_gpu_scaler::telemetry::grpc::HANDLING_BUCKETS;
 use support::*;
 use tokio_stream::StreamExt;

@@ -372,7 +372,7 @@ async fn one_series_per_scaled_object_and_metric_whatever_the_entries() {
         c.get_metrics(metrics_request(&so)).await.unwrap();
     }
     let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
-    let parsed = keda_gpu_scaler::signals::exposition::parse(&metrics);
+    let parsed = keda_gpu_scaler::sources::scrape::exposition::parse(&metrics);
     let series = parsed.get("keda_gpu_scaler_desired_replicas");
     assert_eq!(series.len(), 1, "{series:?}");
     assert_eq!(series[0].value, 4.0, "the newest entry's value: {series:?}");
@@ -630,7 +630,7 @@ async fn parsed_bodies_are_counted_against_the_body_budget() {
     // parsed, each is many times its text. What the scaler holds of them must stay near the
     // budget (8 MiB here; the chaos benchmark runs 8 such bodies at the defaults). The timeout
     // is long so that a debug build parses whole bodies within it.
-    keda_gpu_scaler::signals::client::install_provider();
+    keda_gpu_scaler::sources::client::install_provider();
     let served = spawn_serve_binary(
         BIN,
         &LOOPBACK_EGRESS

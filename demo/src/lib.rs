@@ -237,7 +237,7 @@ pub async fn demo(args: &DemoArgs) -> Result<Outcome, DemoError> {
         }
         return Ok(Outcome::Fidelity(replay_runs(&runs, dir)?));
     }
-    keda_gpu_scaler::signals::client::install_provider();
+    keda_gpu_scaler::sources::client::install_provider();
     let plan = args.check()?;
     std::fs::create_dir_all(&args.out).map_err(|source| DemoError::Io {
         path: args.out.display().to_string(),

@@ -82,7 +82,7 @@ impl Recorder {
 
 /// Nearest-rank quantile of sorted values (the simulator's rule, so both report alike).
 pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
-    keda_gpu_scaler::signals::histogram::nearest_rank(sorted.len(), q).map(|k| sorted[k])
+    keda_gpu_scaler::sources::scrape::histogram::nearest_rank(sorted.len(), q).map(|k| sorted[k])
 }
 
 /// Sends the plan's load until it ends, then waits for open requests (bounded by the timeout).

@@ -31,7 +31,7 @@ enum Hidden {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    keda_gpu_scaler::signals::client::install_provider();
+    keda_gpu_scaler::sources::client::install_provider();
     if let Some(Hidden::WorkloadReplica(config)) = cli.replica {
         telemetry::init_logging(LogFormat::Text, "warn");
         return Ok(keda_gpu_demo::replica_main(config)?);

@@ -206,7 +206,7 @@ impl DemoPrometheus {
             .text()
             .await
             .ok()?;
-        let metrics = keda_gpu_scaler::signals::exposition::parse(&body);
+        let metrics = keda_gpu_scaler::sources::scrape::exposition::parse(&body);
         Some(
             metrics
                 .get("prometheus_http_requests_total")

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::cpu::CpuMeter;
 use super::DemoError;
 use keda_gpu_scaler::deletion::{by_load, PodLoad};
-use keda_gpu_scaler::signals::exposition;
+use keda_gpu_scaler::sources::scrape::exposition;
 
 /// How replicas are started.
 #[derive(Clone, Debug)]

@@ -76,7 +76,7 @@ pub async fn run_once(
             entry_ttl: Duration::from_secs(20),
             ..Default::default()
         },
-        sources: keda_gpu_scaler::signals::SourceSettings {
+        sources: keda_gpu_scaler::sources::SourceSettings {
             scrape_timeout: Duration::from_millis(800),
             // Every replica and Prometheus run on this machine.
             egress: keda_gpu_scaler::egress::EgressPolicy::loopback(),

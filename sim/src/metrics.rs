@@ -219,10 +219,10 @@ impl Metrics {
 }
 
 /// Prometheus' `histogram_quantile` on per-bucket (non-cumulative) counts: the scaler's own
-/// implementation (`signals::histogram`), on the cumulative buckets Prometheus would expose.
+/// implementation (`sources::scrape::histogram`), on the cumulative buckets Prometheus would expose.
 pub fn quantile(q: f64, counts: &[u64]) -> Option<f64> {
     let mut total = 0u64;
-    let buckets: keda_gpu_scaler::signals::histogram::Buckets = LATENCY_BUCKETS
+    let buckets: keda_gpu_scaler::sources::scrape::histogram::Buckets = LATENCY_BUCKETS
         .iter()
         .zip(counts)
         .map(|(&le, &c)| {
@@ -230,7 +230,7 @@ pub fn quantile(q: f64, counts: &[u64]) -> Option<f64> {
             (le, total as f64)
         })
         .collect();
-    keda_gpu_scaler::signals::histogram::quantile(q, &buckets)
+    keda_gpu_scaler::sources::scrape::histogram::quantile(q, &buckets)
 }
 
 #[cfg(test)]

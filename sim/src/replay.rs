@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use keda_gpu_scaler::signals::histogram::nearest_rank;
+use keda_gpu_scaler::sources::scrape::histogram::nearest_rank;
 
 use super::cluster::{Cluster, ClusterConfig, Outcomes};
 use super::hpa::SYNC_PERIOD_S;

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use keda_gpu_scaler::config::Settings;
 use keda_gpu_scaler::engine::{Engine, EntryKey};
-use keda_gpu_scaler::signals::{Readings, SignalReading, Source, SourceKind, Sources};
-use keda_gpu_scaler::spec::ScalerSpec;
+use keda_gpu_scaler::sources::{
+    Readings, SampleRequest, SignalReading, Source, SourceKind, Sources,
+};
 use keda_gpu_sim::{
     self as sim, cluster::Cluster, metrics::Metrics, policy, PolicyName, PolicyReport, Report,
     SimulateArgs,
@@ -223,12 +224,11 @@ struct Replayed(Mutex<Readings>);
 impl Source for Replayed {
     fn sample<'a>(
         &'a self,
-        specs: &'a [Arc<ScalerSpec>],
-        _last: &'a [Option<f64>],
+        requests: &'a [SampleRequest],
         _t: f64,
     ) -> Pin<Box<dyn Future<Output = Vec<Readings>> + Send + 'a>> {
         let readings = self.0.lock().unwrap().clone();
-        Box::pin(async move { vec![readings; specs.len()] })
+        Box::pin(async move { vec![readings; requests.len()] })
     }
 
     fn deadline(&self) -> Duration {

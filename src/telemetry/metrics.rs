@@ -309,7 +309,7 @@ impl Collector for EngineCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signals::exposition;
+    use crate::sources::scrape::exposition;
 
     fn metrics() -> (Metrics, Arc<GrpcMetrics>) {
         let grpc = Arc::new(GrpcMetrics::new(&[crate::proto::FILE_DESCRIPTOR_SET]).unwrap());

@@ -19,7 +19,7 @@ use keda_gpu_scaler::engine::EngineSettings;
 use keda_gpu_scaler::proto::external_scaler_client::ExternalScalerClient;
 use keda_gpu_scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 use keda_gpu_scaler::server::{self, Running};
-use keda_gpu_scaler::signals::SourceSettings;
+use keda_gpu_scaler::sources::SourceSettings;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 

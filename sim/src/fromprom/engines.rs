@@ -140,7 +140,7 @@ pub const ENGINES: &[Engine] = &[
 pub fn unit_seconds(metric: &str) -> f64 {
     let name = metric.split('{').next().unwrap_or(metric);
     let name = name.strip_suffix("_total").unwrap_or(name);
-    keda_gpu_scaler::signals::histogram::unit_seconds(name)
+    keda_gpu_scaler::sources::scrape::histogram::unit_seconds(name)
 }
 
 /// The metric name of a series reference (without matchers).

@@ -95,7 +95,7 @@ fn rms_pct(points: &[(f64, f64, f64)], predict: impl Fn(f64) -> f64) -> Option<f
 pub fn quantile(xs: &[f64], q: f64) -> Option<f64> {
     let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
     v.sort_by(f64::total_cmp);
-    let i = keda_gpu_scaler::signals::histogram::nearest_rank(v.len(), q)?;
+    let i = keda_gpu_scaler::sources::scrape::histogram::nearest_rank(v.len(), q)?;
     Some(v[i])
 }
 

@@ -2,7 +2,7 @@
 //! re-written with the scaler's own PromQL escaping, so no text of it reaches a query unparsed)
 //! and times (RFC 3339 or unix seconds), and the timestamp formats it writes. Pure.
 
-use keda_gpu_scaler::signals::promql::string_literal;
+use keda_gpu_scaler::sources::prometheus::promql::string_literal;
 
 /// One label matcher of `--selector`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keda_gpu_scaler::egress::EgressPolicy;
-use keda_gpu_scaler::signals::budget::MemoryLimits;
-use keda_gpu_scaler::signals::client;
-use keda_gpu_scaler::signals::prometheus::{PrometheusSettings, PrometheusSource, QueryError};
+use keda_gpu_scaler::sources::budget::MemoryLimits;
+use keda_gpu_scaler::sources::client;
+use keda_gpu_scaler::sources::prometheus::{PrometheusSettings, PrometheusSource, QueryError};
 
 use super::parse::rfc3339;
 use super::series::{merge, Grid, RawSeries};

@@ -12,7 +12,7 @@
 //!   together, `Slow` ones at most `slow`,
 //!
 //! so fast endpoints always find `total - untrusted` slots that no black hole can take. Within a
-//! standing the waiter with the lowest rank goes first; the caller ranks (`scrape.rs`). While
+//! standing the waiter with the lowest rank goes first; the caller ranks (`scrape/mod.rs`). While
 //! paused (a round queueing its first fetches), nothing is handed out, so the first fetches of a
 //! round are ordered by rank too, not by who asked first.
 
@@ -218,7 +218,8 @@ impl Slots {
     }
 
     /// A slot for an endpoint of this standing, when its turn comes; None only if the pool is
-    /// gone.
+    /// gone. (The scraper queues with `ticket`; the tests wait here.)
+    #[cfg(test)]
     pub async fn acquire(&self, standing: Standing, rank: Rank) -> Option<Slot> {
         self.ticket(standing, rank).await
     }
@@ -245,6 +246,7 @@ impl Slots {
     }
 
     /// Slots in use now.
+    #[cfg(test)]
     pub fn busy(&self) -> usize {
         self.inner.lock().busy
     }

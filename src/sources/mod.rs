@@ -4,14 +4,10 @@
 
 pub mod budget;
 pub mod client;
-pub mod discovery;
-pub mod exposition;
-pub mod histogram;
-pub mod nvml;
+pub(crate) mod nvml;
 pub mod prometheus;
-pub mod promql;
 pub mod scrape;
-pub mod slots;
+pub(crate) mod slots;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,9 +20,9 @@ use crate::egress::EgressPolicy;
 use crate::spec::{ScalerSpec, SourceSpec};
 use budget::{BodyBudget, MemoryLimits};
 use client::ClientError;
-use discovery::{DeletionCostError, DiscoverySettings};
 use nvml::NvmlSource;
 use prometheus::{PrometheusConfig, PrometheusSettings, PrometheusSource};
+use scrape::discovery::{DeletionCostError, DiscoverySettings};
 use scrape::ScrapeSource;
 
 /// The sources' settings: `scrape_timeout` at the top level of the settings file, and the
@@ -92,6 +88,9 @@ pub struct Readings {
     pub earlier: Vec<(f64, Vec<Vec<Option<f64>>>)>,
     /// True when a query or read for this spec failed, so the gap should be read again later.
     pub failed: bool,
+    /// True while the source still waits for its first view of where to read (service
+    /// discovery's first EndpointSlice list of the namespace): the next sampling may have data.
+    pub syncing: bool,
     /// What the source knows beyond the signals: completions per second (from the latency
     /// histogram's count) and, for a discovery source, replicas starting and terminating.
     pub context: crate::score::Context,
@@ -133,20 +132,24 @@ impl SourceKind {
     }
 }
 
+/// What a sampling asks of a source for one ScaledObject.
+#[derive(Clone, Debug)]
+pub struct SampleRequest {
+    pub spec: Arc<ScalerSpec>,
+    /// The source time of the newest readings already scored for it; None for a new
+    /// ScaledObject.
+    pub last: Option<f64>,
+}
+
 /// A place signals are read from. One call samples a whole batch so that a source can share work
 /// between ScaledObjects (one fetch per endpoint, one query per signal kind).
 pub trait Source: Send + Sync {
-    /// Samples each spec; returns one `Readings` per spec, in order (the engine passes them
-    /// oldest registered first). `t` is the sampling time in seconds on the engine's clock. `last[i]` is the source time of the newest readings already
-    /// scored for `specs[i]` (None for a new ScaledObject); a source that can read history back
-    /// returns what lies between as `Readings::earlier`. Must bound its own run time (timeouts on
-    /// all IO), by about `deadline`.
-    fn sample<'a>(
-        &'a self,
-        specs: &'a [Arc<ScalerSpec>],
-        last: &'a [Option<f64>],
-        t: f64,
-    ) -> BoxFuture<'a, Vec<Readings>>;
+    /// Samples each request's spec; returns one `Readings` per request, in order (the engine
+    /// passes them oldest registered first). `t` is the sampling time in seconds on the engine's
+    /// clock. A source that can read history back returns what lies between a request's `last`
+    /// and now as `Readings::earlier`. Must bound its own run time (timeouts on all IO), by about
+    /// `deadline`.
+    fn sample<'a>(&'a self, requests: &'a [SampleRequest], t: f64) -> BoxFuture<'a, Vec<Readings>>;
 
     /// About the longest one `sample` call waits on IO. A new ScaledObject's first answer waits
     /// this long (plus a margin) for its first sample.

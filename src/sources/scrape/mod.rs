@@ -5,13 +5,17 @@
 //! Tenants are isolated from each other: in each round every ScaledObject gets an equal share of
 //! the fetch slots and of the body budget (with a floor of it that others cannot take), and a
 //! deadline (the scrape timeout) after which its unfinished endpoints count as missing. Slots go
-//! by standing (`slots.rs`): endpoints that answered fast last time first, then new ones, then
+//! by standing (`sources/slots.rs`): endpoints that answered fast last time first, then new ones, then
 //! slow ones, which never hold more than part of the slots; among equals, every object's first
 //! endpoint before anyone's second. A ScaledObject with a thousand black-holed endpoints, or a
 //! thousand ScaledObjects with one each, thus only make themselves stale. Bodies are parsed as
 //! they arrive, keeping only the metrics the ScaledObjects read. Latency histograms are
 //! differenced over a window, so a history of bucket snapshots per endpoint is kept, and each
 //! endpoint's standing.
+
+pub mod discovery;
+pub mod exposition;
+pub mod histogram;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -24,13 +28,13 @@ use futures_util::stream::{self, StreamExt};
 use tokio::sync::OnceCell;
 
 use super::budget::{BodyBudget, BodyError, Held, Share};
-use super::discovery::{DeletionCostError, Discovery, DiscoverySettings};
-use super::exposition::{self, Exposition};
-use super::histogram::{self, Buckets};
 use super::slots::{Rank, Slots, Standing, Ticket};
-use super::{Readings, SignalReading, Source};
+use super::{Readings, SampleRequest, SignalReading, Source};
 use crate::score::DemandModel;
 use crate::spec::{MemoryMetrics, MetricRef, MetricSource, ScalerSpec, SignalSpec, SourceSpec};
+use discovery::{DeletionCostError, Discovery, DiscoveryError, DiscoverySettings};
+use exposition::Exposition;
+use histogram::Buckets;
 
 /// Endpoints fetched at once by the whole source; each ScaledObject gets an equal share.
 pub const CONCURRENCY: usize = 128;
@@ -149,6 +153,8 @@ struct Target {
     /// Why there is nothing to scrape (discovery failed), or a warning about the list.
     note: Option<String>,
     failed: bool,
+    /// Discovery has not listed the Service's namespace yet (`DiscoveryError::Syncing`).
+    syncing: bool,
 }
 
 pub struct ScrapeSource {
@@ -307,7 +313,7 @@ impl Fetcher {
 }
 
 impl ScrapeSource {
-    /// `client` carries the timeouts and the egress policy (`signals::client::build`).
+    /// `client` carries the timeouts and the egress policy (`sources::client::build`).
     pub fn new(client: reqwest::Client, budget: BodyBudget, deadline: Duration) -> Self {
         ScrapeSource {
             fetcher: Fetcher {
@@ -495,9 +501,11 @@ impl ScrapeSource {
                         cold_start_s: r.cold_start_s,
                         note: (!notes.is_empty()).then(|| notes.join("; ")),
                         failed: false,
+                        syncing: false,
                     }
                 }
                 Err(e) => Target {
+                    syncing: matches!(e, DiscoveryError::Syncing(_)),
                     note: Some(e.to_string()),
                     failed: true,
                     ..Target::default()
@@ -510,7 +518,7 @@ impl ScrapeSource {
     /// Stores this sampling's histogram snapshots and drops those no window needs any more.
     fn record_histograms(
         &self,
-        specs: &[Arc<ScalerSpec>],
+        requests: &[SampleRequest],
         targets: &[Target],
         scrapes: &Scrapes,
         t: f64,
@@ -518,7 +526,7 @@ impl ScrapeSource {
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let History { by_key, bytes } = &mut *history;
         let mut longest_window = 0.0f64;
-        for (spec, target) in specs.iter().zip(targets) {
+        for (SampleRequest { spec, .. }, target) in requests.iter().zip(targets) {
             for signal in &spec.signals {
                 let MetricSource::Histogram(base) = &signal.metrics else {
                     continue;
@@ -686,6 +694,7 @@ impl ScrapeSource {
             signals,
             notes,
             failed: target.failed,
+            syncing: target.syncing,
             context: crate::score::Context {
                 completions_per_s,
                 fleet: crate::score::Fleet {
@@ -711,11 +720,12 @@ impl ScrapeSource {
             MetricSource::Gauge(names) => {
                 let (metric, series) = first_present(expo, names)?;
                 // The same scale as the prometheus source: 0-1 ratios become percent.
-                let scale = if super::promql::RATIO_METRICS.contains(&metric.name.as_str()) {
-                    100.0
-                } else {
-                    1.0
-                };
+                let scale =
+                    if super::prometheus::promql::RATIO_METRICS.contains(&metric.name.as_str()) {
+                        100.0
+                    } else {
+                        1.0
+                    };
                 // Several GPUs in one pod: their mean is the pod's utilisation.
                 let mean = signal.model == DemandModel::Utilisation;
                 combine(series.iter().map(|s| s.value * scale), mean)
@@ -734,24 +744,19 @@ impl ScrapeSource {
 }
 
 impl Source for ScrapeSource {
-    fn sample<'a>(
-        &'a self,
-        specs: &'a [Arc<ScalerSpec>],
-        _last: &'a [Option<f64>],
-        t: f64,
-    ) -> BoxFuture<'a, Vec<Readings>> {
+    fn sample<'a>(&'a self, requests: &'a [SampleRequest], t: f64) -> BoxFuture<'a, Vec<Readings>> {
         Box::pin(async move {
-            let mut targets = Vec::with_capacity(specs.len());
-            for spec in specs {
-                targets.push(self.target(spec).await);
+            let mut targets = Vec::with_capacity(requests.len());
+            for r in requests {
+                targets.push(self.target(&r.spec).await);
             }
-            let wanted: Vec<HashSet<String>> = specs.iter().map(|s| wanted(s)).collect();
+            let wanted: Vec<HashSet<String>> = requests.iter().map(|r| wanted(&r.spec)).collect();
             let scrapes = self.fetch_all(&targets, &wanted, t).await;
-            self.record_histograms(specs, &targets, &scrapes, t);
-            specs
+            self.record_histograms(requests, &targets, &scrapes, t);
+            requests
                 .iter()
                 .zip(&targets)
-                .map(|(s, target)| self.readings(s, target, &scrapes, t))
+                .map(|(r, target)| self.readings(&r.spec, target, &scrapes, t))
                 .collect()
         })
     }

@@ -325,7 +325,7 @@ mod tests {
     #[tokio::test]
     async fn bodies_over_the_cap_are_refused_and_held_bytes_are_counted_until_dropped() {
         let budget = BodyBudget::new(1 << 20, 64 << 10);
-        crate::signals::client::install_provider();
+        crate::sources::client::install_provider();
         let client = reqwest::Client::new();
         let share = &budget.shares(1)[0];
         let big = serve(vec![b'x'; 100 << 10]).await;
@@ -349,7 +349,7 @@ mod tests {
     async fn an_object_over_its_share_fails_alone() {
         let budget = BodyBudget::new(128 << 10, 32 << 10);
         let shares = budget.shares(4);
-        crate::signals::client::install_provider();
+        crate::sources::client::install_provider();
         let client = reqwest::Client::new();
         let url = serve(vec![b'x'; 20 << 10]).await;
         let first = budget

@@ -8,6 +8,8 @@
 //! half-lives read back with one `query_range` per group and replayed, so a replica started later
 //! answers like one that never stopped.
 
+pub mod promql;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,11 +21,11 @@ use prometheus_http_query::Client;
 use regex::Regex;
 
 use super::budget::{BodyBudget, BodyError, Share};
-use super::promql::{Labels, Template};
-use super::{Readings, SignalReading, Source};
+use super::{Readings, SampleRequest, SignalReading, Source};
 use crate::score::DemandModel;
 use crate::setting;
 use crate::spec::{PrometheusSpec, ScalerSpec, SourceSpec};
+use promql::{Labels, Template};
 
 /// History read back for a new ScaledObject, in multiples of its longest half-life: what is older
 /// weighs less than 2^-8 (0.4 %) in the average.
@@ -165,7 +167,7 @@ pub struct PrometheusSource {
 }
 
 impl PrometheusSource {
-    /// `http` carries the timeouts and the egress policy (`signals::client::build`).
+    /// `http` carries the timeouts and the egress policy (`sources::client::build`).
     pub fn new(
         settings: PrometheusSettings,
         http: prometheus_http_query::reqwest::Client,
@@ -348,18 +350,17 @@ impl PrometheusSource {
 impl Source for PrometheusSource {
     fn sample<'a>(
         &'a self,
-        specs: &'a [Arc<ScalerSpec>],
-        last: &'a [Option<f64>],
+        requests: &'a [SampleRequest],
         _t: f64,
     ) -> BoxFuture<'a, Vec<Readings>> {
         Box::pin(async move {
             let end = self.grid_now();
-            let from: Vec<i64> = specs
+            // Each spec with the first grid time it still has to read.
+            let reads: Vec<(&ScalerSpec, i64)> = requests
                 .iter()
-                .zip(last.iter().chain(std::iter::repeat(&None)))
-                .map(|(s, l)| self.from(s, *l, end))
+                .map(|r| (&*r.spec, self.from(&r.spec, r.last, end)))
                 .collect();
-            let plan = plan(specs, &from);
+            let plan = plan(&reads);
             let keys: Vec<GroupKey> = plan.keys().cloned().collect();
             let mut answers: HashMap<GroupKey, Result<Vec<Series>, QueryError>> =
                 stream::iter(plan.into_iter().map(|(key, group)| async move {
@@ -381,10 +382,9 @@ impl Source for PrometheusSource {
                     .entry(key)
                     .or_insert(Err(QueryError::Timeout(self.settings.timeout)));
             }
-            specs
+            reads
                 .iter()
-                .zip(&from)
-                .map(|(spec, from)| self.readings(spec, &answers, *from, end))
+                .map(|&(spec, from)| self.readings(spec, &answers, from, end))
                 .collect()
         })
     }
@@ -401,9 +401,10 @@ struct Group {
     from: i64,
 }
 
-fn plan(specs: &[Arc<ScalerSpec>], from: &[i64]) -> BTreeMap<GroupKey, Group> {
+/// The queries that serve every spec, each spec reading from its first grid time on.
+fn plan(reads: &[(&ScalerSpec, i64)]) -> BTreeMap<GroupKey, Group> {
     let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
-    for (spec, from) in specs.iter().zip(from) {
+    for &(spec, from) in reads {
         let SourceSpec::Prometheus(p) = &spec.source else {
             continue;
         };
@@ -415,10 +416,10 @@ fn plan(specs: &[Arc<ScalerSpec>], from: &[i64]) -> BTreeMap<GroupKey, Group> {
         for k in keys {
             let group = groups.entry(k).or_insert(Group {
                 namespaces: BTreeSet::new(),
-                from: *from,
+                from,
             });
             group.namespaces.insert(p.namespace.clone());
-            group.from = group.from.min(*from);
+            group.from = group.from.min(from);
         }
     }
     groups
@@ -565,6 +566,7 @@ impl PrometheusSource {
                 ..Default::default()
             },
             failed,
+            syncing: false,
             pods: Vec::new(),
         }
     }
@@ -794,7 +796,8 @@ mod tests {
             })
             .collect();
         // Four signals plus the latency histogram's completion rate, one query each.
-        let groups = plan(&specs, &[0; 100]);
+        let reads: Vec<(&ScalerSpec, i64)> = specs.iter().map(|s| (&**s, 0)).collect();
+        let groups = plan(&reads);
         assert_eq!(groups.len(), 5);
         assert!(groups.keys().any(|k| matches!(
             &k.template,
@@ -818,7 +821,8 @@ mod tests {
             ("latencyTargetMs", "500"),
         ])));
         // ... and the 30 s window's latency and completion queries.
-        assert_eq!(plan(&more, &[0; 103]).len(), 8);
+        let reads: Vec<(&ScalerSpec, i64)> = more.iter().map(|s| (&**s, 0)).collect();
+        assert_eq!(plan(&reads).len(), 8);
     }
 
     #[test]
@@ -970,7 +974,7 @@ mod tests {
         ]);
         assert_eq!(history_window(&s, Duration::from_secs(3600)), 240.0);
         assert_eq!(history_window(&s, Duration::from_secs(60)), 60.0);
-        crate::signals::client::install_provider();
+        crate::sources::client::install_provider();
         let source = PrometheusSource::new(
             PrometheusSettings {
                 timeout: Duration::from_secs(1),

@@ -117,7 +117,7 @@ impl Template {
                     "histogram_quantile(0.95, sum by ({by}, le) (rate({base}_bucket{sel}[{window_s}s])))"
                 );
                 // Answers are in seconds whatever unit the histogram counts in.
-                let unit = super::histogram::unit_seconds(base);
+                let unit = crate::sources::scrape::histogram::unit_seconds(base);
                 if unit < 1.0 {
                     format!("{unit} * {q}")
                 } else {

@@ -78,8 +78,8 @@ impl Exposition {
 /// Parses a whole exposition body.
 pub fn parse(text: &str) -> Exposition {
     let mut parser = Parser::new(None);
-    super::budget::Consume::chunk(&mut parser, text.as_bytes());
-    super::budget::Consume::end(&mut parser);
+    crate::sources::budget::Consume::chunk(&mut parser, text.as_bytes());
+    crate::sources::budget::Consume::end(&mut parser);
     parser.finish()
 }
 
@@ -175,7 +175,7 @@ impl Parser {
     }
 }
 
-impl super::budget::Consume for Parser {
+impl crate::sources::budget::Consume for Parser {
     fn chunk(&mut self, mut bytes: &[u8]) -> usize {
         let mut kept = 0;
         while let Some(i) = bytes.iter().position(|b| *b == b'\n') {
@@ -304,7 +304,7 @@ mod tests {
         assert_eq!(e.malformed, 5);
     }
 
-    use crate::signals::budget::Consume;
+    use crate::sources::budget::Consume;
 
     /// `text` fed to a parser for `wanted` in chunks of `size` bytes: what it kept, and the
     /// bytes it said it kept.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use nvml_wrapper::Nvml;
 
-use super::{Readings, SignalReading, Source};
+use super::{Readings, SampleRequest, SignalReading, Source};
 use crate::spec::{DeviceRef, MetricSource, NvmlSpec, ScalerSpec, SourceSpec};
 
 /// How often a failed NVML initialisation is retried.
@@ -290,20 +290,22 @@ impl NvmlSource {
 impl Source for NvmlSource {
     fn sample<'a>(
         &'a self,
-        specs: &'a [Arc<ScalerSpec>],
-        _last: &'a [Option<f64>],
+        requests: &'a [SampleRequest],
         _t: f64,
     ) -> BoxFuture<'a, Vec<Readings>> {
         Box::pin(async move {
-            if specs.is_empty() {
+            if requests.is_empty() {
                 return Vec::new();
             }
             match self.devices().await {
-                Ok(devices) => specs.iter().map(|s| aggregate(s, &devices)).collect(),
-                Err(e) => specs
+                Ok(devices) => requests
                     .iter()
-                    .map(|s| Readings {
-                        signals: vec![SignalReading::default(); s.signals.len()],
+                    .map(|r| aggregate(&r.spec, &devices))
+                    .collect(),
+                Err(e) => requests
+                    .iter()
+                    .map(|r| Readings {
+                        signals: vec![SignalReading::default(); r.spec.signals.len()],
                         notes: vec![e.to_string()],
                         failed: true,
                         ..Readings::default()
@@ -445,8 +447,11 @@ mod tests {
             return;
         }
         let source = NvmlSource::default();
-        let s = Arc::new(spec(&[("gpuUtilTarget", "50")]));
-        let r = source.sample(std::slice::from_ref(&s), &[None], 0.0).await;
+        let s = SampleRequest {
+            spec: Arc::new(spec(&[("gpuUtilTarget", "50")])),
+            last: None,
+        };
+        let r = source.sample(std::slice::from_ref(&s), 0.0).await;
         assert_eq!(r.len(), 1);
         assert!(r[0].failed);
         assert!(
@@ -456,7 +461,7 @@ mod tests {
         );
         assert_eq!(r[0].signals.len(), 1);
         // Asking again does not retry at once, and still answers.
-        let again = source.sample(&[s], &[None], 1.0).await;
+        let again = source.sample(&[s], 1.0).await;
         assert_eq!(again[0].notes, r[0].notes);
     }
 }
