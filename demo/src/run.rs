@@ -495,28 +495,3 @@ fn sample(
         outstanding: recorder.outstanding(),
     }
 }
-
-/// Kept for the view: a short description of a pool event.
-pub fn describe(e: &PoolEvent) -> String {
-    match e {
-        PoolEvent::Started { id, pid, port } => {
-            format!("replica {id} process started (pid {pid}, 127.0.0.1:{port})")
-        }
-        PoolEvent::Ready { id, after_s } => format!("replica {id} ready after {after_s:.1} s"),
-        PoolEvent::Exited {
-            id,
-            code,
-            unexpected,
-        } => {
-            let how = code.map_or("by signal".to_string(), |c| format!("with code {c}"));
-            if *unexpected {
-                format!("replica {id} exited unexpectedly {how}")
-            } else {
-                format!("replica {id} drained and exited {how}")
-            }
-        }
-        PoolEvent::Killed { id, cut } => {
-            format!("replica {id} killed after its drain timeout, cutting about {cut:.0} requests")
-        }
-    }
-}
