@@ -7,6 +7,7 @@
 //! to back on the same load.
 
 pub mod balancer;
+pub mod child;
 pub mod control;
 pub mod cpu;
 pub mod fidelity;

@@ -17,13 +17,9 @@ use std::time::{Duration, Instant};
 
 use super::DemoError;
 
-/// Pod names are `gpu-workload-<replica id>`; the trigger's `podSelector` matches them all.
+/// Pod names are `gpu-workload-<replica id>` (`replicas::pod_name`); the trigger's
+/// `podSelector` matches them all.
 pub const POD_SELECTOR: &str = "gpu-workload-[0-9]+";
-
-/// The pod name of replica `id`.
-pub fn pod_name(id: u32) -> String {
-    format!("{}-{id}", super::keda::NAME)
-}
 
 /// A Prometheus process scraping the demo's replicas.
 pub struct DemoPrometheus {
@@ -110,7 +106,7 @@ impl DemoPrometheus {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file);
-        super::replicas::own_group_dying_with_parent(&mut cmd);
+        super::child::own_group_dying_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|source| DemoError::Spawn {
             program: binary.display().to_string(),
             source,
@@ -273,6 +269,7 @@ fn config(targets: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replicas::pod_name;
 
     #[test]
     fn metadata_parses_as_a_prometheus_trigger_whose_selector_matches_the_pod_names() {

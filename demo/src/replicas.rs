@@ -7,10 +7,17 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::child;
 use super::cpu::CpuMeter;
 use super::DemoError;
 use keda_gpu_scaler::deletion::{by_load, PodLoad};
 use keda_gpu_scaler::sources::scrape::exposition;
+
+/// The pod name of replica `id`, `gpu-workload-<id>`: the `pod` label Prometheus gives its
+/// series in `--prometheus` mode.
+pub fn pod_name(id: u32) -> String {
+    format!("{}-{id}", super::keda::NAME)
+}
 
 /// How replicas are started.
 #[derive(Clone, Debug)]
@@ -113,6 +120,39 @@ pub enum PoolEvent {
     },
 }
 
+/// One line per event, for the view's log.
+impl std::fmt::Display for PoolEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolEvent::Started { id, pid, port } => {
+                write!(
+                    f,
+                    "replica {id} process started (pid {pid}, 127.0.0.1:{port})"
+                )
+            }
+            PoolEvent::Ready { id, after_s } => {
+                write!(f, "replica {id} ready after {after_s:.1} s")
+            }
+            PoolEvent::Exited {
+                id,
+                code,
+                unexpected,
+            } => {
+                let how = code.map_or("by signal".to_string(), |c| format!("with code {c}"));
+                if *unexpected {
+                    write!(f, "replica {id} exited unexpectedly {how}")
+                } else {
+                    write!(f, "replica {id} drained and exited {how}")
+                }
+            }
+            PoolEvent::Killed { id, cut } => write!(
+                f,
+                "replica {id} killed after its drain timeout, cutting about {cut:.0} requests"
+            ),
+        }
+    }
+}
+
 pub struct Pool {
     config: ReplicaConfig,
     pub replicas: Vec<Replica>,
@@ -175,7 +215,7 @@ impl Pool {
         self.replicas
             .iter()
             .filter(|r| r.is_live())
-            .map(|r| (super::prometheus::pod_name(r.id), r.port))
+            .map(|r| (pod_name(r.id), r.port))
             .collect()
     }
 
@@ -441,37 +481,11 @@ fn spawn(config: &ReplicaConfig, port: u16) -> Result<Child, DemoError> {
             cmd.stderr(Stdio::null());
         }
     }
-    own_group_dying_with_parent(&mut cmd);
+    child::own_group_dying_with_parent(&mut cmd);
     cmd.spawn().map_err(|source| DemoError::Spawn {
         program: config.program.display().to_string(),
         source,
     })
-}
-
-/// Own process group: the terminal's Ctrl-C reaches the demo only, which then stops the child
-/// itself. If the demo dies without cleaning up, the kernel sends SIGTERM.
-pub(super) fn own_group_dying_with_parent(cmd: &mut Command) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::CommandExt;
-        cmd.process_group(0);
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                #[cfg(target_os = "linux")]
-                {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                }
-                if libc::getppid() != parent {
-                    libc::_exit(1);
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = cmd;
 }
 
 /// SIGTERM: the workload stops accepting, finishes in-flight requests and exits.

@@ -5,7 +5,6 @@
 use std::io::{IsTerminal, Write};
 
 use super::replicas::{Pool, PoolEvent, ReplicaPhase};
-use super::run::describe;
 use super::summary::{Sample, ScaleEvent};
 use keda_gpu_sim::policy::PolicyName;
 
@@ -40,7 +39,7 @@ impl View {
     }
 
     pub fn event(&mut self, t: f64, e: &PoolEvent) {
-        self.note(format!("[{t:6.1}s] {}", describe(e)));
+        self.note(format!("[{t:6.1}s] {e}"));
     }
 
     pub fn scaled(&mut self, e: &ScaleEvent) {
