@@ -65,7 +65,7 @@ impl Controller {
     pub fn new(policy: PolicyName, min: u32, max: u32, time_scale: f64) -> Option<Controller> {
         let k = time_scale;
         let sync_s = hpa::SYNC_PERIOD_S / k;
-        match policy {
+        let (hpa, keda) = match policy {
             PolicyName::Composite => {
                 let d = Keda::default();
                 let keda = Keda {
@@ -83,38 +83,31 @@ impl Controller {
                     scale_down,
                     ..Hpa::new(keda.hpa_min_replicas(), max)
                 };
-                Some(Controller {
-                    policy,
-                    hpa: compress_hpa(&hpa, k),
-                    hpa_state: HpaState::default(),
-                    sync_s,
-                    last_sync: None,
-                    keda: Some(keda),
-                    // Like the simulator: the service was running, so "never active" does not
-                    // count as cooled down at the first poll.
-                    keda_state: KedaState {
-                        last_active: Some(0.0),
-                        last_poll: None,
-                    },
-                })
+                (hpa, Some(keda))
             }
             PolicyName::CpuHpa => {
                 let hpa = Hpa {
                     min_replicas: min.max(1),
                     ..policy::cpu_hpa(max)
                 };
-                Some(Controller {
-                    policy,
-                    hpa: compress_hpa(&hpa, k),
-                    hpa_state: HpaState::default(),
-                    sync_s,
-                    last_sync: None,
-                    keda: None,
-                    keda_state: KedaState::default(),
-                })
+                (hpa, None)
             }
-            _ => None,
-        }
+            _ => return None,
+        };
+        Some(Controller {
+            policy,
+            hpa: compress_hpa(&hpa, k),
+            hpa_state: HpaState::default(),
+            sync_s,
+            last_sync: None,
+            // Like the simulator: the service was running, so "never active" does not count as
+            // cooled down at KEDA's first poll (unused without KEDA).
+            keda_state: KedaState {
+                last_active: keda.map(|_| 0.0),
+                last_poll: None,
+            },
+            keda,
+        })
     }
 
     pub fn keda_due(&self, now: f64) -> bool {
