@@ -610,20 +610,6 @@ async fn big_bodies_of_other_tenants_never_starve_a_small_one() {
     running.stop().await;
 }
 
-/// (current, peak) resident memory of process `pid` in MiB.
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parsed_bodies_are_counted_against_the_body_budget() {
     // Bodies just under the 4 MiB cap made of labelled series of the metric their objects read:
@@ -649,7 +635,7 @@ async fn parsed_bodies_are_counted_against_the_body_budget() {
         channel(served.grpc_addr.parse().unwrap()).await,
     );
     wait_ready(&http).await;
-    let (base, _) = rss_mib(pid);
+    let (base, _) = support::rss_mib(pid);
     let big = serve_body(labelled_series(
         "workload_queue_length",
         (4 << 20) - 100_000,
@@ -680,7 +666,7 @@ async fn parsed_bodies_are_counted_against_the_body_budget() {
         assert!(Instant::now() < until, "objects not sampled: {page:#?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let (rss, peak) = rss_mib(pid);
+    let (rss, peak) = support::rss_mib(pid);
     eprintln!(
         "3 x 3.9 MiB of labelled series, 8 MiB budget: RSS {base:.0} MiB before, {rss:.0} after, peak {peak:.0}"
     );

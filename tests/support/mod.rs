@@ -415,3 +415,17 @@ pub fn grpcurl(args: &[&str]) -> String {
     assert!(ok, "grpcurl {args:?} failed: {err}");
     out
 }
+
+/// (current, peak) resident memory of process `pid` in MiB, from `/proc/PID/status`.
+pub fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
+}
