@@ -16,6 +16,9 @@ pub struct PodSample {
     pub gpu_util_pct: f64,
     /// Weights plus KV cache of the requests in flight, percent, at the scrape instant.
     pub gpu_memory_pct: f64,
+    /// The share of the KV cache (the memory left after the weights) the requests in flight
+    /// hold, percent: vLLM's `kv_cache_usage_perc`, SGLang's `token_usage`, as a percent.
+    pub kv_cache_pct: f64,
     /// Host CPU, percent of the pod's request: idle cost plus a share proportional to GPU activity.
     pub cpu_pct: f64,
     pub inflight: f64,
@@ -106,6 +109,10 @@ impl Metrics {
                 gpu_memory_pct: (cost.memory_base_pct
                     + cost.memory_pct_per_1k_tokens * r.kv_tokens / 1000.0)
                     .min(100.0),
+                kv_cache_pct: (100.0 * cost.memory_pct_per_1k_tokens * r.kv_tokens
+                    / 1000.0
+                    / (100.0 - cost.memory_base_pct).max(1.0))
+                .min(100.0),
                 cpu_pct: cost.cpu_idle_pct + cost.cpu_full_batch_pct * util,
                 inflight: r.inflight as f64,
                 latency_counts: r.latency_counts.clone(),

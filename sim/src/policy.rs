@@ -702,12 +702,17 @@ pub fn composite_knob(factor: f64) -> Vec<(String, String)> {
     if factor == 1.0 {
         return Vec::new();
     }
-    let a = (1.0 - (1.0 - DEFAULT_ATTAINMENT) * factor).clamp(0.5, 0.999);
-    // Four decimals: the metadata a user would write, and no float noise in the report.
     vec![(
         "attainment".to_string(),
-        format!("{}", (a * 10_000.0).round() / 10_000.0),
+        format!("{}", composite_attainment(factor)),
     )]
+}
+
+/// The attainment the composite asks for at capacity factor `factor` (see `composite_knob`),
+/// to four decimals: the metadata a user would write, and no float noise in the report.
+pub fn composite_attainment(factor: f64) -> f64 {
+    let a = (1.0 - (1.0 - DEFAULT_ATTAINMENT) * factor).clamp(0.5, 0.999);
+    (a * 10_000.0).round() / 10_000.0
 }
 
 /// Policy 7: This scaler: `spec::parse` of the default metadata, the server's `Scorer` stepped at
@@ -1018,9 +1023,6 @@ impl Wva {
 impl Policy for Wva {
     fn control(&mut self, now: f64, cluster: &Cluster, metrics: &Metrics) -> Option<u32> {
         if due(now, WVA_LOOP_S, HPA_PHASE_S + 1.0) {
-            let cost = &cluster.config().cost;
-            // KV-cache usage: the share of the memory left after the weights that KV tokens hold.
-            let kv_pool = (100.0 - cost.memory_base_pct).max(1.0);
             let mut peak: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
             let ready: Vec<usize> = metrics
                 .latest()
@@ -1030,7 +1032,7 @@ impl Policy for Wva {
                 // vLLM queues per replica; the simulated gateway's shared queue is split evenly.
                 let q = s.queue / s.pods.len().max(1) as f64;
                 for p in s.pods.iter().filter(|p| ready.contains(&p.replica)) {
-                    let kv = ((p.gpu_memory_pct - cost.memory_base_pct) / kv_pool).clamp(0.0, 1.0);
+                    let kv = p.kv_cache_pct / 100.0;
                     let e = peak.entry(p.replica).or_insert((0.0, 0.0));
                     *e = (e.0.max(kv), e.1.max(q));
                 }

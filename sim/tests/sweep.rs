@@ -93,6 +93,12 @@ fn sweep_writes_its_outputs_and_factor_one_is_the_plain_run_exactly() {
     let md = std::fs::read_to_string(dir.path().join("sweep.md")).unwrap();
     assert!(md.contains("| composite |") && md.contains("| oracle (reference) |"));
     assert!(md.contains("GPU-h at 95 %"));
+    assert!(md.contains("## SLO mode: asked against landed"));
+    let slo_mode = &json["scenarios"][0]["slo_mode"];
+    assert_eq!(slo_mode["asked_95"]["asked"], 0.95);
+    assert_eq!(slo_mode["asked_99"]["asked"], 0.99);
+    // The step scenario is not one of the suite's smooth ones: 99 % is not judged there.
+    assert_eq!(slo_mode["asked_99"]["judged"], false);
     let curves = json["scenarios"][0]["curves"].as_array().unwrap();
     for c in curves {
         for key in ["policy", "points", "envelope", "default", "gpu_hours_at_95"] {
