@@ -228,6 +228,20 @@ pub fn explain_text(
                     o.unloaded_samples,
                     fmt(Some(o.wait_budget_s)),
                 );
+                if let Some(met) = o.met_recently {
+                    let _ = writeln!(
+                        out,
+                        "  met       {:.1} % of {:.0} requests within the objective over the last {:.0} s{}",
+                        100.0 * met,
+                        o.met_recently_requests,
+                        o.met_recently_s,
+                        o.met_last_hour.map_or(String::new(), |h| format!(
+                            ", {:.1} % of about {:.0} over the last hour",
+                            100.0 * h,
+                            o.met_last_hour_requests
+                        )),
+                    );
+                }
                 let _ = writeln!(
                     out,
                     "  planned   arrivals {} req/s, horizon {:.0} s ({}), window {:.0} s ({} samples){}, trend +{:.3} req/s",

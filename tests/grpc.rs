@@ -379,6 +379,63 @@ async fn health_is_serving_and_metrics_and_debug_explain_decisions() {
     running.stop().await;
 }
 
+/// SLO mode reports what was met: the share of requests whose time to first token was within
+/// the objective over the window, read from the replicas' histogram by the scrape source.
+#[tokio::test]
+async fn slo_mode_reports_the_share_of_requests_that_met_the_objective() {
+    let ttft = |within_1s: u64, within_2s: u64, all: u64| {
+        format!(
+            "workload_inflight_requests 4\nworkload_queue_length 0\n\
+             workload_queue_wait_seconds_bucket{{le=\"1\"}} {within_1s}\n\
+             workload_queue_wait_seconds_bucket{{le=\"2\"}} {within_2s}\n\
+             workload_queue_wait_seconds_bucket{{le=\"+Inf\"}} {all}\n\
+             workload_queue_wait_seconds_count {all}\nworkload_queue_wait_seconds_sum 1\n"
+        )
+    };
+    let endpoint = MetricsEndpoint::start(&ttft(10, 10, 10)).await;
+    let (running, mut c) = quick_scaler_and_client().await;
+    let so = object(
+        "slo",
+        &[("endpoints", &endpoint.url), ("ttftObjectiveMs", "1500")],
+    );
+    wait_for_value(&mut c, &so, Duration::from_secs(5), |v| v > 0.0).await;
+    // 100 more requests: 60 within 1 s, 30 between 1 and 2 s, 10 slower. Within 1.5 s, read the
+    // way histogram_quantile reads a bucket: 60 + 30 x 0.5 = 75 of 100.
+    endpoint.set(&ttft(70, 100, 110));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let objective = loop {
+        let entry = debug_entry(&running, "slo").await;
+        let o = entry["decision"]["objective"].clone();
+        if o["met_recently_requests"].as_f64() == Some(100.0) {
+            break o;
+        }
+        assert!(Instant::now() < deadline, "never read: {entry}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        objective["met_recently"].as_f64(),
+        Some(0.75),
+        "{objective}"
+    );
+    // Read over the part of the 60 s window scraped so far.
+    let span = objective["met_recently_s"].as_f64().unwrap();
+    assert!(span > 0.0 && span <= 60.0, "{objective}");
+    assert!(objective["met_last_hour"].as_f64().is_some(), "{objective}");
+    let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
+    let series = |stage: &str| {
+        format!("keda_gpu_scaler_objective_attainment_ratio{{namespace=\"default\",scaledobject=\"slo\",metric=\"gpu-composite\",stage=\"{stage}\"}}")
+    };
+    assert!(
+        metrics.contains(&format!("{} 0.95\n", series("asked"))),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&series("window")) && metrics.contains(&series("hour")),
+        "{metrics}"
+    );
+    running.stop().await;
+}
+
 /// The value of the one series of `name` whose labels are exactly `labels`.
 #[track_caller]
 fn value(parsed: &Exposition, name: &str, labels: &[(&str, &str)]) -> f64 {

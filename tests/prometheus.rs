@@ -128,6 +128,52 @@ async fn values_follow_the_served_numbers_and_memory_is_used_over_used_plus_free
     running.stop().await;
 }
 
+/// SLO mode reads what was met from the bucket rates Prometheus computes: of every ten requests
+/// the pods serve, six start within 1 s, three within 2 s, one later; within 1.5 s is 7.5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_mode_reads_what_was_met_from_the_ttft_buckets() {
+    let body = |n: u64| {
+        let pod = "namespace=\"inference\",pod=\"llm-5d8f7-aaaaa\"";
+        format!(
+            "workload_inflight_requests{{{pod}}} 4\n\
+             workload_queue_wait_seconds_bucket{{{pod},le=\"1\"}} {}\n\
+             workload_queue_wait_seconds_bucket{{{pod},le=\"2\"}} {}\n\
+             workload_queue_wait_seconds_bucket{{{pod},le=\"+Inf\"}} {}\n\
+             workload_queue_wait_seconds_count{{{pod}}} {}\n",
+            6 * n,
+            9 * n,
+            10 * n,
+            10 * n
+        )
+    };
+    let app = MetricsEndpoint::start(&body(0)).await;
+    // The counters grow by ten requests every 250 ms, for at most 30 s.
+    let feeder = app.clone();
+    let feed = tokio::spawn(async move {
+        for n in 1..=120u64 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            feeder.set(&body(n));
+        }
+    });
+    let prom = Prometheus::start(&[Job::honoring("app", &app.url)]);
+    let running = scaler(&prom, Duration::from_secs(1), Duration::from_secs(30)).await;
+    let mut c = client(&running).await;
+    let so = object_in(NS, "slo", &meta(&[("ttftObjectiveMs", "1500")]));
+    let _ = c.get_metrics(metrics_request(&so)).await;
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let met = loop {
+        let entry = debug_entry(&running, "slo").await;
+        if let Some(m) = entry["decision"]["objective"]["met_recently"].as_f64() {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "never read: {entry}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!((met - 0.75).abs() < 1e-6, "met {met}, want 0.75");
+    feed.abort();
+    running.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renamed_labels_need_namespace_label_and_no_series_is_said_not_zero() {
     let dcgm_ep = MetricsEndpoint::start(&dcgm(&[

@@ -691,6 +691,7 @@ def _():
     rule = find(docs, "PrometheusRule")
     groups = rule["spec"]["groups"]
     pinned = next(r for g in groups for r in g["rules"] if r.get("alert") == "KedaGpuScalerPinnedAtMax")
+    missed = next(r for g in groups for r in g["rules"] if r.get("alert") == "KedaGpuScalerObjectiveMissed")
     job = re.search(r'job="([^"]+)"', pinned["expr"]).group(1)
     scaler_ns = NS["keda-gpu-scaler"]
     # As stored with honorLabels: the target's namespace label lost to the scaler's own.
@@ -713,8 +714,18 @@ def _():
                     {"series": f"keda_gpu_scaler_desired_replicas{{{target}, {so}}}", "values": "40x150"},
                     {"series": f"keda_gpu_scaler_max_replicas{{{target}, {so}}}", "values": "40x150"},
                     {"series": f'up{{{target}, namespace="{scaler_ns}"}}', "values": "1x150"},
+                    {"series": f'keda_gpu_scaler_objective_attainment_ratio{{{target}, {so}, stage="asked"}}', "values": "0.95x150"},
+                    {"series": f'keda_gpu_scaler_objective_attainment_ratio{{{target}, {so}, stage="hour"}}', "values": "0.9x150"},
                 ],
                 "alert_rule_test": [{
+                    "eval_time": "140m",
+                    "alertname": "KedaGpuScalerObjectiveMissed",
+                    "exp_alerts": [{
+                        "exp_labels": {"severity": missed["labels"]["severity"], "namespace": "inference", "scaledobject": "llm"},
+                        "exp_annotations": {k: v.replace("{{ $labels.namespace }}", "inference").replace("{{ $labels.scaledobject }}", "llm").replace("{{ $value | humanizePercentage }}", "90%")
+                                            for k, v in missed["annotations"].items()},
+                    }],
+                }, {
                     "eval_time": "140m",
                     "alertname": "KedaGpuScalerPinnedAtMax",
                     "exp_alerts": [{

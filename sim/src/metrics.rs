@@ -190,6 +190,16 @@ impl Metrics {
         )
     }
 
+    /// Requests within `bound` seconds to first token and all requests over the window, read
+    /// from the buckets the way the scaler reads them (`histogram::within`), and the seconds the
+    /// difference spans (less than the window until it has been scraped that long).
+    pub fn ttft_within(&self, bound: f64, window_s: f64) -> Option<(f64, f64, f64)> {
+        let (counts, span) = self.increase(window_s, None, |p| &p.ttft_counts)?;
+        let (within, total) =
+            keda_gpu_scaler::sources::scrape::histogram::within(bound, &cumulative(&counts))?;
+        Some((within, total, span))
+    }
+
     /// The same for time to first token (vLLM's `time_to_first_token_seconds`).
     pub fn ttft_quantile(&self, q: f64, window_s: f64, replica: Option<usize>) -> Option<f64> {
         quantile(q, &self.increase(window_s, replica, |p| &p.ttft_counts)?.0)
@@ -228,16 +238,20 @@ impl Metrics {
 /// Prometheus' `histogram_quantile` on per-bucket (non-cumulative) counts: the scaler's own
 /// implementation (`sources::scrape::histogram`), on the cumulative buckets Prometheus would expose.
 pub fn quantile(q: f64, counts: &[u64]) -> Option<f64> {
+    keda_gpu_scaler::sources::scrape::histogram::quantile(q, &cumulative(counts))
+}
+
+/// Per-bucket counts as the cumulative `le` buckets Prometheus would expose.
+fn cumulative(counts: &[u64]) -> keda_gpu_scaler::sources::scrape::histogram::Buckets {
     let mut total = 0u64;
-    let buckets: keda_gpu_scaler::sources::scrape::histogram::Buckets = LATENCY_BUCKETS
+    LATENCY_BUCKETS
         .iter()
         .zip(counts)
         .map(|(&le, &c)| {
             total += c;
             (le, total as f64)
         })
-        .collect();
-    keda_gpu_scaler::sources::scrape::histogram::quantile(q, &buckets)
+        .collect()
 }
 
 #[cfg(test)]

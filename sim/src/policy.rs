@@ -12,7 +12,7 @@ use super::hpa::{self, Hpa, HpaState, Metric, Observed, PodMetric, PolicyKind, R
 use super::keda::{self, Keda, KedaState};
 use super::metrics::Metrics;
 use keda_gpu_scaler::deletion::{DeletionCosts, PodLoad};
-use keda_gpu_scaler::score::{Context, Decision, Fleet, ReadyTimer, Scorer};
+use keda_gpu_scaler::score::{Context, Decision, Fleet, ReadyTimer, Scorer, Within};
 use keda_gpu_scaler::spec;
 
 /// Policy names, in report order.
@@ -724,6 +724,8 @@ pub struct Composite {
     scorer: Scorer,
     signals: Vec<String>,
     latency_window_s: f64,
+    /// SLO mode's time-to-first-token objective, seconds (what the histogram is read against).
+    ttft_objective_s: Option<f64>,
     last: Option<Decision>,
     last_context: Option<Context>,
     /// Cold starts as a discovery source measures them (first sight not ready -> ready).
@@ -757,6 +759,7 @@ impl Composite {
             scorer: Scorer::new(spec.scorer_config()),
             signals: spec.signals.iter().map(|s| s.name.clone()).collect(),
             latency_window_s: spec.latency_window_s,
+            ttft_objective_s: spec.objective.map(|o| o.ttft_s),
             last: None,
             last_context: None,
             ready_timer: ReadyTimer::default(),
@@ -820,6 +823,7 @@ impl Composite {
                 terminating: Some(terminating),
             },
             cold_start_s: None,
+            ttft_within: None,
         }
     }
 
@@ -876,6 +880,16 @@ impl Policy for Composite {
             let readings = Self::readings(&self.signals, metrics, self.latency_window_s);
             let ctx = Context {
                 cold_start_s: self.watch_pods(now, cluster),
+                // What the replicas' TTFT histograms say was met, as the scrape source reads it.
+                ttft_within: self.ttft_objective_s.and_then(|bound| {
+                    let (within, total, window_s) =
+                        metrics.ttft_within(bound, self.latency_window_s)?;
+                    Some(Within {
+                        within,
+                        total,
+                        window_s,
+                    })
+                }),
                 ..Self::context(cluster, metrics, self.latency_window_s)
             };
             let decision = self.scorer.observe(now, &readings, &ctx);

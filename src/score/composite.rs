@@ -164,6 +164,18 @@ pub struct Context {
     /// Seconds from a pod's first sight not ready to ready, as the source measured it (the
     /// median of the last hour); None where the source cannot see pods start.
     pub cold_start_s: Option<f64>,
+    /// SLO mode: the requests that met the time-to-first-token objective and all requests, over
+    /// the source's window, from the replicas' TTFT histogram; None in target mode or unread.
+    pub ttft_within: Option<Within>,
+}
+
+/// Requests within the objective, of all requests, observed over `window_s` seconds (the
+/// source's window, or the part of it the source has seen so far).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Within {
+    pub within: f64,
+    pub total: f64,
+    pub window_s: f64,
 }
 
 /// The capacity model: what one replica is built for and how fast a backlog must drain.
@@ -576,6 +588,7 @@ impl Scorer {
                 cold_start_s: ctx.cold_start_s,
                 service_s: load.service_s,
                 completions_per_s: ctx.completions_per_s,
+                ttft_within: ctx.ttft_within,
             },
         );
         // Until the window holds enough samples, the planner's answer is floored by what
@@ -943,7 +956,7 @@ mod tests {
                 starting: Some(12),
                 terminating: Some(0),
             },
-            cold_start_s: None,
+            ..Context::default()
         };
         let d = s.observe(0.0, &[all(&[1200.0]), all(&[8.0; 4]), vec![None; 4]], &ctx);
         let drain = backlog_demand(1200.0, 32.0, 2.0, 6.0, 60.0);

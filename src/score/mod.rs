@@ -10,7 +10,7 @@ pub(crate) mod objective;
 
 pub use composite::{
     backlog_demand, demand, latency_demand, Activation, Capacity, CapacityView, Context, Decision,
-    Demand, DemandModel, Fleet, Limits, Scorer, ScorerConfig, SignalDecision, SignalRule,
+    Demand, DemandModel, Fleet, Limits, Scorer, ScorerConfig, SignalDecision, SignalRule, Within,
 };
 pub use ewma::{Ewma, Observed, Smoothing};
 pub use forecast::{ForecastConfig, Seasonal};

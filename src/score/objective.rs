@@ -93,6 +93,8 @@ pub struct ObjectiveInput {
     pub service_s: Option<f64>,
     /// Requests completed per second by all replicas over the source's window.
     pub completions_per_s: Option<f64>,
+    /// Requests that met the objective, of all, over the source's window (the TTFT histogram).
+    pub ttft_within: Option<super::composite::Within>,
 }
 
 /// What the planner knows and asks for at one step (shown by `explain` and `/debug`).
@@ -134,6 +136,15 @@ pub struct ObjectiveView {
     /// False until the window holds `MIN_SAMPLES` and a service time is known: the fail-safe
     /// fallback (requests in the system over what one replica holds) then floors the answer.
     pub trusted: bool,
+    /// What the replicas' TTFT histogram says was met: the share of requests within the
+    /// objective over the source's window (and how many requests, over how many seconds), and
+    /// over the last hour. Reported, not planned with: it shows whether the plan keeps the
+    /// promise, which the planner's own model cannot tell.
+    pub met_recently: Option<f64>,
+    pub met_recently_requests: f64,
+    pub met_recently_s: f64,
+    pub met_last_hour: Option<f64>,
+    pub met_last_hour_requests: f64,
 }
 
 /// The planner's state for one ScaledObject.
@@ -150,6 +161,10 @@ pub struct Planner {
     unloaded: VecDeque<(f64, f64)>,
     /// (time, rate per replica) at every sample with load.
     observed_rate: VecDeque<(f64, f64)>,
+    /// (time, requests within the objective, all requests) new at each sample: each reading's
+    /// window counts in proportion to the part of it since the previous sample, so overlapping
+    /// windows are not counted twice.
+    met: VecDeque<(f64, f64, f64)>,
     /// (time, requests in service per replica) at every sample with load.
     observed_inflight: VecDeque<(f64, f64)>,
     /// The previous sample: (time, requests waiting).
@@ -167,6 +182,7 @@ impl Planner {
             full: VecDeque::new(),
             unloaded: VecDeque::new(),
             observed_rate: VecDeque::new(),
+            met: VecDeque::new(),
             observed_inflight: VecDeque::new(),
             last: None,
             interval_s: 15.0,
@@ -196,6 +212,27 @@ impl Planner {
             Some(h) => (h.clamp(0.0, 3600.0), "measured"),
             None => (cfg.cold_start_s, "coldStartSeconds"),
         };
+        let within = input.ttft_within.filter(|w| {
+            w.within.is_finite() && w.total.is_finite() && w.total > 0.0 && w.window_s > 0.0
+        });
+        if let Some(w) = within {
+            let new = match previous {
+                Some((at, _)) => ((t - at) / w.window_s).min(1.0),
+                None => 1.0,
+            };
+            self.met.push_back((t, w.within * new, w.total * new));
+        }
+        while self
+            .met
+            .front()
+            .is_some_and(|&(at, _, _)| at <= t - MEMORY_S)
+        {
+            self.met.pop_front();
+        }
+        let (hour_within, hour_total) = self
+            .met
+            .iter()
+            .fold((0.0, 0.0), |(a, b), &(_, w, n)| (a + w, b + n));
         let unreadable = |v: Option<f64>| v.is_some_and(|v| !v.is_finite());
         let overflow = unreadable(input.inflight) || unreadable(input.queued);
         let inflight = input.inflight.filter(|v| v.is_finite()).map(|v| v.max(0.0));
@@ -347,6 +384,11 @@ impl Planner {
             recurrence_s,
             trend_per_s,
             trusted,
+            met_recently: within.map(|w| (w.within / w.total).clamp(0.0, 1.0)),
+            met_recently_requests: within.map_or(0.0, |w| w.total),
+            met_recently_s: within.map_or(0.0, |w| w.window_s),
+            met_last_hour: (hour_total > 0.0).then(|| (hour_within / hour_total).clamp(0.0, 1.0)),
+            met_last_hour_requests: hour_total,
         }
     }
 }
@@ -560,6 +602,7 @@ mod tests {
             cold_start_s: None,
             service_s: Some(2.0),
             completions_per_s: Some(inflight / 2.0),
+            ttft_within: None,
         }
     }
 
@@ -696,6 +739,41 @@ mod tests {
         // Drained: the window remembers arrivals, not the backlog.
         let v = p.observe(300.0, &input(6.0, 0.0, 1, 0.3));
         assert!(v.desired.unwrap() * rate < 3.0 + 600.0 / 60.0, "{v:?}");
+    }
+
+    #[test]
+    fn what_was_met_is_reported_and_overlapping_windows_count_once() {
+        use crate::score::Within;
+        let mut p = Planner::new(cfg());
+        let read = |within: f64, total: f64| ObjectiveInput {
+            ttft_within: Some(Within {
+                within,
+                total,
+                window_s: 60.0,
+            }),
+            ..input(4.0, 0.0, 1, 0.3)
+        };
+        // The first reading counts whole: 120 requests in its 60 s window, 114 met.
+        let v = p.observe(0.0, &read(114.0, 120.0));
+        assert_eq!(v.met_recently, Some(0.95));
+        assert_eq!((v.met_recently_requests, v.met_recently_s), (120.0, 60.0));
+        assert_eq!(v.met_last_hour_requests, 120.0);
+        // Each later one every 15 s adds a quarter of its window: 60 of the 240 requests.
+        let v = p.observe(15.0, &read(120.0, 240.0));
+        assert_eq!(v.met_recently, Some(0.5));
+        assert_eq!(v.met_last_hour_requests, 180.0);
+        let hour = v.met_last_hour.unwrap();
+        assert!((hour - (114.0 + 30.0) / 180.0).abs() < 1e-12, "{hour}");
+        // Nothing read, or nothing completed: nothing reported and nothing counted.
+        let v = p.observe(30.0, &read(0.0, 0.0));
+        assert_eq!(v.met_recently, None);
+        assert_eq!(v.met_last_hour_requests, 180.0);
+        let v = p.observe(45.0, &read(f64::NAN, 10.0));
+        assert_eq!(v.met_recently, None);
+        // An hour later the first readings are forgotten.
+        let v = p.observe(3615.0, &read(60.0, 60.0));
+        assert_eq!(v.met_last_hour_requests, 60.0);
+        assert_eq!(v.met_last_hour, Some(1.0));
     }
 
     #[test]

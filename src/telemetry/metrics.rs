@@ -221,6 +221,11 @@ impl Collector for EngineCollector {
             None,
             "Endpoints of a service trigger's Service by state: starting (not ready yet) or terminating.",
         );
+        let mut attainment = GaugeFamily::new(
+            "keda_gpu_scaler_objective_attainment",
+            Some(Unit::Other("ratio".into())),
+            "SLO mode: the share of requests asked to meet the time-to-first-token objective (stage=asked), and the share that met it by the replicas' TTFT histogram over the source's window (stage=window) and the last hour (stage=hour).",
+        );
         let mut deletion_cost = GaugeFamily::counter(
             "keda_gpu_scaler_pod_deletion_cost_patches",
             "Pod deletion-cost annotations written (podDeletionCost), by result: ok, or refused by the API server.",
@@ -267,6 +272,17 @@ impl Collector for EngineCollector {
                 base.clone(),
                 f64::from(u8::from(sample_age > max_staleness)),
             );
+            if let Some(o) = &decision.objective {
+                for (stage, v) in [
+                    ("asked", Some(o.attainment)),
+                    ("window", o.met_recently),
+                    ("hour", o.met_last_hour),
+                ] {
+                    if let Some(v) = v {
+                        attainment.push(with(&[("stage", stage)]), v);
+                    }
+                }
+            }
             for s in &decision.signals {
                 if let Some(v) = s.raw_demand {
                     demand.push(with(&[("signal", &s.name), ("stage", "raw")]), v);
@@ -298,6 +314,7 @@ impl Collector for EngineCollector {
             quantity,
             latency,
             replicas,
+            attainment,
             deletion_cost,
         ] {
             family.encode(&mut encoder)?;

@@ -412,7 +412,8 @@ fn plan(reads: &[(&ScalerSpec, i64)]) -> BTreeMap<GroupKey, Group> {
             .signals
             .iter()
             .map(|signal| key(p, spec, signal))
-            .chain(completions_key(p, spec));
+            .chain(completions_key(p, spec))
+            .chain(buckets_key(p, spec));
         for k in keys {
             let group = groups.entry(k).or_insert(Group {
                 namespaces: BTreeSet::new(),
@@ -441,6 +442,62 @@ fn completions_key(p: &PrometheusSpec, spec: &ScalerSpec) -> Option<GroupKey> {
             base,
             window_s: spec.latency_window_s.round().max(1.0) as u64,
         },
+    })
+}
+
+/// SLO mode's bucket-rate query: how many requests met the objective. None in target mode or
+/// without a classic latency histogram.
+fn buckets_key(p: &PrometheusSpec, spec: &ScalerSpec) -> Option<GroupKey> {
+    spec.objective?;
+    let key = completions_key(p, spec)?;
+    let Template::Completions { base, window_s } = key.template else {
+        return None;
+    };
+    Some(GroupKey {
+        template: Template::Buckets { base, window_s },
+        ..key
+    })
+}
+
+/// Requests within the objective of all requests, over the window, of the spec's pods at `t`:
+/// the bucket rates summed over pods by bound, read the way `histogram_quantile` reads them.
+/// None in target mode, when the query failed, or when it had nothing for these pods.
+fn within_at(
+    answers: &HashMap<GroupKey, Result<Vec<Series>, QueryError>>,
+    p: &PrometheusSpec,
+    spec: &ScalerSpec,
+    pods: &Regex,
+    t: i64,
+) -> Option<crate::score::Within> {
+    let objective = spec.objective?;
+    let key = buckets_key(p, spec)?;
+    let Ok(series) = answers.get(&key)? else {
+        return None;
+    };
+    let Template::Buckets { base, window_s } = &key.template else {
+        return None;
+    };
+    let points = series.iter().filter_map(|s| {
+        let ns = s.labels.get(&p.namespace_label)?;
+        let pod = s.labels.get(&p.pod_label)?;
+        if ns != &p.namespace || !pods.is_match(pod) {
+            return None;
+        }
+        let le = match s.labels.get("le")?.as_str() {
+            "+Inf" | "Inf" | "inf" => f64::INFINITY,
+            other => other.parse::<f64>().ok()?,
+        };
+        let v = s.points.iter().find(|(at, _)| *at == t)?.1;
+        // A rate times the window is the observations in it; NaN and -Inf say nothing.
+        v.is_finite().then_some((le, v * *window_s as f64))
+    });
+    let buckets = crate::sources::scrape::histogram::merge(points);
+    let bound = objective.ttft_s / crate::sources::scrape::histogram::unit_seconds(base);
+    let (within, total) = crate::sources::scrape::histogram::within(bound, &buckets)?;
+    Some(crate::score::Within {
+        within,
+        total,
+        window_s: *window_s as f64,
     })
 }
 
@@ -563,6 +620,7 @@ impl PrometheusSource {
             earlier: steps,
             context: crate::score::Context {
                 completions_per_s: completions_at(answers, p, spec, &pods_re, end),
+                ttft_within: within_at(answers, p, spec, &pods_re, end),
                 ..Default::default()
             },
             failed,
@@ -740,6 +798,7 @@ pub fn describe_queries(spec: &ScalerSpec) -> Vec<String> {
         .iter()
         .map(|signal| key(p, spec, signal))
         .chain(completions_key(p, spec))
+        .chain(buckets_key(p, spec))
         .map(|k| {
             k.template
                 .build(&k.labels, &BTreeSet::from([p.namespace.clone()]))
@@ -859,6 +918,55 @@ mod tests {
         );
         let without_latency = spec(&[("queueTarget", "4")]);
         assert!(completions_key(prom(&without_latency), &without_latency).is_none());
+    }
+
+    #[test]
+    fn slo_mode_reads_what_was_met_from_the_bucket_rates_of_its_pods() {
+        let s = spec(&[("ttftObjectiveMs", "1500")]);
+        let p = prom(&s);
+        let re = Regex::new(&p.pods.pattern()).unwrap();
+        let k = buckets_key(p, &s).expect("SLO mode asks for bucket rates");
+        let query = k
+            .template
+            .build(&k.labels, &BTreeSet::from([p.namespace.clone()]));
+        assert!(
+            query.starts_with("sum by (namespace, pod, le) (rate("),
+            "{query}"
+        );
+        assert!(describe_queries(&s).contains(&query));
+        // Two pods, per second over the 60 s window: 1 within 1 s, 0.5 more within 2 s, 1/6 slower.
+        let bucket = |pod: &str, le: &str, v: f64| {
+            series(
+                &[("namespace", &p.namespace), ("pod", pod), ("le", le)],
+                &[(115, v)],
+            )
+        };
+        let mut rows = Vec::new();
+        for pod in ["llm-5d8f7b9c4-abcde", "llm-5d8f7b9c4-fghij"] {
+            rows.push(bucket(pod, "1", 0.5));
+            rows.push(bucket(pod, "2", 0.75));
+            rows.push(bucket(pod, "+Inf", 1.0 / 1.2));
+        }
+        // Another namespace's pod never counts.
+        rows.push(series(
+            &[
+                ("namespace", "other"),
+                ("pod", "llm-5d8f7b9c4-zzzzz"),
+                ("le", "+Inf"),
+            ],
+            &[(115, 100.0)],
+        ));
+        let answers = HashMap::from([(k, Ok(rows))]);
+        let w = within_at(&answers, p, &s, &re, 115).unwrap();
+        // 100 requests over the window: 60 within 1 s, 90 within 2 s; 1.5 s reads 75.
+        assert!(
+            (w.total - 100.0).abs() < 1e-9 && (w.within - 75.0).abs() < 1e-9,
+            "{w:?}"
+        );
+        assert_eq!(w.window_s, 60.0);
+        assert_eq!(within_at(&answers, p, &s, &re, 130), None, "no point then");
+        let target_mode = spec(&[("queueTarget", "4"), ("latencyTargetMs", "500")]);
+        assert!(buckets_key(prom(&target_mode), &target_mode).is_none());
     }
 
     #[test]

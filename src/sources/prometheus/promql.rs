@@ -36,6 +36,9 @@ pub enum Template {
     /// Observations per second of a classic histogram over a window (its `_count` rate), per pod:
     /// the completion rate the backlog model learns the service time from.
     Completions { base: String, window_s: u64 },
+    /// Per-bucket observations per second of a classic histogram over a window, per pod and
+    /// bucket (`le`): SLO mode reads how many requests met the objective from them.
+    Buckets { base: String, window_s: u64 },
     /// A full PromQL query from metadata, run as given.
     Custom(String),
 }
@@ -126,6 +129,9 @@ impl Template {
             }
             Template::Completions { base, window_s } => {
                 format!("sum by ({by}) (rate({base}_count{sel}[{window_s}s]))")
+            }
+            Template::Buckets { base, window_s } => {
+                format!("sum by ({by}, le) (rate({base}_bucket{sel}[{window_s}s]))")
             }
         }
     }
@@ -292,6 +298,19 @@ mod tests {
         }
         .build(&l, &ns(&["x"]));
         assert_eq!(q, "histogram_quantile(0.95, sum by (exported_namespace, exported_pod, le) (rate(h_bucket{exported_namespace=~\"x\", exported_pod!=\"\"}[30s])))");
+    }
+
+    #[test]
+    fn bucket_rates_are_kept_per_pod_and_bound() {
+        let q = Template::Buckets {
+            base: "h".into(),
+            window_s: 60,
+        }
+        .build(&labels(), &ns(&["a"]));
+        assert_eq!(
+            q,
+            "sum by (namespace, pod, le) (rate(h_bucket{namespace=~\"a\", pod!=\"\"}[60s]))"
+        );
     }
 
     #[test]

@@ -84,6 +84,33 @@ pub fn quantile(q: f64, buckets: &Buckets) -> Option<f64> {
     None
 }
 
+/// Observations at or below `bound` and all observations, the way `quantile` reads a bucket:
+/// linear inside the bucket holding the bound (from 0 for the lowest), everything in the +Inf
+/// bucket above it. None when there were no observations or no +Inf bucket.
+pub fn within(bound: f64, buckets: &Buckets) -> Option<(f64, f64)> {
+    let total = buckets.last().filter(|(le, _)| le.is_infinite())?.1;
+    if total <= 0.0 || bound.is_nan() {
+        return None;
+    }
+    let (mut lower, mut below) = (0.0, 0.0);
+    for &(le, count) in buckets {
+        if le.is_infinite() {
+            break;
+        }
+        if bound <= le {
+            let share = if le > lower {
+                ((bound - lower) / (le - lower)).clamp(0.0, 1.0)
+            } else {
+                1.0
+            };
+            return Some((below + (count - below) * share, total));
+        }
+        lower = le;
+        below = count;
+    }
+    Some((below, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +133,25 @@ mod tests {
         // rank 50 is the top of the first bucket, interpolated from 0.
         assert!((quantile(0.5, &h).unwrap() - 0.1).abs() < 1e-12);
         assert!((quantile(0.25, &h).unwrap() - 0.05).abs() < 1e-12);
+    }
+
+    #[test]
+    fn within_reads_a_bound_the_way_quantile_reads_a_rank() {
+        let h = b(&[
+            (0.1, 50.0),
+            (0.5, 90.0),
+            (1.0, 100.0),
+            (f64::INFINITY, 100.0),
+        ]);
+        // 0.75 s is halfway through (0.5, 1]: 90 + 5; the inverse of quantile(0.95) = 0.75.
+        assert_eq!(within(0.75, &h), Some((95.0, 100.0)));
+        assert_eq!(within(0.05, &h), Some((25.0, 100.0)));
+        assert_eq!(within(0.5, &h), Some((90.0, 100.0)));
+        // Past the highest finite bound: what the +Inf bucket holds beyond it is over.
+        let tail = b(&[(1.0, 80.0), (f64::INFINITY, 100.0)]);
+        assert_eq!(within(5.0, &tail), Some((80.0, 100.0)));
+        assert_eq!(within(1.0, &b(&[(f64::INFINITY, 0.0)])), None);
+        assert_eq!(within(1.0, &b(&[(1.0, 3.0)])), None, "no +Inf bucket");
     }
 
     #[test]

@@ -690,6 +690,29 @@ impl ScrapeSource {
             (!rates.is_empty() && rates.iter().all(Option::is_some))
                 .then(|| rates.iter().flatten().sum())
         });
+        // SLO mode: what the replicas' TTFT histograms say was met over the window, all
+        // endpoints' buckets summed (like `sum by (le)`). Unknown unless every reachable
+        // endpoint reported it, as for the completion rate.
+        let ttft_within = latency.zip(spec.objective).and_then(|(base, objective)| {
+            let deltas: Vec<Option<(histogram::Buckets, f64)>> = urls
+                .iter()
+                .filter(|u| matches!(scrapes.get(*u), Some(Ok(_))))
+                .map(|u| self.increase(u, base, spec.latency_window_s, t))
+                .collect();
+            if deltas.is_empty() || deltas.iter().any(Option::is_none) {
+                return None;
+            }
+            // The longest span read: a window not yet scraped for its whole length covers less.
+            let span = deltas.iter().flatten().map(|(_, s)| *s).fold(0.0, f64::max);
+            let merged = histogram::merge(deltas.into_iter().flatten().flat_map(|(b, _)| b));
+            let bound = objective.ttft_s / histogram::unit_seconds(base);
+            let (within, total) = histogram::within(bound, &merged)?;
+            Some(crate::score::Within {
+                within,
+                total,
+                window_s: span,
+            })
+        });
         Readings {
             signals,
             notes,
@@ -697,6 +720,7 @@ impl ScrapeSource {
             syncing: target.syncing,
             context: crate::score::Context {
                 completions_per_s,
+                ttft_within,
                 fleet: crate::score::Fleet {
                     starting: target.starting,
                     terminating: target.terminating,
