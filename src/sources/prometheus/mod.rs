@@ -426,8 +426,13 @@ fn plan(reads: &[(&ScalerSpec, i64)]) -> BTreeMap<GroupKey, Group> {
     groups
 }
 
-/// The completion-rate query of a spec whose latency signal reads a classic histogram.
-fn completions_key(p: &PrometheusSpec, spec: &ScalerSpec) -> Option<GroupKey> {
+/// A query over the spec's classic latency histogram, built by `template` from its base name
+/// and window; None without one.
+fn histogram_key(
+    p: &PrometheusSpec,
+    spec: &ScalerSpec,
+    template: fn(String, u64) -> Template,
+) -> Option<GroupKey> {
     let base = spec.signals.iter().find_map(|s| match &s.metrics {
         crate::spec::MetricSource::Histogram(base) => Some(base.clone()),
         _ => None,
@@ -438,10 +443,15 @@ fn completions_key(p: &PrometheusSpec, spec: &ScalerSpec) -> Option<GroupKey> {
             namespace: p.namespace_label.clone(),
             pod: p.pod_label.clone(),
         },
-        template: Template::Completions {
-            base,
-            window_s: spec.latency_window_s.round().max(1.0) as u64,
-        },
+        template: template(base, spec.latency_window_s.round().max(1.0) as u64),
+    })
+}
+
+/// The completion-rate query of a spec whose latency signal reads a classic histogram.
+fn completions_key(p: &PrometheusSpec, spec: &ScalerSpec) -> Option<GroupKey> {
+    histogram_key(p, spec, |base, window_s| Template::Completions {
+        base,
+        window_s,
     })
 }
 
@@ -449,13 +459,9 @@ fn completions_key(p: &PrometheusSpec, spec: &ScalerSpec) -> Option<GroupKey> {
 /// without a classic latency histogram.
 fn buckets_key(p: &PrometheusSpec, spec: &ScalerSpec) -> Option<GroupKey> {
     spec.objective?;
-    let key = completions_key(p, spec)?;
-    let Template::Completions { base, window_s } = key.template else {
-        return None;
-    };
-    Some(GroupKey {
-        template: Template::Buckets { base, window_s },
-        ..key
+    histogram_key(p, spec, |base, window_s| Template::Buckets {
+        base,
+        window_s,
     })
 }
 

@@ -607,13 +607,6 @@ impl ScrapeSource {
             .map(|q| q * histogram::unit_seconds(base))
     }
 
-    /// Observations per second `url` made over the window ending now (the histogram's `_count`
-    /// rate, i.e. completed requests per second), if it was scraped this round.
-    fn rate(&self, url: &str, base: &str, window_s: f64, t: f64) -> Option<f64> {
-        let (delta, span) = self.increase(url, base, window_s, t)?;
-        Some(delta.last()?.1 / span)
-    }
-
     fn readings(&self, spec: &ScalerSpec, target: &Target, scrapes: &Scrapes, t: f64) -> Readings {
         let urls = &target.urls;
         let mut notes: Vec<String> = target.note.iter().cloned().collect();
@@ -674,45 +667,46 @@ impl ScrapeSource {
                 SignalReading { pods, note }
             })
             .collect();
-        // Completions per second across the endpoints, from the latency histogram's count: with
-        // the in-flight gauge it gives the service time the backlog model drains with. Unknown
-        // unless every reachable endpoint reported it.
+        // The latency histogram's increase over the window at every reachable endpoint, read
+        // once for the two things it gives; both are unknown unless every reachable endpoint
+        // reported it.
         let latency = spec.signals.iter().find_map(|s| match &s.metrics {
             MetricSource::Histogram(base) => Some(base),
             _ => None,
         });
-        let completions_per_s = latency.and_then(|base| {
-            let rates: Vec<Option<f64>> = urls
-                .iter()
-                .filter(|u| matches!(scrapes.get(*u), Some(Ok(_))))
-                .map(|u| self.rate(u, base, spec.latency_window_s, t))
-                .collect();
-            (!rates.is_empty() && rates.iter().all(Option::is_some))
-                .then(|| rates.iter().flatten().sum())
-        });
-        // SLO mode: what the replicas' TTFT histograms say was met over the window, all
-        // endpoints' buckets summed (like `sum by (le)`). Unknown unless every reachable
-        // endpoint reported it, as for the completion rate.
-        let ttft_within = latency.zip(spec.objective).and_then(|(base, objective)| {
-            let deltas: Vec<Option<(histogram::Buckets, f64)>> = urls
+        let increases: Option<Vec<(histogram::Buckets, f64)>> = latency.and_then(|base| {
+            let all: Option<Vec<_>> = urls
                 .iter()
                 .filter(|u| matches!(scrapes.get(*u), Some(Ok(_))))
                 .map(|u| self.increase(u, base, spec.latency_window_s, t))
                 .collect();
-            if deltas.is_empty() || deltas.iter().any(Option::is_none) {
-                return None;
-            }
-            // The longest span read: a window not yet scraped for its whole length covers less.
-            let span = deltas.iter().flatten().map(|(_, s)| *s).fold(0.0, f64::max);
-            let merged = histogram::merge(deltas.into_iter().flatten().flat_map(|(b, _)| b));
-            let bound = objective.ttft_s / histogram::unit_seconds(base);
-            let (within, total) = histogram::within(bound, &merged)?;
-            Some(crate::score::Within {
-                within,
-                total,
-                window_s: span,
-            })
+            all.filter(|v| !v.is_empty())
         });
+        // Completions per second across the endpoints (each one's `_count` over its span): with
+        // the in-flight gauge it gives the service time the backlog model drains with.
+        let completions_per_s = increases.as_ref().and_then(|all| {
+            all.iter()
+                .map(|(delta, span)| Some(delta.last()?.1 / span))
+                .sum::<Option<f64>>()
+        });
+        // SLO mode: what the replicas' TTFT histograms say was met over the window, all
+        // endpoints' buckets summed (like `sum by (le)`), over the longest span read (a window
+        // not yet scraped for its whole length covers less).
+        let ttft_within =
+            latency
+                .zip(spec.objective)
+                .zip(increases)
+                .and_then(|((base, objective), all)| {
+                    let span = all.iter().map(|(_, s)| *s).fold(0.0, f64::max);
+                    let merged = histogram::merge(all.into_iter().flat_map(|(b, _)| b));
+                    let bound = objective.ttft_s / histogram::unit_seconds(base);
+                    let (within, total) = histogram::within(bound, &merged)?;
+                    Some(crate::score::Within {
+                        within,
+                        total,
+                        window_s: span,
+                    })
+                });
         Readings {
             signals,
             notes,
