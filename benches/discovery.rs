@@ -71,6 +71,7 @@ fn main() {
         port: None,
         path: "/metrics".into(),
         deletion_cost: false,
+        drain_timeout_s: None,
     };
     let fixed: Vec<String> = resolve(&svc, store.service("llm")).unwrap().urls;
     assert_eq!(fixed.len(), PODS * 9 / 10);

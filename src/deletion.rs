@@ -14,7 +14,7 @@
 //! every `MIN_INTERVAL_S`, and only pods whose mark changed are written. This module is the pure part (ranking and pacing); the writes are
 //! the scrape source's (`sources::scrape::discovery::Discovery::set_deletion_costs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The annotation the ReplicaSet controller ranks pods by on scale-down (Kubernetes >= 1.22;
 /// an int32, default 0, negative allowed).
@@ -128,6 +128,16 @@ impl DeletionCosts {
         changes
     }
 
+    /// The writes that make the pods carry `marks`, unpaced (the drain's marks change once per
+    /// pod; `Drain::marks`).
+    pub fn plan_marks(&mut self, marks: BTreeMap<String, Option<i32>>) -> Writes {
+        self.written.retain(|pod, _| marks.contains_key(pod));
+        marks
+            .into_iter()
+            .filter(|(pod, cost)| self.written.get(pod).copied() != *cost)
+            .collect()
+    }
+
     /// Records a write the API server acknowledged.
     pub fn written(&mut self, pod: &str, cost: Option<i32>) {
         match cost {
@@ -139,6 +149,192 @@ impl DeletionCosts {
     /// The cost each marked pod carries, as written.
     pub fn costs(&self) -> &BTreeMap<String, i32> {
         &self.written
+    }
+}
+
+/// The pod condition a Deployment names in `spec.template.spec.readinessGates` to let this
+/// scaler take a pod out of its Service before a scale-down (`podReadinessGate`). Kubernetes
+/// counts a pod ready only while every gate's condition is True, so the EndpointSlice controller
+/// stops routing to a pod whose condition is False, and the ReplicaSet controller removes
+/// not-ready pods before any other.
+pub const READINESS_GATE: &str = "keda-gpu-scaler/serving";
+
+/// How long a pod taken out of service may drain before the scale-down goes ahead anyway
+/// (`drainTimeoutSeconds`' default): Kubernetes' default downscale stabilisation window. An HPA
+/// without `behavior` keeps a replica this long after the need for it falls, so waiting for the
+/// pods to finish never holds a GPU longer than a ScaledObject without behaviour already does.
+pub const DEFAULT_DRAIN_TIMEOUT_S: f64 = 300.0;
+
+/// Kubernetes' default `--horizontal-pod-autoscaler-tolerance`: the HPA leaves the replicas as
+/// they are while the metric is within 10 % of its target.
+pub const HPA_TOLERANCE: f64 = 0.1;
+
+/// The replicas the HPA sets when the scaler reports `desired` (AverageValue, target 1) against
+/// `current` replicas: `ceil(desired)`, unless the ratio is within the tolerance, and never
+/// fewer than one (an HPA's `minReplicas` is at least 1; only KEDA scales to zero, through
+/// `IsActive`, which drains nothing). The drain takes out only pods this would remove: a pod
+/// out of service that the HPA then keeps would be capacity lost for nothing.
+pub fn hpa_replicas(desired: f64, current: u32) -> u32 {
+    if current > 0 && (1.0 - desired / f64::from(current)).abs() <= HPA_TOLERANCE {
+        current
+    } else {
+        reported_replicas(desired).max(1)
+    }
+}
+
+/// What the drain asks for at one step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DrainStep {
+    /// Readiness-gate writes: (pod, serving). False takes the pod out of its Service.
+    pub gates: Vec<(String, bool)>,
+    /// Pods out of service that have finished (or run out of time): the ones to remove.
+    pub drained: BTreeSet<String>,
+    /// The fewest replicas to report: every pod still finishing work counts, so the HPA removes
+    /// only pods that have nothing left to cut.
+    pub floor: u32,
+}
+
+impl DrainStep {
+    /// A gate or mark write for `pod` failed: it is not known to be out of service, or not
+    /// marked to go first, so the report keeps covering it.
+    pub fn failed(&mut self, pod: &str) {
+        if self.drained.remove(pod) {
+            self.floor += 1;
+        }
+    }
+
+    /// The value to report for a decision of `desired` replicas: the decision itself once every
+    /// pod it removes has drained (reporting the whole number instead could fall within the
+    /// HPA's tolerance and remove nothing), the floor while some still finish. A `desired` that
+    /// is not finite is passed on as it is, for the caller's fail-safe to handle.
+    pub fn report(&self, desired: f64) -> f64 {
+        let floor = f64::from(self.floor);
+        if floor > desired.ceil() {
+            floor
+        } else {
+            desired
+        }
+    }
+}
+
+/// Drain before removal (`podReadinessGate`): when the scaler's decision falls below the pods
+/// behind the Service, the least busy are taken out of service (their gate set False) and the
+/// scaler keeps reporting them until they have finished what they hold, or until the timeout.
+/// Only then does the report fall, the HPA lowers the replicas, and the ReplicaSet removes the
+/// not-ready (drained) pods first: nothing is left running for the grace period to cut.
+///
+/// Readings of requests in service and waiting can say that a pod is empty but not how much
+/// work its requests have left (no engine exports that per request); taking the pod out of
+/// service first turns the first, which is known, into the second.
+#[derive(Clone, Debug, Default)]
+pub struct Drain {
+    /// Pods out of service, and since when (as acknowledged).
+    held: BTreeMap<String, f64>,
+    /// When pods were last taken out (rounds are paced like the marks).
+    last_round: Option<f64>,
+}
+
+impl Drain {
+    /// One step: `desired` replicas reported by the decision, `current` the replicas the HPA
+    /// counts (the pods below plus those starting), `pods` every pod behind the Service that
+    /// this scaler can read (in service and taken out), `timeout_s` the longest drain. Pods are put back at once when the decision rises (capacity is needed now, and a
+    /// drained pod serves again without a cold start); pods are taken out at most once per
+    /// `MIN_INTERVAL_S`, which bounds the writes of a ScaledObject as the marks are bounded.
+    pub fn plan(
+        &mut self,
+        now: f64,
+        desired: f64,
+        current: u32,
+        pods: &[PodLoad],
+        timeout_s: f64,
+    ) -> DrainStep {
+        self.held
+            .retain(|pod, _| pods.iter().any(|p| &p.pod == pod));
+        // The ReplicaSet removes starting pods before these, so they count against the removal.
+        let starting = (current as usize).saturating_sub(pods.len());
+        let remove = (current.saturating_sub(hpa_replicas(desired, current)) as usize)
+            .saturating_sub(starting)
+            .min(pods.len());
+        let mut gates = Vec::new();
+        if self.held.len() > remove {
+            // Put back the pods taken out last: they have drained least.
+            let mut latest: Vec<(&String, f64)> = self.held.iter().map(|(p, &t)| (p, t)).collect();
+            latest.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(a.0)));
+            gates.extend(
+                latest
+                    .into_iter()
+                    .take(self.held.len() - remove)
+                    .map(|(p, _)| (p.clone(), true)),
+            );
+        } else if self.held.len() < remove
+            && self
+                .last_round
+                .is_none_or(|at| now - at >= MIN_INTERVAL_S || now < at)
+        {
+            let serving: Vec<PodLoad> = pods
+                .iter()
+                .filter(|p| !self.held.contains_key(&p.pod))
+                .cloned()
+                .collect();
+            gates.extend(
+                by_load(&serving)
+                    .into_iter()
+                    .take(remove - self.held.len())
+                    .map(|p| (p.pod.clone(), false)),
+            );
+            self.last_round = Some(now);
+        }
+        // Drained: out of service (or taken out in this step) and holding nothing, or out for
+        // the whole timeout. A pod taken out idle is done at once: waiting a step for a reading
+        // that cannot be lower would only hold its GPU longer. A pod put back in this step is
+        // not drained, whatever it reads.
+        let taken_out = gates
+            .iter()
+            .filter(|(_, serving)| !serving)
+            .map(|(p, _)| (p, now));
+        let drained: BTreeSet<String> = self
+            .held
+            .iter()
+            .map(|(p, &since)| (p, since))
+            .chain(taken_out)
+            .filter(|(pod, _)| !gates.iter().any(|(p, serving)| p == *pod && *serving))
+            .filter(|(pod, since)| {
+                now - since >= timeout_s
+                    || pods
+                        .iter()
+                        .any(|p| &p.pod == *pod && p.requests.is_some_and(|r| r == 0.0))
+            })
+            .map(|(pod, _)| pod.clone())
+            .collect();
+        DrainStep {
+            gates,
+            floor: (pods.len() - drained.len()) as u32,
+            drained,
+        }
+    }
+
+    /// Records a gate write the API server acknowledged.
+    pub fn written(&mut self, now: f64, pod: &str, serving: bool) {
+        if serving {
+            self.held.remove(pod);
+        } else {
+            self.held.entry(pod.to_string()).or_insert(now);
+        }
+    }
+
+    /// The pods out of service, and since when.
+    pub fn held(&self) -> &BTreeMap<String, f64> {
+        &self.held
+    }
+
+    /// The deletion costs that make the ReplicaSet remove the drained pods before those still
+    /// draining (all of them are not ready, which it removes first): -1 on each drained pod,
+    /// none on any other. A pod's mark changes once, when it has drained, so these writes need
+    /// no pacing of their own.
+    pub fn marks(step: &DrainStep, pods: &[PodLoad]) -> BTreeMap<String, Option<i32>> {
+        pods.iter()
+            .map(|p| (p.pod.clone(), step.drained.contains(&p.pod).then_some(-1)))
+            .collect()
     }
 }
 
@@ -248,5 +444,127 @@ mod tests {
         // b and c are gone; a alone is not to be removed any more.
         assert_eq!(c.plan(30.0, 1, &pods[..1]), vec![("a".into(), None)]);
         assert_eq!(c.costs().len(), 1, "b is forgotten");
+    }
+
+    fn held(d: &Drain) -> Vec<String> {
+        d.held().keys().cloned().collect()
+    }
+
+    fn apply_gates(d: &mut Drain, now: f64, step: &DrainStep) {
+        for (p, serving) in &step.gates {
+            d.written(now, p, *serving);
+        }
+    }
+
+    #[test]
+    fn the_hpa_model_keeps_the_replicas_within_its_tolerance_and_never_goes_below_one() {
+        assert_eq!(hpa_replicas(12.5, 14), 13, "0.89 of current: the HPA acts");
+        assert_eq!(
+            hpa_replicas(13.0, 14),
+            14,
+            "0.93 of current: within the tolerance"
+        );
+        assert_eq!(hpa_replicas(0.0, 4), 1);
+        assert_eq!(hpa_replicas(7.0, 0), 7);
+    }
+
+    #[test]
+    fn the_least_busy_are_taken_out_and_the_report_covers_them_until_they_are_done() {
+        let mut d = Drain::default();
+        let mut pods = vec![
+            pod("a", 6.0, 0.0),
+            pod("b", 2.0, 0.0),
+            pod("c", 1.0, 0.0),
+            pod("d", 5.0, 0.0),
+        ];
+        // The decision falls from 4 to 2: the two least busy go out of service.
+        let step = d.plan(0.0, 2.0, 4, &pods, 300.0);
+        assert_eq!(step.gates, vec![("c".into(), false), ("b".into(), false)]);
+        assert!(step.drained.is_empty());
+        assert_eq!((step.floor, step.report(2.0)), (4, 4.0));
+        apply_gates(&mut d, 0.0, &step);
+        // One has finished: the report lets one go, and the mark picks the finished one.
+        pods[2].requests = Some(0.0);
+        let step = d.plan(15.0, 2.0, 4, &pods, 300.0);
+        assert!(step.gates.is_empty());
+        assert_eq!((step.floor, step.report(2.0)), (3, 3.0));
+        let marks = Drain::marks(&step, &pods);
+        assert_eq!(marks["c"], Some(-1));
+        assert_eq!(marks["b"], None);
+        // Both finished: the decision itself is reported, as it was computed.
+        pods[1].requests = Some(0.0);
+        let step = d.plan(30.0, 1.6, 4, &pods, 300.0);
+        assert_eq!(step.report(1.6), 1.6);
+        assert_eq!(held(&d), ["b", "c"]);
+    }
+
+    #[test]
+    fn an_idle_pod_taken_out_is_done_at_once_and_a_busy_one_at_the_timeout() {
+        let mut d = Drain::default();
+        let pods = [
+            pod("idle", 0.0, 0.0),
+            pod("busy", 3.0, 0.0),
+            pod("x", 9.0, 0.0),
+        ];
+        let step = d.plan(0.0, 1.0, 3, &pods, 60.0);
+        assert_eq!(step.drained.len(), 1, "{step:?}");
+        assert_eq!(step.floor, 2);
+        apply_gates(&mut d, 0.0, &step);
+        assert_eq!(d.plan(59.0, 1.0, 3, &pods, 60.0).floor, 2);
+        assert_eq!(d.plan(60.0, 1.0, 3, &pods, 60.0).floor, 1);
+    }
+
+    #[test]
+    fn pods_are_put_back_at_once_when_the_decision_rises_latest_first() {
+        let mut d = Drain::default();
+        let pods = [
+            pod("a", 1.0, 0.0),
+            pod("b", 2.0, 0.0),
+            pod("c", 3.0, 0.0),
+            pod("d", 9.0, 0.0),
+        ];
+        let step = d.plan(0.0, 3.0, 4, &pods, 300.0);
+        assert_eq!(step.gates, vec![("a".into(), false)]);
+        apply_gates(&mut d, 0.0, &step);
+        // Rounds that take pods out are paced...
+        assert!(d.plan(5.0, 2.0, 4, &pods, 300.0).gates.is_empty());
+        let step = d.plan(15.0, 2.0, 4, &pods, 300.0);
+        assert_eq!(step.gates, vec![("b".into(), false)]);
+        apply_gates(&mut d, 15.0, &step);
+        // ... putting back is not: the last taken out goes back first.
+        let step = d.plan(16.0, 3.0, 4, &pods, 300.0);
+        assert_eq!(step.gates, vec![("b".into(), true)]);
+        assert!(!step.drained.contains("b"));
+        apply_gates(&mut d, 16.0, &step);
+        assert_eq!(held(&d), ["a"]);
+    }
+
+    #[test]
+    fn nothing_is_taken_out_within_the_tolerance_below_one_or_for_starting_pods() {
+        let mut d = Drain::default();
+        let pods: Vec<PodLoad> = (0..14)
+            .map(|i| pod(&format!("p{i:02}"), 1.0, 0.0))
+            .collect();
+        assert!(d.plan(0.0, 13.0, 14, &pods, 300.0).gates.is_empty());
+        let one = [pod("only", 0.0, 0.0)];
+        assert!(d.plan(0.0, 0.0, 1, &one, 300.0).gates.is_empty());
+        // 2 pods read, 2 more starting, the decision 2: the ReplicaSet removes the starting.
+        let two = [pod("a", 0.0, 0.0), pod("b", 0.0, 0.0)];
+        assert!(d.plan(0.0, 2.0, 4, &two, 300.0).gates.is_empty());
+    }
+
+    #[test]
+    fn a_pod_that_reports_nothing_is_not_drained_and_a_failed_write_keeps_it_covered() {
+        let mut d = Drain::default();
+        let mut blind = pod("blind", 0.0, 0.0);
+        blind.requests = None;
+        let pods = [blind, pod("z", 5.0, 0.0), pod("idle", 0.0, 0.0)];
+        let mut step = d.plan(0.0, 1.0, 3, &pods, 300.0);
+        assert_eq!(step.drained.len(), 1, "only the idle pod: {step:?}");
+        assert!(step.drained.contains("idle"));
+        step.failed("idle");
+        assert_eq!((step.floor, step.report(1.0)), (3, 3.0));
+        let not_finite = step.report(f64::NAN);
+        assert!(not_finite.is_nan(), "left for the fail-safe to handle");
     }
 }

@@ -96,6 +96,10 @@ pub struct Replica {
     pub phase: Phase,
     /// When it became ready (the ReplicaSet removes the most recently ready first).
     pub ready_since: f64,
+    /// Taken out of service by the scaler (`podReadinessGate`: its readiness gate is False): it
+    /// takes no new requests and finishes what it has, is not ready (the ReplicaSet removes it
+    /// before any ready pod), and serves again when put back.
+    pub held_out: bool,
     pub inflight: u32,
     pub kv_tokens: f64,
     /// Integral of in-flight requests over time (slot-seconds), for utilisation over any window.
@@ -259,7 +263,35 @@ impl Cluster {
         self.live
             .iter()
             .map(|&i| i as usize)
+            .filter(|&i| self.replicas[i].phase == Phase::Ready && !self.replicas[i].held_out)
+    }
+
+    /// Replicas serving or taken out of service by the scaler (what it scrapes).
+    pub fn scraped_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.live
+            .iter()
+            .map(|&i| i as usize)
             .filter(|&i| self.replicas[i].phase == Phase::Ready)
+    }
+
+    /// Takes replica `i` out of service (its readiness gate False) or puts it back. Only a
+    /// running replica can be; anything else is left as it is.
+    pub fn set_held_out(&mut self, i: usize, held_out: bool) {
+        if self
+            .replicas
+            .get(i)
+            .is_none_or(|r| r.phase != Phase::Ready || r.held_out == held_out)
+        {
+            return;
+        }
+        if held_out {
+            self.free_remove(i as u32);
+            self.replicas[i].held_out = true;
+        } else {
+            self.replicas[i].held_out = false;
+            self.free_insert(i as u32);
+            self.dispatch();
+        }
     }
 
     /// Replicas that exist, including those draining, in creation order.
@@ -301,7 +333,8 @@ impl Cluster {
 
     fn free_insert(&mut self, r: u32) {
         let load = self.replicas[r as usize].inflight as usize;
-        if load < self.free.len() && self.replicas[r as usize].phase == Phase::Ready {
+        let rep = &self.replicas[r as usize];
+        if load < self.free.len() && rep.phase == Phase::Ready && !rep.held_out {
             self.free_pos[r as usize] = self.free[load].len() as u32;
             self.free[load].push(r);
         }
@@ -349,6 +382,7 @@ impl Cluster {
             self.replicas.push(Replica {
                 phase,
                 ready_since: now,
+                held_out: false,
                 inflight: 0,
                 kv_tokens: 0.0,
                 slot_seconds: 0.0,
@@ -384,9 +418,14 @@ impl Cluster {
                 .collect();
             order.sort_by(|&a, &b| {
                 let (ra, rb) = (&self.replicas[a], &self.replicas[b]);
-                let starting = |r: &Replica| !matches!(r.phase, Phase::Starting { .. });
-                starting(ra)
-                    .cmp(&starting(rb))
+                // Pending (starting) first, then running but not ready (taken out), then ready.
+                let rank = |r: &Replica| match r.phase {
+                    Phase::Starting { .. } => 0,
+                    _ if r.held_out => 1,
+                    _ => 2,
+                };
+                rank(ra)
+                    .cmp(&rank(rb))
                     .then(cost(a).cmp(&cost(b)))
                     .then(rb.ready_since.total_cmp(&ra.ready_since))
                     .then(b.cmp(&a))
@@ -819,6 +858,41 @@ mod tests {
         assert_eq!(c.allocated(), 1);
         c.advance(200.0, &reqs, &mut next);
         assert_eq!((c.outcomes.cut, c.outcomes.completed), (0, 1));
+    }
+
+    #[test]
+    fn a_replica_taken_out_of_service_takes_no_new_requests_and_goes_first() {
+        let long = |at: f64| Request {
+            work_s: 100.0,
+            ..req(at)
+        };
+        let mut cfg = cfg(0.0);
+        cfg.grace_s = 30.0;
+        let mut c = Cluster::new(cfg);
+        c.set_replicas(3);
+        let mut next = 0;
+        let reqs = [long(0.0), long(2.0), long(3.0)];
+        c.advance(1.0, &reqs, &mut next);
+        let busy = c
+            .live_indices()
+            .find(|&i| c.replicas[i].inflight == 1)
+            .unwrap();
+        c.set_held_out(busy, true);
+        assert_eq!(c.ready(), 2, "out of service is not ready");
+        assert_eq!(c.scraped_indices().count(), 3, "but still scraped");
+        c.advance(4.0, &reqs, &mut next);
+        assert_eq!(c.replicas[busy].inflight, 1, "no new request went to it");
+        // It finishes; removal takes it before the ready replicas however new they are.
+        c.advance(150.0, &reqs, &mut next);
+        assert_eq!(c.replicas[busy].inflight, 0);
+        c.set_replicas(2);
+        assert_eq!(c.replicas[busy].phase, Phase::Gone);
+        assert_eq!(c.outcomes.cut, 0);
+        // Put back, a replica serves again at once.
+        let other = c.ready_indices().next().unwrap();
+        c.set_held_out(other, true);
+        c.set_held_out(other, false);
+        assert_eq!(c.ready(), 2);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct PodSample {
 pub struct Scrape {
     pub t: f64,
     pub pods: Vec<PodSample>,
+    /// Replicas the scaler took out of service (`podReadinessGate`), which only it scrapes: they
+    /// serve no new requests, so no policy's readings include them.
+    pub held_out: Vec<PodSample>,
     /// Requests waiting at the gateway (the queue exists even with zero replicas).
     pub queue: f64,
 }
@@ -47,8 +50,13 @@ impl Scrape {
         (!self.pods.is_empty()).then(|| self.sum(f) / self.pods.len() as f64)
     }
 
+    /// One replica's sample, serving or taken out of service: its counters continue across
+    /// both, so a replica put back is not mistaken for a new one counting from zero.
     pub fn pod(&self, replica: usize) -> Option<&PodSample> {
-        self.pods.iter().find(|p| p.replica == replica)
+        self.pods
+            .iter()
+            .chain(&self.held_out)
+            .find(|p| p.replica == replica)
     }
 }
 
@@ -91,8 +99,8 @@ impl Metrics {
         if self.last_slots.len() < cluster.replicas.len() {
             self.last_slots.resize(cluster.replicas.len(), None);
         }
-        let mut pods = Vec::new();
-        for i in cluster.ready_indices() {
+        let (mut pods, mut held_out) = (Vec::new(), Vec::new());
+        for i in cluster.scraped_indices() {
             let r = &cluster.replicas[i];
             let slots = r.slot_seconds_at(now);
             // The first scrape of a pod sees only the in-flight gauge, as an exporter that has just
@@ -103,7 +111,8 @@ impl Metrics {
             }
             .clamp(0.0, 1.0);
             self.last_slots[i] = Some((now, slots));
-            pods.push(PodSample {
+            let into = if r.held_out { &mut held_out } else { &mut pods };
+            into.push(PodSample {
                 replica: i,
                 gpu_util_pct: 100.0 * util,
                 gpu_memory_pct: (cost.memory_base_pct
@@ -137,6 +146,7 @@ impl Metrics {
         self.history.push_back(Scrape {
             t: now,
             pods,
+            held_out,
             queue: cluster.queue_len() as f64,
         });
         while self

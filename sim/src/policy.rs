@@ -3,7 +3,7 @@
 //! gateway's concurrency) and answers with a replica count; `composite` runs the scaler's own
 //! `spec::parse` + `score::Scorer` behind the `keda` and `hpa` models.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::str::FromStr;
 
@@ -11,7 +11,7 @@ use super::cluster::{Cluster, Phase};
 use super::hpa::{self, Hpa, HpaState, Metric, Observed, PodMetric, PolicyKind, Rules, Select};
 use super::keda::{self, Keda, KedaState};
 use super::metrics::Metrics;
-use keda_gpu_scaler::deletion::{DeletionCosts, PodLoad};
+use keda_gpu_scaler::deletion::{DeletionCosts, Drain, PodLoad};
 use keda_gpu_scaler::score::{Context, Decision, Fleet, ReadyTimer, Scorer, Within};
 use keda_gpu_scaler::spec;
 
@@ -154,6 +154,17 @@ pub trait Policy: Send {
 
     /// Deletion-cost annotations written so far.
     fn deletion_cost_patches(&self) -> u64 {
+        0
+    }
+
+    /// The replicas this policy has taken out of service (`podReadinessGate`); None for
+    /// policies that take none.
+    fn held_out(&self) -> Option<&BTreeSet<usize>> {
+        None
+    }
+
+    /// Readiness-gate condition writes so far.
+    fn gate_patches(&self) -> u64 {
         0
     }
 }
@@ -736,6 +747,15 @@ pub struct Composite {
     deletion: Option<DeletionCosts>,
     deletion_costs: BTreeMap<usize, i32>,
     deletion_patches: u64,
+    /// `podReadinessGate`: the drain and its longest wait; the replicas out of service; the
+    /// fewest replicas to report while they finish; gate writes.
+    drain: Option<(Drain, f64)>,
+    held: BTreeSet<usize>,
+    reported: f64,
+    gate_patches: u64,
+    /// Replicas whose gate condition was set True when first seen (a pod with the readiness
+    /// gate is not ready until it is), one write each.
+    approved: BTreeSet<usize>,
 }
 
 impl Composite {
@@ -768,6 +788,16 @@ impl Composite {
                 .then(DeletionCosts::default),
             deletion_costs: BTreeMap::new(),
             deletion_patches: 0,
+            drain: match &spec.source {
+                spec::SourceSpec::Service(s) => {
+                    s.drain_timeout_s.map(|t| (Drain::default(), f64::from(t)))
+                }
+                _ => None,
+            },
+            held: BTreeSet::new(),
+            reported: 0.0,
+            gate_patches: 0,
+            approved: BTreeSet::new(),
         })
     }
 
@@ -830,7 +860,13 @@ impl Composite {
     /// `podDeletionCost` as the scaler runs it: when the decision reports fewer replicas than
     /// the ready pods scraped, mark the least busy by requests in service (the gateway holds the
     /// queue, so no pod has its own) with GPU memory (weights + KV cache) as the tie-break.
-    fn write_deletion_costs(&mut self, now: f64, decision: &Decision, metrics: &Metrics) {
+    fn write_deletion_costs(
+        &mut self,
+        now: f64,
+        decision: &Decision,
+        cluster: &Cluster,
+        metrics: &Metrics,
+    ) {
         let (Some(deletion), Some(scrape)) = (self.deletion.as_mut(), metrics.latest()) else {
             return;
         };
@@ -844,7 +880,34 @@ impl Composite {
             })
             .collect();
         let reported = keda_gpu_scaler::deletion::reported_replicas(decision.desired);
-        for (pod, cost) in deletion.plan(now, reported, &pods) {
+        let writes = match self.drain.as_mut() {
+            // Draining: the pods out of service are scraped too; the drained ones are marked.
+            Some((drain, timeout_s)) => {
+                let mut all = pods.clone();
+                all.extend(scrape.held_out.iter().map(|p| PodLoad {
+                    pod: p.replica.to_string(),
+                    requests: Some(p.inflight),
+                    kv_cache: Some(p.gpu_memory_pct),
+                }));
+                // Every new pod is let in once, at first sight, as the scaler does.
+                for i in cluster.live_indices() {
+                    if self.approved.insert(i) {
+                        self.gate_patches += 1;
+                    }
+                }
+                let current = cluster.replicas();
+                let step = drain.plan(now, decision.desired, current, &all, *timeout_s);
+                for (pod, serving) in &step.gates {
+                    drain.written(now, pod, *serving);
+                    self.gate_patches += 1;
+                }
+                self.held = drain.held().keys().filter_map(|p| p.parse().ok()).collect();
+                self.reported = step.report(decision.desired);
+                deletion.plan_marks(Drain::marks(&step, &all))
+            }
+            None => deletion.plan(now, reported, &pods),
+        };
+        for (pod, cost) in writes {
             deletion.written(&pod, cost);
             self.deletion_patches += 1;
         }
@@ -893,13 +956,17 @@ impl Policy for Composite {
                 ..Self::context(cluster, metrics, self.latency_window_s)
             };
             let decision = self.scorer.observe(now, &readings, &ctx);
-            self.write_deletion_costs(now, &decision, metrics);
+            self.write_deletion_costs(now, &decision, cluster, metrics);
             self.last = Some(decision);
             self.last_context = Some(ctx);
         }
         let decision = self.last.as_ref();
         let active = decision.is_some_and(|d| d.active);
-        let desired = decision.map(|d| d.desired);
+        // While pods drain, the report covers them: the HPA removes only pods that are done.
+        let desired = decision.map(|d| match self.drain {
+            Some(_) => self.reported,
+            None => d.desired,
+        });
         self.inner.control(
             now,
             cluster,
@@ -919,6 +986,14 @@ impl Policy for Composite {
 
     fn deletion_cost_patches(&self) -> u64 {
         self.deletion_patches
+    }
+
+    fn held_out(&self) -> Option<&BTreeSet<usize>> {
+        self.drain.as_ref().map(|_| &self.held)
+    }
+
+    fn gate_patches(&self) -> u64 {
+        self.gate_patches
     }
 }
 

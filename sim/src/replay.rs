@@ -48,6 +48,8 @@ pub struct Run {
     pub drain_gpu_seconds: f64,
     /// Pod deletion-cost annotations the policy wrote.
     pub deletion_cost_patches: u64,
+    /// Readiness-gate condition writes the policy made.
+    pub gate_patches: u64,
     pub scaling_events: u64,
     pub replicas_min: u32,
     pub replicas_max: u32,
@@ -191,7 +193,14 @@ pub fn replay_one(
                 util_max = util_max.max(u);
             }
         }
-        if let Some(n) = policy.control(now, &cluster, &metrics) {
+        let n = policy.control(now, &cluster, &metrics);
+        if let Some(held) = policy.held_out() {
+            let live: Vec<usize> = cluster.live_indices().collect();
+            for i in live {
+                cluster.set_held_out(i, held.contains(&i));
+            }
+        }
+        if let Some(n) = n {
             cluster.set_replicas_ranked(n.min(cfg.setup.max_replicas), policy.deletion_costs());
         }
         let replicas = cluster.replicas();
@@ -232,6 +241,7 @@ pub fn replay_one(
         gpu_seconds,
         drain_gpu_seconds,
         deletion_cost_patches: policy.deletion_cost_patches(),
+        gate_patches: policy.gate_patches(),
         scaling_events: cluster.scale_events,
         replicas_min: rmin,
         replicas_max: rmax,

@@ -81,6 +81,10 @@ pub struct PolicyReport {
     /// Pod deletion-cost annotations written, per hour of trace (composite with
     /// `podDeletionCost`; 0 for the others).
     pub deletion_cost_patches_per_hour: f64,
+    /// Readiness-gate condition writes, per hour of trace (composite with `podReadinessGate`;
+    /// absent for the others).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub readiness_gate_patches_per_hour: f64,
     pub replicas_min: u32,
     pub replicas_max: u32,
     pub replicas_mean: f64,
@@ -186,6 +190,8 @@ pub fn policy_reports(
                 cut_on_scale_down: o.cut,
                 drain_gpu_hours: run.drain_gpu_seconds / 3600.0,
                 deletion_cost_patches_per_hour: run.deletion_cost_patches as f64 * 3600.0
+                    / (run.ready.len().saturating_sub(1).max(1)) as f64,
+                readiness_gate_patches_per_hour: run.gate_patches as f64 * 3600.0
                     / (run.ready.len().saturating_sub(1).max(1)) as f64,
                 replicas_min: run.replicas_min,
                 replicas_max: run.replicas_max,
@@ -453,6 +459,11 @@ pub fn svg(report: &Report) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// Serde's test for fields written only when they happened.
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! `keda-gpu-sim --scale-down --suite`: which pods a scale-down removes, and what that costs.
 //!
-//! Every suite scenario replays the composite twice: as the ReplicaSet chooses by itself (the
-//! most recently ready pod first) and with `podDeletionCost` (the scaler ranks the pods by load,
-//! the least busy go first). A removed replica finishes its requests for the termination grace
+//! Every suite scenario replays the composite three times: as the ReplicaSet chooses by itself
+//! (the most recently ready pod first), with `podDeletionCost` (the scaler ranks the pods by load,
+//! the least busy go first), and with `podReadinessGate` (the least busy are taken out of service
+//! first and removed once they have finished). A removed replica finishes its requests for the termination grace
 //! period (`--grace-s`), then what still runs is cut; the table counts the cut requests, the GPU
 //! time spent draining, and the annotation writes the ranking cost. A third replay is a reference
 //! no scaler can reach: the ReplicaSet removing the pods with the fewest requests that would
@@ -19,6 +20,8 @@ use super::{SimError, SimulateArgs};
 
 /// The metadata that turns the feature on: `podDeletionCost` needs `service` discovery.
 pub const DELETION_COST_OVERRIDES: &str = "service=llm,endpoints=,podDeletionCost=true";
+/// The metadata that drains pods through their readiness gate before they go.
+pub const READINESS_GATE_OVERRIDES: &str = "service=llm,endpoints=,podReadinessGate=true";
 
 /// One side of the comparison in one scenario.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -28,6 +31,7 @@ pub struct Side {
     pub cut: u64,
     pub drain_gpu_hours: f64,
     pub patches_per_hour: f64,
+    pub gate_patches_per_hour: f64,
 }
 
 impl Side {
@@ -38,6 +42,7 @@ impl Side {
             cut: p.cut_on_scale_down,
             drain_gpu_hours: p.drain_gpu_hours,
             patches_per_hour: p.deletion_cost_patches_per_hour,
+            gate_patches_per_hour: p.readiness_gate_patches_per_hour,
         }
     }
 }
@@ -52,6 +57,8 @@ pub struct Row {
     pub newest_first: Side,
     /// With `podDeletionCost`: least loaded first.
     pub least_loaded_first: Side,
+    /// With `podReadinessGate`: the least busy taken out of service and removed once done.
+    pub drained_first: Side,
     /// The reference: fewest requests that would outlive the grace period first.
     pub remaining_work_first: Side,
 }
@@ -84,16 +91,19 @@ pub fn run(base: &SimulateArgs) -> Result<Vec<Row>, SimError> {
             policies: Some(PolicyName::Composite.as_str().into()),
             ..suite::scenario_args(base, generator, rate_scale)
         };
-        let overrides = match &base.composite_metadata {
-            Some(m) if !m.trim().is_empty() => format!("{m},{DELETION_COST_OVERRIDES}"),
-            _ => DELETION_COST_OVERRIDES.to_string(),
-        };
-        let on = SimulateArgs {
-            composite_metadata: Some(overrides),
-            ..off.clone()
+        let with_metadata = |extra: &str| {
+            let overrides = match &base.composite_metadata {
+                Some(m) if !m.trim().is_empty() => format!("{m},{extra}"),
+                _ => extra.to_string(),
+            };
+            SimulateArgs {
+                composite_metadata: Some(overrides),
+                ..off.clone()
+            }
         };
         let (requests, without) = composite(&off, false)?;
-        let (_, with) = composite(&on, false)?;
+        let (_, with) = composite(&with_metadata(DELETION_COST_OVERRIDES), false)?;
+        let (_, drained) = composite(&with_metadata(READINESS_GATE_OVERRIDES), false)?;
         let (_, reference) = composite(&off, true)?;
         rows.push(Row {
             name: name.to_string(),
@@ -101,66 +111,73 @@ pub fn run(base: &SimulateArgs) -> Result<Vec<Row>, SimError> {
             requests,
             newest_first: Side::of(&without),
             least_loaded_first: Side::of(&with),
+            drained_first: Side::of(&drained),
             remaining_work_first: Side::of(&reference),
         });
     }
     Ok(rows)
 }
 
-/// The rows as one Markdown table, with the totals over the scenarios that cut requests.
+/// The rows as one Markdown table, with the totals over the scenarios.
 pub fn markdown(rows: &[Row], grace_s: f64) -> String {
     let mut md = String::from("# Scale-down: which pods go\n\n");
     let _ = writeln!(
         md,
-        "The composite per suite scenario, removing pods as the ReplicaSet does by itself (most recently ready first) and with `podDeletionCost` (least loaded first). Termination grace period {grace_s:.0} s: requests still running when it ends are cut and count as misses.\n"
+        "The composite per suite scenario, removing pods as the ReplicaSet does by itself (newest: most recently ready first), with `podDeletionCost` (marked: least loaded first) and with `podReadinessGate` (drained: the least loaded taken out of service, removed once they have finished). Termination grace period {grace_s:.0} s: requests still running when it ends are cut and count as misses.\n"
     );
     let _ = writeln!(
         md,
-        "| scenario | requests | cut: newest first | cut: least loaded first | fewer cut | cut: reference | GPU-h newest / least loaded | SLO met newest / least loaded | draining GPU-h newest / least loaded | patches per hour |"
+        "| scenario | requests | cut: newest / marked / drained | fewer cut: marked / drained | cut: reference | GPU-h newest / marked / drained | SLO met newest / marked / drained | draining GPU-h newest / marked | pod writes per hour: marks / gates |"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let fewer = |a: u64, b: u64| {
+        if a > 0 {
+            format!("{:.0} %", 100.0 * (1.0 - b as f64 / a as f64))
+        } else {
+            "-".to_string()
+        }
+    };
     for r in rows {
-        let (a, b) = (&r.newest_first, &r.least_loaded_first);
+        let (a, b, c) = (&r.newest_first, &r.least_loaded_first, &r.drained_first);
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {:.2} / {:.2} | {:.2} % / {:.2} % | {:.3} / {:.3} | {:.0} |",
+            "| {} | {} | {} / {} / {} | {} / {} | {} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} % | {:.3} / {:.3} | {:.0} / {:.0} |",
             r.name,
             r.requests,
             a.cut,
             b.cut,
-            r.fewer_cut()
-                .map_or("-".to_string(), |f| format!("{:.0} %", 100.0 * f)),
+            c.cut,
+            fewer(a.cut, b.cut),
+            fewer(a.cut, c.cut),
             r.remaining_work_first.cut,
             a.gpu_hours,
             b.gpu_hours,
+            c.gpu_hours,
             100.0 * a.slo_attainment,
             100.0 * b.slo_attainment,
+            100.0 * c.slo_attainment,
             a.drain_gpu_hours,
             b.drain_gpu_hours,
             b.patches_per_hour,
+            c.patches_per_hour + c.gate_patches_per_hour,
         );
     }
-    let (cut_a, cut_b): (u64, u64) = rows.iter().fold((0, 0), |(x, y), r| {
-        (x + r.newest_first.cut, y + r.least_loaded_first.cut)
-    });
+    let sum = |f: &dyn Fn(&Row) -> f64| rows.iter().map(f).sum::<f64>();
+    let cut = |f: &dyn Fn(&Row) -> &Side| rows.iter().map(|r| f(r).cut).sum::<u64>();
+    let (cut_a, cut_b, cut_c) = (
+        cut(&|r| &r.newest_first),
+        cut(&|r| &r.least_loaded_first),
+        cut(&|r| &r.drained_first),
+    );
     let cut_ref: u64 = rows.iter().map(|r| r.remaining_work_first.cut).sum();
-    let (gpu_a, gpu_b): (f64, f64) = rows.iter().fold((0.0, 0.0), |(x, y), r| {
-        (
-            x + r.newest_first.gpu_hours,
-            y + r.least_loaded_first.gpu_hours,
-        )
-    });
     let _ = writeln!(
         md,
-        "\nOver all scenarios: {cut_a} requests cut newest first, {cut_b} least loaded first{}, {cut_ref} by the reference; {gpu_a:.2} against {gpu_b:.2} GPU-hours. The reference removes the pods with the fewest requests that would outlive the grace period: it needs each request's remaining time, which no pod exports, and bounds what any ranking could save. Patches per hour: annotation writes, at most one round per 15 s per ScaledObject and only for pods whose mark changed.",
-        if cut_a > 0 {
-            format!(
-                " ({:.0} % fewer)",
-                100.0 * (1.0 - cut_b as f64 / cut_a as f64)
-            )
-        } else {
-            String::new()
-        }
+        "\nOver all scenarios: {cut_a} requests cut newest first, {cut_b} marked ({} fewer), {cut_c} drained ({} fewer), {cut_ref} by the reference; {:.2} / {:.2} / {:.2} GPU-hours. The reference removes the pods with the fewest requests that would outlive the grace period: it needs each request's remaining time, which no pod exports. Draining needs no such knowledge: a pod out of service tells when it is empty. Pod writes per hour: deletion-cost annotations (at most one round per 15 s per ScaledObject, only for pods whose mark changed) and, with `podReadinessGate`, annotations plus readiness-gate conditions (pods are taken out at most once per 15 s; each is marked once, when it has drained).",
+        fewer(cut_a, cut_b),
+        fewer(cut_a, cut_c),
+        sum(&|r| r.newest_first.gpu_hours),
+        sum(&|r| r.least_loaded_first.gpu_hours),
+        sum(&|r| r.drained_first.gpu_hours),
     );
     md
 }

@@ -45,6 +45,10 @@ pub struct ServiceSpec {
     /// `podDeletionCost`: rank the Service's pods by load in their deletion-cost annotation while
     /// a scale-down is expected, so the ReplicaSet removes the least busy (`crate::deletion`).
     pub deletion_cost: bool,
+    /// `podReadinessGate` (with `drainTimeoutSeconds`): take the pods to remove out of service
+    /// through their readiness gate and let them finish before the scale-down
+    /// (`crate::deletion::Drain`); the longest drain in seconds, None when off.
+    pub drain_timeout_s: Option<u32>,
 }
 
 /// A port by number, or by the name the Service gives it.

@@ -18,6 +18,10 @@ pub const DEFAULT_POD_LABEL: &str = "pod";
 pub const OBJECTIVE_KEY: &str = "ttftObjectiveMs";
 /// The key that turns pod deletion costs on (`service` discovery only).
 pub const DELETION_COST_KEY: &str = "podDeletionCost";
+/// The key that drains pods through their readiness gate before a scale-down.
+pub const READINESS_GATE_KEY: &str = "podReadinessGate";
+/// The longest drain (`podReadinessGate` only).
+pub const DRAIN_TIMEOUT_KEY: &str = "drainTimeoutSeconds";
 
 /// Keys KEDA itself puts in the metadata map (connection and TLS settings); accepted and ignored.
 const KEDA_KEYS: &[&str] = &[
@@ -60,6 +64,8 @@ const GENERAL_KEYS: &[&str] = &[
     "attainment",
     "coldStartSeconds",
     DELETION_COST_KEY,
+    READINESS_GATE_KEY,
+    DRAIN_TIMEOUT_KEY,
 ];
 
 /// General keys that only mean something with some sources, and those sources. Every built-in
@@ -77,6 +83,8 @@ const SOURCE_KEYS: &[(&str, &[&str])] = &[
     ("port", &["scrape"]),
     ("path", &["scrape"]),
     (DELETION_COST_KEY, &["scrape"]),
+    (READINESS_GATE_KEY, &["scrape"]),
+    (DRAIN_TIMEOUT_KEY, &["scrape"]),
     ("preset", &["scrape", "prometheus"]),
 ];
 

@@ -4,7 +4,7 @@ use super::model::{NvmlSpec, PodMatch, PrometheusSpec, ServiceSpec, SourceSpec};
 use super::parser::Parser;
 use super::registry::{
     self, DEFAULT_NAMESPACE_LABEL, DEFAULT_POD_LABEL, DEFAULT_SERVICE_PATH, DELETION_COST_KEY,
-    MAX_ENDPOINTS,
+    DRAIN_TIMEOUT_KEY, MAX_ENDPOINTS, READINESS_GATE_KEY,
 };
 use super::validate::{self, is_dns_label};
 use crate::text::redact_url as redact;
@@ -48,7 +48,13 @@ impl Parser<'_> {
             }
             return self.service_source();
         }
-        for key in ["port", "path", DELETION_COST_KEY] {
+        for key in [
+            "port",
+            "path",
+            DELETION_COST_KEY,
+            READINESS_GATE_KEY,
+            DRAIN_TIMEOUT_KEY,
+        ] {
             if self.values.contains_key(key) {
                 self.problem(
                     key,
@@ -118,6 +124,24 @@ impl Parser<'_> {
             None => Some(false),
             Some(_) => self.read(DELETION_COST_KEY, validate::boolean),
         };
+        let readiness_gate = match self.text(READINESS_GATE_KEY) {
+            None => Some(false),
+            Some(_) => self.read(READINESS_GATE_KEY, validate::boolean),
+        };
+        let drain_timeout = match self.text(DRAIN_TIMEOUT_KEY) {
+            None => Some(crate::deletion::DEFAULT_DRAIN_TIMEOUT_S as u32),
+            Some(_) => self
+                .read(DRAIN_TIMEOUT_KEY, |raw| {
+                    validate::number(raw, 1.0, 3600.0, "whole seconds between 1 and 3600")
+                })
+                .map(|s| s.round() as u32),
+        };
+        if readiness_gate == Some(false) && self.values.contains_key(DRAIN_TIMEOUT_KEY) {
+            self.problem(
+                DRAIN_TIMEOUT_KEY,
+                format!("applies only with {READINESS_GATE_KEY}: true"),
+            );
+        }
         let path_ok = match validate::url_path(path) {
             Ok(()) => true,
             Err(message) => {
@@ -143,7 +167,9 @@ impl Parser<'_> {
             name: name.to_string(),
             port: port?,
             path: path.to_string(),
-            deletion_cost: deletion_cost?,
+            // Draining ends with the marks that pick the drained pods, so it implies them.
+            deletion_cost: deletion_cost? || readiness_gate?,
+            drain_timeout_s: readiness_gate?.then_some(drain_timeout?),
         }))
     }
 
@@ -445,6 +471,7 @@ mod tests {
                 port: None,
                 path: "/metrics".into(),
                 deletion_cost: false,
+                drain_timeout_s: None,
             })
         );
         assert_eq!(spec.source.kind(), "scrape");
@@ -551,6 +578,55 @@ mod tests {
         .to_string();
         assert!(
             err.contains("podDeletionCost: applies only to source=scrape"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_readiness_gate_drains_with_a_bounded_timeout_and_implies_the_marks() {
+        let svc = |extra: &[(&str, &str)]| {
+            let mut kv = vec![("service", "llm"), ("queueTarget", "4")];
+            kv.extend_from_slice(extra);
+            in_ns(&kv).map(|s| match s.source {
+                SourceSpec::Service(svc) => (svc.deletion_cost, svc.drain_timeout_s),
+                _ => panic!("a service source"),
+            })
+        };
+        assert_eq!(svc(&[]).unwrap(), (false, None));
+        assert_eq!(
+            svc(&[("podReadinessGate", "true")]).unwrap(),
+            (true, Some(300))
+        );
+        assert_eq!(
+            svc(&[("podReadinessGate", "true"), ("drainTimeoutSeconds", "90")]).unwrap(),
+            (true, Some(90))
+        );
+        for (kv, says) in [
+            (
+                vec![("podReadinessGate", "true"), ("drainTimeoutSeconds", "0")],
+                "drainTimeoutSeconds: '0' is not accepted; expected whole seconds between 1 and 3600",
+            ),
+            (
+                vec![("drainTimeoutSeconds", "60")],
+                "drainTimeoutSeconds: applies only with podReadinessGate: true",
+            ),
+            (
+                vec![("podReadinessGate", "on")],
+                "podReadinessGate: 'on' is not accepted; expected true or false",
+            ),
+        ] {
+            let err = svc(&kv).unwrap_err().to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        let err = in_ns(&[
+            ("endpoints", "http://a/m"),
+            ("podReadinessGate", "true"),
+            ("queueTarget", "4"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("podReadinessGate: applies only with service"),
             "{err}"
         );
     }

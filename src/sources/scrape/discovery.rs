@@ -728,6 +728,7 @@ mod tests {
             port,
             path: "/metrics".into(),
             deletion_cost: false,
+            drain_timeout_s: None,
         }
     }
 
