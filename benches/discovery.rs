@@ -73,7 +73,9 @@ fn main() {
         deletion_cost: false,
         drain_timeout_s: None,
     };
-    let fixed: Vec<String> = resolve(&svc, store.service("llm")).unwrap().urls;
+    let fixed: Vec<String> = resolve(&svc, store.service("llm"), &Default::default())
+        .unwrap()
+        .urls;
     assert_eq!(fixed.len(), PODS * 9 / 10);
 
     println!(
@@ -84,10 +86,13 @@ fn main() {
         fixed.clone().len()
     });
     let indexed = time("discovered, indexed by Service", || {
-        resolve(&svc, store.service("llm")).unwrap().urls.len()
+        resolve(&svc, store.service("llm"), &Default::default())
+            .unwrap()
+            .urls
+            .len()
     });
     let scan = time("discovered, scanning every slice", || {
-        resolve(&svc, &all).unwrap().urls.len()
+        resolve(&svc, &all, &Default::default()).unwrap().urls.len()
     });
     println!(
         "ratio indexed / fixed: {:.1}x, scan / indexed: {:.1}x",

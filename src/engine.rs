@@ -18,7 +18,7 @@ use tokio::sync::{watch, Notify};
 
 use serde::{Deserialize, Serialize};
 
-use crate::deletion::{DeletionCosts, PodLoad};
+use crate::deletion::{DeletionCosts, Drain, DrainStep, PodLoad};
 use crate::failsafe;
 use crate::intake::Rejections;
 use crate::restore;
@@ -40,6 +40,10 @@ const MAX_NOTES: usize = 20;
 /// Bytes kept of one note: room for a hint and the Kubernetes API's own message after it (an
 /// RBAC denial names the user, verb, resource and namespace), so 20 notes stay near 10 KiB.
 const NOTE_BYTES: usize = 512;
+/// How long `podReadinessGate` stays paused after a pod turned out not to list the gate (its
+/// traffic would not stop): the pods' template must change, which takes a rollout, so asking
+/// again every sampling would only repeat the refusal. Meanwhile the marks still rank the pods.
+const GATE_RETRY_S: f64 = 300.0;
 
 /// Engine tuning: top-level keys of the settings file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -219,6 +223,40 @@ pub struct EntryState {
     pub deletion_cost_patches: u64,
     pub deletion_cost_failures: u64,
     pub deletion_cost_error: Option<String>,
+    /// Readiness-gate conditions (`podReadinessGate`): writes acknowledged and requests
+    /// refused so far; the latest attempt's error.
+    pub gate_patches: u64,
+    pub gate_failures: u64,
+    pub gate_error: Option<String>,
+}
+
+/// `podReadinessGate` for one entry: the drain, the step planned with the latest decision
+/// (written after that decision is published), and a pause after a pod turned out to have no
+/// gate.
+#[derive(Default)]
+struct Draining {
+    drain: Drain,
+    planned: Option<PlannedDrain>,
+    paused_until: Option<f64>,
+}
+
+/// A drain step waiting for its writes: the decision's own value, and every pod it ranked.
+struct PlannedDrain {
+    step: DrainStep,
+    desired: f64,
+    pods: Vec<PodLoad>,
+}
+
+/// The pod writes one entry asks for after a sampling.
+enum PodWrites {
+    /// `podDeletionCost` alone: annotations.
+    Marks(crate::deletion::Writes),
+    /// `podReadinessGate`: gate conditions (new pods let in, pods taken out or put back), then
+    /// the marks on the drained pods.
+    Drain {
+        gates: Vec<(String, bool)>,
+        planned: PlannedDrain,
+    },
 }
 
 /// The scorer and the newest source time it has stepped at (it never steps at or before it, so
@@ -242,6 +280,8 @@ pub struct Entry {
     restored: Mutex<Option<restore::Saved>>,
     /// What `podDeletionCost` wrote to the Service's pods, and when (unused without it).
     deletion: Mutex<DeletionCosts>,
+    /// `podReadinessGate`'s drain (unused without it).
+    draining: Mutex<Draining>,
     /// A sampling of new objects took this one: the first sample is under way.
     first_claimed: AtomicBool,
     /// Registration order: sources see entries oldest first, and rank what they first see in
@@ -267,6 +307,19 @@ impl Entry {
                 .costs()
                 .clone()
         })
+    }
+
+    /// The pods taken out of service (`podReadinessGate`) and since when (engine seconds).
+    pub fn draining(&self) -> Option<BTreeMap<String, f64>> {
+        matches!(&self.spec.source, spec::SourceSpec::Service(s) if s.drain_timeout_s.is_some())
+            .then(|| {
+                self.draining
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .drain
+                    .held()
+                    .clone()
+            })
     }
 
     /// A receiver that sees every new state; holding one keeps the entry registered.
@@ -401,6 +454,7 @@ impl Engine {
             metadata_hash,
             restored: Mutex::new(restored),
             deletion: Mutex::new(DeletionCosts::default()),
+            draining: Mutex::new(Draining::default()),
             first_claimed: AtomicBool::new(false),
             seq: self.registrations.fetch_add(1, Ordering::Relaxed),
             scoring: Mutex::new(scoring),
@@ -600,12 +654,12 @@ impl Engine {
             let mut writes = Vec::new();
             for (entry, readings) in entries.iter().zip(readings) {
                 self.score(entry, &readings, t);
-                if let Some(w) = self.deletion_costs(entry, &readings, t) {
+                if let Some(w) = self.pod_writes(entry, &readings, t) {
                     writes.push((entry.clone(), w));
                 }
             }
             // After every decision is published: KEDA's answers never wait on these writes.
-            self.write_deletion_costs(writes).await;
+            self.write_pod_writes(writes, t).await;
         }
         if !only_new {
             self.last_round_ms.store(self.now_ms(), Ordering::Relaxed);
@@ -693,6 +747,9 @@ impl Engine {
         };
         let decision = decision.map(|mut d| {
             self.apply_restored(entry, &mut d);
+            if !readings.failed {
+                Self::plan_drain(entry, readings, t, &mut d);
+            }
             d
         });
         let mut notes = readings.notes.clone();
@@ -708,6 +765,9 @@ impl Engine {
         }
         if let Some(e) = &entry.state.borrow().deletion_cost_error {
             notes.push(format!("podDeletionCost: {e}"));
+        }
+        if let Some(e) = &entry.state.borrow().gate_error {
+            notes.push(format!("podReadinessGate: {e}"));
         }
         // Notes carry endpoint errors: a thousand failing endpoints give a bounded list.
         if notes.len() > MAX_NOTES {
@@ -734,25 +794,9 @@ impl Engine {
         });
     }
 
-    /// The deletion costs to write for `entry` now, if it asked for them (`podDeletionCost`):
-    /// marks on the least busy pods while the decision reports fewer replicas than the pods
-    /// scraped ready, taken back once it does not (`crate::deletion`).
-    fn deletion_costs(
-        &self,
-        entry: &Entry,
-        readings: &Readings,
-        t: f64,
-    ) -> Option<crate::deletion::Writes> {
-        let spec::SourceSpec::Service(svc) = &entry.spec.source else {
-            return None;
-        };
-        if !svc.deletion_cost || readings.pods.is_empty() {
-            return None;
-        }
-        let decision = entry.state.borrow().decision.clone()?;
-        if !decision.desired.is_finite() || readings.failed {
-            return None;
-        }
+    /// The ready pods' loads as the deletion ranking reads them (requests in service plus
+    /// waiting, KV cache), and how many ready pods have no name (they cannot be marked).
+    fn pod_loads(entry: &Entry, readings: &Readings) -> (Vec<PodLoad>, u32) {
         // Each signal's readings, found once rather than per pod.
         let column = |name: &str| {
             let k = entry.spec.signals.iter().position(|s| s.name == name)?;
@@ -774,59 +818,252 @@ impl Engine {
                 })
             })
             .collect();
+        let unnamed = (readings.pods.len() - pods.len()) as u32;
+        (pods, unnamed)
+    }
+
+    /// `podReadinessGate`: plans this sampling's drain step and raises `decision` to cover the
+    /// pods still finishing (`crate::deletion::Drain`). Runs before the decision is published,
+    /// so KEDA never reads a value that would remove a pod still at work; the step's writes
+    /// follow in `write_pod_writes`.
+    fn plan_drain(entry: &Entry, readings: &Readings, t: f64, decision: &mut Decision) {
+        let spec::SourceSpec::Service(svc) = &entry.spec.source else {
+            return;
+        };
+        let Some(timeout_s) = svc.drain_timeout_s else {
+            return;
+        };
+        let mut draining = entry.draining.lock().unwrap_or_else(|p| p.into_inner());
+        draining.planned = None;
+        if draining.paused_until.is_some_and(|until| t < until) || !decision.desired.is_finite() {
+            return;
+        }
+        let (mut pods, unnamed) = Self::pod_loads(entry, readings);
+        pods.extend(readings.held.iter().map(|(pod, requests)| PodLoad {
+            pod: pod.clone(),
+            requests: *requests,
+            kv_cache: None,
+        }));
+        let starting = readings.context.fleet.starting.unwrap_or(0);
+        let current = pods.len() as u32 + unnamed + starting;
+        let mut step =
+            draining
+                .drain
+                .plan(t, decision.desired, current, &pods, f64::from(timeout_s));
+        // Unnamed pods cannot be taken out, but the report covers them like any pod at work.
+        step.floor += unnamed;
+        let desired = decision.desired;
+        let reported = step.report(desired);
+        if reported > desired {
+            decision.desired = reported;
+            decision.clamped = Some("podReadinessGate (pods out of service still finishing)");
+        }
+        draining.planned = Some(PlannedDrain {
+            step,
+            desired,
+            pods,
+        });
+    }
+
+    /// The pod writes `entry` asks for now: with `podReadinessGate`, the planned drain step
+    /// (new pods let in, pods taken out or put back, then marks on the drained); with
+    /// `podDeletionCost` alone, marks on the least busy pods while the decision reports fewer
+    /// replicas than the pods scraped ready, taken back once it does not (`crate::deletion`).
+    fn pod_writes(&self, entry: &Entry, readings: &Readings, t: f64) -> Option<PodWrites> {
+        let spec::SourceSpec::Service(svc) = &entry.spec.source else {
+            return None;
+        };
+        if svc.drain_timeout_s.is_some() {
+            let planned = entry
+                .draining
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .planned
+                .take();
+            if let Some(planned) = planned {
+                // New pods first: with the gate in their template they are not ready until
+                // this scaler lets them in.
+                let gates: Vec<(String, bool)> = readings
+                    .unapproved
+                    .iter()
+                    .map(|p| (p.clone(), true))
+                    .chain(planned.step.gates.iter().cloned())
+                    .collect();
+                return Some(PodWrites::Drain { gates, planned });
+            }
+            if !readings.unapproved.is_empty() {
+                let gates = readings
+                    .unapproved
+                    .iter()
+                    .map(|p| (p.clone(), true))
+                    .collect();
+                return Some(PodWrites::Drain {
+                    gates,
+                    planned: PlannedDrain {
+                        step: DrainStep::default(),
+                        desired: f64::NAN,
+                        pods: Vec::new(),
+                    },
+                });
+            }
+        }
+        if !svc.deletion_cost || readings.pods.is_empty() {
+            return None;
+        }
+        let decision = entry.state.borrow().decision.clone()?;
+        if !decision.desired.is_finite() || readings.failed {
+            return None;
+        }
+        let (pods, unnamed) = Self::pod_loads(entry, readings);
         // Ready pods without a name cannot be marked; they count among those staying, so as many
         // go as the HPA will remove.
         let reported = crate::deletion::reported_replicas(decision.desired);
-        let unnamed = (readings.pods.len() - pods.len()) as u32;
         let reported = reported.saturating_sub(unnamed);
         let writes = entry
             .deletion
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .plan(t, reported, &pods);
-        (!writes.is_empty()).then_some(writes)
+        (!writes.is_empty()).then_some(PodWrites::Marks(writes))
     }
 
-    /// Writes the planned deletion costs, every entry's at once, each bounded by the scrape
+    /// Writes every entry's planned pod writes at once, each call bounded by the scrape
     /// source's deadline (the scrape timeout); records what was acknowledged so a refused write
     /// is planned again.
-    async fn write_deletion_costs(&self, writes: Vec<(Arc<Entry>, crate::deletion::Writes)>) {
+    async fn write_pod_writes(&self, writes: Vec<(Arc<Entry>, PodWrites)>, t: f64) {
         let Some(source) = self.sources.get(SourceKind::Scrape) else {
             return;
         };
-        let timeout = source.deadline();
-        let calls = writes.iter().map(|(entry, costs)| async move {
-            let result =
-                tokio::time::timeout(timeout, source.set_deletion_costs(&entry.spec, costs))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(crate::sources::scrape::discovery::DeletionCostError::Api(
-                            "timed out".into(),
-                        ))
-                    });
-            let mut deletion = entry.deletion.lock().unwrap_or_else(|p| p.into_inner());
-            let (done, error) = match result {
-                Ok(done) => (done, None),
-                Err(e) => (Vec::new(), Some(e.to_string())),
-            };
-            for (pod, cost) in &done {
-                deletion.written(pod, *cost);
+        let calls = writes.into_iter().map(|(entry, w)| async move {
+            match w {
+                PodWrites::Marks(costs) => Self::write_marks(&**source, &entry, &costs).await,
+                PodWrites::Drain { gates, planned } => {
+                    Self::write_drain(&**source, &entry, &gates, planned, t).await
+                }
             }
-            drop(deletion);
-            if let Some(e) = &error {
-                tracing::warn!(object = %entry.object(), error = %e, "pod deletion costs");
-            } else {
-                tracing::debug!(object = %entry.object(), pods = done.len(), "pod deletion costs written");
-            }
-            entry.state.send_modify(|state| {
-                state.deletion_cost_patches += done.len() as u64;
-                // One refused request: the writes stop at the first refusal.
-                state.deletion_cost_failures += u64::from(error.is_some());
-                // The latest attempt's verdict: a later success clears an old refusal.
-                state.deletion_cost_error = error;
-            });
         });
         join_all(calls).await;
+    }
+
+    /// Writes a drain step: the gates, then the marks on the pods known to be drained. A pod
+    /// whose taking out was not acknowledged stays covered by the report, which is raised
+    /// again at once if the published one counted it done.
+    async fn write_drain(
+        source: &dyn crate::sources::Source,
+        entry: &Entry,
+        gates: &[(String, bool)],
+        mut planned: PlannedDrain,
+        t: f64,
+    ) {
+        let done = if gates.is_empty() {
+            Ok(Vec::new())
+        } else {
+            tokio::time::timeout(source.deadline(), source.set_gates(&entry.spec, gates))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(crate::sources::scrape::discovery::GateError::Api(
+                        "timed out".into(),
+                    ))
+                })
+        };
+        let (done, error) = match done {
+            Ok(done) => (done, None),
+            Err(e) => {
+                if matches!(
+                    e,
+                    crate::sources::scrape::discovery::GateError::NoGate { .. }
+                ) {
+                    let mut draining = entry.draining.lock().unwrap_or_else(|p| p.into_inner());
+                    draining.paused_until = Some(t + GATE_RETRY_S);
+                }
+                (Vec::new(), Some(e.to_string()))
+            }
+        };
+        {
+            let mut draining = entry.draining.lock().unwrap_or_else(|p| p.into_inner());
+            for (pod, serving) in &done {
+                draining.drain.written(t, pod, *serving);
+            }
+        }
+        let before = planned.step.report(planned.desired);
+        let refused: Vec<String> = planned
+            .step
+            .gates
+            .iter()
+            .filter(|(pod, serving)| !serving && !done.contains(&(pod.clone(), false)))
+            .map(|(pod, _)| pod.clone())
+            .collect();
+        for pod in &refused {
+            planned.step.failed(pod);
+        }
+        let after = planned.step.report(planned.desired);
+        if after > before {
+            entry.state.send_modify(|state| {
+                if let Some(d) = state.decision.as_mut() {
+                    let mut raised = (**d).clone();
+                    raised.desired = raised.desired.max(after);
+                    raised.clamped = Some("podReadinessGate (pods out of service still finishing)");
+                    *d = Arc::new(raised);
+                }
+            });
+        }
+        if let Some(e) = &error {
+            tracing::warn!(object = %entry.object(), error = %e, "readiness gates");
+        }
+        entry.state.send_modify(|state| {
+            state.gate_patches += done.len() as u64;
+            state.gate_failures += u64::from(error.is_some());
+            state.gate_error = error;
+        });
+        if planned.desired.is_finite() {
+            let marks = entry
+                .deletion
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .plan_marks(Drain::marks(&planned.step, &planned.pods));
+            if !marks.is_empty() {
+                Self::write_marks(source, entry, &marks).await;
+            }
+        }
+    }
+
+    /// Writes deletion-cost annotations and records the outcome.
+    async fn write_marks(
+        source: &dyn crate::sources::Source,
+        entry: &Entry,
+        costs: &crate::deletion::Writes,
+    ) {
+        let result = tokio::time::timeout(
+            source.deadline(),
+            source.set_deletion_costs(&entry.spec, costs),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::sources::scrape::discovery::DeletionCostError::Api(
+                "timed out".into(),
+            ))
+        });
+        let mut deletion = entry.deletion.lock().unwrap_or_else(|p| p.into_inner());
+        let (done, error) = match result {
+            Ok(done) => (done, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        for (pod, cost) in &done {
+            deletion.written(pod, *cost);
+        }
+        drop(deletion);
+        if let Some(e) = &error {
+            tracing::warn!(object = %entry.object(), error = %e, "pod deletion costs");
+        } else {
+            tracing::debug!(object = %entry.object(), pods = done.len(), "pod deletion costs written");
+        }
+        entry.state.send_modify(|state| {
+            state.deletion_cost_patches += done.len() as u64;
+            // One refused request: the writes stop at the first refusal.
+            state.deletion_cost_failures += u64::from(error.is_some());
+            // The latest attempt's verdict: a later success clears an old refusal.
+            state.deletion_cost_error = error;
+        });
     }
 
     /// Holds a decision at the one saved before a restart, decayed, until the fresh smoothing

@@ -60,6 +60,9 @@ pub struct DebugEntry {
     /// The deletion cost each pod carries as this scaler wrote it (`podDeletionCost`); null when
     /// the ScaledObject does not ask for them.
     pub deletion_costs: Option<std::collections::BTreeMap<String, i32>>,
+    /// Pods taken out of service before a scale-down (`podReadinessGate`) and for how many
+    /// seconds; null when the ScaledObject does not ask for it.
+    pub draining: Option<std::collections::BTreeMap<String, f64>>,
     pub decision: Option<Decision>,
 }
 
@@ -131,6 +134,11 @@ pub fn debug_entries(engine: &Engine) -> Vec<DebugEntry> {
                 terminating: state.terminating,
                 notes: state.notes,
                 deletion_costs: entry.deletion_costs(),
+                draining: entry.draining().map(|held| {
+                    held.into_iter()
+                        .map(|(p, since)| (p, now - since))
+                        .collect()
+                }),
                 decision: state.decision.map(|d| (*d).clone()),
             }
         })

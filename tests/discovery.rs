@@ -597,3 +597,216 @@ async fn a_refused_patch_says_which_rbac_to_grant() {
     assert!(metrics.contains("result=\"refused\"} 1\n"), "{metrics}");
     running.stop().await;
 }
+
+const DRAIN_SO: &[(&str, &str)] = &[
+    ("service", "llm"),
+    ("preset", "vllm"),
+    ("inflightTarget", "10"),
+    ("queueTarget", "4"),
+    ("kvCacheTarget", "80"),
+    ("podReadinessGate", "true"),
+    ("upHalfLifeSeconds", "0"),
+    ("downHalfLifeSeconds", "0"),
+];
+
+const GATE: &str = "keda-gpu-scaler/serving";
+
+/// The Service's slice with pods a-d on 127.0.0.2-5; `out` are not ready (taken out of service,
+/// as the EndpointSlice controller lists a pod whose readiness gate is False).
+fn four_pods(port: u16, out: &[&str]) -> serde_json::Value {
+    let names = ["llm-a", "llm-b", "llm-c", "llm-d"];
+    let addresses = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+    let eps: Vec<Ep> = names
+        .iter()
+        .zip(addresses)
+        .map(|(pod, address)| Ep {
+            address,
+            pod,
+            ready: !out.contains(pod),
+            terminating: false,
+        })
+        .collect();
+    slice("llm-x7k2p", "llm", &[("http", port)], &eps)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coming_scale_down_drains_the_least_busy_through_their_readiness_gate() {
+    let api = KubeApi::start().await;
+    let (port, eps) = pods(4, &vllm_load(30.0, 0.0, 0.1)).await;
+    api.apply(NS, four_pods(port, &[]));
+    let running = scaler(&api, &[]).await;
+    let mut c = client(&running).await;
+    let llm = object_in(NS, "llm", DRAIN_SO);
+    wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v >= 4.0).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        api.status_patches().is_empty(),
+        "{:?}",
+        api.status_patches()
+    );
+
+    // Load falls to 15 requests over 10 per replica: 2 of the 4 go. b (idle) and d (one
+    // request) are taken out; b is done at once, d still works, so 3 are reported.
+    eps[0].set(&vllm_load(5.0, 0.0, 0.1));
+    eps[1].set(&vllm_load(0.0, 0.0, 0.1));
+    eps[2].set(&vllm_load(9.0, 0.0, 0.1));
+    eps[3].set(&vllm_load(1.0, 0.0, 0.1));
+    let e = wait_debug(&running, "llm", |e| {
+        e["draining"].as_object().is_some_and(|m| m.len() == 2)
+    })
+    .await;
+    assert_eq!(e["decision"]["desired"], 3.0, "{e:#}");
+    assert!(
+        e["decision"]["clamped"]
+            .to_string()
+            .contains("podReadinessGate"),
+        "{e:#}"
+    );
+    for pod in ["llm-b", "llm-d"] {
+        assert_eq!(
+            api.condition(NS, pod, GATE).as_deref(),
+            Some("False"),
+            "{pod}"
+        );
+    }
+    for (ns, pod, content_type, body) in api.status_patches() {
+        assert_eq!(ns, NS);
+        assert!(pod == "llm-b" || pod == "llm-d", "{pod}");
+        assert_eq!(content_type, "application/strategic-merge-patch+json");
+        // That one condition and nothing else.
+        let conditions = body["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 1, "{body}");
+        assert_eq!(conditions[0]["type"], GATE);
+        assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    }
+    // b, drained, carries the mark that has the ReplicaSet remove it first.
+    let e = wait_debug(&running, "llm", |e| e["deletion_costs"]["llm-b"] == -1).await;
+    assert!(e["deletion_costs"].get("llm-d").is_none(), "{e:#}");
+
+    // The EndpointSlice controller lists them not ready: still read, never scraped as signals.
+    api.apply(NS, four_pods(port, &["llm-b", "llm-d"]));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        metric_value(&mut c, &llm).await,
+        3.0,
+        "d still finishes its request"
+    );
+    // d finishes: both are done, the decision itself is reported, and d is marked too.
+    eps[3].set(&vllm_load(0.0, 0.0, 0.1));
+    wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v < 2.0).await;
+    wait_debug(&running, "llm", |e| e["deletion_costs"]["llm-d"] == -1).await;
+    assert_eq!(
+        api.condition(NS, "llm-a", GATE),
+        None,
+        "a busy pod is never touched"
+    );
+
+    // Load rises again: the pods out of service are put back at once.
+    eps[0].set(&vllm_load(30.0, 0.0, 0.1));
+    eps[2].set(&vllm_load(30.0, 0.0, 0.1));
+    wait_debug(&running, "llm", |e| {
+        e["draining"].as_object().is_some_and(|m| m.is_empty())
+    })
+    .await;
+    for pod in ["llm-b", "llm-d"] {
+        assert_eq!(
+            api.condition(NS, pod, GATE).as_deref(),
+            Some("True"),
+            "{pod}"
+        );
+    }
+    let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
+    assert!(
+        metrics.contains("keda_gpu_scaler_pod_readiness_gate_patches_total{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",result=\"ok\"} 4\n"),
+        "{metrics}"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_pods_are_let_in_and_a_pod_without_the_gate_or_a_403_is_named() {
+    let api = KubeApi::start().await;
+    api.without_gate(NS, "llm-b");
+    let (port, _eps) = pods(3, &vllm_load(0.0, 0.0, 0.1)).await;
+    // a busy, b idle, c starting.
+    let a =
+        MetricsEndpoint::start_at(&format!("127.0.0.9:{port}"), &vllm_load(5.0, 0.0, 0.1)).await;
+    let _a = a.unwrap();
+    api.apply(
+        NS,
+        slice(
+            "llm-1",
+            "llm",
+            &[("http", port)],
+            &[
+                Ep::ready("127.0.0.9", "llm-a"),
+                Ep::ready("127.0.0.3", "llm-b"),
+                Ep::starting("127.0.0.4", "llm-c"),
+            ],
+        ),
+    );
+    let running = scaler(&api, &[]).await;
+    let mut c = client(&running).await;
+    let llm = object_in(NS, "llm", DRAIN_SO);
+    wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v > 0.0).await;
+    // The starting pod is let in at first sight, once.
+    let e = wait_debug(&running, "llm", |e| {
+        e["notes"].to_string().contains("podReadinessGate")
+    })
+    .await;
+    assert_eq!(api.condition(NS, "llm-c", GATE).as_deref(), Some("True"));
+    let notes = e["notes"].to_string();
+    assert!(
+        notes.contains("pod inference/llm-b does not list readinessGates conditionType keda-gpu-scaler/serving"),
+        "{e:#}"
+    );
+    // Put back as it was, and not asked again while paused.
+    assert_eq!(api.condition(NS, "llm-b", GATE).as_deref(), Some("True"));
+    let n = api.status_patches().len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(api.status_patches().len(), n, "{:?}", api.status_patches());
+    assert_eq!(
+        api.status_patches()
+            .iter()
+            .filter(|p| p.1 == "llm-c")
+            .count(),
+        1
+    );
+    assert_eq!(e["status"], "ok", "{e:#}");
+    running.stop().await;
+
+    // Without RBAC for pods/status: the note says what to grant.
+    let api = KubeApi::start().await;
+    api.forbid_status_patch(NS);
+    api.apply(
+        NS,
+        slice(
+            "llm-1",
+            "llm",
+            &[("http", port)],
+            &[
+                Ep::ready("127.0.0.9", "llm-a"),
+                Ep::starting("127.0.0.4", "llm-c"),
+            ],
+        ),
+    );
+    let running = scaler(&api, &[]).await;
+    let mut c = client(&running).await;
+    wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v > 0.0).await;
+    let e = wait_debug(&running, "llm", |e| {
+        e["notes"].to_string().contains("podReadinessGate")
+    })
+    .await;
+    assert!(
+        e["notes"]
+            .to_string()
+            .contains("grant patch on pods/status"),
+        "{e:#}"
+    );
+    let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
+    assert!(
+        metrics.contains("keda_gpu_scaler_pod_readiness_gate_patches_total{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",result=\"refused\"}"),
+        "{metrics}"
+    );
+    running.stop().await;
+}

@@ -22,7 +22,7 @@ use budget::{BodyBudget, MemoryLimits};
 use client::ClientError;
 use nvml::NvmlSource;
 use prometheus::{PrometheusConfig, PrometheusSettings, PrometheusSource};
-use scrape::discovery::{DeletionCostError, DiscoverySettings};
+use scrape::discovery::{DeletionCostError, DiscoverySettings, GateError};
 use scrape::ScrapeSource;
 
 /// The sources' settings: `scrape_timeout` at the top level of the settings file, and the
@@ -97,6 +97,11 @@ pub struct Readings {
     /// The pod behind each position of `signals[i].pods`, where the source knows it (service
     /// discovery); empty otherwise.
     pub pods: Vec<Option<String>>,
+    /// Pods taken out of service (`podReadinessGate`) and their requests in service plus
+    /// waiting (None: not read); they take no new work, so no signal includes them.
+    pub held: Vec<(String, Option<f64>)>,
+    /// Pods not ready whose readiness-gate condition has not been set yet (`podReadinessGate`).
+    pub unapproved: Vec<String>,
 }
 
 impl Readings {
@@ -178,6 +183,16 @@ pub trait Source: Send + Sync {
                 "this source does not discover pods".into(),
             ))
         })
+    }
+
+    /// Sets readiness-gate conditions (`podReadinessGate`) on the pods of `spec`'s Service:
+    /// (pod, serving); returns those written. Only a source that discovers pods can.
+    fn set_gates<'a>(
+        &'a self,
+        _spec: &'a ScalerSpec,
+        _gates: &'a [(String, bool)],
+    ) -> BoxFuture<'a, Result<Vec<(String, bool)>, GateError>> {
+        Box::pin(async { Err(GateError::Api("this source does not discover pods".into())) })
     }
 }
 

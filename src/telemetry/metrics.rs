@@ -230,6 +230,10 @@ impl Collector for EngineCollector {
             "keda_gpu_scaler_pod_deletion_cost_patches",
             "Pod deletion-cost annotations written (podDeletionCost), by result: ok, or refused by the API server.",
         );
+        let mut gates = GaugeFamily::counter(
+            "keda_gpu_scaler_pod_readiness_gate_patches",
+            "Pod readiness-gate conditions written (podReadinessGate: new pods let in, pods taken out of service before a scale-down or put back), by result: ok, or refused by the API server.",
+        );
         // One series per (namespace, ScaledObject, trigger metric), whatever the entries behind it.
         for entry in &engine.current_entries() {
             let base: Labels = vec![
@@ -259,6 +263,12 @@ impl Collector for EngineCollector {
                     ("refused", state.deletion_cost_failures),
                 ] {
                     deletion_cost.push(with(&[("result", result)]), n as f64);
+                }
+            }
+            if matches!(&entry.spec.source, crate::spec::SourceSpec::Service(s) if s.drain_timeout_s.is_some())
+            {
+                for (result, n) in [("ok", state.gate_patches), ("refused", state.gate_failures)] {
+                    gates.push(with(&[("result", result)]), n as f64);
                 }
             }
             let Some(decision) = state.decision else {
@@ -316,6 +326,7 @@ impl Collector for EngineCollector {
             replicas,
             attainment,
             deletion_cost,
+            gates,
         ] {
             family.encode(&mut encoder)?;
         }

@@ -42,6 +42,15 @@ struct ApiState {
     patch_forbidden: BTreeSet<String>,
     /// Annotations of pods as patched, by (namespace, pod).
     annotations: BTreeMap<(String, String), Value>,
+    /// PATCH requests on pods' status: (namespace, pod, content type, body), in order.
+    status_patches: Vec<(String, String, String, Value)>,
+    /// Namespaces where patching pods/status is denied.
+    status_forbidden: BTreeSet<String>,
+    /// Pods whose spec lists no readiness gate, by (namespace, pod); every other pod lists the
+    /// scaler's.
+    ungated: BTreeSet<(String, String)>,
+    /// Pods' status conditions as patched, by (namespace, pod) and condition type.
+    conditions: BTreeMap<(String, String), BTreeMap<String, Value>>,
 }
 
 #[derive(Clone)]
@@ -140,6 +149,10 @@ impl KubeApi {
                 "/api/v1/namespaces/{ns}/pods/{name}",
                 axum::routing::patch(patch_pod),
             )
+            .route(
+                "/api/v1/namespaces/{ns}/pods/{name}/status",
+                axum::routing::patch(patch_pod_status),
+            )
             .with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -215,6 +228,41 @@ impl KubeApi {
             .unwrap()
             .patch_forbidden
             .insert(namespace.into());
+    }
+
+    /// Denies patching pods/status in `namespace`.
+    pub fn forbid_status_patch(&self, namespace: &str) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .status_forbidden
+            .insert(namespace.into());
+    }
+
+    /// Serves `pod` with no readiness gate in its spec.
+    pub fn without_gate(&self, namespace: &str, pod: &str) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .ungated
+            .insert((namespace.into(), pod.into()));
+    }
+
+    /// PATCH requests on pods' status so far: (namespace, pod, content type, body).
+    pub fn status_patches(&self) -> Vec<(String, String, String, Value)> {
+        self.shared.state.lock().unwrap().status_patches.clone()
+    }
+
+    /// The status of condition `kind` on a pod as patched ("True", "False"), if ever.
+    pub fn condition(&self, namespace: &str, pod: &str, kind: &str) -> Option<String> {
+        let s = self.shared.state.lock().unwrap();
+        let c = s
+            .conditions
+            .get(&(namespace.into(), pod.into()))?
+            .get(kind)?;
+        c["status"].as_str().map(str::to_string)
     }
 
     /// PATCH requests on pods so far: (namespace, pod, content type, body).
@@ -436,6 +484,78 @@ async fn patch_pod(
         "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "annotations": annotations.clone()},
         "spec": {"containers": [{"name": "engine", "image": "vllm/vllm-openai"}]}
+    });
+    axum::Json(pod).into_response()
+}
+
+/// A pod status PATCH, recorded; a strategic merge patch of `status.conditions` is applied the
+/// way the API server merges that list (by `type`). The answer is the pod, whose spec lists the
+/// readiness gate `keda-gpu-scaler/serving` unless the test said otherwise.
+async fn patch_pod_status(
+    State(shared): State<Shared>,
+    Path((ns, name)): Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut s = shared.state.lock().unwrap();
+    s.requests.push(format!("patch-status {ns} {name}"));
+    s.status_patches.push((
+        ns.clone(),
+        name.clone(),
+        content_type.clone(),
+        patch.clone(),
+    ));
+    if s.status_forbidden.contains(&ns) {
+        let mut body = status(
+            403,
+            "Forbidden",
+            format!("pods \"{name}\" is forbidden: User \"system:serviceaccount:keda:keda-gpu-scaler\" cannot patch resource \"pods/status\" in API group \"\" in the namespace \"{ns}\""),
+        );
+        body["details"] = json!({"name": name, "kind": "pods"});
+        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
+    if content_type != "application/strategic-merge-patch+json" {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            axum::Json(status(
+                415,
+                "UnsupportedMediaType",
+                format!("{content_type} is not supported here"),
+            )),
+        )
+            .into_response();
+    }
+    let conditions = s.conditions.entry((ns.clone(), name.clone())).or_default();
+    for c in patch["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(kind) = c["type"].as_str() {
+            conditions.insert(kind.to_string(), c.clone());
+        }
+    }
+    let listed: Vec<Value> = conditions.values().cloned().collect();
+    let gates = if s.ungated.contains(&(ns.clone(), name.clone())) {
+        json!([])
+    } else {
+        json!([{"conditionType": "keda-gpu-scaler/serving"}])
+    };
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "containers": [{"name": "engine", "image": "vllm/vllm-openai"}],
+            "readinessGates": gates
+        },
+        "status": {"phase": "Running", "conditions": listed}
     });
     axum::Json(pod).into_response()
 }

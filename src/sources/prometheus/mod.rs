@@ -631,7 +631,7 @@ impl PrometheusSource {
             },
             failed,
             syncing: false,
-            pods: Vec::new(),
+            ..Readings::default()
         }
     }
 }

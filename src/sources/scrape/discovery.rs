@@ -130,6 +130,21 @@ pub enum DeletionCostError {
     Api(String),
 }
 
+/// Why a readiness-gate condition could not be written (`podReadinessGate`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GateError {
+    #[error("the scaler is not allowed to patch pods/status in namespace {namespace}; grant patch on pods/status there (chart value podDeletionCost.enabled, with discovery.namespaces), or remove podReadinessGate. HTTP 403: {message}")]
+    Forbidden { namespace: String, message: String },
+    #[error("pod {namespace}/{pod} does not list readinessGates conditionType {gate}, so taking it out of service would not stop its traffic; add it to the pod template (docs/deploy.md), or remove podReadinessGate")]
+    NoGate {
+        namespace: String,
+        pod: String,
+        gate: &'static str,
+    },
+    #[error("writing readiness-gate conditions failed: {0}")]
+    Api(String),
+}
+
 /// A Service resolved to what to scrape.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resolved {
@@ -151,6 +166,22 @@ pub struct Resolved {
     /// Median seconds from a pod's first sight not ready to ready over the last hour, as this
     /// scaler watched it; None before it has seen one start.
     pub cold_start_s: Option<f64>,
+    /// Pods this scaler took out of service (`podReadinessGate`) and their URLs: not ready, so
+    /// neither scraped for the signals nor counted as starting, but read to tell when they
+    /// have finished.
+    pub held: Vec<(String, String)>,
+    /// Pods not ready whose readiness-gate condition this scaler has not set yet
+    /// (`podReadinessGate`: a pod whose template lists the gate is not ready until it is).
+    pub unapproved: Vec<String>,
+}
+
+/// What this scaler has written to one Service's pods' readiness-gate conditions.
+#[derive(Clone, Debug, Default)]
+struct GateRecord {
+    /// Taken out of service (condition False), as acknowledged.
+    held: BTreeSet<String>,
+    /// Let in (condition True) since this scaler started.
+    approved: BTreeSet<String>,
 }
 
 /// What the store keeps of one EndpointSlice.
@@ -284,6 +315,7 @@ impl Store {
 pub fn resolve<'a>(
     svc: &ServiceSpec,
     slices: impl IntoIterator<Item = &'a Slice>,
+    held: &BTreeSet<String>,
 ) -> Result<Resolved, DiscoveryError> {
     let mut by_key: BTreeMap<String, (&Endpoint, bool, u16)> = BTreeMap::new();
     let mut any = false;
@@ -313,21 +345,29 @@ pub fn resolve<'a>(
     let mut out = Resolved::default();
     let mut ready: Vec<(String, Option<String>)> = Vec::new();
     for (key, (e, ipv6, port)) in &by_key {
-        if e.terminating {
-            out.terminating += 1;
-        } else if !e.ready {
-            out.starting += 1;
-            out.starting_keys.push(key.clone());
-        } else {
-            out.ready_keys.push(key.clone());
+        let url = || {
             let host = if *ipv6 {
                 format!("[{}]", e.address)
             } else {
                 e.address.clone()
             };
-            ready.push((format!("http://{host}:{port}{}", svc.path), e.pod.clone()));
+            format!("http://{host}:{port}{}", svc.path)
+        };
+        let ours = e.pod.as_ref().filter(|p| held.contains(*p));
+        if e.terminating {
+            out.terminating += 1;
+        } else if let (false, Some(pod)) = (e.ready, ours) {
+            out.held.push((pod.clone(), url()));
+        } else if !e.ready {
+            out.starting += 1;
+            out.starting_keys.push(key.clone());
+            out.unapproved.extend(e.pod.clone());
+        } else {
+            out.ready_keys.push(key.clone());
+            ready.push((url(), e.pod.clone()));
         }
     }
+    out.held.truncate(MAX_ENDPOINTS);
     ready.sort();
     if ready.len() > MAX_ENDPOINTS {
         out.note = Some(format!(
@@ -409,6 +449,8 @@ pub struct Discovery {
     watches: Mutex<HashMap<String, Watch>>,
     /// Cold starts measured per Service ("namespace/name"), for SLO mode's planning horizon.
     ready_timers: Mutex<HashMap<String, crate::score::ReadyTimer>>,
+    /// Readiness-gate conditions written per Service ("namespace/name"), `podReadinessGate`.
+    gates: Mutex<HashMap<String, GateRecord>>,
     started: Instant,
 }
 
@@ -419,6 +461,7 @@ impl Discovery {
             client: tokio::sync::Mutex::new(None),
             watches: Mutex::new(HashMap::new()),
             ready_timers: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
             started: Instant::now(),
         }
     }
@@ -445,16 +488,34 @@ impl Discovery {
             return Err(error.unwrap_or_else(|| DiscoveryError::Syncing(svc.namespace.clone())));
         }
         let slices = state.slices.read().unwrap_or_else(|p| p.into_inner());
-        let mut resolved = resolve(svc, slices.service(&svc.name))?;
+        let key = format!("{}/{}", svc.namespace, svc.name);
+        let mut resolved = {
+            let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+            let record = gates.entry(key.clone()).or_default();
+            let mut resolved = resolve(svc, slices.service(&svc.name), &record.held)?;
+            if svc.drain_timeout_s.is_some() {
+                // Forget pods no longer listed; a pod back after a restart is let in again.
+                let listed: BTreeSet<&String> = slices
+                    .service(&svc.name)
+                    .flat_map(|s| s.endpoints.iter())
+                    .filter_map(|e| e.pod.as_ref())
+                    .collect();
+                record.held.retain(|p| listed.contains(p));
+                record.approved.retain(|p| listed.contains(p));
+                resolved.unapproved.retain(|p| !record.approved.contains(p));
+            } else {
+                gates.remove(&key);
+                resolved.unapproved.clear();
+            }
+            resolved
+        };
         if let Some(e) = error {
             // The last list still stands; say that it may be old.
             resolved.note = Some(format!("{e}; serving the last EndpointSlices seen"));
         }
         let now = self.started.elapsed().as_secs_f64();
         let mut timers = self.ready_timers.lock().unwrap_or_else(|p| p.into_inner());
-        let timer = timers
-            .entry(format!("{}/{}", svc.namespace, svc.name))
-            .or_default();
+        let timer = timers.entry(key).or_default();
         timer.observe(
             now,
             resolved.starting_keys.iter().map(String::as_str),
@@ -473,23 +534,10 @@ impl Discovery {
         svc: &ServiceSpec,
         costs: &[(String, Option<i32>)],
     ) -> Result<crate::deletion::Writes, DeletionCostError> {
-        let listed: BTreeSet<String> = {
-            let state = self
-                .watches
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&svc.namespace)
-                .map(|w| w.state.clone());
-            let Some(state) = state else {
-                return Ok(Vec::new());
-            };
-            let slices = state.slices.read().unwrap_or_else(|p| p.into_inner());
-            slices
-                .service(&svc.name)
-                .flat_map(|s| s.endpoints.iter())
-                .filter_map(|e| e.pod.clone())
-                .collect()
-        };
+        let listed = self.listed_pods(svc);
+        if listed.is_empty() {
+            return Ok(Vec::new());
+        }
         let client = self
             .client()
             .await
@@ -523,6 +571,97 @@ impl Discovery {
             }
         }
         Ok(written)
+    }
+
+    /// Sets each pod's readiness-gate condition (`crate::deletion::READINESS_GATE`): False
+    /// takes it out of its Service, True lets it in. A strategic merge patch of that one
+    /// condition on the pod's status, on pods of `svc`'s namespace that the Service's
+    /// EndpointSlices list now (any other name is refused without a request). A pod taken out
+    /// must list the gate in its spec, or its traffic would not stop: that is refused
+    /// (`GateError::NoGate`) and the pod is let in again. Returns the writes acknowledged;
+    /// stops at the first refusal.
+    pub async fn set_gates(
+        &self,
+        svc: &ServiceSpec,
+        gates: &[(String, bool)],
+    ) -> Result<Vec<(String, bool)>, GateError> {
+        let listed = self.listed_pods(svc);
+        let client = self
+            .client()
+            .await
+            .map_err(|e| GateError::Api(e.to_string()))?;
+        let api: kube::Api<Pod> = kube::Api::namespaced(client, &svc.namespace);
+        let key = format!("{}/{}", svc.namespace, svc.name);
+        let mut written = Vec::new();
+        for (pod, serving) in gates.iter().filter(|(pod, _)| listed.contains(pod)) {
+            let patch = gate_patch(*serving);
+            let result = api
+                .patch_status(pod, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await;
+            match result {
+                Ok(p) => {
+                    let gated = p.spec.as_ref().is_some_and(|s| {
+                        s.readiness_gates
+                            .iter()
+                            .flatten()
+                            .any(|g| g.condition_type == crate::deletion::READINESS_GATE)
+                    });
+                    if !serving && !gated {
+                        // The condition means nothing to this pod: put it back as it was.
+                        let _ = api
+                            .patch_status(
+                                pod,
+                                &PatchParams::default(),
+                                &Patch::Strategic(&gate_patch(true)),
+                            )
+                            .await;
+                        return Err(GateError::NoGate {
+                            namespace: svc.namespace.clone(),
+                            pod: pod.clone(),
+                            gate: crate::deletion::READINESS_GATE,
+                        });
+                    }
+                    let mut all = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+                    let record = all.entry(key.clone()).or_default();
+                    if *serving {
+                        record.held.remove(pod);
+                        record.approved.insert(pod.clone());
+                    } else {
+                        record.held.insert(pod.clone());
+                    }
+                    written.push((pod.clone(), *serving));
+                }
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    return Err(GateError::Forbidden {
+                        namespace: svc.namespace.clone(),
+                        message: crate::text::bounded(&s.message, 300),
+                    })
+                }
+                // Deleted since the slices were read.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(GateError::Api(crate::text::bounded(&e.to_string(), 300))),
+            }
+        }
+        Ok(written)
+    }
+
+    /// The pods `svc`'s EndpointSlices list now (none before its namespace is watched).
+    fn listed_pods(&self, svc: &ServiceSpec) -> BTreeSet<String> {
+        let state = self
+            .watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&svc.namespace)
+            .map(|w| w.state.clone());
+        let Some(state) = state else {
+            return BTreeSet::new();
+        };
+        let slices = state.slices.read().unwrap_or_else(|p| p.into_inner());
+        slices
+            .service(&svc.name)
+            .flat_map(|s| s.endpoints.iter())
+            .filter_map(|e| e.pod.clone())
+            .collect()
     }
 
     /// Stops the watchers of namespaces no ScaledObject reads any more.
@@ -611,6 +750,27 @@ impl Drop for Discovery {
             w.task.abort();
         }
     }
+}
+
+/// The strategic merge patch that sets the readiness-gate condition (merged by `type` into the
+/// pod's `status.conditions`, leaving the kubelet's own conditions alone).
+fn gate_patch(serving: bool) -> serde_json::Value {
+    let (status, reason, message) = if serving {
+        ("True", "Serving", "in service (keda-gpu-scaler)")
+    } else {
+        (
+            "False",
+            "DrainingForScaleDown",
+            "taken out of service by keda-gpu-scaler to finish its requests before a scale-down",
+        )
+    };
+    serde_json::json!({"status": {"conditions": [{
+        "type": crate::deletion::READINESS_GATE,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().round(k8s_openapi::jiff::Unit::Second).map(|t| t.to_string()).ok(),
+    }]}})
 }
 
 async fn build_client(settings: &DiscoverySettings) -> Result<kube::Client, String> {
@@ -761,7 +921,7 @@ mod tests {
                 vec![ep("10.0.0.9", "x", true, false)],
             ),
         ];
-        let r = resolve(&svc(None), &slices).unwrap();
+        let r = resolve(&svc(None), &slices, &BTreeSet::new()).unwrap();
         assert_eq!(r.urls, ["http://10.0.0.2:8000/metrics"]);
         assert_eq!((r.starting, r.terminating), (1, 1));
     }
@@ -788,7 +948,7 @@ mod tests {
                 vec![ep("fd00::3", "llm-b", true, false)],
             ),
         ];
-        let r = resolve(&svc(None), &slices).unwrap();
+        let r = resolve(&svc(None), &slices, &BTreeSet::new()).unwrap();
         assert_eq!(
             r.urls,
             [
@@ -806,25 +966,39 @@ mod tests {
             &[("http", 8000), ("metrics", 8002)],
             vec![ep("10.0.0.2", "llm-a", true, false)],
         )];
-        let by_name = resolve(&svc(Some(PortRef::Name("metrics".into()))), &slices).unwrap();
+        let by_name = resolve(
+            &svc(Some(PortRef::Name("metrics".into()))),
+            &slices,
+            &BTreeSet::new(),
+        )
+        .unwrap();
         assert_eq!(by_name.urls, ["http://10.0.0.2:8002/metrics"]);
-        let by_number = resolve(&svc(Some(PortRef::Number(9400))), &slices).unwrap();
+        let by_number =
+            resolve(&svc(Some(PortRef::Number(9400))), &slices, &BTreeSet::new()).unwrap();
         assert_eq!(by_number.urls, ["http://10.0.0.2:9400/metrics"]);
-        let err = resolve(&svc(None), &slices).unwrap_err();
+        let err = resolve(&svc(None), &slices, &BTreeSet::new()).unwrap_err();
         assert!(
             err.to_string().contains("http (8000), metrics (8002)"),
             "{err}"
         );
-        let err = resolve(&svc(Some(PortRef::Name("grpc".into()))), &slices).unwrap_err();
+        let err = resolve(
+            &svc(Some(PortRef::Name("grpc".into()))),
+            &slices,
+            &BTreeSet::new(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("no port named grpc"), "{err}");
     }
 
     #[test]
     fn a_missing_service_and_an_empty_one_differ() {
-        let err = resolve(&svc(None), &[]).unwrap_err();
+        let err = resolve(&svc(None), &[], &BTreeSet::new()).unwrap_err();
         assert!(matches!(err, DiscoveryError::NoSlices { .. }), "{err}");
         let empty = [slice("llm", false, &[], vec![])];
-        assert_eq!(resolve(&svc(None), &empty).unwrap(), Resolved::default());
+        assert_eq!(
+            resolve(&svc(None), &empty, &BTreeSet::new()).unwrap(),
+            Resolved::default()
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ use super::slots::{Rank, Slots, Standing, Ticket};
 use super::{Readings, SampleRequest, SignalReading, Source};
 use crate::score::DemandModel;
 use crate::spec::{MemoryMetrics, MetricRef, MetricSource, ScalerSpec, SignalSpec, SourceSpec};
-use discovery::{DeletionCostError, Discovery, DiscoveryError, DiscoverySettings};
+use discovery::{DeletionCostError, Discovery, DiscoveryError, DiscoverySettings, GateError};
 use exposition::Exposition;
 use histogram::Buckets;
 
@@ -155,6 +155,17 @@ struct Target {
     failed: bool,
     /// Discovery has not listed the Service's namespace yet (`DiscoveryError::Syncing`).
     syncing: bool,
+    /// Pods out of service (`podReadinessGate`) and their URLs: fetched after `urls`, read only
+    /// for their requests.
+    held: Vec<(String, String)>,
+    unapproved: Vec<String>,
+}
+
+impl Target {
+    /// Every URL to fetch: the ready endpoints', then the pods' out of service.
+    fn fetched(&self) -> impl Iterator<Item = &String> {
+        self.urls.iter().chain(self.held.iter().map(|(_, url)| url))
+    }
 }
 
 pub struct ScrapeSource {
@@ -368,8 +379,7 @@ impl ScrapeSource {
                 // oldest registered first), and go by turn among themselves.
                 let sighting = *seen + 1;
                 let ranked = target
-                    .urls
-                    .iter()
+                    .fetched()
                     .enumerate()
                     .map(|(k, url)| {
                         let record = by_url.entry(url.clone()).or_insert_with(|| Record {
@@ -397,7 +407,7 @@ impl ScrapeSource {
         // Per URL: this round's fetch, and the metrics any spec naming it reads.
         let mut round: HashMap<&str, (Arc<Cell>, HashSet<String>)> = HashMap::new();
         for (target, names) in targets.iter().zip(wanted) {
-            for url in &target.urls {
+            for url in target.fetched() {
                 let (_, all) = round.entry(url).or_default();
                 all.extend(names.iter().cloned());
             }
@@ -414,8 +424,7 @@ impl ScrapeSource {
         for ((target, share), standings) in targets.iter().zip(&shares).zip(standings) {
             let round = &round;
             let fetches: Vec<_> = target
-                .urls
-                .iter()
+                .fetched()
                 .zip(standings)
                 .map(move |(url, (standing, rank))| async move {
                     let (cell, names) = &round[url.as_str()];
@@ -476,23 +485,25 @@ impl ScrapeSource {
             SourceSpec::Service(svc) => match self.discovery.resolve(svc).await {
                 Ok(r) => {
                     let mut notes: Vec<String> = r.note.into_iter().collect();
+                    let mut allowed = |u: &str| {
+                        let verdict = reqwest::Url::parse(u)
+                            .map_err(|e| e.to_string())
+                            .and_then(|url| self.egress.check_url(&url));
+                        if let Err(why) = &verdict {
+                            notes.push(format!(
+                                "Service {}/{} lists {u}, which {why}; not scraped",
+                                svc.namespace, svc.name
+                            ));
+                        }
+                        verdict.is_ok()
+                    };
                     let (urls, pods) = r
                         .urls
                         .into_iter()
                         .zip(r.pods)
-                        .filter(|(u, _)| {
-                            let verdict = reqwest::Url::parse(u)
-                                .map_err(|e| e.to_string())
-                                .and_then(|url| self.egress.check_url(&url));
-                            if let Err(why) = &verdict {
-                                notes.push(format!(
-                                    "Service {}/{} lists {u}, which {why}; not scraped",
-                                    svc.namespace, svc.name
-                                ));
-                            }
-                            verdict.is_ok()
-                        })
+                        .filter(|(u, _)| allowed(u))
                         .unzip();
+                    let held = r.held.into_iter().filter(|(_, u)| allowed(u)).collect();
                     Target {
                         urls,
                         pods,
@@ -502,6 +513,8 @@ impl ScrapeSource {
                         note: (!notes.is_empty()).then(|| notes.join("; ")),
                         failed: false,
                         syncing: false,
+                        held,
+                        unapproved: r.unapproved,
                     }
                 }
                 Err(e) => Target {
@@ -707,9 +720,33 @@ impl ScrapeSource {
                         window_s: span,
                     })
                 });
+        // Pods out of service: requests in service plus waiting, from the same signals the
+        // deletion ranking reads; None when the pod could not be read or exports neither.
+        let requests = |url: &str| {
+            let Some(Ok(page)) = scrapes.get(url) else {
+                return None;
+            };
+            let read = |name: &str| {
+                let signal = spec.signals.iter().find(|s| s.name == name)?;
+                self.pod_value(signal, url, page, spec, t)
+                    .filter(|v| v.is_finite())
+            };
+            let (n, q) = (
+                read(crate::score::composite::INFLIGHT),
+                read(crate::score::composite::QUEUE),
+            );
+            (n.is_some() || q.is_some()).then(|| n.unwrap_or(0.0) + q.unwrap_or(0.0))
+        };
+        let held = target
+            .held
+            .iter()
+            .map(|(pod, url)| (pod.clone(), requests(url)))
+            .collect();
         Readings {
             signals,
             notes,
+            held,
+            unapproved: target.unapproved.clone(),
             failed: target.failed,
             syncing: target.syncing,
             context: crate::score::Context {
@@ -800,6 +837,21 @@ impl Source for ScrapeSource {
 
     /// Watchers serve the namespaces still read through a Service, and no others; the body
     /// floors are shared among the objects still registered.
+    fn set_gates<'a>(
+        &'a self,
+        spec: &'a ScalerSpec,
+        gates: &'a [(String, bool)],
+    ) -> BoxFuture<'a, Result<Vec<(String, bool)>, GateError>> {
+        Box::pin(async move {
+            match &spec.source {
+                SourceSpec::Service(svc) => self.discovery.set_gates(svc, gates).await,
+                _ => Err(GateError::Api(
+                    "podReadinessGate needs service discovery".into(),
+                )),
+            }
+        })
+    }
+
     fn retain(&self, specs: &[Arc<ScalerSpec>]) {
         self.registered.store(specs.len(), Ordering::Relaxed);
         let namespaces = specs
