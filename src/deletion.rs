@@ -313,6 +313,15 @@ impl Drain {
         }
     }
 
+    /// Takes the pods out of service as the API shows them (pod, seconds out): the pods' own
+    /// conditions are the record, shared by every scaler replica and kept across restarts.
+    pub fn sync(&mut self, now: f64, held: impl IntoIterator<Item = (String, f64)>) {
+        self.held = held
+            .into_iter()
+            .map(|(pod, out_s)| (pod, now - out_s.max(0.0)))
+            .collect();
+    }
+
     /// Records a gate write the API server acknowledged.
     pub fn written(&mut self, now: f64, pod: &str, serving: bool) {
         if serving {

@@ -835,13 +835,19 @@ impl Engine {
         };
         let mut draining = entry.draining.lock().unwrap_or_else(|p| p.into_inner());
         draining.planned = None;
+        if readings.gates_unknown.is_some() {
+            return;
+        }
+        draining
+            .drain
+            .sync(t, readings.held.iter().map(|h| (h.pod.clone(), h.out_s)));
         if draining.paused_until.is_some_and(|until| t < until) || !decision.desired.is_finite() {
             return;
         }
         let (mut pods, unnamed) = Self::pod_loads(entry, readings);
-        pods.extend(readings.held.iter().map(|(pod, requests)| PodLoad {
-            pod: pod.clone(),
-            requests: *requests,
+        pods.extend(readings.held.iter().map(|h| PodLoad {
+            pod: h.pod.clone(),
+            requests: h.requests,
             kv_cache: None,
         }));
         let starting = readings.context.fleet.starting.unwrap_or(0);

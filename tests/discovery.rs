@@ -633,6 +633,9 @@ fn four_pods(port: u16, out: &[&str]) -> serde_json::Value {
 async fn a_coming_scale_down_drains_the_least_busy_through_their_readiness_gate() {
     let api = KubeApi::start().await;
     let (port, eps) = pods(4, &vllm_load(30.0, 0.0, 0.1)).await;
+    for pod in ["llm-a", "llm-b", "llm-c", "llm-d"] {
+        api.pod(NS, pod, true);
+    }
     api.apply(NS, four_pods(port, &[]));
     let running = scaler(&api, &[]).await;
     let mut c = client(&running).await;
@@ -726,7 +729,9 @@ async fn a_coming_scale_down_drains_the_least_busy_through_their_readiness_gate(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_pods_are_let_in_and_a_pod_without_the_gate_or_a_403_is_named() {
     let api = KubeApi::start().await;
-    api.without_gate(NS, "llm-b");
+    api.pod(NS, "llm-a", true);
+    api.pod(NS, "llm-b", false);
+    api.pod(NS, "llm-c", true);
     let (port, _eps) = pods(3, &vllm_load(0.0, 0.0, 0.1)).await;
     // a busy, b idle, c starting.
     let a =
@@ -751,7 +756,9 @@ async fn new_pods_are_let_in_and_a_pod_without_the_gate_or_a_403_is_named() {
     wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v > 0.0).await;
     // The starting pod is let in at first sight, once.
     let e = wait_debug(&running, "llm", |e| {
-        e["notes"].to_string().contains("podReadinessGate")
+        e["notes"]
+            .to_string()
+            .contains("does not list readinessGates")
     })
     .await;
     assert_eq!(api.condition(NS, "llm-c", GATE).as_deref(), Some("True"));
@@ -777,6 +784,8 @@ async fn new_pods_are_let_in_and_a_pod_without_the_gate_or_a_403_is_named() {
 
     // Without RBAC for pods/status: the note says what to grant.
     let api = KubeApi::start().await;
+    api.pod(NS, "llm-a", true);
+    api.pod(NS, "llm-c", true);
     api.forbid_status_patch(NS);
     api.apply(
         NS,
@@ -794,7 +803,7 @@ async fn new_pods_are_let_in_and_a_pod_without_the_gate_or_a_403_is_named() {
     let mut c = client(&running).await;
     wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v > 0.0).await;
     let e = wait_debug(&running, "llm", |e| {
-        e["notes"].to_string().contains("podReadinessGate")
+        e["notes"].to_string().contains("pods/status")
     })
     .await;
     assert!(
@@ -808,5 +817,36 @@ async fn new_pods_are_let_in_and_a_pod_without_the_gate_or_a_403_is_named() {
         metrics.contains("keda_gpu_scaler_pod_readiness_gate_patches_total{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",result=\"refused\"}"),
         "{metrics}"
     );
+    running.stop().await;
+
+    // Without the grant to read pods: nothing is drained or let in, and the note says why.
+    let api = KubeApi::start().await;
+    api.forbid_pods(NS);
+    api.apply(
+        NS,
+        slice(
+            "llm-1",
+            "llm",
+            &[("http", port)],
+            &[
+                Ep::ready("127.0.0.9", "llm-a"),
+                Ep::starting("127.0.0.4", "llm-c"),
+            ],
+        ),
+    );
+    let running = scaler(&api, &[]).await;
+    let mut c = client(&running).await;
+    wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v > 0.0).await;
+    let e = wait_debug(&running, "llm", |e| {
+        e["notes"].to_string().contains("not allowed to list pods")
+    })
+    .await;
+    assert!(
+        e["notes"]
+            .to_string()
+            .contains("grant list and watch on pods"),
+        "{e:#}"
+    );
+    assert!(api.status_patches().is_empty());
     running.stop().await;
 }

@@ -489,6 +489,23 @@ def _():
     assert set(roles) == {"inference", "team-a"} and all(r["rules"] == verbs for r in roles.values())
 
 
+@test("scaler RBAC: podReadinessGate.enabled adds list, watch and patch on pods and patch on pods/status")
+def _():
+    verbs = [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "patch"]},
+        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
+    ]
+    for sets in (["podReadinessGate.enabled=true"],
+                 ["podReadinessGate.enabled=true", "podDeletionCost.enabled=true"]):
+        docs = docs_of(helm_template("keda-gpu-scaler", sets=sets).stdout)
+        assert find(docs, "ClusterRole")["rules"] == verbs, find(docs, "ClusterRole")["rules"]
+    docs = docs_of(helm_template("keda-gpu-scaler", ROOT / "charts/keda-gpu-scaler/ci/discovery-namespaces-values.yaml",
+                                 sets=["podReadinessGate.enabled=true"]).stdout)
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    assert set(roles) == {"inference", "team-a"} and all(r["rules"] == verbs for r in roles.values())
+
+
 @test("deploy-check rejects a RoleBinding to a Role that is not rendered")
 def _():
     text = helm_template("keda-gpu-scaler", ROOT / "charts/keda-gpu-scaler/ci/discovery-namespaces-values.yaml").stdout

@@ -97,11 +97,24 @@ pub struct Readings {
     /// The pod behind each position of `signals[i].pods`, where the source knows it (service
     /// discovery); empty otherwise.
     pub pods: Vec<Option<String>>,
-    /// Pods taken out of service (`podReadinessGate`) and their requests in service plus
-    /// waiting (None: not read); they take no new work, so no signal includes them.
-    pub held: Vec<(String, Option<f64>)>,
+    /// Pods taken out of service (`podReadinessGate`); they take no new work, so no signal
+    /// includes them.
+    pub held: Vec<HeldPod>,
     /// Pods not ready whose readiness-gate condition has not been set yet (`podReadinessGate`).
     pub unapproved: Vec<String>,
+    /// Why the pods' gate conditions are not known (`podReadinessGate`): nothing is drained
+    /// or let in until they are.
+    pub gates_unknown: Option<String>,
+}
+
+/// A pod taken out of service (`podReadinessGate`), as read.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeldPod {
+    pub pod: String,
+    /// Requests in service plus waiting; None when the pod could not be read or exports neither.
+    pub requests: Option<f64>,
+    /// Seconds since it was taken out, from its condition's transition time (0 when unknown).
+    pub out_s: f64,
 }
 
 impl Readings {

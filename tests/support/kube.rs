@@ -25,8 +25,12 @@ struct ApiState {
     rv: u64,
     /// (namespace, name) -> object.
     slices: BTreeMap<(String, String), Value>,
-    /// (resourceVersion, namespace, type, object), oldest first.
-    events: Vec<(u64, String, &'static str, Value)>,
+    /// (resourceVersion, namespace, type, object, resource), oldest first.
+    events: Vec<(u64, String, &'static str, Value, &'static str)>,
+    /// Pods by (namespace, name), for the pod list and watch.
+    pods: BTreeMap<(String, String), Value>,
+    /// Namespaces where listing and watching pods is denied.
+    pods_forbidden: BTreeSet<String>,
     /// Watches from a resourceVersion below this get 410 Gone.
     oldest: u64,
     forbidden: BTreeSet<String>,
@@ -145,6 +149,7 @@ impl KubeApi {
                 "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
                 axum::routing::get(endpointslices),
             )
+            .route("/api/v1/namespaces/{ns}/pods", axum::routing::get(pods))
             .route(
                 "/api/v1/namespaces/{ns}/pods/{name}",
                 axum::routing::patch(patch_pod),
@@ -192,7 +197,7 @@ impl KubeApi {
         } else {
             "ADDED"
         };
-        s.events.push((rv, namespace.into(), kind, object));
+        s.events.push((rv, namespace.into(), kind, object, SLICES));
         drop(s);
         let _ = self.shared.changed.send(());
     }
@@ -205,7 +210,8 @@ impl KubeApi {
         s.rv += 1;
         let rv = s.rv;
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        s.events.push((rv, namespace.into(), "DELETED", object));
+        s.events
+            .push((rv, namespace.into(), "DELETED", object, SLICES));
         drop(s);
         let _ = self.shared.changed.send(());
     }
@@ -227,6 +233,29 @@ impl KubeApi {
             .lock()
             .unwrap()
             .patch_forbidden
+            .insert(namespace.into());
+    }
+
+    /// Creates or replaces pod `name` (ADDED or MODIFIED): running, its spec listing the
+    /// readiness gate `keda-gpu-scaler/serving` when `gated`, with no condition of that gate.
+    pub fn pod(&self, namespace: &str, name: &str, gated: bool) {
+        let mut s = self.shared.state.lock().unwrap();
+        if !gated {
+            s.ungated.insert((namespace.into(), name.into()));
+        }
+        let object = pod_object(&s, namespace, name);
+        emit_pod(&mut s, namespace, name, object);
+        drop(s);
+        let _ = self.shared.changed.send(());
+    }
+
+    /// Denies listing and watching pods in `namespace`.
+    pub fn forbid_pods(&self, namespace: &str) {
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .pods_forbidden
             .insert(namespace.into());
     }
 
@@ -325,10 +354,31 @@ fn status(code: u16, reason: &str, message: String) -> Value {
     })
 }
 
+const SLICES: &str = "endpointslices";
+const PODS: &str = "pods";
+
 async fn endpointslices(
     State(shared): State<Shared>,
     Path(ns): Path<String>,
     Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    list_watch(shared, ns, q, SLICES).await
+}
+
+async fn pods(
+    State(shared): State<Shared>,
+    Path(ns): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    list_watch(shared, ns, q, PODS).await
+}
+
+/// A list or a watch of `resource` (EndpointSlices or pods) in `ns`, as the API server answers.
+async fn list_watch(
+    shared: Shared,
+    ns: String,
+    q: BTreeMap<String, String>,
+    resource: &'static str,
 ) -> Response {
     let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
     let mut s = shared.state.lock().unwrap();
@@ -336,30 +386,47 @@ async fn endpointslices(
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    // Slices' requests read "list <ns>" and "watch <ns> <rv>"; pods' "list-pods <ns>" ...
+    let tag = if resource == PODS { "-pods" } else { "" };
     s.requests.push(if watch {
-        format!("watch {ns} {rv}")
+        format!("watch{tag} {ns} {rv}")
     } else {
-        format!("list {ns}")
+        format!("list{tag} {ns}")
     });
-    if s.forbidden.contains(&ns) {
+    let denied = if resource == PODS {
+        s.pods_forbidden.contains(&ns)
+    } else {
+        s.forbidden.contains(&ns)
+    };
+    if denied {
         let verb = if watch { "watch" } else { "list" };
+        let (full, group) = if resource == PODS {
+            ("pods", "")
+        } else {
+            ("endpointslices.discovery.k8s.io", "discovery.k8s.io")
+        };
         let body = status(
             403,
             "Forbidden",
-            format!("endpointslices.discovery.k8s.io is forbidden: User \"system:serviceaccount:keda:keda-gpu-scaler\" cannot {verb} resource \"endpointslices\" in API group \"discovery.k8s.io\" in the namespace \"{ns}\""),
+            format!("{full} is forbidden: User \"system:serviceaccount:keda:keda-gpu-scaler\" cannot {verb} resource \"{resource}\" in API group \"{group}\" in the namespace \"{ns}\""),
         );
         return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
     }
     if !watch {
-        let items: Vec<Value> = s
-            .slices
+        let store = if resource == PODS { &s.pods } else { &s.slices };
+        let items: Vec<Value> = store
             .iter()
             .filter(|((n, _), _)| n == &ns)
             .map(|(_, v)| v.clone())
             .collect();
+        let (api_version, kind) = if resource == PODS {
+            ("v1", "PodList")
+        } else {
+            ("discovery.k8s.io/v1", "EndpointSliceList")
+        };
         let body = json!({
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSliceList",
+            "apiVersion": api_version,
+            "kind": kind,
             "metadata": {"resourceVersion": s.rv.to_string()},
             "items": items
         });
@@ -410,8 +477,8 @@ async fn endpointslices(
                 let pending: Vec<(u64, &'static str, Value)> = s
                     .events
                     .iter()
-                    .filter(|(v, n, _, _)| *v > last && n == &ns)
-                    .map(|(v, _, k, o)| (*v, *k, o.clone()))
+                    .filter(|(v, n, _, _, r)| *v > last && n == &ns && *r == resource)
+                    .map(|(v, _, k, o, _)| (*v, *k, o.clone()))
                     .collect();
                 (pending, s.generation != generation)
             };
@@ -531,6 +598,17 @@ async fn patch_pod_status(
         )
             .into_response();
     }
+    if !s.pods.contains_key(&(ns.clone(), name.clone())) {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(status(
+                404,
+                "NotFound",
+                format!("pods \"{name}\" not found"),
+            )),
+        )
+            .into_response();
+    }
     let conditions = s.conditions.entry((ns.clone(), name.clone())).or_default();
     for c in patch["status"]["conditions"]
         .as_array()
@@ -541,21 +619,52 @@ async fn patch_pod_status(
             conditions.insert(kind.to_string(), c.clone());
         }
     }
-    let listed: Vec<Value> = conditions.values().cloned().collect();
-    let gates = if s.ungated.contains(&(ns.clone(), name.clone())) {
+    let pod = pod_object(&s, &ns, &name);
+    emit_pod(&mut s, &ns, &name, pod.clone());
+    drop(s);
+    let _ = shared.changed.send(());
+    axum::Json(pod).into_response()
+}
+
+/// Pod `name` as the API serves it now: its spec's readiness gate (unless the test removed
+/// it) and the conditions patched so far.
+fn pod_object(s: &ApiState, ns: &str, name: &str) -> Value {
+    let key = (ns.to_string(), name.to_string());
+    let gates = if s.ungated.contains(&key) {
         json!([])
     } else {
         json!([{"conditionType": "keda-gpu-scaler/serving"}])
     };
-    let pod = json!({
+    let listed: Vec<Value> = s
+        .conditions
+        .get(&key)
+        .map(|c| c.values().cloned().collect())
+        .unwrap_or_default();
+    json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns},
+        "metadata": {"name": name, "namespace": ns, "uid": format!("pod-{name}")},
         "spec": {
             "containers": [{"name": "engine", "image": "vllm/vllm-openai"}],
             "readinessGates": gates
         },
         "status": {"phase": "Running", "conditions": listed}
-    });
-    axum::Json(pod).into_response()
+    })
+}
+
+/// Stores pod `name` and records its ADDED or MODIFIED event.
+fn emit_pod(s: &mut ApiState, ns: &str, name: &str, mut object: Value) {
+    s.rv += 1;
+    let rv = s.rv;
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    let kind = if s
+        .pods
+        .insert((ns.into(), name.into()), object.clone())
+        .is_some()
+    {
+        "MODIFIED"
+    } else {
+        "ADDED"
+    };
+    s.events.push((rv, ns.into(), kind, object, PODS));
 }

@@ -96,6 +96,8 @@ pub enum DiscoveryError {
     // The hint comes before the API's own message, which can be long: notes are cut at a bound.
     #[error("the scaler is not allowed to list EndpointSlices in namespace {namespace}; grant list and watch on endpointslices.discovery.k8s.io there (chart value discovery.namespaces, or a cluster-wide grant). HTTP 403: {message}")]
     Forbidden { namespace: String, message: String },
+    #[error("the scaler is not allowed to list pods in namespace {namespace}, which podReadinessGate reads; grant list and watch on pods there (chart value podReadinessGate.enabled), or remove podReadinessGate. HTTP 403: {message}")]
+    PodsForbidden { namespace: String, message: String },
     #[error("EndpointSlice watch in namespace {namespace} failed: {message}")]
     Watch { namespace: String, message: String },
     #[error("{MAX_WATCHED_NAMESPACES} namespaces are watched already; namespace {0} is not (restrict the namespaces with kubernetes.namespaces, or look for a caller inventing them)")]
@@ -133,7 +135,7 @@ pub enum DeletionCostError {
 /// Why a readiness-gate condition could not be written (`podReadinessGate`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GateError {
-    #[error("the scaler is not allowed to patch pods/status in namespace {namespace}; grant patch on pods/status there (chart value podDeletionCost.enabled, with discovery.namespaces), or remove podReadinessGate. HTTP 403: {message}")]
+    #[error("the scaler is not allowed to patch pods/status in namespace {namespace}; grant patch on pods/status there (chart value podReadinessGate.enabled, with discovery.namespaces), or remove podReadinessGate. HTTP 403: {message}")]
     Forbidden { namespace: String, message: String },
     #[error("pod {namespace}/{pod} does not list readinessGates conditionType {gate}, so taking it out of service would not stop its traffic; add it to the pod template (docs/deploy.md), or remove podReadinessGate")]
     NoGate {
@@ -173,15 +175,11 @@ pub struct Resolved {
     /// Pods not ready whose readiness-gate condition this scaler has not set yet
     /// (`podReadinessGate`: a pod whose template lists the gate is not ready until it is).
     pub unapproved: Vec<String>,
-}
-
-/// What this scaler has written to one Service's pods' readiness-gate conditions.
-#[derive(Clone, Debug, Default)]
-struct GateRecord {
-    /// Taken out of service (condition False), as acknowledged.
-    held: BTreeSet<String>,
-    /// Let in (condition True) since this scaler started.
-    approved: BTreeSet<String>,
+    /// Seconds each pod of `held` has been out of service (0 when unknown).
+    pub held_out_s: BTreeMap<String, f64>,
+    /// Why the gate's view is not known (`podReadinessGate` before the namespace's first pod
+    /// list, or without the grant to read pods): nothing is drained or let in meanwhile.
+    pub gates_unknown: Option<String>,
 }
 
 /// What the store keeps of one EndpointSlice.
@@ -356,7 +354,9 @@ pub fn resolve<'a>(
         let ours = e.pod.as_ref().filter(|p| held.contains(*p));
         if e.terminating {
             out.terminating += 1;
-        } else if let (false, Some(pod)) = (e.ready, ours) {
+        } else if let Some(pod) = ours {
+            // Out of service by its condition: even while its slice still lists it ready (the
+            // EndpointSlice controller follows within moments), it takes no new work.
             out.held.push((pod.clone(), url()));
         } else if !e.ready {
             out.starting += 1;
@@ -427,18 +427,49 @@ fn slice_port(svc: &ServiceSpec, slice: &Slice) -> Result<u16, DiscoveryError> {
     }
 }
 
-/// The state one namespace's watcher publishes.
-#[derive(Default)]
-struct NamespaceState {
-    /// The namespace's slices, once the first list completed.
-    slices: RwLock<Store>,
-    synced: RwLock<bool>,
-    /// The latest watch failure, cleared by the next event that succeeds.
-    error: RwLock<Option<DiscoveryError>>,
+/// What a namespace watcher keeps of the objects it lists (EndpointSlices; pods for
+/// `podReadinessGate`): only the parts resolving needs, by object name.
+pub(super) trait Kept: Default + Send + Sync + 'static {
+    type Object: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static;
+    /// The kind, for logs and errors ("EndpointSlice", "Pod").
+    const KIND: &'static str;
+    fn keep(&mut self, name: String, object: &Self::Object);
+    fn forget(&mut self, name: &str);
+    fn count(&self) -> usize;
 }
 
-struct Watch {
-    state: Arc<NamespaceState>,
+impl Kept for Store {
+    type Object = EndpointSlice;
+    const KIND: &'static str = "EndpointSlice";
+    fn keep(&mut self, name: String, object: &EndpointSlice) {
+        self.apply(name, Slice::from_api(object));
+    }
+    fn forget(&mut self, name: &str) {
+        self.remove(name);
+    }
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+/// The state one namespace's watcher publishes.
+#[derive(Default)]
+pub(super) struct NamespaceState<S> {
+    /// What the watcher keeps, once the first list completed.
+    pub(super) items: RwLock<S>,
+    pub(super) synced: RwLock<bool>,
+    /// The latest watch failure, cleared by the next event that succeeds.
+    pub(super) error: RwLock<Option<DiscoveryError>>,
+}
+
+struct Watch<S> {
+    state: Arc<NamespaceState<S>>,
     task: tokio::task::AbortHandle,
 }
 
@@ -446,11 +477,13 @@ struct Watch {
 pub struct Discovery {
     settings: DiscoverySettings,
     client: tokio::sync::Mutex<Option<(Instant, Result<kube::Client, String>)>>,
-    watches: Mutex<HashMap<String, Watch>>,
+    watches: Mutex<HashMap<String, Watch<Store>>>,
+    /// Pod watchers, only in namespaces with a `podReadinessGate` trigger.
+    pod_watches: Mutex<HashMap<String, Watch<super::gates::PodGates>>>,
     /// Cold starts measured per Service ("namespace/name"), for SLO mode's planning horizon.
     ready_timers: Mutex<HashMap<String, crate::score::ReadyTimer>>,
-    /// Readiness-gate conditions written per Service ("namespace/name"), `podReadinessGate`.
-    gates: Mutex<HashMap<String, GateRecord>>,
+    /// Readiness-gate writes this process made recently, per namespace (`podReadinessGate`).
+    recent_gates: Mutex<HashMap<String, super::gates::Recent>>,
     started: Instant,
 }
 
@@ -460,8 +493,9 @@ impl Discovery {
             settings,
             client: tokio::sync::Mutex::new(None),
             watches: Mutex::new(HashMap::new()),
+            pod_watches: Mutex::new(HashMap::new()),
             ready_timers: Mutex::new(HashMap::new()),
-            gates: Mutex::new(HashMap::new()),
+            recent_gates: Mutex::new(HashMap::new()),
             started: Instant::now(),
         }
     }
@@ -487,27 +521,26 @@ impl Discovery {
         if !synced {
             return Err(error.unwrap_or_else(|| DiscoveryError::Syncing(svc.namespace.clone())));
         }
-        let slices = state.slices.read().unwrap_or_else(|p| p.into_inner());
+        let view = match svc.drain_timeout_s {
+            Some(_) => Some(self.gate_view(svc, &state).await),
+            None => None,
+        };
+        let slices = state.items.read().unwrap_or_else(|p| p.into_inner());
         let key = format!("{}/{}", svc.namespace, svc.name);
-        let mut resolved = {
-            let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
-            let record = gates.entry(key.clone()).or_default();
-            let mut resolved = resolve(svc, slices.service(&svc.name), &record.held)?;
-            if svc.drain_timeout_s.is_some() {
-                // Forget pods no longer listed; a pod back after a restart is let in again.
-                let listed: BTreeSet<&String> = slices
-                    .service(&svc.name)
-                    .flat_map(|s| s.endpoints.iter())
-                    .filter_map(|e| e.pod.as_ref())
-                    .collect();
-                record.held.retain(|p| listed.contains(p));
-                record.approved.retain(|p| listed.contains(p));
-                resolved.unapproved.retain(|p| !record.approved.contains(p));
-            } else {
-                gates.remove(&key);
-                resolved.unapproved.clear();
+        let mut resolved = match &view {
+            Some(Ok(v)) => {
+                let held = v.held.keys().cloned().collect();
+                let mut r = resolve(svc, slices.service(&svc.name), &held)?;
+                r.unapproved = v.unapproved.clone();
+                r.held_out_s = v.held.clone();
+                r
             }
-            resolved
+            _ => {
+                let mut r = resolve(svc, slices.service(&svc.name), &BTreeSet::new())?;
+                r.unapproved.clear();
+                r.gates_unknown = view.and_then(Result::err);
+                r
+            }
         };
         if let Some(e) = error {
             // The last list still stands; say that it may be old.
@@ -573,6 +606,52 @@ impl Discovery {
         Ok(written)
     }
 
+    /// The gate's view of `svc`'s pods (`crate::sources::scrape::gates::view`), or why it is
+    /// not known yet.
+    async fn gate_view(
+        &self,
+        svc: &ServiceSpec,
+        slices: &NamespaceState<Store>,
+    ) -> Result<super::gates::View, String> {
+        let state = self
+            .watch_pods(&svc.namespace)
+            .await
+            .map_err(|e| e.to_string())?;
+        let synced = *state.synced.read().unwrap_or_else(|p| p.into_inner());
+        if !synced {
+            let error = state
+                .error
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            return Err(error.map_or_else(
+                || {
+                    format!(
+                        "waiting for the first pod list of namespace {}",
+                        svc.namespace
+                    )
+                },
+                |e| e.to_string(),
+            ));
+        }
+        let pods = state.items.read().unwrap_or_else(|p| p.into_inner());
+        let slices = slices.items.read().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut recent = self.recent_gates.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = recent.entry(svc.namespace.clone()).or_default();
+        recent.prune(now);
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        Ok(super::gates::view(
+            slices.service(&svc.name).flat_map(|s| s.endpoints.iter()),
+            &pods,
+            recent,
+            now,
+            unix,
+        ))
+    }
+
     /// Sets each pod's readiness-gate condition (`crate::deletion::READINESS_GATE`): False
     /// takes it out of its Service, True lets it in. A strategic merge patch of that one
     /// condition on the pod's status, on pods of `svc`'s namespace that the Service's
@@ -591,7 +670,6 @@ impl Discovery {
             .await
             .map_err(|e| GateError::Api(e.to_string()))?;
         let api: kube::Api<Pod> = kube::Api::namespaced(client, &svc.namespace);
-        let key = format!("{}/{}", svc.namespace, svc.name);
         let mut written = Vec::new();
         for (pod, serving) in gates.iter().filter(|(pod, _)| listed.contains(pod)) {
             let patch = gate_patch(*serving);
@@ -621,14 +699,12 @@ impl Discovery {
                             gate: crate::deletion::READINESS_GATE,
                         });
                     }
-                    let mut all = self.gates.lock().unwrap_or_else(|p| p.into_inner());
-                    let record = all.entry(key.clone()).or_default();
-                    if *serving {
-                        record.held.remove(pod);
-                        record.approved.insert(pod.clone());
-                    } else {
-                        record.held.insert(pod.clone());
-                    }
+                    self.recent_gates
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(svc.namespace.clone())
+                        .or_default()
+                        .wrote(pod, *serving, Instant::now());
                     written.push((pod.clone(), *serving));
                 }
                 Err(kube::Error::Api(s)) if s.code == 403 => {
@@ -656,7 +732,7 @@ impl Discovery {
         let Some(state) = state else {
             return BTreeSet::new();
         };
-        let slices = state.slices.read().unwrap_or_else(|p| p.into_inner());
+        let slices = state.items.read().unwrap_or_else(|p| p.into_inner());
         slices
             .service(&svc.name)
             .flat_map(|s| s.endpoints.iter())
@@ -683,6 +759,16 @@ impl Discovery {
             }
             keep
         });
+        self.pod_watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|ns, w| {
+                let keep = namespaces.contains(ns);
+                if !keep {
+                    w.task.abort();
+                }
+                keep
+            });
     }
 
     /// Namespaces watched now.
@@ -693,26 +779,38 @@ impl Discovery {
         v
     }
 
-    async fn watch(&self, namespace: &str) -> Result<Arc<NamespaceState>, DiscoveryError> {
-        if let Some(w) = self
-            .watches
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(namespace)
-        {
+    async fn watch(&self, namespace: &str) -> Result<Arc<NamespaceState<Store>>, DiscoveryError> {
+        self.watch_in(&self.watches, namespace).await
+    }
+
+    /// The pods of `namespace` as its pod watcher last saw them (`podReadinessGate`); starts
+    /// that watcher on first use.
+    pub(super) async fn watch_pods(
+        &self,
+        namespace: &str,
+    ) -> Result<Arc<NamespaceState<super::gates::PodGates>>, DiscoveryError> {
+        self.watch_in(&self.pod_watches, namespace).await
+    }
+
+    async fn watch_in<S: Kept>(
+        &self,
+        map: &Mutex<HashMap<String, Watch<S>>>,
+        namespace: &str,
+    ) -> Result<Arc<NamespaceState<S>>, DiscoveryError> {
+        if let Some(w) = map.lock().unwrap_or_else(|p| p.into_inner()).get(namespace) {
             return Ok(w.state.clone());
         }
         let client = self.client().await?;
-        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        let mut watches = map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = watches.get(namespace) {
             return Ok(w.state.clone());
         }
         if watches.len() >= MAX_WATCHED_NAMESPACES {
             return Err(DiscoveryError::TooManyNamespaces(namespace.to_string()));
         }
-        let state = Arc::new(NamespaceState::default());
+        let state = Arc::new(NamespaceState::<S>::default());
         let task = tokio::spawn(run_watch(client, namespace.to_string(), state.clone()));
-        tracing::info!(namespace, "started EndpointSlice watch");
+        tracing::info!(namespace, kind = S::KIND, "started watch");
         watches.insert(
             namespace.to_string(),
             Watch {
@@ -741,6 +839,14 @@ impl Discovery {
 
 impl Drop for Discovery {
     fn drop(&mut self) {
+        for w in self
+            .pod_watches
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            w.task.abort();
+        }
         for w in self
             .watches
             .get_mut()
@@ -789,58 +895,58 @@ async fn build_client(settings: &DiscoverySettings) -> Result<kube::Client, Stri
     kube::Client::try_from(config).map_err(|e| e.to_string())
 }
 
-/// Keeps `state` equal to the namespace's EndpointSlices until aborted. kube-rs's watcher lists,
-/// then watches from the list's resourceVersion, and starts over with a new list when the API
-/// answers 410 Gone; errors back off (up to 30 s between tries) rather than spin.
-async fn run_watch(client: kube::Client, namespace: String, state: Arc<NamespaceState>) {
-    let api: kube::Api<EndpointSlice> = kube::Api::namespaced(client, &namespace);
+/// Keeps `state` equal to the namespace's objects of `S`'s kind until aborted. kube-rs's
+/// watcher lists, then watches from the list's resourceVersion, and starts over with a new list
+/// when the API answers 410 Gone; errors back off (up to 30 s between tries) rather than spin.
+async fn run_watch<S: Kept>(
+    client: kube::Client,
+    namespace: String,
+    state: Arc<NamespaceState<S>>,
+) {
+    let api: kube::Api<S::Object> = kube::Api::namespaced(client, &namespace);
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     futures_util::pin_mut!(stream);
-    // Slices of a list in progress: the store is replaced whole when it completes, so a reader
+    // Objects of a list in progress: the store is replaced whole when it completes, so a reader
     // never sees half a list.
-    let mut listing: Option<Store> = None;
+    let mut listing: Option<S> = None;
     let set_error = |e: Option<DiscoveryError>| {
         *state.error.write().unwrap_or_else(|p| p.into_inner()) = e;
     };
+    let name = |o: &S::Object| kube::Resource::meta(o).name.clone().unwrap_or_default();
     while let Some(event) = stream.next().await {
         match event {
-            Ok(Event::Init) => listing = Some(Store::default()),
-            Ok(Event::InitApply(s)) => {
+            Ok(Event::Init) => listing = Some(S::default()),
+            Ok(Event::InitApply(o)) => {
                 if let Some(listing) = listing.as_mut() {
-                    listing.apply(
-                        s.metadata.name.clone().unwrap_or_default(),
-                        Slice::from_api(&s),
-                    );
+                    listing.keep(name(&o), &o);
                 }
             }
             Ok(Event::InitDone) => {
-                let slices = listing.take().unwrap_or_default();
-                tracing::debug!(namespace = %namespace, slices = slices.len(), "EndpointSlices listed");
-                *state.slices.write().unwrap_or_else(|p| p.into_inner()) = slices;
+                let items = listing.take().unwrap_or_default();
+                tracing::debug!(namespace = %namespace, kind = S::KIND, count = items.count(), "listed");
+                *state.items.write().unwrap_or_else(|p| p.into_inner()) = items;
                 *state.synced.write().unwrap_or_else(|p| p.into_inner()) = true;
                 set_error(None);
             }
-            Ok(Event::Apply(s)) => {
-                let name = s.metadata.name.clone().unwrap_or_default();
+            Ok(Event::Apply(o)) => {
                 state
-                    .slices
+                    .items
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .apply(name, Slice::from_api(&s));
+                    .keep(name(&o), &o);
                 set_error(None);
             }
-            Ok(Event::Delete(s)) => {
-                let name = s.metadata.name.clone().unwrap_or_default();
+            Ok(Event::Delete(o)) => {
                 state
-                    .slices
+                    .items
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(&name);
+                    .forget(&name(&o));
                 set_error(None);
             }
             Err(e) => {
-                let e = classify(&namespace, &e);
-                tracing::warn!(namespace = %namespace, error = %e, "EndpointSlice watch");
+                let e = classify(&namespace, S::KIND, &e);
+                tracing::warn!(namespace = %namespace, kind = S::KIND, error = %e, "watch");
                 set_error(Some(e));
             }
         }
@@ -848,7 +954,7 @@ async fn run_watch(client: kube::Client, namespace: String, state: Arc<Namespace
 }
 
 /// A watcher error as the operator should read it: RBAC denials say what to grant.
-fn classify(namespace: &str, e: &watcher::Error) -> DiscoveryError {
+fn classify(namespace: &str, kind: &str, e: &watcher::Error) -> DiscoveryError {
     let status = match e {
         watcher::Error::InitialListFailed(kube::Error::Api(s))
         | watcher::Error::WatchStartFailed(kube::Error::Api(s))
@@ -857,13 +963,20 @@ fn classify(namespace: &str, e: &watcher::Error) -> DiscoveryError {
         _ => None,
     };
     match status {
+        Some(s) if s.code == 403 && kind == "Pod" => DiscoveryError::PodsForbidden {
+            namespace: namespace.to_string(),
+            message: s.message.clone(),
+        },
         Some(s) if s.code == 403 => DiscoveryError::Forbidden {
             namespace: namespace.to_string(),
             message: s.message.clone(),
         },
         _ => DiscoveryError::Watch {
             namespace: namespace.to_string(),
-            message: e.to_string(),
+            message: match kind {
+                "Pod" => format!("(pods) {e}"),
+                _ => e.to_string(),
+            },
         },
     }
 }

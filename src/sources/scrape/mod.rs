@@ -15,6 +15,7 @@
 
 pub mod discovery;
 pub mod exposition;
+pub mod gates;
 pub mod histogram;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -158,7 +159,9 @@ struct Target {
     /// Pods out of service (`podReadinessGate`) and their URLs: fetched after `urls`, read only
     /// for their requests.
     held: Vec<(String, String)>,
+    held_out_s: std::collections::BTreeMap<String, f64>,
     unapproved: Vec<String>,
+    gates_unknown: Option<String>,
 }
 
 impl Target {
@@ -504,6 +507,11 @@ impl ScrapeSource {
                         .filter(|(u, _)| allowed(u))
                         .unzip();
                     let held = r.held.into_iter().filter(|(_, u)| allowed(u)).collect();
+                    if let Some(why) = &r.gates_unknown {
+                        notes.push(format!(
+                            "podReadinessGate: {why}; no pod is drained or let in until then"
+                        ));
+                    }
                     Target {
                         urls,
                         pods,
@@ -514,7 +522,9 @@ impl ScrapeSource {
                         failed: false,
                         syncing: false,
                         held,
+                        held_out_s: r.held_out_s,
                         unapproved: r.unapproved,
+                        gates_unknown: r.gates_unknown,
                     }
                 }
                 Err(e) => Target {
@@ -740,13 +750,18 @@ impl ScrapeSource {
         let held = target
             .held
             .iter()
-            .map(|(pod, url)| (pod.clone(), requests(url)))
+            .map(|(pod, url)| super::HeldPod {
+                pod: pod.clone(),
+                requests: requests(url),
+                out_s: target.held_out_s.get(pod).copied().unwrap_or(0.0),
+            })
             .collect();
         Readings {
             signals,
             notes,
             held,
             unapproved: target.unapproved.clone(),
+            gates_unknown: target.gates_unknown.clone(),
             failed: target.failed,
             syncing: target.syncing,
             context: crate::score::Context {
