@@ -1,7 +1,9 @@
-//! An in-process double of the Kubernetes API for EndpointSlices, on loopback.
+//! An in-process double of the Kubernetes API for EndpointSlices and pods, on loopback.
 //!
 //! No API server binary can be installed on these machines, so discovery is tested against this:
-//! it serves real `discovery.k8s.io/v1` EndpointSlice objects the way the API server does: a list
+//! it serves real `discovery.k8s.io/v1` EndpointSlice and `v1` Pod objects the way the API server
+//! does (pods' annotations by JSON merge patch, their status conditions by strategic merge patch
+//! on the `status` subresource, merged by `type`): a list
 //! with its `resourceVersion`, a watch streaming newline-delimited ADDED / MODIFIED / DELETED
 //! events after a given resourceVersion, an in-stream `ERROR` with a 410 `Expired` Status when
 //! that version was compacted away (the client must list again), and a 403 `Forbidden` Status for
