@@ -787,41 +787,26 @@ async fn new_pods_are_let_in_and_a_pod_without_the_gate_or_a_403_is_named() {
     api.pod(NS, "llm-a", true);
     api.pod(NS, "llm-c", true);
     api.forbid_status_patch(NS);
-    api.apply(
-        NS,
-        slice(
-            "llm-1",
-            "llm",
-            &[("http", port)],
-            &[
-                Ep::ready("127.0.0.9", "llm-a"),
-                Ep::starting("127.0.0.4", "llm-c"),
-            ],
-        ),
-    );
-    let running = scaler(&api, &[]).await;
-    let mut c = client(&running).await;
-    wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v > 0.0).await;
-    let e = wait_debug(&running, "llm", |e| {
-        e["notes"].to_string().contains("pods/status")
-    })
-    .await;
-    assert!(
-        e["notes"]
-            .to_string()
-            .contains("grant patch on pods/status"),
-        "{e:#}"
-    );
+    let (running, e) = noted(&api, port, "grant patch on pods/status").await;
     let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
     assert!(
         metrics.contains("keda_gpu_scaler_pod_readiness_gate_patches_total{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",result=\"refused\"}"),
         "{metrics}"
     );
+    assert_eq!(e["status"], "ok", "{e:#}");
     running.stop().await;
 
     // Without the grant to read pods: nothing is drained or let in, and the note says why.
     let api = KubeApi::start().await;
     api.forbid_pods(NS);
+    let (running, _) = noted(&api, port, "grant list and watch on pods").await;
+    assert!(api.status_patches().is_empty());
+    running.stop().await;
+}
+
+/// Pods a (ready, on 127.0.0.9) and c (starting) behind `llm`, a scaler on `api` serving the
+/// drain trigger, and its debug entry once the notes say `note`.
+async fn noted(api: &KubeApi, port: u16, note: &str) -> (Running, serde_json::Value) {
     api.apply(
         NS,
         slice(
@@ -834,19 +819,10 @@ async fn new_pods_are_let_in_and_a_pod_without_the_gate_or_a_403_is_named() {
             ],
         ),
     );
-    let running = scaler(&api, &[]).await;
+    let running = scaler(api, &[]).await;
     let mut c = client(&running).await;
+    let llm = object_in(NS, "llm", DRAIN_SO);
     wait_for_value(&mut c, &llm, Duration::from_secs(10), |v| v > 0.0).await;
-    let e = wait_debug(&running, "llm", |e| {
-        e["notes"].to_string().contains("not allowed to list pods")
-    })
-    .await;
-    assert!(
-        e["notes"]
-            .to_string()
-            .contains("grant list and watch on pods"),
-        "{e:#}"
-    );
-    assert!(api.status_patches().is_empty());
-    running.stop().await;
+    let e = wait_debug(&running, "llm", |e| e["notes"].to_string().contains(note)).await;
+    (running, e)
 }

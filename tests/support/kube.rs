@@ -516,12 +516,7 @@ async fn patch_pod(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (content_type, patch) = read_patch(&headers, &body);
     let mut s = shared.state.lock().unwrap();
     s.requests.push(format!("patch {ns} {name}"));
     s.patches
@@ -566,12 +561,7 @@ async fn patch_pod_status(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (content_type, patch) = read_patch(&headers, &body);
     let mut s = shared.state.lock().unwrap();
     s.requests.push(format!("patch-status {ns} {name}"));
     s.status_patches.push((
@@ -669,4 +659,17 @@ fn emit_pod(s: &mut ApiState, ns: &str, name: &str, mut object: Value) {
         "ADDED"
     };
     s.events.push((rv, ns.into(), kind, object, PODS));
+}
+
+/// A PATCH request's content type and JSON body (null when the body is not JSON).
+fn read_patch(headers: &axum::http::HeaderMap, body: &Bytes) -> (String, Value) {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (
+        content_type,
+        serde_json::from_slice(body).unwrap_or(Value::Null),
+    )
 }
