@@ -71,7 +71,7 @@ fn main() {
         port: None,
         path: "/metrics".into(),
         deletion_cost: false,
-        drain_timeout_s: None,
+        drain: None,
     };
     let fixed: Vec<String> = resolve(&svc, store.service("llm"), &Default::default())
         .unwrap()

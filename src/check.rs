@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::spec::{self, MetricSource, ParseContext, SourceSpec};
+use crate::spec::{self, MetricSource, ParseContext, ServiceSpec, SourceSpec};
 
 /// Where a trigger sits, for messages: `ScaledObject inference/llm, trigger 0 (gpu)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,6 +91,23 @@ struct SoSpec {
     min_replica_count: Option<i64>,
     #[serde(default)]
     triggers: Vec<Trigger>,
+    advanced: Option<serde_yaml::Value>,
+}
+
+impl SoSpec {
+    /// The scale-down stabilisation window of the HPA KEDA generates: the ScaledObject's
+    /// `advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds`,
+    /// else Kubernetes' default (300 s).
+    fn hpa_scale_down_window_s(&self) -> i64 {
+        self.advanced
+            .as_ref()
+            .and_then(|a| {
+                a["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+                    ["stabilizationWindowSeconds"]
+                    .as_i64()
+            })
+            .unwrap_or(300)
+    }
 }
 
 #[derive(Deserialize)]
@@ -149,6 +166,7 @@ fn check_scaled_object(document: usize, doc: Doc, options: &CheckOptions, report
     let Some(so) = doc.spec else { return };
     // Another trigger (a cron floor, a queue scaler) can wake a workload at zero replicas.
     let others_can_wake = so.triggers.len() > 1;
+    let hpa_window_s = so.hpa_scale_down_window_s();
     for (index, t) in so.triggers.into_iter().enumerate() {
         let ours = matches!(t.kind.as_deref(), Some("external" | "external-push"))
             && t.metadata
@@ -212,6 +230,27 @@ fn check_scaled_object(document: usize, doc: Doc, options: &CheckOptions, report
                     }
                     _ => None,
                 };
+                // The drain models the HPA: a window or a replica floor it does not know of
+                // would leave drained pods out of service for nothing.
+                if let SourceSpec::Service(ServiceSpec {
+                    drain: Some(drain), ..
+                }) = &spec.source
+                {
+                    let window = hpa_window_s;
+                    if i64::from(drain.hpa_window_s) != window {
+                        problem(
+                            "scaleDownWindowSeconds",
+                            format!("is {} but the HPA's scale-down window is {window} s (advanced.horizontalPodAutoscalerConfig.behavior.scaleDown.stabilizationWindowSeconds, 300 when unset): podReadinessGate must know it; set scaleDownWindowSeconds: \"{window}\", or the window to 0 as the recommended ScaledObject does", drain.hpa_window_s),
+                        );
+                    }
+                    let min = so.min_replica_count.unwrap_or(0).max(1);
+                    if (spec.limits.min_replicas as i64).max(1) < min {
+                        problem(
+                            "minReplicas",
+                            format!("is {} but minReplicaCount is {min}: podReadinessGate would take out pods the HPA keeps; set minReplicas: \"{min}\"", spec.limits.min_replicas),
+                        );
+                    }
+                }
                 let at_zero = so.min_replica_count.unwrap_or(0) < 1 && !others_can_wake;
                 if let Some(what) = from_pods.filter(|_| at_zero) {
                     problem(
@@ -360,5 +399,33 @@ metadata: {name: x}
         assert_eq!((r.triggers.len(), r.problems.len()), (0, 0));
         let r = check_text("a: [\n", &options());
         assert_eq!(r.problems[0].key, "yaml");
+    }
+
+    #[test]
+    fn the_drain_is_checked_against_the_hpas_window_and_replica_floor() {
+        let drain = GOOD.replace(
+            "queueTarget: \"4\"",
+            "queueTarget: \"4\"\n        podReadinessGate: \"true\"",
+        );
+        // KEDA's default: no behavior, so Kubernetes' 300 s window.
+        let r = check_text(&drain, &options());
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert!(r.problems[0]
+            .to_string()
+            .contains("scaleDownWindowSeconds: is 0 but the HPA's scale-down window is 300 s"));
+        let declared = drain.replace(
+            "podReadinessGate: \"true\"",
+            "podReadinessGate: \"true\"\n        scaleDownWindowSeconds: \"300\"",
+        );
+        assert!(check_text(&declared, &options()).problems.is_empty());
+        let recommended = drain.replace(
+            "  minReplicaCount: 1\n",
+            "  minReplicaCount: 3\n  advanced:\n    horizontalPodAutoscalerConfig:\n      behavior:\n        scaleDown: {stabilizationWindowSeconds: 0}\n",
+        );
+        let r = check_text(&recommended, &options());
+        assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
+        assert!(r.problems[0]
+            .to_string()
+            .contains("minReplicas: is 0 but minReplicaCount is 3"));
     }
 }

@@ -169,6 +169,28 @@ pub const DEFAULT_DRAIN_TIMEOUT_S: f64 = 300.0;
 /// they are while the metric is within 10 % of its target.
 pub const HPA_TOLERANCE: f64 = 0.1;
 
+/// How long a drained pod may wait for the HPA before the drain concludes the HPA will not
+/// remove it. With the recommended behaviour (no scale-down window) the HPA acts at its next
+/// sync, within 15 s of the report letting the pod go; four syncs without a removal mean
+/// something else holds the replicas up (the ScaledObject's `minReplicaCount` above the
+/// trigger's `minReplicas`, a scale-down window or a rate policy), and a pod left out of
+/// service would be capacity lost for nothing.
+pub const LINGER_S: f64 = 60.0;
+
+/// How long the drain takes no pod out after drained pods lingered. Lingering means the HPA
+/// keeps replicas for a reason this scaler cannot see (a `minReplicaCount` above the trigger's
+/// `minReplicas`, or a scale-down window not declared in `scaleDownWindowSeconds`), and every
+/// try reports a floor that an HPA window then holds up for its whole length. An hour keeps
+/// that to a small share of the time until the operator fixes what the note names.
+pub const STALL_S: f64 = 3600.0;
+
+/// With an HPA scale-down window: how long before the HPA is due to remove pods they are taken
+/// out of service. The window keeps replicas serving as a buffer against the load's return,
+/// so pods leave it only for its last minute: four HPA syncs, which with a 30 s grace period
+/// lets a request run 90 s after the drain begins (a 4,000-token answer at 45 tokens a
+/// second) before it could be cut.
+pub const DRAIN_LEAD_S: f64 = 60.0;
+
 /// The replicas the HPA sets when the scaler reports `desired` (AverageValue, target 1) against
 /// `current` replicas: `ceil(desired)`, unless the ratio is within the tolerance, and never
 /// fewer than one (an HPA's `minReplicas` is at least 1; only KEDA scales to zero, through
@@ -192,6 +214,9 @@ pub struct DrainStep {
     /// The fewest replicas to report: every pod still finishing work counts, so the HPA removes
     /// only pods that have nothing left to cut.
     pub floor: u32,
+    /// Drained pods waited `LINGER_S` and the HPA did not remove them: they were put back and
+    /// no pod is taken out until the time given (the caller says why in the notes).
+    pub stalled_until: Option<f64>,
 }
 
 impl DrainStep {
@@ -232,9 +257,29 @@ pub struct Drain {
     held: BTreeMap<String, f64>,
     /// When pods were last taken out (rounds are paced like the marks).
     last_round: Option<f64>,
+    /// When each pod out of service was first found drained.
+    done: BTreeMap<String, f64>,
+    /// No pod is taken out before this time (drained pods lingered; `STALL_S`).
+    stalled_until: Option<f64>,
+    /// The HPA's scale-down stabilisation window (`scaleDownWindowSeconds`; 0 for the
+    /// recommended ScaledObject), and the decisions within it.
+    window_s: f64,
+    decisions: std::collections::VecDeque<(f64, f64)>,
 }
 
 impl Drain {
+    /// A drain for an HPA whose scale-down window is `window_s` (0: the recommended
+    /// ScaledObject's, which removes at the next sync). With a window, pods are taken out
+    /// `DRAIN_LEAD_S` before the HPA is due to remove them and drain while it waits out the
+    /// rest: the GPU is held for the window anyway, so the drain costs none, and the report is
+    /// left as decided.
+    pub fn with_window(window_s: f64) -> Drain {
+        Drain {
+            window_s: window_s.max(0.0),
+            ..Drain::default()
+        }
+    }
+
     /// One step: `desired` replicas reported by the decision, `current` the replicas the HPA
     /// counts (the pods below plus those starting), `pods` every pod behind the Service that
     /// this scaler can read (in service and taken out), `timeout_s` the longest drain. Pods are put back at once when the decision rises (capacity is needed now, and a
@@ -250,13 +295,55 @@ impl Drain {
     ) -> DrainStep {
         self.held
             .retain(|pod, _| pods.iter().any(|p| &p.pod == pod));
+        self.done.retain(|pod, _| self.held.contains_key(pod));
+        // With a window, what the HPA will act on `DRAIN_LEAD_S` from now: the highest decision
+        // of the window's part that will still be in it then (decisions to come assumed no
+        // higher; if they are, the pods go back).
+        self.decisions.push_back((now, desired));
+        let horizon = (self.window_s - DRAIN_LEAD_S).max(0.0);
+        while self
+            .decisions
+            .front()
+            .is_some_and(|&(t, _)| t < now - self.window_s)
+        {
+            self.decisions.pop_front();
+        }
+        let acted_on = self
+            .decisions
+            .iter()
+            .filter(|&&(t, _)| t >= now - horizon)
+            .map(|&(_, d)| d)
+            .fold(desired, |a, b| if b > a { b } else { a });
+        // Until this drain has seen that much of the window, the HPA may hold recommendations
+        // from before it started: nothing is taken out on a guess.
+        let seen_window = self
+            .decisions
+            .front()
+            .is_some_and(|&(t, _)| t <= now - horizon);
         // The ReplicaSet removes starting pods before these, so they count against the removal.
         let starting = (current as usize).saturating_sub(pods.len());
-        let remove = (current.saturating_sub(hpa_replicas(desired, current)) as usize)
+        let mut remove = (current.saturating_sub(hpa_replicas(acted_on, current)) as usize)
             .saturating_sub(starting)
             .min(pods.len());
         let mut gates = Vec::new();
-        if self.held.len() > remove {
+        let lingering: Vec<String> = self
+            .done
+            .iter()
+            .filter(|(_, &since)| now - since >= LINGER_S + DRAIN_LEAD_S.min(self.window_s))
+            .map(|(pod, _)| pod.clone())
+            .collect();
+        if !lingering.is_empty() {
+            // The HPA keeps these: put them back, and take none out for a while.
+            self.stalled_until = Some(now + STALL_S);
+            gates.extend(lingering.into_iter().map(|p| (p, true)));
+        }
+        let stalled = self.stalled_until.is_some_and(|until| now < until);
+        if stalled || !seen_window {
+            remove = remove.min(self.held.len());
+        }
+        if !gates.is_empty() {
+            // Lingering pods went back; nothing else changes in this step.
+        } else if self.held.len() > remove {
             // Put back the pods taken out last: they have drained least.
             let mut latest: Vec<(&String, f64)> = self.held.iter().map(|(p, &t)| (p, t)).collect();
             latest.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(a.0)));
@@ -306,10 +393,23 @@ impl Drain {
             })
             .map(|(pod, _)| pod.clone())
             .collect();
+        for pod in &drained {
+            self.done.entry(pod.clone()).or_insert(now);
+        }
+        // With a scale-down window the HPA removes the pods only when the window has passed:
+        // they drain meanwhile, and a floor in the report would only hold the window's highest
+        // value up for another window. Without one, the floor is what holds the HPA back while
+        // the drain works; a paused drain (`STALL_S`) holds nothing back.
+        let floor = if self.window_s > 0.0 || stalled {
+            0
+        } else {
+            (pods.len() - drained.len()) as u32
+        };
         DrainStep {
             gates,
-            floor: (pods.len() - drained.len()) as u32,
+            floor,
             drained,
+            stalled_until: self.stalled_until.filter(|&until| now < until),
         }
     }
 
@@ -326,6 +426,7 @@ impl Drain {
     pub fn written(&mut self, now: f64, pod: &str, serving: bool) {
         if serving {
             self.held.remove(pod);
+            self.done.remove(pod);
         } else {
             self.held.entry(pod.to_string()).or_insert(now);
         }
@@ -515,12 +616,12 @@ mod tests {
             pod("busy", 3.0, 0.0),
             pod("x", 9.0, 0.0),
         ];
-        let step = d.plan(0.0, 1.0, 3, &pods, 60.0);
+        let step = d.plan(0.0, 1.0, 3, &pods, 30.0);
         assert_eq!(step.drained.len(), 1, "{step:?}");
         assert_eq!(step.floor, 2);
         apply_gates(&mut d, 0.0, &step);
-        assert_eq!(d.plan(59.0, 1.0, 3, &pods, 60.0).floor, 2);
-        assert_eq!(d.plan(60.0, 1.0, 3, &pods, 60.0).floor, 1);
+        assert_eq!(d.plan(29.0, 1.0, 3, &pods, 30.0).floor, 2);
+        assert_eq!(d.plan(30.0, 1.0, 3, &pods, 30.0).floor, 1);
     }
 
     #[test]
@@ -575,5 +676,64 @@ mod tests {
         assert_eq!((step.floor, step.report(1.0)), (3, 3.0));
         let not_finite = step.report(f64::NAN);
         assert!(not_finite.is_nan(), "left for the fail-safe to handle");
+    }
+
+    #[test]
+    fn drained_pods_the_hpa_keeps_are_put_back_and_the_drain_pauses() {
+        let mut d = Drain::default();
+        let pods = [pod("a", 0.0, 0.0), pod("b", 4.0, 0.0), pod("c", 6.0, 0.0)];
+        // The decision lets one go; a is idle, so drained at once and the report lets it go.
+        let step = d.plan(0.0, 1.6, 3, &pods, 300.0);
+        assert_eq!(step.gates, vec![("a".into(), false)]);
+        apply_gates(&mut d, 0.0, &step);
+        assert_eq!(d.plan(30.0, 1.6, 3, &pods, 300.0).report(1.6), 1.6);
+        // A minute on and the pod is still there: the HPA keeps it (a minReplicaCount of 3).
+        let step = d.plan(60.0, 1.6, 3, &pods, 300.0);
+        assert_eq!(step.gates, vec![("a".into(), true)]);
+        assert_eq!(step.stalled_until, Some(60.0 + STALL_S));
+        apply_gates(&mut d, 60.0, &step);
+        // Nothing is taken out while stalled, then the drain resumes.
+        assert!(d.plan(100.0, 1.6, 3, &pods, 300.0).gates.is_empty());
+        let step = d.plan(60.0 + STALL_S, 1.6, 3, &pods, 300.0);
+        assert_eq!(step.gates, vec![("a".into(), false)]);
+        assert_eq!(step.stalled_until, None);
+    }
+
+    #[test]
+    fn with_an_hpa_window_pods_go_out_a_lead_before_the_hpa_acts_and_the_report_is_left_alone() {
+        let mut d = Drain::with_window(300.0);
+        let pods = [
+            pod("a", 0.0, 0.0),
+            pod("b", 2.0, 0.0),
+            pod("c", 5.0, 0.0),
+            pod("d", 9.0, 0.0),
+        ];
+        // Sampled every 15 s: 4 until 100 s, then 2. The HPA's window holds the 4 of 90 s
+        // until 390 s; the pods go out DRAIN_LEAD_S before, and the report is never raised.
+        let mut out = None;
+        for k in 0..=30 {
+            let t = 15.0 * f64::from(k);
+            let desired = if t < 100.0 { 4.0 } else { 2.0 };
+            let step = d.plan(t, desired, 4, &pods, 300.0);
+            assert_eq!(step.report(desired), desired, "at {t} s");
+            if !step.gates.is_empty() && out.is_none() {
+                out = Some((t, step.gates.clone()));
+            }
+        }
+        let (t, gates) = out.expect("pods went out");
+        // The 4 of 90 s leaves the HPA's window after 390 s, so the HPA acts at its first sync
+        // after that; the pods go out at the first sampling within DRAIN_LEAD_S of it.
+        assert_eq!(t, 345.0);
+        assert_eq!(gates, vec![("a".into(), false), ("b".into(), false)]);
+    }
+
+    #[test]
+    fn with_an_hpa_window_nothing_goes_out_before_the_drain_has_seen_the_window() {
+        let mut d = Drain::with_window(300.0);
+        let pods = [pod("a", 0.0, 0.0), pod("b", 2.0, 0.0)];
+        // Just started: the HPA may hold recommendations from before.
+        assert!(d.plan(15.0, 0.5, 2, &pods, 300.0).gates.is_empty());
+        assert!(d.plan(250.0, 0.5, 2, &pods, 300.0).gates.is_empty());
+        assert_eq!(d.plan(255.0, 0.5, 2, &pods, 300.0).gates.len(), 1);
     }
 }

@@ -236,6 +236,8 @@ pub struct EntryState {
 #[derive(Default)]
 struct Draining {
     drain: Drain,
+    /// The HPA window `drain` was made for (set at the first step).
+    window_s: Option<u32>,
     planned: Option<PlannedDrain>,
     paused_until: Option<f64>,
 }
@@ -311,15 +313,14 @@ impl Entry {
 
     /// The pods taken out of service (`podReadinessGate`) and since when (engine seconds).
     pub fn draining(&self) -> Option<BTreeMap<String, f64>> {
-        matches!(&self.spec.source, spec::SourceSpec::Service(s) if s.drain_timeout_s.is_some())
-            .then(|| {
-                self.draining
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .drain
-                    .held()
-                    .clone()
-            })
+        matches!(&self.spec.source, spec::SourceSpec::Service(s) if s.drain.is_some()).then(|| {
+            self.draining
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain
+                .held()
+                .clone()
+        })
     }
 
     /// A receiver that sees every new state; holding one keeps the entry registered.
@@ -769,6 +770,20 @@ impl Engine {
         if let Some(e) = &entry.state.borrow().gate_error {
             notes.push(format!("podReadinessGate: {e}"));
         }
+        if let Some(until) = entry
+            .draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .planned
+            .as_ref()
+            .and_then(|p| p.step.stalled_until)
+        {
+            notes.push(format!(
+                "podReadinessGate: drained pods were not removed within {:.0} s (is the ScaledObject's minReplicaCount above the trigger's minReplicas, or does its HPA have a scale-down window or rate policy?); they are back in service and none is taken out for {:.0} s",
+                crate::deletion::LINGER_S,
+                (until - t).max(0.0)
+            ));
+        }
         // Notes carry endpoint errors: a thousand failing endpoints give a bounded list.
         if notes.len() > MAX_NOTES {
             let more = notes.len() - MAX_NOTES;
@@ -830,13 +845,17 @@ impl Engine {
         let spec::SourceSpec::Service(svc) = &entry.spec.source else {
             return;
         };
-        let Some(timeout_s) = svc.drain_timeout_s else {
+        let Some(drain_spec) = svc.drain else {
             return;
         };
         let mut draining = entry.draining.lock().unwrap_or_else(|p| p.into_inner());
         draining.planned = None;
         if readings.gates_unknown.is_some() {
             return;
+        }
+        if draining.window_s != Some(drain_spec.hpa_window_s) {
+            draining.drain = Drain::with_window(f64::from(drain_spec.hpa_window_s));
+            draining.window_s = Some(drain_spec.hpa_window_s);
         }
         draining
             .drain
@@ -852,10 +871,13 @@ impl Engine {
         }));
         let starting = readings.context.fleet.starting.unwrap_or(0);
         let current = pods.len() as u32 + unnamed + starting;
-        let mut step =
-            draining
-                .drain
-                .plan(t, decision.desired, current, &pods, f64::from(timeout_s));
+        let mut step = draining.drain.plan(
+            t,
+            decision.desired,
+            current,
+            &pods,
+            f64::from(drain_spec.timeout_s),
+        );
         // Unnamed pods cannot be taken out, but the report covers them like any pod at work.
         step.floor += unnamed;
         let desired = decision.desired;
@@ -879,7 +901,7 @@ impl Engine {
         let spec::SourceSpec::Service(svc) = &entry.spec.source else {
             return None;
         };
-        if svc.drain_timeout_s.is_some() {
+        if svc.drain.is_some() {
             let planned = entry
                 .draining
                 .lock()

@@ -789,9 +789,12 @@ impl Composite {
             deletion_costs: BTreeMap::new(),
             deletion_patches: 0,
             drain: match &spec.source {
-                spec::SourceSpec::Service(s) => {
-                    s.drain_timeout_s.map(|t| (Drain::default(), f64::from(t)))
-                }
+                spec::SourceSpec::Service(s) => s.drain.map(|d| {
+                    (
+                        Drain::with_window(f64::from(d.hpa_window_s)),
+                        f64::from(d.timeout_s),
+                    )
+                }),
                 _ => None,
             },
             held: BTreeSet::new(),

@@ -87,23 +87,31 @@ pub fn run(base: &SimulateArgs) -> Result<Vec<Row>, SimError> {
         };
     let mut rows = Vec::new();
     for &(name, generator, rate_scale) in SCENARIOS {
+        // Keys that only mean something with the drain (`drainTimeoutSeconds`,
+        // `scaleDownWindowSeconds`) go to the drained replay alone.
+        let (common, drain_only) = split_drain_keys(base.composite_metadata.as_deref());
         let off = SimulateArgs {
             policies: Some(PolicyName::Composite.as_str().into()),
+            composite_metadata: common.clone(),
             ..suite::scenario_args(base, generator, rate_scale)
         };
         let with_metadata = |extra: &str| {
-            let overrides = match &base.composite_metadata {
-                Some(m) if !m.trim().is_empty() => format!("{m},{extra}"),
-                _ => extra.to_string(),
+            let overrides = match &common {
+                Some(m) => format!("{m},{extra}"),
+                None => extra.to_string(),
             };
             SimulateArgs {
                 composite_metadata: Some(overrides),
                 ..off.clone()
             }
         };
+        let drain_overrides = match &drain_only {
+            Some(d) => format!("{READINESS_GATE_OVERRIDES},{d}"),
+            None => READINESS_GATE_OVERRIDES.to_string(),
+        };
         let (requests, without) = composite(&off, false)?;
         let (_, with) = composite(&with_metadata(DELETION_COST_OVERRIDES), false)?;
-        let (_, drained) = composite(&with_metadata(READINESS_GATE_OVERRIDES), false)?;
+        let (_, drained) = composite(&with_metadata(&drain_overrides), false)?;
         let (_, reference) = composite(&off, true)?;
         rows.push(Row {
             name: name.to_string(),
@@ -116,6 +124,22 @@ pub fn run(base: &SimulateArgs) -> Result<Vec<Row>, SimError> {
         });
     }
     Ok(rows)
+}
+
+/// `key=value,...` overrides split into those for every replay and those only the drain reads.
+fn split_drain_keys(metadata: Option<&str>) -> (Option<String>, Option<String>) {
+    let drain_keys = [
+        keda_gpu_scaler::spec::DRAIN_TIMEOUT_KEY,
+        keda_gpu_scaler::spec::HPA_WINDOW_KEY,
+    ];
+    let (drain, common): (Vec<&str>, Vec<&str>) = metadata
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty())
+        .partition(|kv| drain_keys.iter().any(|k| kv.split('=').next() == Some(*k)));
+    let join = |v: Vec<&str>| (!v.is_empty()).then(|| v.join(","));
+    (join(common), join(drain))
 }
 
 /// The rows as one Markdown table, with the totals over the scenarios.

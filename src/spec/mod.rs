@@ -24,13 +24,13 @@ pub use builtin::{
     DEFAULT_GPU_UTIL_METRICS, DEFAULT_INFLIGHT_METRIC, DEFAULT_LATENCY_METRIC, DEFAULT_QUEUE_METRIC,
 };
 pub use model::{
-    DeviceRef, MemoryMetrics, MetricRef, MetricSource, NvmlSpec, ParseContext, PodMatch, PortRef,
-    Problem, PrometheusSpec, ScalerSpec, ServiceSpec, SignalSpec, SourceSpec, SpecError,
+    DeviceRef, DrainSpec, MemoryMetrics, MetricRef, MetricSource, NvmlSpec, ParseContext, PodMatch,
+    PortRef, Problem, PrometheusSpec, ScalerSpec, ServiceSpec, SignalSpec, SourceSpec, SpecError,
 };
 pub use parser::{parse, parse_in};
 pub use registry::{
     keys, DEFAULT_ACTIVATION, DEFAULT_MAX_REPLICAS, DEFAULT_METRIC_NAME, DEFAULT_NAMESPACE_LABEL,
-    DEFAULT_POD_LABEL, DEFAULT_SERVICE_PATH, DELETION_COST_KEY, DRAIN_TIMEOUT_KEY, MAX_ENDPOINTS,
-    READINESS_GATE_KEY,
+    DEFAULT_POD_LABEL, DEFAULT_SERVICE_PATH, DELETION_COST_KEY, DRAIN_TIMEOUT_KEY, HPA_WINDOW_KEY,
+    MAX_ENDPOINTS, READINESS_GATE_KEY,
 };
 pub use validate::MIN_TARGET;

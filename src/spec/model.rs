@@ -45,10 +45,19 @@ pub struct ServiceSpec {
     /// `podDeletionCost`: rank the Service's pods by load in their deletion-cost annotation while
     /// a scale-down is expected, so the ReplicaSet removes the least busy (`crate::deletion`).
     pub deletion_cost: bool,
-    /// `podReadinessGate` (with `drainTimeoutSeconds`): take the pods to remove out of service
-    /// through their readiness gate and let them finish before the scale-down
-    /// (`crate::deletion::Drain`); the longest drain in seconds, None when off.
-    pub drain_timeout_s: Option<u32>,
+    /// `podReadinessGate`: take the pods to remove out of service through their readiness gate
+    /// and let them finish before the scale-down (`crate::deletion::Drain`); None when off.
+    pub drain: Option<DrainSpec>,
+}
+
+/// How `podReadinessGate` drains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DrainSpec {
+    /// `drainTimeoutSeconds`: the longest a pod out of service is waited for.
+    pub timeout_s: u32,
+    /// `scaleDownWindowSeconds`: the HPA's scale-down stabilisation window, which the drain's
+    /// model of the HPA needs to take out only pods it will remove.
+    pub hpa_window_s: u32,
 }
 
 /// A port by number, or by the name the Service gives it.

@@ -22,6 +22,8 @@ pub const DELETION_COST_KEY: &str = "podDeletionCost";
 pub const READINESS_GATE_KEY: &str = "podReadinessGate";
 /// The longest drain (`podReadinessGate` only).
 pub const DRAIN_TIMEOUT_KEY: &str = "drainTimeoutSeconds";
+/// The HPA's scale-down window, as the drain models it (`podReadinessGate` only).
+pub const HPA_WINDOW_KEY: &str = "scaleDownWindowSeconds";
 
 /// Keys KEDA itself puts in the metadata map (connection and TLS settings); accepted and ignored.
 const KEDA_KEYS: &[&str] = &[
@@ -66,6 +68,7 @@ const GENERAL_KEYS: &[&str] = &[
     DELETION_COST_KEY,
     READINESS_GATE_KEY,
     DRAIN_TIMEOUT_KEY,
+    HPA_WINDOW_KEY,
 ];
 
 /// General keys that only mean something with some sources, and those sources. Every built-in
@@ -85,6 +88,7 @@ const SOURCE_KEYS: &[(&str, &[&str])] = &[
     (DELETION_COST_KEY, &["scrape"]),
     (READINESS_GATE_KEY, &["scrape"]),
     (DRAIN_TIMEOUT_KEY, &["scrape"]),
+    (HPA_WINDOW_KEY, &["scrape"]),
     ("preset", &["scrape", "prometheus"]),
 ];
 

@@ -1,10 +1,10 @@
 //! Parsing the source keys: where a trigger's numbers come from, and which pods count.
 
-use super::model::{NvmlSpec, PodMatch, PrometheusSpec, ServiceSpec, SourceSpec};
+use super::model::{DrainSpec, NvmlSpec, PodMatch, PrometheusSpec, ServiceSpec, SourceSpec};
 use super::parser::Parser;
 use super::registry::{
     self, DEFAULT_NAMESPACE_LABEL, DEFAULT_POD_LABEL, DEFAULT_SERVICE_PATH, DELETION_COST_KEY,
-    DRAIN_TIMEOUT_KEY, MAX_ENDPOINTS, READINESS_GATE_KEY,
+    DRAIN_TIMEOUT_KEY, HPA_WINDOW_KEY, MAX_ENDPOINTS, READINESS_GATE_KEY,
 };
 use super::validate::{self, is_dns_label};
 use crate::text::redact_url as redact;
@@ -54,6 +54,7 @@ impl Parser<'_> {
             DELETION_COST_KEY,
             READINESS_GATE_KEY,
             DRAIN_TIMEOUT_KEY,
+            HPA_WINDOW_KEY,
         ] {
             if self.values.contains_key(key) {
                 self.problem(
@@ -136,11 +137,19 @@ impl Parser<'_> {
                 })
                 .map(|s| s.round() as u32),
         };
-        if readiness_gate == Some(false) && self.values.contains_key(DRAIN_TIMEOUT_KEY) {
-            self.problem(
-                DRAIN_TIMEOUT_KEY,
-                format!("applies only with {READINESS_GATE_KEY}: true"),
-            );
+        let hpa_window = match self.text(HPA_WINDOW_KEY) {
+            // The recommended ScaledObject's: no scale-down window in the HPA.
+            None => Some(0),
+            Some(_) => self
+                .read(HPA_WINDOW_KEY, |raw| {
+                    validate::number(raw, 0.0, 3600.0, "whole seconds between 0 and 3600 (the HPA's scaleDown.stabilizationWindowSeconds)")
+                })
+                .map(|s| s.round() as u32),
+        };
+        for key in [DRAIN_TIMEOUT_KEY, HPA_WINDOW_KEY] {
+            if readiness_gate == Some(false) && self.values.contains_key(key) {
+                self.problem(key, format!("applies only with {READINESS_GATE_KEY}: true"));
+            }
         }
         let path_ok = match validate::url_path(path) {
             Ok(()) => true,
@@ -169,7 +178,10 @@ impl Parser<'_> {
             path: path.to_string(),
             // Draining ends with the marks that pick the drained pods, so it implies them.
             deletion_cost: deletion_cost? || readiness_gate?,
-            drain_timeout_s: readiness_gate?.then_some(drain_timeout?),
+            drain: readiness_gate?.then_some(DrainSpec {
+                timeout_s: drain_timeout?,
+                hpa_window_s: hpa_window?,
+            }),
         }))
     }
 
@@ -471,7 +483,7 @@ mod tests {
                 port: None,
                 path: "/metrics".into(),
                 deletion_cost: false,
-                drain_timeout_s: None,
+                drain: None,
             })
         );
         assert_eq!(spec.source.kind(), "scrape");
@@ -588,11 +600,22 @@ mod tests {
             let mut kv = vec![("service", "llm"), ("queueTarget", "4")];
             kv.extend_from_slice(extra);
             in_ns(&kv).map(|s| match s.source {
-                SourceSpec::Service(svc) => (svc.deletion_cost, svc.drain_timeout_s),
+                SourceSpec::Service(svc) => (svc.deletion_cost, svc.drain.map(|d| d.timeout_s)),
                 _ => panic!("a service source"),
             })
         };
         assert_eq!(svc(&[]).unwrap(), (false, None));
+        let window = in_ns(&[
+            ("service", "llm"),
+            ("queueTarget", "4"),
+            ("podReadinessGate", "true"),
+            ("scaleDownWindowSeconds", "300"),
+        ])
+        .map(|s| match s.source {
+            SourceSpec::Service(svc) => svc.drain.map(|d| d.hpa_window_s),
+            _ => None,
+        });
+        assert_eq!(window.unwrap(), Some(300));
         assert_eq!(
             svc(&[("podReadinessGate", "true")]).unwrap(),
             (true, Some(300))

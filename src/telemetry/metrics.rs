@@ -265,7 +265,7 @@ impl Collector for EngineCollector {
                     deletion_cost.push(with(&[("result", result)]), n as f64);
                 }
             }
-            if matches!(&entry.spec.source, crate::spec::SourceSpec::Service(s) if s.drain_timeout_s.is_some())
+            if matches!(&entry.spec.source, crate::spec::SourceSpec::Service(s) if s.drain.is_some())
             {
                 for (result, n) in [("ok", state.gate_patches), ("refused", state.gate_failures)] {
                     gates.push(with(&[("result", result)]), n as f64);

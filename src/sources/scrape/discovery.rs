@@ -521,7 +521,7 @@ impl Discovery {
         if !synced {
             return Err(error.unwrap_or_else(|| DiscoveryError::Syncing(svc.namespace.clone())));
         }
-        let view = match svc.drain_timeout_s {
+        let view = match svc.drain {
             Some(_) => Some(self.gate_view(svc, &state).await),
             None => None,
         };
@@ -1001,7 +1001,7 @@ mod tests {
             port,
             path: "/metrics".into(),
             deletion_cost: false,
-            drain_timeout_s: None,
+            drain: None,
         }
     }
 
