@@ -325,7 +325,6 @@ impl Drain {
         let mut remove = (current.saturating_sub(hpa_replicas(acted_on, current)) as usize)
             .saturating_sub(starting)
             .min(pods.len());
-        let mut gates = Vec::new();
         let lingering: Vec<String> = self
             .done
             .iter()
@@ -333,44 +332,44 @@ impl Drain {
             .map(|(pod, _)| pod.clone())
             .collect();
         if !lingering.is_empty() {
-            // The HPA keeps these: put them back, and take none out for a while.
+            // The HPA keeps these: put them back, and take none out for a while (nothing else
+            // changes in this step).
             self.stalled_until = Some(now + STALL_S);
-            gates.extend(lingering.into_iter().map(|p| (p, true)));
         }
         let stalled = self.stalled_until.is_some_and(|until| now < until);
         if stalled || !seen_window {
             remove = remove.min(self.held.len());
         }
-        if !gates.is_empty() {
-            // Lingering pods went back; nothing else changes in this step.
+        let gates: Vec<(String, bool)> = if !lingering.is_empty() {
+            lingering.into_iter().map(|p| (p, true)).collect()
         } else if self.held.len() > remove {
             // Put back the pods taken out last: they have drained least.
             let mut latest: Vec<(&String, f64)> = self.held.iter().map(|(p, &t)| (p, t)).collect();
             latest.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(a.0)));
-            gates.extend(
-                latest
-                    .into_iter()
-                    .take(self.held.len() - remove)
-                    .map(|(p, _)| (p.clone(), true)),
-            );
+            latest
+                .into_iter()
+                .take(self.held.len() - remove)
+                .map(|(p, _)| (p.clone(), true))
+                .collect()
         } else if self.held.len() < remove
             && self
                 .last_round
                 .is_none_or(|at| now - at >= MIN_INTERVAL_S || now < at)
         {
+            self.last_round = Some(now);
             let serving: Vec<PodLoad> = pods
                 .iter()
                 .filter(|p| !self.held.contains_key(&p.pod))
                 .cloned()
                 .collect();
-            gates.extend(
-                by_load(&serving)
-                    .into_iter()
-                    .take(remove - self.held.len())
-                    .map(|p| (p.pod.clone(), false)),
-            );
-            self.last_round = Some(now);
-        }
+            by_load(&serving)
+                .into_iter()
+                .take(remove - self.held.len())
+                .map(|p| (p.pod.clone(), false))
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Drained: out of service (or taken out in this step) and holding nothing, or out for
         // the whole timeout. A pod taken out idle is done at once: waiting a step for a reading
         // that cannot be lower would only hold its GPU longer. A pod put back in this step is

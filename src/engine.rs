@@ -233,13 +233,27 @@ pub struct EntryState {
 /// `podReadinessGate` for one entry: the drain, the step planned with the latest decision
 /// (written after that decision is published), and a pause after a pod turned out to have no
 /// gate.
-#[derive(Default)]
 struct Draining {
     drain: Drain,
-    /// The HPA window `drain` was made for (set at the first step).
-    window_s: Option<u32>,
     planned: Option<PlannedDrain>,
     paused_until: Option<f64>,
+}
+
+impl Draining {
+    /// For a ScaledObject's spec: the drain models its declared HPA window.
+    fn for_spec(spec: &ScalerSpec) -> Draining {
+        let window_s = match &spec.source {
+            spec::SourceSpec::Service(spec::ServiceSpec { drain: Some(d), .. }) => {
+                f64::from(d.hpa_window_s)
+            }
+            _ => 0.0,
+        };
+        Draining {
+            drain: Drain::with_window(window_s),
+            planned: None,
+            paused_until: None,
+        }
+    }
 }
 
 /// A drain step waiting for its writes: the decision's own value, and every pod it ranked.
@@ -254,10 +268,10 @@ enum PodWrites {
     /// `podDeletionCost` alone: annotations.
     Marks(crate::deletion::Writes),
     /// `podReadinessGate`: gate conditions (new pods let in, pods taken out or put back), then
-    /// the marks on the drained pods.
+    /// the marks on the drained pods when a step was planned.
     Drain {
         gates: Vec<(String, bool)>,
-        planned: PlannedDrain,
+        planned: Option<PlannedDrain>,
     },
 }
 
@@ -455,7 +469,7 @@ impl Engine {
             metadata_hash,
             restored: Mutex::new(restored),
             deletion: Mutex::new(DeletionCosts::default()),
-            draining: Mutex::new(Draining::default()),
+            draining: Mutex::new(Draining::for_spec(&spec)),
             first_claimed: AtomicBool::new(false),
             seq: self.registrations.fetch_add(1, Ordering::Relaxed),
             scoring: Mutex::new(scoring),
@@ -853,10 +867,6 @@ impl Engine {
         if readings.gates_unknown.is_some() {
             return;
         }
-        if draining.window_s != Some(drain_spec.hpa_window_s) {
-            draining.drain = Drain::with_window(f64::from(drain_spec.hpa_window_s));
-            draining.window_s = Some(drain_spec.hpa_window_s);
-        }
         draining
             .drain
             .sync(t, readings.held.iter().map(|h| (h.pod.clone(), h.out_s)));
@@ -908,31 +918,16 @@ impl Engine {
                 .unwrap_or_else(|p| p.into_inner())
                 .planned
                 .take();
-            if let Some(planned) = planned {
+            if planned.is_some() || !readings.unapproved.is_empty() {
                 // New pods first: with the gate in their template they are not ready until
                 // this scaler lets them in.
                 let gates: Vec<(String, bool)> = readings
                     .unapproved
                     .iter()
                     .map(|p| (p.clone(), true))
-                    .chain(planned.step.gates.iter().cloned())
+                    .chain(planned.iter().flat_map(|p| p.step.gates.iter().cloned()))
                     .collect();
                 return Some(PodWrites::Drain { gates, planned });
-            }
-            if !readings.unapproved.is_empty() {
-                let gates = readings
-                    .unapproved
-                    .iter()
-                    .map(|p| (p.clone(), true))
-                    .collect();
-                return Some(PodWrites::Drain {
-                    gates,
-                    planned: PlannedDrain {
-                        step: DrainStep::default(),
-                        desired: f64::NAN,
-                        pods: Vec::new(),
-                    },
-                });
             }
         }
         if !svc.deletion_cost || readings.pods.is_empty() {
@@ -980,7 +975,7 @@ impl Engine {
         source: &dyn crate::sources::Source,
         entry: &Entry,
         gates: &[(String, bool)],
-        mut planned: PlannedDrain,
+        planned: Option<PlannedDrain>,
         t: f64,
     ) {
         let done = if gates.is_empty() {
@@ -1013,16 +1008,22 @@ impl Engine {
                 draining.drain.written(t, pod, *serving);
             }
         }
+        if let Some(e) = &error {
+            tracing::warn!(object = %entry.object(), error = %e, "readiness gates");
+        }
+        entry.state.send_modify(|state| {
+            state.gate_patches += done.len() as u64;
+            state.gate_failures += u64::from(error.is_some());
+            state.gate_error = error;
+        });
+        let Some(mut planned) = planned else {
+            return;
+        };
         let before = planned.step.report(planned.desired);
-        let refused: Vec<String> = planned
-            .step
-            .gates
-            .iter()
-            .filter(|(pod, serving)| !serving && !done.contains(&(pod.clone(), false)))
-            .map(|(pod, _)| pod.clone())
-            .collect();
-        for pod in &refused {
-            planned.step.failed(pod);
+        for (pod, serving) in planned.step.gates.clone() {
+            if !serving && !done.contains(&(pod.clone(), false)) {
+                planned.step.failed(&pod);
+            }
         }
         let after = planned.step.report(planned.desired);
         if after > before {
@@ -1035,23 +1036,13 @@ impl Engine {
                 }
             });
         }
-        if let Some(e) = &error {
-            tracing::warn!(object = %entry.object(), error = %e, "readiness gates");
-        }
-        entry.state.send_modify(|state| {
-            state.gate_patches += done.len() as u64;
-            state.gate_failures += u64::from(error.is_some());
-            state.gate_error = error;
-        });
-        if planned.desired.is_finite() {
-            let marks = entry
-                .deletion
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .plan_marks(Drain::marks(&planned.step, &planned.pods));
-            if !marks.is_empty() {
-                Self::write_marks(source, entry, &marks).await;
-            }
+        let marks = entry
+            .deletion
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .plan_marks(Drain::marks(&planned.step, &planned.pods));
+        if !marks.is_empty() {
+            Self::write_marks(source, entry, &marks).await;
         }
     }
 

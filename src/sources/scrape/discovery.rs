@@ -168,15 +168,13 @@ pub struct Resolved {
     /// Median seconds from a pod's first sight not ready to ready over the last hour, as this
     /// scaler watched it; None before it has seen one start.
     pub cold_start_s: Option<f64>,
-    /// Pods this scaler took out of service (`podReadinessGate`) and their URLs: not ready, so
-    /// neither scraped for the signals nor counted as starting, but read to tell when they
-    /// have finished.
-    pub held: Vec<(String, String)>,
+    /// Pods taken out of service (`podReadinessGate`): (pod, URL, seconds out). Neither
+    /// scraped for the signals nor counted as starting, but read to tell when they have
+    /// finished.
+    pub held: Vec<(String, String, f64)>,
     /// Pods not ready whose readiness-gate condition this scaler has not set yet
     /// (`podReadinessGate`: a pod whose template lists the gate is not ready until it is).
     pub unapproved: Vec<String>,
-    /// Seconds each pod of `held` has been out of service (0 when unknown).
-    pub held_out_s: BTreeMap<String, f64>,
     /// Why the gate's view is not known (`podReadinessGate` before the namespace's first pod
     /// list, or without the grant to read pods): nothing is drained or let in meanwhile.
     pub gates_unknown: Option<String>,
@@ -313,7 +311,7 @@ impl Store {
 pub fn resolve<'a>(
     svc: &ServiceSpec,
     slices: impl IntoIterator<Item = &'a Slice>,
-    held: &BTreeSet<String>,
+    held: &BTreeMap<String, f64>,
 ) -> Result<Resolved, DiscoveryError> {
     let mut by_key: BTreeMap<String, (&Endpoint, bool, u16)> = BTreeMap::new();
     let mut any = false;
@@ -351,17 +349,16 @@ pub fn resolve<'a>(
             };
             format!("http://{host}:{port}{}", svc.path)
         };
-        let ours = e.pod.as_ref().filter(|p| held.contains(*p));
+        let ours = e.pod.as_ref().and_then(|p| Some((p, *held.get(p)?)));
         if e.terminating {
             out.terminating += 1;
-        } else if let Some(pod) = ours {
+        } else if let Some((pod, out_s)) = ours {
             // Out of service by its condition: even while its slice still lists it ready (the
             // EndpointSlice controller follows within moments), it takes no new work.
-            out.held.push((pod.clone(), url()));
+            out.held.push((pod.clone(), url(), out_s));
         } else if !e.ready {
             out.starting += 1;
             out.starting_keys.push(key.clone());
-            out.unapproved.extend(e.pod.clone());
         } else {
             out.ready_keys.push(key.clone());
             ready.push((url(), e.pod.clone()));
@@ -527,20 +524,15 @@ impl Discovery {
         };
         let slices = state.items.read().unwrap_or_else(|p| p.into_inner());
         let key = format!("{}/{}", svc.namespace, svc.name);
-        let mut resolved = match &view {
-            Some(Ok(v)) => {
-                let held = v.held.keys().cloned().collect();
-                let mut r = resolve(svc, slices.service(&svc.name), &held)?;
-                r.unapproved = v.unapproved.clone();
-                r.held_out_s = v.held.clone();
-                r
-            }
-            _ => {
-                let mut r = resolve(svc, slices.service(&svc.name), &BTreeSet::new())?;
-                r.unapproved.clear();
-                r.gates_unknown = view.and_then(Result::err);
-                r
-            }
+        let mut resolved = match view {
+            Some(Ok(v)) => Resolved {
+                unapproved: v.unapproved,
+                ..resolve(svc, slices.service(&svc.name), &v.held)?
+            },
+            view => Resolved {
+                gates_unknown: view.and_then(Result::err),
+                ..resolve(svc, slices.service(&svc.name), &BTreeMap::new())?
+            },
         };
         if let Some(e) = error {
             // The last list still stands; say that it may be old.
@@ -1034,9 +1026,30 @@ mod tests {
                 vec![ep("10.0.0.9", "x", true, false)],
             ),
         ];
-        let r = resolve(&svc(None), &slices, &BTreeSet::new()).unwrap();
+        let r = resolve(&svc(None), &slices, &BTreeMap::new()).unwrap();
         assert_eq!(r.urls, ["http://10.0.0.2:8000/metrics"]);
         assert_eq!((r.starting, r.terminating), (1, 1));
+        // Pods out of service (`podReadinessGate`) are read apart, even while still listed
+        // ready, and count neither as serving nor as starting.
+        let held = BTreeMap::from([("llm-a".to_string(), 12.0), ("llm-b".to_string(), 3.0)]);
+        let r = resolve(&svc(None), &slices, &held).unwrap();
+        assert!(r.urls.is_empty());
+        assert_eq!((r.starting, r.terminating), (0, 1));
+        assert_eq!(
+            r.held,
+            [
+                (
+                    "llm-a".to_string(),
+                    "http://10.0.0.2:8000/metrics".to_string(),
+                    12.0
+                ),
+                (
+                    "llm-b".to_string(),
+                    "http://10.0.0.3:8000/metrics".to_string(),
+                    3.0
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -1061,7 +1074,7 @@ mod tests {
                 vec![ep("fd00::3", "llm-b", true, false)],
             ),
         ];
-        let r = resolve(&svc(None), &slices, &BTreeSet::new()).unwrap();
+        let r = resolve(&svc(None), &slices, &BTreeMap::new()).unwrap();
         assert_eq!(
             r.urls,
             [
@@ -1082,14 +1095,14 @@ mod tests {
         let by_name = resolve(
             &svc(Some(PortRef::Name("metrics".into()))),
             &slices,
-            &BTreeSet::new(),
+            &BTreeMap::new(),
         )
         .unwrap();
         assert_eq!(by_name.urls, ["http://10.0.0.2:8002/metrics"]);
         let by_number =
-            resolve(&svc(Some(PortRef::Number(9400))), &slices, &BTreeSet::new()).unwrap();
+            resolve(&svc(Some(PortRef::Number(9400))), &slices, &BTreeMap::new()).unwrap();
         assert_eq!(by_number.urls, ["http://10.0.0.2:9400/metrics"]);
-        let err = resolve(&svc(None), &slices, &BTreeSet::new()).unwrap_err();
+        let err = resolve(&svc(None), &slices, &BTreeMap::new()).unwrap_err();
         assert!(
             err.to_string().contains("http (8000), metrics (8002)"),
             "{err}"
@@ -1097,7 +1110,7 @@ mod tests {
         let err = resolve(
             &svc(Some(PortRef::Name("grpc".into()))),
             &slices,
-            &BTreeSet::new(),
+            &BTreeMap::new(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("no port named grpc"), "{err}");
@@ -1105,11 +1118,11 @@ mod tests {
 
     #[test]
     fn a_missing_service_and_an_empty_one_differ() {
-        let err = resolve(&svc(None), &[], &BTreeSet::new()).unwrap_err();
+        let err = resolve(&svc(None), &[], &BTreeMap::new()).unwrap_err();
         assert!(matches!(err, DiscoveryError::NoSlices { .. }), "{err}");
         let empty = [slice("llm", false, &[], vec![])];
         assert_eq!(
-            resolve(&svc(None), &empty, &BTreeSet::new()).unwrap(),
+            resolve(&svc(None), &empty, &BTreeMap::new()).unwrap(),
             Resolved::default()
         );
     }

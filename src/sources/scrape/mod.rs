@@ -158,8 +158,7 @@ struct Target {
     syncing: bool,
     /// Pods out of service (`podReadinessGate`) and their URLs: fetched after `urls`, read only
     /// for their requests.
-    held: Vec<(String, String)>,
-    held_out_s: std::collections::BTreeMap<String, f64>,
+    held: Vec<(String, String, f64)>,
     unapproved: Vec<String>,
     gates_unknown: Option<String>,
 }
@@ -167,7 +166,9 @@ struct Target {
 impl Target {
     /// Every URL to fetch: the ready endpoints', then the pods' out of service.
     fn fetched(&self) -> impl Iterator<Item = &String> {
-        self.urls.iter().chain(self.held.iter().map(|(_, url)| url))
+        self.urls
+            .iter()
+            .chain(self.held.iter().map(|(_, url, _)| url))
     }
 }
 
@@ -506,7 +507,7 @@ impl ScrapeSource {
                         .zip(r.pods)
                         .filter(|(u, _)| allowed(u))
                         .unzip();
-                    let held = r.held.into_iter().filter(|(_, u)| allowed(u)).collect();
+                    let held = r.held.into_iter().filter(|(_, u, _)| allowed(u)).collect();
                     if let Some(why) = &r.gates_unknown {
                         notes.push(format!(
                             "podReadinessGate: {why}; no pod is drained or let in until then"
@@ -522,7 +523,6 @@ impl ScrapeSource {
                         failed: false,
                         syncing: false,
                         held,
-                        held_out_s: r.held_out_s,
                         unapproved: r.unapproved,
                         gates_unknown: r.gates_unknown,
                     }
@@ -750,10 +750,10 @@ impl ScrapeSource {
         let held = target
             .held
             .iter()
-            .map(|(pod, url)| super::HeldPod {
+            .map(|(pod, url, out_s)| super::HeldPod {
                 pod: pod.clone(),
                 requests: requests(url),
-                out_s: target.held_out_s.get(pod).copied().unwrap_or(0.0),
+                out_s: *out_s,
             })
             .collect();
         Readings {
