@@ -99,6 +99,19 @@ fn sweep_writes_its_outputs_and_factor_one_is_the_plain_run_exactly() {
     assert_eq!(slo_mode["asked_99"]["asked"], 0.99);
     // The step scenario is not one of the suite's smooth ones: 99 % is not judged there.
     assert_eq!(slo_mode["asked_99"]["judged"], false);
+    // With one scenario the median is that scenario's oracle-coldstart over its cheapest
+    // baseline at 95 %.
+    let oracle = s
+        .curves
+        .iter()
+        .find(|c| c.policy == "oracle-coldstart")
+        .unwrap()
+        .default
+        .gpu_hours;
+    let expected = s.at_95.baseline_gpu_hours.map(|b| oracle / b);
+    assert!(expected.is_some(), "a baseline reaches 95 % on the step");
+    assert_eq!(result.median_oracle_coldstart_vs_baseline_at_95, expected);
+    assert!(md.contains("The room the yardstick leaves: oracle-coldstart"));
     let curves = json["scenarios"][0]["curves"].as_array().unwrap();
     for c in curves {
         for key in ["policy", "points", "envelope", "default", "gpu_hours_at_95"] {
