@@ -263,6 +263,19 @@ pub fn explain_text(
                     )),
                     o.trend_per_s,
                 );
+                let _ = writeln!(
+                    out,
+                    "  budget    planned for {:.1} % of requests over the objective ({:.1} % asked{})",
+                    100.0 * o.planned_miss_share,
+                    100.0 * (1.0 - o.attainment),
+                    if o.planned_miss_share > 1.0 - o.attainment + 1e-9 {
+                        ": what was met allows more"
+                    } else if o.planned_miss_share < 1.0 - o.attainment - 1e-9 {
+                        ": more was missed than allowed"
+                    } else {
+                        ""
+                    }
+                );
             }
             let limiting = d.limiting.as_deref().unwrap_or("none");
             let _ = writeln!(

@@ -34,6 +34,12 @@
 //!   seen twice (smooth load, a single spike) nothing changes.
 //! - **A rising trend is planned ahead.** The window's least-squares slope, where positive, is
 //!   carried one cold start forward; a falling one is not (it is in the window soon enough).
+//! - **What was met corrects the model.** The model's readings err (a rate read low, noise read
+//!   as demand), and the replicas' TTFT histograms say what the errors cost: the miss budget the
+//!   model plans with is scaled by the budget over the misses measured (`calibrate`). Fewer
+//!   misses than allowed widen it, more narrow it; it is widened only while the last hour's
+//!   misses are under the budget too, so a quiet stretch between bursts does not give away the
+//!   capacity the next burst needs. Without enough requests read, it only narrows.
 
 use std::collections::VecDeque;
 
@@ -61,6 +67,24 @@ pub const BURST_FACTOR: f64 = 2.0;
 /// it needs less than half the capacity the bursts did, which is when releasing capacity saves
 /// anything worth a cold start.
 pub const PEAK_SHARE: f64 = 0.5;
+
+/// Misses expected at the asked attainment in the evidence the calibration reads: 20 put the
+/// relative standard error of the measured miss share near `1 / sqrt(20) = 22 %`, enough to
+/// tell half the budget from the budget (400 requests at 95 %, 2000 at 99 %).
+pub const EVIDENCE_MISSES: f64 = 20.0;
+
+/// The most one reading of the misses moves the budget: by their ratio to it, within a factor of
+/// two either way. Misses at zero say only that the budget is not used, not by how much.
+pub const CALIBRATION_STEP: f64 = 2.0;
+
+/// The widest miss share the model is told to allow: beyond half it would plan for less than the
+/// window's median sample.
+pub const MAX_ALLOWED: f64 = 0.5;
+
+/// The narrowest, as a share of the budget asked for: at a tenth the plan is already at the
+/// window's highest sample (the model's misses fall to nothing there), and narrowing further
+/// changes nothing but how long widening takes again.
+pub const MIN_BUDGET_SHARE: f64 = 0.1;
 
 /// What the ScaledObject states.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -145,6 +169,9 @@ pub struct ObjectiveView {
     pub met_recently_s: f64,
     pub met_last_hour: Option<f64>,
     pub met_last_hour_requests: f64,
+    /// The miss share the model planned with: the budget (`1 - attainment`) as calibrated by
+    /// what was met (`calibrate`).
+    pub planned_miss_share: f64,
 }
 
 /// The planner's state for one ScaledObject.
@@ -171,6 +198,8 @@ pub struct Planner {
     last: Option<(f64, Option<f64>)>,
     /// Interval between samples, seconds, as last seen.
     interval_s: f64,
+    /// The calibration: what the miss budget is multiplied by (`calibrate`).
+    budget_scale: f64,
 }
 
 impl Planner {
@@ -186,6 +215,7 @@ impl Planner {
             observed_inflight: VecDeque::new(),
             last: None,
             interval_s: 15.0,
+            budget_scale: 1.0,
         }
     }
 
@@ -233,6 +263,15 @@ impl Planner {
             .met
             .iter()
             .fold((0.0, 0.0), |(a, b), &(_, w, n)| (a + w, b + n));
+        let allowed = 1.0 - cfg.attainment;
+        self.budget_scale = calibrate(
+            self.budget_scale,
+            &self.met,
+            allowed,
+            previous.map_or(0.0, |(at, _)| t - at),
+            self.window_s(horizon_s),
+        );
+        let planned_miss_share = (allowed * self.budget_scale).min(MAX_ALLOWED);
         let unreadable = |v: Option<f64>| v.is_some_and(|v| !v.is_finite());
         let overflow = unreadable(input.inflight) || unreadable(input.queued);
         let inflight = input.inflight.filter(|v| v.is_finite()).map(|v| v.max(0.0));
@@ -353,12 +392,8 @@ impl Planner {
                     // A backlog in sight is drained within the horizon whatever the window
                     // says: a floor, not one more sample the miss budget could skip.
                     let backlog = rate.map_or(0.0, |r| r + trend_per_s + drain_now);
-                    let served = slots_for(
-                        &demand,
-                        1.0 - cfg.attainment,
-                        wait_budget_s,
-                        self.interval_s,
-                    );
+                    let served =
+                        slots_for(&demand, planned_miss_share, wait_budget_s, self.interval_s);
                     Some(served.max(backlog) / r)
                 }
                 _ => None,
@@ -389,8 +424,61 @@ impl Planner {
             met_recently_s: within.map_or(0.0, |w| w.window_s),
             met_last_hour: (hour_total > 0.0).then(|| (hour_within / hour_total).clamp(0.0, 1.0)),
             met_last_hour_requests: hour_total,
+            planned_miss_share,
         }
     }
+}
+
+/// The miss budget's calibration: the next `scale` of the budget `allowed`, from `met` (time,
+/// requests within the objective, all requests; oldest first), `dt` seconds after the previous
+/// step, with the model's plan settling within `settle_s` (its window).
+///
+/// The misses read are those of the most recent `EVIDENCE_MISSES / allowed` requests; the scale
+/// moves toward `allowed / misses` (within `CALIBRATION_STEP` either way), by the whole ratio
+/// once per `settle_s` or per the time those requests took to arrive, whichever is longer: a
+/// loop faster than the plan it corrects would read the misses of a plan already replaced.
+/// Widening needs the last hour's misses under the budget as well: between bursts the recent
+/// requests all meet the objective, and widening there would meet the next burst with less.
+/// With fewer requests read than the evidence needs, the scale never exceeds 1.
+pub fn calibrate(
+    scale: f64,
+    met: &VecDeque<(f64, f64, f64)>,
+    allowed: f64,
+    dt: f64,
+    settle_s: f64,
+) -> f64 {
+    let allowed = allowed.max(1e-6);
+    let evidence = EVIDENCE_MISSES / allowed;
+    let Some(&(now, _, _)) = met.back() else {
+        return scale.min(1.0);
+    };
+    let (mut within, mut total, mut since) = (0.0, 0.0, now);
+    for &(at, w, n) in met.iter().rev() {
+        within += w;
+        total += n;
+        since = at;
+        if total >= evidence {
+            break;
+        }
+    }
+    if total < evidence || dt <= 0.0 {
+        return scale.min(1.0);
+    }
+    let recent = ((total - within) / total).clamp(0.0, 1.0);
+    let (hour_within, hour_total) = met
+        .iter()
+        .fold((0.0, 0.0), |(a, b), &(_, w, n)| (a + w, b + n));
+    let hour = ((hour_total - hour_within) / hour_total).clamp(0.0, 1.0);
+    let missed = if recent > allowed {
+        recent
+    } else {
+        recent.max(hour)
+    };
+    let ratio = (allowed / missed.max(allowed / CALIBRATION_STEP))
+        .clamp(1.0 / CALIBRATION_STEP, CALIBRATION_STEP);
+    let span = (now - since).max(dt).max(settle_s);
+    let widest = (MAX_ALLOWED / allowed).max(1.0);
+    (scale * ratio.powf((dt / span).min(1.0))).clamp(MIN_BUDGET_SHARE, widest)
 }
 
 fn max_of(q: &VecDeque<(f64, f64)>) -> Option<f64> {
@@ -774,6 +862,86 @@ mod tests {
         let v = p.observe(3615.0, &read(60.0, 60.0));
         assert_eq!(v.met_last_hour_requests, 60.0);
         assert_eq!(v.met_last_hour, Some(1.0));
+    }
+
+    /// `n` readings 15 s apart of `per` requests each, `missed` of them over the objective.
+    fn met(n: usize, per: f64, missed: f64) -> VecDeque<(f64, f64, f64)> {
+        (0..n)
+            .map(|i| (i as f64 * 15.0, per - missed, per))
+            .collect()
+    }
+
+    #[test]
+    fn the_budget_widens_when_misses_stay_under_it_and_narrows_when_they_do_not() {
+        // 5 % allowed: the evidence is the last 400 requests.
+        let clean = met(40, 20.0, 0.0);
+        // Nothing missed: the budget doubles over one settling time, and in proportion within it.
+        assert!((calibrate(1.0, &clean, 0.05, 300.0, 300.0) - 2.0).abs() < 1e-12);
+        let step = calibrate(1.0, &clean, 0.05, 15.0, 300.0);
+        assert!((step - 2f64.powf(0.05)).abs() < 1e-12, "{step}");
+        // ... up to half of all requests, never beyond.
+        assert!((calibrate(9.0, &clean, 0.05, 300.0, 300.0) - 10.0).abs() < 1e-12);
+        // Misses at the budget: nothing moves. Twice the budget: halved.
+        assert!((calibrate(3.0, &met(40, 20.0, 1.0), 0.05, 300.0, 300.0) - 3.0).abs() < 1e-12);
+        assert!((calibrate(3.0, &met(40, 20.0, 2.0), 0.05, 300.0, 300.0) - 1.5).abs() < 1e-12);
+        // ... never below a tenth of the budget.
+        assert_eq!(
+            calibrate(0.1, &met(40, 20.0, 10.0), 0.05, 300.0, 300.0),
+            0.1
+        );
+    }
+
+    #[test]
+    fn without_evidence_or_after_a_bad_hour_the_budget_does_not_widen() {
+        // 390 requests read: too few to tell 5 % from nothing. The scale only ever narrows.
+        let few = met(39, 10.0, 0.0);
+        assert_eq!(calibrate(4.0, &few, 0.05, 300.0, 300.0), 1.0);
+        assert_eq!(calibrate(0.5, &few, 0.05, 300.0, 300.0), 0.5);
+        assert_eq!(calibrate(2.0, &VecDeque::new(), 0.05, 15.0, 300.0), 1.0);
+        // The last 400 requests all met, but the hour missed 10 %: between bursts, the scale
+        // follows the hour (halves), it does not widen.
+        let mut bursty = met(40, 20.0, 4.0);
+        bursty.extend(
+            met(20, 20.0, 0.0)
+                .into_iter()
+                .map(|(t, w, n)| (t + 600.0, w, n)),
+        );
+        let hour = calibrate(2.0, &bursty, 0.05, 300.0, 300.0);
+        assert!(hour < 2.0, "{hour}");
+    }
+
+    #[test]
+    fn the_planner_plans_with_the_calibrated_budget() {
+        use crate::score::Within;
+        // The same load (8 to 10 in service on three replicas) read with a TTFT histogram that
+        // says every request met the objective, and read without one.
+        let run = |histogram: bool| {
+            let mut p = Planner::new(cfg());
+            let mut views = Vec::new();
+            // Ending on the lightest sample: the current reading is a floor under any plan.
+            for i in 0..118 {
+                let load = input(8.0 + (i % 3) as f64, 0.0, 3, 0.3);
+                let read = ObjectiveInput {
+                    ttft_within: histogram.then_some(Within {
+                        within: 240.0,
+                        total: 240.0,
+                        window_s: 60.0,
+                    }),
+                    ..load
+                };
+                views.push(p.observe(i as f64 * 15.0, &read));
+            }
+            views
+        };
+        let (met, unread) = (run(true), run(false));
+        // The first reading (240 requests) is too little evidence: the budget is as asked.
+        assert!((met[0].planned_miss_share - 0.05).abs() < 1e-12);
+        // Half an hour of nothing missed: the model may miss up to half, and asks for less than
+        // the same model without the histogram, which keeps the budget as asked.
+        let (m, u) = (met.last().unwrap(), unread.last().unwrap());
+        assert!((m.planned_miss_share - MAX_ALLOWED).abs() < 1e-9, "{m:?}");
+        assert!((u.planned_miss_share - 0.05).abs() < 1e-12);
+        assert!(m.desired.unwrap() < u.desired.unwrap(), "{m:?} {u:?}");
     }
 
     #[test]
