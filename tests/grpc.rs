@@ -433,6 +433,11 @@ async fn slo_mode_reports_the_share_of_requests_that_met_the_objective() {
         metrics.contains(&series("window")) && metrics.contains(&series("hour")),
         "{metrics}"
     );
+    // Too few requests read to correct the model: it plans for what was asked.
+    assert!(
+        metrics.contains(&format!("{} 0.95\n", series("planned"))),
+        "{metrics}"
+    );
     running.stop().await;
 }
 

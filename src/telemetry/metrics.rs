@@ -224,7 +224,7 @@ impl Collector for EngineCollector {
         let mut attainment = GaugeFamily::new(
             "keda_gpu_scaler_objective_attainment",
             Some(Unit::Other("ratio".into())),
-            "SLO mode: the share of requests asked to meet the time-to-first-token objective (stage=asked), and the share that met it by the replicas' TTFT histogram over the source's window (stage=window) and the last hour (stage=hour).",
+            "SLO mode: the share of requests asked to meet the time-to-first-token objective (stage=asked), the share the model planned for after correcting by what was met (stage=planned), and the share that met it by the replicas' TTFT histogram over the source's window (stage=window) and the last hour (stage=hour).",
         );
         let mut deletion_cost = GaugeFamily::counter(
             "keda_gpu_scaler_pod_deletion_cost_patches",
@@ -285,6 +285,7 @@ impl Collector for EngineCollector {
             if let Some(o) = &decision.objective {
                 for (stage, v) in [
                     ("asked", Some(o.attainment)),
+                    ("planned", Some(1.0 - o.planned_miss_share)),
                     ("window", o.met_recently),
                     ("hour", o.met_last_hour),
                 ] {
