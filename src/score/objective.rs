@@ -268,7 +268,11 @@ impl Planner {
             self.budget_scale,
             &self.met,
             allowed,
-            previous.map_or(0.0, |(at, _)| t - at),
+            // Only a reading new at this step moves the scale: stale evidence says nothing new.
+            match (previous, within) {
+                (Some((at, _)), Some(_)) => t - at,
+                _ => 0.0,
+            },
             self.window_s(horizon_s),
         );
         let planned_miss_share = (allowed * self.budget_scale).min(MAX_ALLOWED);
@@ -439,7 +443,8 @@ impl Planner {
 /// loop faster than the plan it corrects would read the misses of a plan already replaced.
 /// Widening needs the last hour's misses under the budget as well: between bursts the recent
 /// requests all meet the objective, and widening there would meet the next burst with less.
-/// With fewer requests read than the evidence needs, the scale never exceeds 1.
+/// With fewer requests read than the evidence needs, the scale never exceeds 1; a step with no
+/// new reading (`dt` 0) leaves it where it is.
 pub fn calibrate(
     scale: f64,
     met: &VecDeque<(f64, f64, f64)>,
@@ -461,8 +466,11 @@ pub fn calibrate(
             break;
         }
     }
-    if total < evidence || dt <= 0.0 {
+    if total < evidence {
         return scale.min(1.0);
+    }
+    if dt <= 0.0 {
+        return scale;
     }
     let recent = ((total - within) / total).clamp(0.0, 1.0);
     let (hour_within, hour_total) = met
@@ -898,6 +906,8 @@ mod tests {
         assert_eq!(calibrate(4.0, &few, 0.05, 300.0, 300.0), 1.0);
         assert_eq!(calibrate(0.5, &few, 0.05, 300.0, 300.0), 0.5);
         assert_eq!(calibrate(2.0, &VecDeque::new(), 0.05, 15.0, 300.0), 1.0);
+        // Evidence enough, but nothing new read at this step: the scale stays where it is.
+        assert_eq!(calibrate(3.0, &met(40, 20.0, 0.0), 0.05, 0.0, 300.0), 3.0);
         // The last 400 requests all met, but the hour missed 10 %: between bursts, the scale
         // follows the hour (halves), it does not widen.
         let mut bursty = met(40, 20.0, 4.0);
