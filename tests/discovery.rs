@@ -554,7 +554,10 @@ async fn a_coming_scale_down_ranks_the_services_pods_by_load_and_touches_nothing
     assert_eq!(api.patches().len(), 2, "{:?}", api.patches());
     let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
     assert!(
-        metrics.contains("keda_gpu_scaler_pod_deletion_cost_patches_total{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",result=\"ok\"} 2\n"),
+        metrics.contains(&format!(
+            "{} 2\n",
+            write_series("pod_deletion_cost_patches", "ok")
+        )),
         "{metrics}"
     );
     running.stop().await;
@@ -613,6 +616,11 @@ const GATE: &str = "keda-gpu-scaler/serving";
 
 /// The Service's slice with pods a-d on 127.0.0.2-5; `out` are not ready (taken out of service,
 /// as the EndpointSlice controller lists a pod whose readiness gate is False).
+/// The series of the scaler's pod-write counter `name` for the `llm` trigger with `result`.
+fn write_series(name: &str, result: &str) -> String {
+    format!("keda_gpu_scaler_{name}_total{{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",result=\"{result}\"}}")
+}
+
 fn four_pods(port: u16, out: &[&str]) -> serde_json::Value {
     let names = ["llm-a", "llm-b", "llm-c", "llm-d"];
     let addresses = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
@@ -720,7 +728,10 @@ async fn a_coming_scale_down_drains_the_least_busy_through_their_readiness_gate(
     }
     let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
     assert!(
-        metrics.contains("keda_gpu_scaler_pod_readiness_gate_patches_total{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",result=\"ok\"} 4\n"),
+        metrics.contains(&format!(
+            "{} 4\n",
+            write_series("pod_readiness_gate_patches", "ok")
+        )),
         "{metrics}"
     );
     running.stop().await;
@@ -790,7 +801,7 @@ async fn new_pods_are_let_in_and_a_pod_without_the_gate_or_a_403_is_named() {
     let (running, e) = noted(&api, port, "grant patch on pods/status").await;
     let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
     assert!(
-        metrics.contains("keda_gpu_scaler_pod_readiness_gate_patches_total{namespace=\"inference\",scaledobject=\"llm\",metric=\"gpu-composite\",result=\"refused\"}"),
+        metrics.contains(&write_series("pod_readiness_gate_patches", "refused")),
         "{metrics}"
     );
     assert_eq!(e["status"], "ok", "{e:#}");

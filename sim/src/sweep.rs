@@ -170,10 +170,7 @@ pub struct SloMode {
 }
 
 fn slo_mode(name: &str, curves: &[Curve]) -> SloMode {
-    let oracle = curves
-        .iter()
-        .find(|c| c.policy == PolicyName::OracleColdstart.as_str())
-        .map(|c| c.default);
+    let oracle = oracle_coldstart(curves);
     let composite = curves
         .iter()
         .find(|c| c.policy == PolicyName::Composite.as_str());
@@ -421,19 +418,21 @@ pub fn run(args: &SimulateArgs) -> Result<Sweep, SimError> {
         median_oracle_coldstart_vs_baseline_at_95: median(
             scenarios
                 .iter()
-                .filter_map(|s| Some(oracle_coldstart(&s.curves)? / s.at_95.baseline_gpu_hours?))
+                .filter_map(|s| {
+                    Some(oracle_coldstart(&s.curves)?.gpu_hours / s.at_95.baseline_gpu_hours?)
+                })
                 .collect(),
         ),
         scenarios,
     })
 }
 
-/// oracle-coldstart's GPU-hours in a scenario's curves (one point: it has no knob).
-fn oracle_coldstart(curves: &[Curve]) -> Option<f64> {
+/// oracle-coldstart's point in a scenario's curves (one point: it has no knob).
+fn oracle_coldstart(curves: &[Curve]) -> Option<Point> {
     curves
         .iter()
         .find(|c| c.policy == PolicyName::OracleColdstart.as_str())
-        .map(|c| c.default.gpu_hours)
+        .map(|c| c.default)
 }
 
 fn gh(x: Option<f64>) -> String {

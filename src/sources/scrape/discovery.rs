@@ -559,15 +559,13 @@ impl Discovery {
         svc: &ServiceSpec,
         costs: &[(String, Option<i32>)],
     ) -> Result<crate::deletion::Writes, DeletionCostError> {
-        let listed = self.listed_pods(svc);
-        if listed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let client = self
-            .client()
+        let Some((listed, api)) = self
+            .listed_pods_api(svc)
             .await
-            .map_err(|e| DeletionCostError::Api(e.to_string()))?;
-        let api: kube::Api<Pod> = kube::Api::namespaced(client, &svc.namespace);
+            .map_err(DeletionCostError::Api)?
+        else {
+            return Ok(Vec::new());
+        };
         let mut written = Vec::new();
         for (pod, cost) in costs.iter().filter(|(pod, _)| listed.contains(pod)) {
             // A merge patch of the one annotation; null removes it.
@@ -656,12 +654,9 @@ impl Discovery {
         svc: &ServiceSpec,
         gates: &[(String, bool)],
     ) -> Result<Vec<(String, bool)>, GateError> {
-        let listed = self.listed_pods(svc);
-        let client = self
-            .client()
-            .await
-            .map_err(|e| GateError::Api(e.to_string()))?;
-        let api: kube::Api<Pod> = kube::Api::namespaced(client, &svc.namespace);
+        let Some((listed, api)) = self.listed_pods_api(svc).await.map_err(GateError::Api)? else {
+            return Ok(Vec::new());
+        };
         let mut written = Vec::new();
         for (pod, serving) in gates.iter().filter(|(pod, _)| listed.contains(pod)) {
             let patch = gate_patch(*serving);
@@ -711,6 +706,23 @@ impl Discovery {
             }
         }
         Ok(written)
+    }
+
+    /// The pods of `svc` that may be written to (those its EndpointSlices list now) and the pod
+    /// API of its namespace; None when it lists none, so nothing is asked of the API server.
+    async fn listed_pods_api(
+        &self,
+        svc: &ServiceSpec,
+    ) -> Result<Option<(BTreeSet<String>, kube::Api<Pod>)>, String> {
+        let listed = self.listed_pods(svc);
+        if listed.is_empty() {
+            return Ok(None);
+        }
+        let client = self.client().await.map_err(|e| e.to_string())?;
+        Ok(Some((
+            listed,
+            kube::Api::namespaced(client, &svc.namespace),
+        )))
     }
 
     /// The pods `svc`'s EndpointSlices list now (none before its namespace is watched).
