@@ -252,8 +252,13 @@ pub fn explain_text(
                 }
                 let _ = writeln!(
                     out,
-                    "  planned   arrivals {} req/s, horizon {:.0} s ({}), window {:.0} s ({} samples){}, trend +{:.3} req/s",
+                    "  planned   arrivals {} req/s{}, horizon {:.0} s ({}), window {:.0} s ({} samples){}, trend +{:.3} req/s",
                     fmt(o.arrivals_per_s),
+                    if o.arrivals_from.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", o.arrivals_from)
+                    },
                     o.horizon_s,
                     o.horizon_from,
                     o.window_s,
@@ -262,6 +267,22 @@ pub fn explain_text(
                         ", held through a {g:.0} s gap between recurring bursts"
                     )),
                     o.trend_per_s,
+                );
+                let _ = writeln!(
+                    out,
+                    "  headroom  {}",
+                    match o.full_slots {
+                        Some(slots) if o.headroom_per_s > 0.0 => format!(
+                            "+{:.2} req/s for arrivals' randomness within a sample (square root of the load, {:.1} slots per full replica)",
+                            o.headroom_per_s, slots
+                        ),
+                        _ if o.headroom_per_s > 0.0 => format!(
+                            "+{:.2} req/s for arrivals' randomness within a sample (square root of the load, inflightTarget slots)",
+                            o.headroom_per_s
+                        ),
+                        _ if o.replica_rate_from == "observed" => "none: no replica seen full yet, so the rate planned with is a lower bound and holds headroom already".to_string(),
+                        _ => "none: no load to plan for".to_string(),
+                    }
                 );
                 let _ = writeln!(
                     out,

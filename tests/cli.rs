@@ -149,6 +149,8 @@ async fn explain_in_slo_mode_says_what_was_learned_and_what_decides_until_then()
     );
     assert!(out.contains("  learned   one replica serves"), "{out}");
     assert!(out.contains("horizon 120 s (coldStartSeconds)"), "{out}");
+    // No replica seen full: no square-root headroom, and the explanation says why.
+    assert!(out.contains("  headroom  none"), "{out}");
 }
 
 // Multi-threaded: the test blocks on grpcurl while the metrics endpoint must keep answering.

@@ -421,6 +421,8 @@ async fn slo_mode_reports_the_share_of_requests_that_met_the_objective() {
     let span = objective["met_recently_s"].as_f64().unwrap();
     assert!(span > 0.0 && span <= 60.0, "{objective}");
     assert!(objective["met_last_hour"].as_f64().is_some(), "{objective}");
+    // The histogram's count between the last two scrapes counts the arrivals.
+    assert_eq!(objective["arrivals_from"], "counted", "{objective}");
     let metrics = http_text(&format!("http://{}/metrics", running.http_addr)).await;
     let series = |stage: &str| {
         format!("keda_gpu_scaler_objective_attainment_ratio{{namespace=\"default\",scaledobject=\"slo\",metric=\"gpu-composite\",stage=\"{stage}\"}}")

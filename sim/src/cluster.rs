@@ -108,7 +108,10 @@ pub struct Replica {
     /// Cumulative latency histogram: completions per `LATENCY_BUCKETS` bucket (not cumulative
     /// across buckets; the metrics model sums them as Prometheus' `le` series would).
     pub latency_counts: Vec<u64>,
-    /// Time-to-first-token histogram, same buckets (recorded when the request completes).
+    /// Time-to-first-token histogram, same buckets, observed when the request is admitted: a
+    /// serving engine observes it at the first token, which follows admission by the prefill
+    /// (well under one scrape interval), not at completion, which follows by the whole
+    /// generation. So its `_count` counts requests that started, as the engine's does.
     pub ttft_counts: Vec<u64>,
 }
 
@@ -584,13 +587,7 @@ impl Cluster {
         r.kv_tokens = (r.kv_tokens - c.request.kv_tokens).max(0.0);
         self.total_inflight -= 1;
         let latency = c.at - c.request.at;
-        let bucket = |x: f64| {
-            LATENCY_BUCKETS
-                .partition_point(|&le| le < x)
-                .min(LATENCY_BUCKETS.len() - 1)
-        };
         r.latency_counts[bucket(latency)] += 1;
-        r.ttft_counts[bucket(c.ttft)] += 1;
         self.outcomes.completed += 1;
         let met = self.cfg.meets_slo(&c.request, c.ttft, c.tpot, latency);
         self.outcomes.within_slo += u64::from(met);
@@ -640,6 +637,7 @@ impl Cluster {
             let tpot = (request.generated_tokens > 0.0).then(|| {
                 (request.work_s - request.prefill_s).max(0.0) * slowdown / request.generated_tokens
             });
+            rep.ttft_counts[bucket(ttft)] += 1;
             self.total_inflight += 1;
             self.completions.push(Reverse(Completion {
                 at: now + service,
@@ -652,6 +650,13 @@ impl Cluster {
             self.free_insert(r);
         }
     }
+}
+
+/// The latency histogram's bucket (per-bucket index into `LATENCY_BUCKETS`) of `x` seconds.
+fn bucket(x: f64) -> usize {
+    LATENCY_BUCKETS
+        .partition_point(|&le| le < x)
+        .min(LATENCY_BUCKETS.len() - 1)
 }
 
 #[cfg(test)]

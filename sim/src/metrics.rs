@@ -215,14 +215,16 @@ impl Metrics {
         quantile(q, &self.increase(window_s, replica, |p| &p.ttft_counts)?.0)
     }
 
-    /// Requests completed per second by all replicas over the window, from the histograms'
-    /// counts (`sum(rate(x_count[window]))`): each pod's rate over the part of the window it was
-    /// scraped in, so a replica that became ready inside the window counts from its start (its
-    /// counter began at zero) instead of being left out. None before two scrapes.
-    pub fn completions_per_s(&self, window_s: f64) -> Option<f64> {
+    /// Requests that reached their first token per second, all replicas, over the window: the
+    /// time-to-first-token histogram's count (`sum(rate(x_count[window]))`), the histogram the
+    /// scaler's latency signal reads and so the counter it takes the request rate from. Each
+    /// pod's rate over the part of the window it was scraped in, so a replica that became ready
+    /// inside the window counts from its start (its counter began at zero) instead of being left
+    /// out. None before two scrapes.
+    pub fn first_tokens_per_s(&self, window_s: f64) -> Option<f64> {
         let latest = self.history.back()?;
         let from = latest.t - window_s;
-        let count = |p: &PodSample| p.latency_counts.iter().sum::<u64>() as f64;
+        let count = |p: &PodSample| p.ttft_counts.iter().sum::<u64>() as f64;
         let mut total = 0.0;
         let mut seen = false;
         for pod in &latest.pods {

@@ -850,7 +850,8 @@ impl Composite {
             .count() as u32;
         let terminating = cluster.allocated() - cluster.replicas();
         Context {
-            completions_per_s: metrics.completions_per_s(latency_window_s),
+            completions_per_s: metrics.first_tokens_per_s(latency_window_s),
+            first_tokens_per_s: metrics.first_tokens_per_s(metrics.interval_s),
             fleet: Fleet {
                 starting: Some(starting),
                 terminating: Some(terminating),

@@ -160,6 +160,11 @@ pub struct Context {
     /// replicas' own request counters). With the in-flight gauge it gives the mean service time by
     /// Little's law, which turns a backlog into a drain rate.
     pub completions_per_s: Option<f64>,
+    /// Requests that reached their first token per second, all replicas together, over the last
+    /// sampling interval only (the increase of the TTFT histogram's `_count` between the last
+    /// two readings). With the queue's growth it counts the arrivals of that interval, where
+    /// requests in service over the service time only infer them. None where unread.
+    pub first_tokens_per_s: Option<f64>,
     pub fleet: Fleet,
     /// Seconds from a pod's first sight not ready to ready, as the source measured it (the
     /// median of the last hour); None where the source cannot see pods start.
@@ -588,6 +593,7 @@ impl Scorer {
                 cold_start_s: ctx.cold_start_s,
                 service_s: load.service_s,
                 completions_per_s: ctx.completions_per_s,
+                first_tokens_per_s: ctx.first_tokens_per_s,
                 ttft_within: ctx.ttft_within,
             },
         );

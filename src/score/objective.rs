@@ -117,6 +117,8 @@ pub struct ObjectiveInput {
     pub service_s: Option<f64>,
     /// Requests completed per second by all replicas over the source's window.
     pub completions_per_s: Option<f64>,
+    /// Requests that reached their first token per second over the last interval (`Context`).
+    pub first_tokens_per_s: Option<f64>,
     /// Requests that met the objective, of all, over the source's window (the TTFT histogram).
     pub ttft_within: Option<super::composite::Within>,
 }
@@ -132,6 +134,10 @@ pub struct ObjectiveView {
     pub in_system: Option<f64>,
     /// Arrival rate read at this step (requests per second), backlog drain included.
     pub arrivals_per_s: Option<f64>,
+    /// How it was read: "counted" (first tokens over the last interval plus the queue's
+    /// growth) or "in service" (requests in service over the service time, Little's law,
+    /// where the source does not count first tokens).
+    pub arrivals_from: &'static str,
     /// Requests per second one replica serves, as planned with, and where it came from:
     /// "learned" (the median completion rate of replicas seen full while requests waited),
     /// "inflightTarget" (the target over the service time), or "observed" (the most one replica
@@ -140,6 +146,11 @@ pub struct ObjectiveView {
     pub replica_rate_from: &'static str,
     /// Samples in which the replicas were seen full (the learned rate's evidence).
     pub full_samples: usize,
+    /// Requests one full replica held at once (the median over the full samples), when learned.
+    pub full_slots: Option<f64>,
+    /// Requests per second planned beyond the fluid plan for the arrivals' randomness within a
+    /// sample (`sqrt_headroom`); 0 where a full replica is not known.
+    pub headroom_per_s: f64,
     /// Requests one replica holds at once for the fallback: `inflightTarget`, else the most seen.
     pub fallback_concurrency: f64,
     /// Seconds of the objective left for waiting after the unloaded time to first token.
@@ -184,6 +195,8 @@ pub struct Planner {
     history: VecDeque<(f64, f64)>,
     /// (time, rate per replica) at samples where requests waited: replicas were full.
     full: VecDeque<(f64, f64)>,
+    /// (time, requests in service per replica) at the same samples: the slots a full replica has.
+    full_inflight: VecDeque<(f64, f64)>,
     /// (time, mean per-replica time to first token) at samples where nothing waited.
     unloaded: VecDeque<(f64, f64)>,
     /// (time, rate per replica) at every sample with load.
@@ -209,6 +222,7 @@ impl Planner {
             samples: VecDeque::new(),
             history: VecDeque::new(),
             full: VecDeque::new(),
+            full_inflight: VecDeque::new(),
             unloaded: VecDeque::new(),
             observed_rate: VecDeque::new(),
             met: VecDeque::new(),
@@ -299,15 +313,20 @@ impl Planner {
         // The backlog's drain is kept apart: it is asked for now, but a sample that remembers it
         // would keep asking for a backlog long drained.
         let drain_now = queued.unwrap_or(0.0) / horizon_s.max(self.interval_s);
-        let rate = match (serving, service_for_rate) {
-            (Some(n), Some(s)) => {
-                let q = queued.unwrap_or(0.0);
-                let grew = match previous {
-                    Some((at, Some(q0))) => (q - q0).max(0.0) / (t - at),
-                    _ => 0.0,
-                };
-                Some(n / s + grew)
-            }
+        let grew = match previous {
+            Some((at, Some(q0))) => (queued.unwrap_or(0.0) - q0).max(0.0) / (t - at),
+            _ => 0.0,
+        };
+        // Arrivals counted where the source counts first tokens: those that started plus those
+        // the queue gained are what arrived. Requests in service over the service time infer
+        // the same thing more loosely: the service time is averaged over a longer window, and
+        // the in-service count lags a burst by a service time.
+        let counted = input
+            .first_tokens_per_s
+            .filter(|f| f.is_finite() && *f >= 0.0);
+        let rate = match (counted, serving, service_for_rate) {
+            (Some(f), _, _) => Some(f + grew),
+            (None, Some(n), Some(s)) => Some(n / s + grew),
             _ => None,
         };
         let arrivals = rate.map(|r| r + drain_now);
@@ -324,6 +343,9 @@ impl Planner {
             .filter(|c| c.is_finite() && *c > 0.0);
         if let (Some(c), true) = (completions, waiting && pods > 0.0) {
             self.full.push_back((t, c / pods));
+            if let Some(n) = inflight.filter(|n| *n > 0.0) {
+                self.full_inflight.push_back((t, n / pods));
+            }
         }
         if let Some(n) = inflight.filter(|n| *n > 0.0 && pods > 0.0) {
             self.observed_inflight.push_back((t, n / pods));
@@ -354,6 +376,7 @@ impl Planner {
         for (q, keep) in [
             (&mut self.samples, window_s),
             (&mut self.full, MEMORY_S),
+            (&mut self.full_inflight, MEMORY_S),
             (&mut self.unloaded, MEMORY_S),
             (&mut self.observed_rate, MEMORY_S),
             (&mut self.observed_inflight, MEMORY_S),
@@ -384,8 +407,20 @@ impl Planner {
             Some(u) => (cfg.ttft_s - u).max(0.0),
             None => cfg.ttft_s / 2.0,
         };
+        // How long a full replica holds a request: its slots over its rate, where a full replica
+        // is known (seen full, or `inflightTarget` over the service time). A rate only observed
+        // is a lower bound on what a replica serves, so a plan with it already holds headroom,
+        // and its slots are unknown: no square-root headroom then.
+        let full_slots = median(self.full_inflight.iter().map(|&(_, v)| v).collect());
+        let hold_s = match (replica_rate_from, replica_rate) {
+            ("learned", Some(r)) if r > 0.0 => full_slots.map(|c| c / r),
+            ("inflightTarget", _) => service_s,
+            _ => None,
+        }
+        .filter(|h| h.is_finite() && *h > 0.0);
         let trend_per_s = positive_slope(&self.samples) * horizon_s;
         let trusted = self.samples.len() >= MIN_SAMPLES && service_s.is_some();
+        let mut headroom_per_s = 0.0;
         let desired = if overflow {
             Some(f64::INFINITY)
         } else {
@@ -398,7 +433,9 @@ impl Planner {
                     let backlog = rate.map_or(0.0, |r| r + trend_per_s + drain_now);
                     let served =
                         slots_for(&demand, planned_miss_share, wait_budget_s, self.interval_s);
-                    Some(served.max(backlog) / r)
+                    headroom_per_s =
+                        hold_s.map_or(0.0, |h| sqrt_headroom(served, h, planned_miss_share));
+                    Some((served + headroom_per_s).max(backlog) / r)
                 }
                 _ => None,
             }
@@ -409,9 +446,16 @@ impl Planner {
             desired,
             in_system,
             arrivals_per_s: arrivals,
+            arrivals_from: match (rate, counted) {
+                (None, _) => "",
+                (Some(_), Some(_)) => "counted",
+                (Some(_), None) => "in service",
+            },
             replica_rate,
             replica_rate_from,
             full_samples: self.full.len(),
+            full_slots: full_slots.filter(|_| replica_rate_from == "learned"),
+            headroom_per_s,
             fallback_concurrency,
             wait_budget_s,
             unloaded_ttft_s: unloaded_ttft,
@@ -487,6 +531,37 @@ pub fn calibrate(
     let span = (now - since).max(dt).max(settle_s);
     let widest = (MAX_ALLOWED / allowed).max(1.0);
     (scale * ratio.powf((dt / span).min(1.0))).clamp(MIN_BUDGET_SHARE, widest)
+}
+
+/// Square-root staffing (Halfin and Whitt): the requests per second to plan beyond `served`
+/// so that no more than `share` of the time a request finds every slot taken, each request
+/// holding a slot `hold_s` seconds. The fluid plan runs every slot busy at the rate it plans
+/// for, but requests arrive at random within a sample: the requests in the system fluctuate
+/// around the load (`served * hold_s` slots) by its square root, as a Poisson count does, and
+/// `z(1 - share)` of those fluctuations are covered. The quantile follows the budget, so a
+/// calibration that widens the budget shrinks it (to nothing at half the requests).
+pub fn sqrt_headroom(served: f64, hold_s: f64, share: f64) -> f64 {
+    if !(served > 0.0 && hold_s > 0.0) {
+        return 0.0;
+    }
+    let load = served * hold_s;
+    (normal_quantile(1.0 - share).max(0.0) * load.sqrt() / hold_s).max(0.0)
+}
+
+/// The standard normal quantile at `p` in (0, 1), by Abramowitz and Stegun's 26.2.23 (absolute
+/// error under 4.5e-4, far below what a planned replica count can resolve); 0 at one half.
+pub fn normal_quantile(p: f64) -> f64 {
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let tail = p.min(1.0 - p);
+    let w = (-2.0 * tail.ln()).sqrt();
+    let z = w
+        - (2.515517 + 0.802853 * w + 0.010328 * w * w)
+            / (1.0 + 1.432788 * w + 0.189269 * w * w + 0.001308 * w * w * w);
+    if p < 0.5 {
+        -z
+    } else {
+        z
+    }
 }
 
 fn max_of(q: &VecDeque<(f64, f64)>) -> Option<f64> {
@@ -698,8 +773,79 @@ mod tests {
             cold_start_s: None,
             service_s: Some(2.0),
             completions_per_s: Some(inflight / 2.0),
+            first_tokens_per_s: None,
             ttft_within: None,
         }
+    }
+
+    #[test]
+    fn the_normal_quantile_matches_its_table() {
+        for (p, z) in [(0.5, 0.0), (0.9, 1.2816), (0.95, 1.6449), (0.99, 2.3263)] {
+            assert!((normal_quantile(p) - z).abs() < 5e-4, "{p}");
+            assert!((normal_quantile(1.0 - p) + z).abs() < 5e-4, "{p}");
+        }
+        assert!(normal_quantile(0.0).is_finite() && normal_quantile(1.0).is_finite());
+    }
+
+    #[test]
+    fn square_root_headroom_covers_the_load_s_fluctuation_at_the_budget_s_quantile() {
+        // 32 requests/s held 2 s each: 64 slots busy, fluctuating by 8; at 5 % the 1.645 x 8
+        // slots more are 6.58 requests/s.
+        let h = sqrt_headroom(32.0, 2.0, 0.05);
+        assert!((h - 1.6449 * 8.0 / 2.0).abs() < 0.01, "{h}");
+        // Relatively less for more load (economies of scale), more for a stricter budget, none
+        // at half the requests or with nothing to serve.
+        assert!(sqrt_headroom(128.0, 2.0, 0.05) / 128.0 < h / 32.0);
+        assert!(sqrt_headroom(32.0, 2.0, 0.01) > h);
+        assert_eq!(sqrt_headroom(32.0, 2.0, 0.5), 0.0);
+        assert_eq!(sqrt_headroom(0.0, 2.0, 0.05), 0.0);
+        assert_eq!(sqrt_headroom(f64::NAN, 2.0, 0.05), 0.0);
+    }
+
+    #[test]
+    fn counted_first_tokens_read_the_arrivals_and_headroom_needs_a_full_replica() {
+        let mut p = Planner::new(ObjectiveConfig {
+            concurrency: None,
+            ..cfg()
+        });
+        // Requests in service say 3 requests/s (6 over 2 s), but 9 started per second: 9
+        // arrived per second, with nothing waiting.
+        p.observe(0.0, &input(6.0, 0.0, 1, 0.3));
+        let v = p.observe(
+            15.0,
+            &ObjectiveInput {
+                first_tokens_per_s: Some(9.0),
+                ..input(6.0, 0.0, 1, 0.3)
+            },
+        );
+        assert_eq!(v.arrivals_from, "counted");
+        assert_eq!(v.arrivals_per_s, Some(9.0));
+        // A count that is not a number is not read: requests in service decide.
+        let v = p.observe(
+            30.0,
+            &ObjectiveInput {
+                first_tokens_per_s: Some(f64::NAN),
+                ..input(6.0, 0.0, 1, 0.3)
+            },
+        );
+        assert_eq!(v.arrivals_from, "in service");
+        assert_eq!(v.arrivals_per_s, Some(3.0));
+        // No replica seen full and no inflightTarget: the rate is only observed, no headroom.
+        assert_eq!(v.replica_rate_from, "observed");
+        assert_eq!((v.headroom_per_s, v.full_slots), (0.0, None));
+        // Seen full (requests waited) with 8 in service each: 8 slots, and headroom follows.
+        // The queue grew by 3 over 15 s: what started and what it gained arrived.
+        let v = p.observe(
+            45.0,
+            &ObjectiveInput {
+                first_tokens_per_s: Some(8.0),
+                ..input(16.0, 3.0, 2, 2.5)
+            },
+        );
+        assert_eq!(v.arrivals_per_s, Some(8.0 + 3.0 / 15.0 + 3.0 / 60.0));
+        assert_eq!(v.replica_rate_from, "learned");
+        assert_eq!(v.full_slots, Some(8.0));
+        assert!(v.headroom_per_s > 0.0, "{v:?}");
     }
 
     #[test]
@@ -754,9 +900,11 @@ mod tests {
         assert!(v.trusted);
         assert_eq!(v.full_samples, 3);
         // About 8 requests per second served, plus the backlog's drain and the rising trend
-        // carried one horizon ahead, over 4 per replica: a little over two replicas.
+        // carried one horizon ahead, and the square-root headroom of 16 busy slots (1.645 x 4
+        // slots held 2 s: 3.3 requests/s), over 4 per replica: about three replicas.
         let d = v.desired.unwrap();
-        assert!(d > 2.0 && d < 2.5, "{v:?}");
+        assert!(d > 2.8 && d < 3.2, "{v:?}");
+        assert!((v.headroom_per_s - 1.6449 * 2.0).abs() < 0.3, "{v:?}");
         // The window is 1 / (1 - 0.95) = 20 intervals of 15 s.
         assert!((v.window_s - 300.0).abs() < 1e-9);
     }

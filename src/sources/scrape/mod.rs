@@ -623,6 +623,19 @@ impl ScrapeSource {
         (old_t < now_t).then(|| (histogram::delta(old, now), now_t - old_t))
     }
 
+    /// The observations `url` made since its previous scrape, and the seconds between the two;
+    /// None when it was not scraped this round or has no earlier snapshot.
+    fn last_increase(&self, url: &str, base: &str, t: f64) -> Option<(histogram::Buckets, f64)> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshots = history.by_key.get(&(url.to_string(), base.to_string()))?;
+        let (now_t, now) = snapshots.back()?;
+        if *now_t < t {
+            return None;
+        }
+        let (old_t, old) = snapshots.iter().rev().find(|(at, _)| at < now_t)?;
+        Some((histogram::delta(old, now), now_t - old_t))
+    }
+
     /// The p95 of the observations `url` made over the window ending now, if any, in seconds
     /// whatever unit the histogram counts in.
     fn p95(&self, url: &str, base: &str, window_s: f64, t: f64) -> Option<f64> {
@@ -712,6 +725,21 @@ impl ScrapeSource {
                 .map(|(delta, span)| Some(delta.last()?.1 / span))
                 .sum::<Option<f64>>()
         });
+        // Requests that started per second over the last interval only: each endpoint's
+        // `_count` between its last two scrapes. Unknown unless every listed endpoint was read
+        // at both: one left out would count its requests as never having arrived.
+        let first_tokens_per_s = latency.and_then(|base| {
+            urls.iter()
+                .map(|u| match scrapes.get(u) {
+                    Some(Ok(_)) => {
+                        let (delta, span) = self.last_increase(u, base, t)?;
+                        Some(delta.last()?.1 / span)
+                    }
+                    _ => None,
+                })
+                .sum::<Option<f64>>()
+                .filter(|_| !urls.is_empty())
+        });
         // SLO mode: what the replicas' TTFT histograms say was met over the window, all
         // endpoints' buckets summed (like `sum by (le)`), over the longest span read (a window
         // not yet scraped for its whole length covers less).
@@ -766,6 +794,7 @@ impl ScrapeSource {
             syncing: target.syncing,
             context: crate::score::Context {
                 completions_per_s,
+                first_tokens_per_s,
                 ttft_within,
                 fleet: crate::score::Fleet {
                     starting: target.starting,
