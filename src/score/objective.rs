@@ -7,12 +7,15 @@
 //! of that window, replayed through a fluid queue, would have missed the objective no more often
 //! than the attainment allows. Why each piece is what it is:
 //!
-//! - **Demand as an arrival rate.** Requests in service over the learned service time are the
-//!   rate the fleet serves (Little's law); a queue that grew since the last sample adds what
-//!   arrived beyond that, and the backlog in sight now is drained within one horizon (a floor
-//!   on the answer; a past backlog, long drained, is not remembered in the window). A rate,
-//!   not a count of requests in the system, because a replica's service time grows as its batch
-//!   fills: a count read at a light load understates what the same arrivals need at full load.
+//! - **Demand as an arrival rate, counted.** Where the source counts first tokens (the TTFT
+//!   histogram's `_count` between the last two scrapes), the requests that started plus what
+//!   the queue gained are what arrived in that interval. Otherwise requests in service over the
+//!   learned service time infer the rate the fleet serves (Little's law), looser: the service
+//!   time is averaged over a longer window, and requests in service lag a burst by a service
+//!   time. The backlog in sight now is drained within one horizon (a floor on the answer; a
+//!   past backlog, long drained, is not remembered in the window). A rate, not a count of
+//!   requests in the system, because a replica's service time grows as its batch fills: a count
+//!   read at a light load understates what the same arrivals need at full load.
 //! - **What one replica serves.** The rate a replica completes while requests wait (it is full)
 //!   is the most it serves; the median of those samples is learned. Until one is seen, the
 //!   `inflightTarget` over the service time, else the most one replica has been seen to serve.
@@ -25,6 +28,13 @@
 //!   leaves after the unloaded time to first token (see `miss_fraction`). The capacity is the
 //!   smallest whose request-weighted misses over the window are at most `1 - a`: the quantile
 //!   follows from the attainment, bursty traffic gets headroom and smooth traffic does not.
+//! - **Headroom for what a sample hides.** The fluid plan runs every slot busy at the rate it
+//!   plans for; within a sample requests arrive at random, so the requests in the system
+//!   fluctuate around the load by its square root. Square-root staffing (Halfin and Whitt)
+//!   covers `z(1 - budget)` of that (`sqrt_headroom`), in the slots of a replica seen full
+//!   (or `inflightTarget`). Relative to the load it shrinks as the load grows, so a large
+//!   smooth fleet holds little; until a replica has been seen full there is none, as the rate
+//!   planned with is then a lower bound and already holds headroom.
 //! - **Capacity goes back when the window does.** No decay: when the last high sample leaves
 //!   the window the answer falls at once.
 //! - **Unless the bursts recur.** A quiet stretch as long as one that already ended in a burst
