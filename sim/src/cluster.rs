@@ -711,6 +711,23 @@ mod tests {
     }
 
     #[test]
+    fn time_to_first_token_is_observed_when_a_request_starts_not_when_it_ends() {
+        let mut c = Cluster::new(cfg(0.0));
+        c.set_replicas(1);
+        let reqs = [req(0.0), req(0.0), req(0.0)];
+        let mut next = 0;
+        // At 0.5 s two requests are in service (a batch of two) and one waits: the two that
+        // started are in the TTFT histogram, nothing is in the end-to-end one yet.
+        c.advance(0.5, &reqs, &mut next);
+        let sum = |v: &[u64]| v.iter().sum::<u64>();
+        assert_eq!(sum(&c.replicas[0].ttft_counts), 2);
+        assert_eq!(sum(&c.replicas[0].latency_counts), 0);
+        c.advance(10.0, &reqs, &mut next);
+        assert_eq!(sum(&c.replicas[0].ttft_counts), 3);
+        assert_eq!(sum(&c.replicas[0].latency_counts), 3);
+    }
+
+    #[test]
     fn slo_counts_first_token_and_time_per_token_for_token_requests() {
         // Batch 2, a full batch runs at half speed. Each request: 0.5 s of prefill, 10 tokens of
         // 25 ms. TTFT SLO 1.5 s, TPOT SLO 50 ms, end-to-end SLO 1.5 s.
