@@ -203,10 +203,9 @@ pub struct Planner {
     samples: VecDeque<(f64, f64)>,
     /// (time, arrival rate) over `MEMORY_S`, for the bursts' recurrence.
     history: VecDeque<(f64, f64)>,
-    /// (time, rate per replica) at samples where requests waited: replicas were full.
-    full: VecDeque<(f64, f64)>,
-    /// (time, requests in service per replica) at the same samples: the slots a full replica has.
-    full_inflight: VecDeque<(f64, f64)>,
+    /// (time, rate per replica, requests in service per replica when read) at samples where
+    /// requests waited: replicas were full, and held as many requests as they have slots.
+    full: VecDeque<(f64, f64, Option<f64>)>,
     /// (time, mean per-replica time to first token) at samples where nothing waited.
     unloaded: VecDeque<(f64, f64)>,
     /// (time, rate per replica) at every sample with load.
@@ -232,7 +231,6 @@ impl Planner {
             samples: VecDeque::new(),
             history: VecDeque::new(),
             full: VecDeque::new(),
-            full_inflight: VecDeque::new(),
             unloaded: VecDeque::new(),
             observed_rate: VecDeque::new(),
             met: VecDeque::new(),
@@ -352,10 +350,8 @@ impl Planner {
             .completions_per_s
             .filter(|c| c.is_finite() && *c > 0.0);
         if let (Some(c), true) = (completions, waiting && pods > 0.0) {
-            self.full.push_back((t, c / pods));
-            if let Some(n) = inflight.filter(|n| *n > 0.0) {
-                self.full_inflight.push_back((t, n / pods));
-            }
+            let slots = inflight.filter(|n| *n > 0.0).map(|n| n / pods);
+            self.full.push_back((t, c / pods, slots));
         }
         if let Some(n) = inflight.filter(|n| *n > 0.0 && pods > 0.0) {
             self.observed_inflight.push_back((t, n / pods));
@@ -385,8 +381,6 @@ impl Planner {
         };
         for (q, keep) in [
             (&mut self.samples, window_s),
-            (&mut self.full, MEMORY_S),
-            (&mut self.full_inflight, MEMORY_S),
             (&mut self.unloaded, MEMORY_S),
             (&mut self.observed_rate, MEMORY_S),
             (&mut self.observed_inflight, MEMORY_S),
@@ -398,7 +392,14 @@ impl Planner {
 
         // What one replica serves. The median of the full samples: one read while a pod was
         // leaving (completions of more pods over fewer) must not raise it.
-        let learned = median(self.full.iter().map(|&(_, v)| v).collect());
+        while self
+            .full
+            .front()
+            .is_some_and(|&(at, _, _)| at <= t - MEMORY_S)
+        {
+            self.full.pop_front();
+        }
+        let learned = median(self.full.iter().map(|&(_, v, _)| v).collect());
         let (replica_rate, replica_rate_from) = match (learned, cfg.concurrency, service_s) {
             (Some(r), _, _) => (Some(r), "learned"),
             (None, Some(c), Some(s)) => (Some(c / s), "inflightTarget"),
@@ -421,7 +422,7 @@ impl Planner {
         // is known (seen full, or `inflightTarget` over the service time). A rate only observed
         // is a lower bound on what a replica serves, so a plan with it already holds headroom,
         // and its slots are unknown: no square-root headroom then.
-        let full_slots = median(self.full_inflight.iter().map(|&(_, v)| v).collect());
+        let full_slots = median(self.full.iter().filter_map(|&(_, _, n)| n).collect());
         let hold_s = match (replica_rate_from, replica_rate) {
             ("learned", Some(r)) if r > 0.0 => full_slots.map(|c| c / r),
             ("inflightTarget", _) => service_s,

@@ -608,32 +608,41 @@ impl ScrapeSource {
         window_s: f64,
         t: f64,
     ) -> Option<(histogram::Buckets, f64)> {
+        // The newest snapshot at least a window old, else the oldest we have.
+        self.increase_from(url, base, t, |snapshots, _| {
+            snapshots
+                .iter()
+                .rev()
+                .find(|(at, _)| *at <= t - window_s)
+                .or_else(|| snapshots.front())
+        })
+    }
+
+    /// The observations `url` made since its previous scrape, and the seconds between the two;
+    /// None when it was not scraped this round or has no earlier snapshot.
+    fn last_increase(&self, url: &str, base: &str, t: f64) -> Option<(histogram::Buckets, f64)> {
+        self.increase_from(url, base, t, |snapshots, now_t| {
+            snapshots.iter().rev().find(|(at, _)| *at < now_t)
+        })
+    }
+
+    /// The observations `url` made between the snapshot `older` picks (given all of them and the
+    /// newest one's time) and its newest, which must be from this round (`t`).
+    fn increase_from(
+        &self,
+        url: &str,
+        base: &str,
+        t: f64,
+        older: impl for<'a> FnOnce(&'a Snapshots, f64) -> Option<&'a (f64, Buckets)>,
+    ) -> Option<(histogram::Buckets, f64)> {
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let snapshots = history.by_key.get(&(url.to_string(), base.to_string()))?;
         let (now_t, now) = snapshots.back()?;
         if *now_t < t {
             return None; // Not scraped this round.
         }
-        // The newest snapshot at least a window old, else the oldest we have.
-        let (old_t, old) = snapshots
-            .iter()
-            .rev()
-            .find(|(at, _)| *at <= t - window_s)
-            .or_else(|| snapshots.front())?;
+        let (old_t, old) = older(snapshots, *now_t)?;
         (old_t < now_t).then(|| (histogram::delta(old, now), now_t - old_t))
-    }
-
-    /// The observations `url` made since its previous scrape, and the seconds between the two;
-    /// None when it was not scraped this round or has no earlier snapshot.
-    fn last_increase(&self, url: &str, base: &str, t: f64) -> Option<(histogram::Buckets, f64)> {
-        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let snapshots = history.by_key.get(&(url.to_string(), base.to_string()))?;
-        let (now_t, now) = snapshots.back()?;
-        if *now_t < t {
-            return None;
-        }
-        let (old_t, old) = snapshots.iter().rev().find(|(at, _)| at < now_t)?;
-        Some((histogram::delta(old, now), now_t - old_t))
     }
 
     /// The p95 of the observations `url` made over the window ending now, if any, in seconds
