@@ -35,6 +35,12 @@
 //!   (or `inflightTarget`). Relative to the load it shrinks as the load grows, so a large
 //!   smooth fleet holds little; until a replica has been seen full there is none, as the rate
 //!   planned with is then a lower bound and already holds headroom.
+//! - **... and not twice.** A rate counted over a sample carries the same randomness: a steady
+//!   Poisson load reads with a variance of its mean over the sample, and the window's noisiest
+//!   sample would be planned for with the square root on top. Where the headroom applies, the
+//!   window's samples are first shrunk towards their mean by the share of their variance that
+//!   is not counting noise (`denoise`): a steady load plans on its mean, a bursty one keeps its
+//!   bursts.
 //! - **Capacity goes back when the window does.** No decay: when the last high sample leaves
 //!   the window the answer falls at once.
 //! - **Unless the bursts recur.** A quiet stretch as long as one that already ended in a burst
@@ -161,6 +167,10 @@ pub struct ObjectiveView {
     /// Requests per second planned beyond the fluid plan for the arrivals' randomness within a
     /// sample (`sqrt_headroom`); 0 where a full replica is not known.
     pub headroom_per_s: f64,
+    /// The share of the window's variance that is the arrivals' counting noise (a Poisson
+    /// count's), taken out of the samples before planning because the headroom covers it
+    /// (`denoise`); 0 without headroom.
+    pub noise_share: f64,
     /// Requests one replica holds at once for the fallback: `inflightTarget`, else the most seen.
     pub fallback_concurrency: f64,
     /// Seconds of the objective left for waiting after the unloaded time to first token.
@@ -432,13 +442,32 @@ impl Planner {
         let trend_per_s = positive_slope(&self.samples) * horizon_s;
         let trusted = self.samples.len() >= MIN_SAMPLES && service_s.is_some();
         let mut headroom_per_s = 0.0;
+        let mut noise_share = 0.0;
+        // The span over which one sample's rate was counted: the interval where first tokens
+        // are counted; the service time where requests in service infer it (a count of
+        // requests in service is a Poisson count of the arrivals over one service time).
+        let noise_horizon_s = match counted {
+            Some(_) => Some(self.interval_s),
+            None => service_s,
+        };
         let desired = if overflow {
             Some(f64::INFINITY)
         } else {
             match replica_rate.filter(|r| *r > 0.0) {
                 Some(r) if !self.samples.is_empty() => {
-                    let demand: Vec<f64> =
-                        self.samples.iter().map(|&(_, v)| v + trend_per_s).collect();
+                    let rates: Vec<f64> = self.samples.iter().map(|&(_, v)| v).collect();
+                    // Where the headroom covers the arrivals' randomness, the window's spread
+                    // is stripped of it first: counted twice, a smooth load would be planned
+                    // for its noisiest sample and the square root on top.
+                    let rates = match (hold_s, noise_horizon_s) {
+                        (Some(_), Some(tau)) => {
+                            let (rates, share) = denoise(&rates, tau);
+                            noise_share = share;
+                            rates
+                        }
+                        _ => rates,
+                    };
+                    let demand: Vec<f64> = rates.iter().map(|v| v + trend_per_s).collect();
                     // A backlog in sight is drained within the horizon whatever the window
                     // says: a floor, not one more sample the miss budget could skip.
                     let backlog = rate.map_or(0.0, |r| r + trend_per_s + drain_now);
@@ -467,6 +496,7 @@ impl Planner {
             full_samples: self.full.len(),
             full_slots: full_slots.filter(|_| replica_rate_from == "learned"),
             headroom_per_s,
+            noise_share,
             fallback_concurrency,
             wait_budget_s,
             unloaded_ttft_s: unloaded_ttft,
@@ -542,6 +572,31 @@ pub fn calibrate(
     let span = (now - since).max(dt).max(settle_s);
     let widest = (MAX_ALLOWED / allowed).max(1.0);
     (scale * ratio.powf((dt / span).min(1.0))).clamp(MIN_BUDGET_SHARE, widest)
+}
+
+/// The window's rates with their counting noise taken out, and the share of their variance it
+/// was. Each rate was counted over `tau` seconds, so even a steady Poisson load reads with a
+/// variance of its mean over `tau`: that much of the window's variance is noise, the rest the
+/// demand's own movement. Each sample keeps its deviation from the window's mean scaled by the
+/// square root of the share that is movement (the shrinkage of an estimate towards the mean by
+/// its signal-to-noise ratio): a steady load's samples all read as its mean, a bursty load's
+/// keep their bursts. Needs two samples; a window with no spread is returned as it is.
+pub fn denoise(rates: &[f64], tau: f64) -> (Vec<f64>, f64) {
+    let n = rates.len() as f64;
+    if rates.len() < 2 || !(tau > 0.0) {
+        return (rates.to_vec(), 0.0);
+    }
+    let mean = rates.iter().sum::<f64>() / n;
+    let variance = rates.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    if !(variance > 0.0 && mean > 0.0) {
+        return (rates.to_vec(), 0.0);
+    }
+    let noise = (mean / tau / variance).min(1.0);
+    let keep = (1.0 - noise).sqrt();
+    (
+        rates.iter().map(|v| mean + keep * (v - mean)).collect(),
+        noise,
+    )
 }
 
 /// Square-root staffing (Halfin and Whitt): the requests per second to plan beyond `served`
@@ -857,6 +912,31 @@ mod tests {
         assert_eq!(v.replica_rate_from, "learned");
         assert_eq!(v.full_slots, Some(8.0));
         assert!(v.headroom_per_s > 0.0, "{v:?}");
+        // With headroom, the window's spread is stripped of counting noise: three counted
+        // samples of 9, 3 and 8.25 req/s spread far more than a count over 15 s would (the
+        // arrivals moved), so most of the spread is kept, but not all.
+        assert!(v.noise_share > 0.0 && v.noise_share < 0.5, "{v:?}");
+    }
+
+    #[test]
+    fn counting_noise_is_taken_out_of_the_window_and_movement_is_kept() {
+        // A steady 20 req/s counted over 15 s reads with a variance of 20 / 15: samples spread
+        // by no more than that are all the mean.
+        let steady = [20.0, 21.2, 18.8, 20.0, 21.0, 19.0];
+        let (rates, noise) = denoise(&steady, 15.0);
+        assert_eq!(noise, 1.0);
+        assert!(rates.iter().all(|r| (r - 20.0).abs() < 1e-9), "{rates:?}");
+        // A burst is movement: a spread far beyond the noise is kept almost whole.
+        let bursty = [2.0, 2.0, 30.0, 2.0, 2.0, 2.0];
+        let (rates, noise) = denoise(&bursty, 15.0);
+        assert!(noise < 0.01, "{noise}");
+        assert!(rates[2] > 29.0 && rates[2] < 30.0, "{rates:?}");
+        // The mean is kept either way, and what cannot be judged is left alone.
+        let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+        assert!((mean(&rates) - mean(&bursty)).abs() < 1e-9);
+        assert_eq!(denoise(&[5.0], 15.0), (vec![5.0], 0.0));
+        assert_eq!(denoise(&[0.0, 0.0], 15.0), (vec![0.0, 0.0], 0.0));
+        assert_eq!(denoise(&[1.0, 3.0], 0.0), (vec![1.0, 3.0], 0.0));
     }
 
     #[test]
