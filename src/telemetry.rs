@@ -286,7 +286,7 @@ pub fn explain_text(
                 );
                 let _ = writeln!(
                     out,
-                    "  budget    planned for {:.1} % of requests over the objective ({:.1} % asked{})",
+                    "  budget    planned for {:.1} % of requests over the objective ({:.1} % asked{}){}",
                     100.0 * o.planned_miss_share,
                     100.0 * (1.0 - o.attainment),
                     if o.planned_miss_share > 1.0 - o.attainment + 1e-9 {
@@ -295,7 +295,11 @@ pub fn explain_text(
                         ": more was missed than allowed"
                     } else {
                         ""
-                    }
+                    },
+                    o.quiet_miss_share.filter(|q| *q > 0.0).map_or(String::new(), |q| format!(
+                        "; {:.1} % missed with nothing waiting (too long for the objective at any scale), not counted",
+                        100.0 * q
+                    )),
                 );
             }
             let limiting = d.limiting.as_deref().unwrap_or("none");

@@ -56,6 +56,11 @@
 //!   misses than allowed widen it, more narrow it; it is widened only while the last hour's
 //!   misses are under the budget too, so a quiet stretch between bursts does not give away the
 //!   capacity the next burst needs. Without enough requests read, it only narrows.
+//! - **Misses capacity cannot fix are not counted.** A request that misses the objective while
+//!   nothing waits missed by its own size (its prefill alone takes most of the objective); more
+//!   replicas would not have helped it. The share of such misses, read at samples where nothing
+//!   waited, is taken out of the misses the calibration reads, so the fleet is not grown all
+//!   hour against misses it cannot change. It is reported (`quiet_miss_share`).
 
 use std::collections::VecDeque;
 
@@ -203,6 +208,10 @@ pub struct ObjectiveView {
     /// The miss share the model planned with: the budget (`1 - attainment`) as calibrated by
     /// what was met (`calibrate`).
     pub planned_miss_share: f64,
+    /// The share of requests that missed the objective while nothing waited (at both ends of
+    /// the interval), over the last hour: prompts too long for the objective at any scale. Not
+    /// counted against the budget by the calibration. None until enough were read.
+    pub quiet_miss_share: Option<f64>,
 }
 
 /// The planner's state for one ScaledObject.
@@ -224,6 +233,8 @@ pub struct Planner {
     /// window counts in proportion to the part of it since the previous sample, so overlapping
     /// windows are not counted twice.
     met: VecDeque<(f64, f64, f64)>,
+    /// The same, at samples where nothing waited at either end of the interval.
+    quiet_met: VecDeque<(f64, f64, f64)>,
     /// (time, requests in service per replica) at every sample with load.
     observed_inflight: VecDeque<(f64, f64)>,
     /// The previous sample: (time, requests waiting).
@@ -244,6 +255,7 @@ impl Planner {
             unloaded: VecDeque::new(),
             observed_rate: VecDeque::new(),
             met: VecDeque::new(),
+            quiet_met: VecDeque::new(),
             observed_inflight: VecDeque::new(),
             last: None,
             interval_s: 15.0,
@@ -283,6 +295,17 @@ impl Planner {
                 None => 1.0,
             };
             self.met.push_back((t, w.within * new, w.total * new));
+            let quiet = |q: Option<f64>| q.is_some_and(|q| q.is_finite() && q < 1.0);
+            if quiet(input.queued) && previous.is_some_and(|(_, q)| quiet(q)) {
+                self.quiet_met.push_back((t, w.within * new, w.total * new));
+            }
+        }
+        while self
+            .quiet_met
+            .front()
+            .is_some_and(|&(at, _, _)| at <= t - MEMORY_S)
+        {
+            self.quiet_met.pop_front();
         }
         while self
             .met
@@ -296,9 +319,26 @@ impl Planner {
             .iter()
             .fold((0.0, 0.0), |(a, b), &(_, w, n)| (a + w, b + n));
         let allowed = 1.0 - cfg.attainment;
+        let (quiet_within, quiet_total) = self
+            .quiet_met
+            .iter()
+            .fold((0.0, 0.0), |(a, b), &(_, w, n)| (a + w, b + n));
+        // Requests that missed while nothing waited missed by their own size (a prompt whose
+        // prefill takes most of the objective), and more replicas would not have helped them:
+        // their share is taken out of the misses the calibration reads, or a fleet would be
+        // grown all hour against misses it cannot change. Until enough quiet requests were
+        // read to tell (the calibration's own evidence), every miss counts.
+        let quiet_miss_share = (quiet_total >= EVIDENCE_MISSES / allowed.max(1e-6))
+            .then(|| ((quiet_total - quiet_within) / quiet_total).clamp(0.0, 1.0));
+        let structural = quiet_miss_share.unwrap_or(0.0);
+        let capacity_met: VecDeque<(f64, f64, f64)> = self
+            .met
+            .iter()
+            .map(|&(at, w, n)| (at, (w + structural * n).min(n), n))
+            .collect();
         self.budget_scale = calibrate(
             self.budget_scale,
-            &self.met,
+            &capacity_met,
             allowed,
             // Only a reading new at this step moves the scale: stale evidence says nothing new.
             match (previous, within) {
@@ -514,6 +554,7 @@ impl Planner {
             met_last_hour: (hour_total > 0.0).then(|| (hour_within / hour_total).clamp(0.0, 1.0)),
             met_last_hour_requests: hour_total,
             planned_miss_share,
+            quiet_miss_share,
         }
     }
 }
@@ -1191,6 +1232,43 @@ mod tests {
         assert!((m.planned_miss_share - MAX_ALLOWED).abs() < 1e-9, "{m:?}");
         assert!((u.planned_miss_share - 0.05).abs() < 1e-12);
         assert!(m.desired.unwrap() < u.desired.unwrap(), "{m:?} {u:?}");
+    }
+
+    #[test]
+    fn misses_with_nothing_waiting_are_not_counted_against_the_budget() {
+        use crate::score::Within;
+        // 8 % of requests miss (over the 5 % budget), with nothing waiting or with a queue.
+        let run = |queued: f64| {
+            let mut p = Planner::new(cfg());
+            let mut last = None;
+            for i in 0..118 {
+                let read = ObjectiveInput {
+                    ttft_within: Some(Within {
+                        within: 220.8,
+                        total: 240.0,
+                        window_s: 60.0,
+                    }),
+                    ..input(8.0 + (i % 3) as f64, queued, 3, 0.3)
+                };
+                last = Some(p.observe(i as f64 * 15.0, &read));
+            }
+            last.unwrap()
+        };
+        // Nothing waited: those requests missed by their own size. Their share is reported
+        // and the capacity's misses are nil: the budget widens as if all had met it.
+        let quiet = run(0.0);
+        assert!(
+            (quiet.quiet_miss_share.unwrap() - 0.08).abs() < 1e-9,
+            "{quiet:?}"
+        );
+        assert!(
+            (quiet.planned_miss_share - MAX_ALLOWED).abs() < 1e-9,
+            "{quiet:?}"
+        );
+        // Requests waited: the misses are the capacity's, and the budget narrows.
+        let busy = run(2.0);
+        assert_eq!(busy.quiet_miss_share, None);
+        assert!(busy.planned_miss_share < 0.05, "{busy:?}");
     }
 
     #[test]

@@ -224,7 +224,7 @@ impl Collector for EngineCollector {
         let mut attainment = GaugeFamily::new(
             "keda_gpu_scaler_objective_attainment",
             Some(Unit::Other("ratio".into())),
-            "SLO mode: the share of requests asked to meet the time-to-first-token objective (stage=asked), the share the model planned for after correcting by what was met (stage=planned), and the share that met it by the replicas' TTFT histogram over the source's window (stage=window) and the last hour (stage=hour).",
+            "SLO mode: the share of requests asked to meet the time-to-first-token objective (stage=asked), the share the model planned for after correcting by what was met (stage=planned), and the share that met it by the replicas' TTFT histogram over the source's window (stage=window) and the last hour (stage=hour), and over the last hour's requests served while nothing waited (stage=quiet: those that missed, missed by their own size, and the correction does not count them).",
         );
         let mut deletion_cost = GaugeFamily::counter(
             "keda_gpu_scaler_pod_deletion_cost_patches",
@@ -288,6 +288,7 @@ impl Collector for EngineCollector {
                     ("planned", Some(1.0 - o.planned_miss_share)),
                     ("window", o.met_recently),
                     ("hour", o.met_last_hour),
+                    ("quiet", o.quiet_miss_share.map(|q| 1.0 - q)),
                 ] {
                     if let Some(v) = v {
                         attainment.push(with(&[("stage", stage)]), v);
