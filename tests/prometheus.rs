@@ -129,7 +129,8 @@ async fn values_follow_the_served_numbers_and_memory_is_used_over_used_plus_free
 }
 
 /// SLO mode reads what was met from the bucket rates Prometheus computes: of every ten requests
-/// the pods serve, six start within 1 s, three within 2 s, one later; within 1.5 s is 7.5.
+/// the pods serve, six start within 1 s, three within 2 s, one later; within 1.5 s is 7.5. And it
+/// counts the arrivals from the histogram's `_count`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slo_mode_reads_what_was_met_from_the_ttft_buckets() {
     let body = |n: u64| {
@@ -170,6 +171,19 @@ async fn slo_mode_reads_what_was_met_from_the_ttft_buckets() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!((met - 0.75).abs() < 1e-6, "met {met}, want 0.75");
+    // The arrivals are counted from the `_count` between the pod's last two scrapes (`irate`):
+    // 40 requests a second, give or take the 10 a scrape can fall either side of.
+    let objective = loop {
+        let entry = debug_entry(&running, "slo").await;
+        let o = entry["decision"]["objective"].clone();
+        if o["arrivals_from"] == "counted" {
+            break o;
+        }
+        assert!(Instant::now() < deadline, "never counted: {entry}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let arrivals = objective["arrivals_per_s"].as_f64().unwrap();
+    assert!((20.0..=60.0).contains(&arrivals), "{objective}");
     feed.abort();
     running.stop().await;
 }

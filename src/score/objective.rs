@@ -624,7 +624,7 @@ pub fn calibrate(
 /// keep their bursts. Needs two samples; a window with no spread is returned as it is.
 pub fn denoise(rates: &[f64], tau: f64) -> (Vec<f64>, f64) {
     let n = rates.len() as f64;
-    if rates.len() < 2 || !(tau > 0.0) {
+    if rates.len() < 2 || tau.is_nan() || tau <= 0.0 {
         return (rates.to_vec(), 0.0);
     }
     let mean = rates.iter().sum::<f64>() / n;

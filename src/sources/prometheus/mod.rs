@@ -413,6 +413,7 @@ fn plan(reads: &[(&ScalerSpec, i64)]) -> BTreeMap<GroupKey, Group> {
             .iter()
             .map(|signal| key(p, spec, signal))
             .chain(completions_key(p, spec))
+            .chain(first_tokens_key(p, spec))
             .chain(buckets_key(p, spec));
         for k in keys {
             let group = groups.entry(k).or_insert(Group {
@@ -450,6 +451,16 @@ fn histogram_key(
 /// The completion-rate query of a spec whose latency signal reads a classic histogram.
 fn completions_key(p: &PrometheusSpec, spec: &ScalerSpec) -> Option<GroupKey> {
     histogram_key(p, spec, |base, window_s| Template::Completions {
+        base,
+        window_s,
+    })
+}
+
+/// SLO mode's count of first tokens between the last two scrapes. None in target mode or
+/// without a classic latency histogram.
+fn first_tokens_key(p: &PrometheusSpec, spec: &ScalerSpec) -> Option<GroupKey> {
+    spec.objective?;
+    histogram_key(p, spec, |base, window_s| Template::FirstTokens {
         base,
         window_s,
     })
@@ -523,6 +534,34 @@ fn completions_at(
     let at = split.pods.get(&t).filter(|m| !m.is_empty())?;
     let sum: f64 = at.values().sum();
     sum.is_finite().then_some(sum)
+}
+
+/// Requests per second that reached their first token between each pod's last two scrapes,
+/// summed over the spec's pods at `t`. None when the query failed or had nothing for them, and
+/// when a pod the completion rate counts has no such rate: a pod left out would count its
+/// requests as never having arrived, fewer arrivals than there were.
+fn first_tokens_at(
+    answers: &HashMap<GroupKey, Result<Vec<Series>, QueryError>>,
+    p: &PrometheusSpec,
+    spec: &ScalerSpec,
+    pods: &Regex,
+    t: i64,
+) -> Option<f64> {
+    let Ok(series) = answers.get(&first_tokens_key(p, spec)?)? else {
+        return None;
+    };
+    let split = split_series(series, p, pods, true, DemandModel::Quantity);
+    let at = split.pods.get(&t).filter(|m| !m.is_empty())?;
+    if let Some(Ok(completions)) = completions_key(p, spec).and_then(|k| answers.get(&k)) {
+        let counted = split_series(completions, p, pods, true, DemandModel::Quantity);
+        if let Some(all) = counted.pods.get(&t) {
+            if all.keys().any(|pod| !at.contains_key(pod)) {
+                return None;
+            }
+        }
+    }
+    let sum: f64 = at.values().sum();
+    (sum.is_finite() && sum >= 0.0).then_some(sum)
 }
 
 fn key(p: &PrometheusSpec, spec: &ScalerSpec, signal: &crate::spec::SignalSpec) -> GroupKey {
@@ -626,6 +665,7 @@ impl PrometheusSource {
             earlier: steps,
             context: crate::score::Context {
                 completions_per_s: completions_at(answers, p, spec, &pods_re, end),
+                first_tokens_per_s: first_tokens_at(answers, p, spec, &pods_re, end),
                 ttft_within: within_at(answers, p, spec, &pods_re, end),
                 ..Default::default()
             },
@@ -804,6 +844,7 @@ pub fn describe_queries(spec: &ScalerSpec) -> Vec<String> {
         .iter()
         .map(|signal| key(p, spec, signal))
         .chain(completions_key(p, spec))
+        .chain(first_tokens_key(p, spec))
         .chain(buckets_key(p, spec))
         .map(|k| {
             k.template
@@ -924,6 +965,46 @@ mod tests {
         );
         let without_latency = spec(&[("queueTarget", "4")]);
         assert!(completions_key(prom(&without_latency), &without_latency).is_none());
+    }
+
+    #[test]
+    fn slo_mode_counts_first_tokens_between_each_pods_last_two_scrapes() {
+        let s = spec(&[("ttftObjectiveMs", "1500")]);
+        let p = prom(&s);
+        let re = Regex::new(&p.pods.pattern()).unwrap();
+        let k = first_tokens_key(p, &s).expect("SLO mode counts first tokens");
+        let query = k
+            .template
+            .build(&k.labels, &BTreeSet::from([p.namespace.clone()]));
+        assert!(
+            query.starts_with("sum by (namespace, pod) (irate(") && query.contains("_count{"),
+            "{query}"
+        );
+        assert!(describe_queries(&s).contains(&query));
+        let pod =
+            |name: &str, v: f64| series(&[("namespace", &p.namespace), ("pod", name)], &[(115, v)]);
+        let (a, b) = ("llm-5d8f7b9c4-abcde", "llm-5d8f7b9c4-fghij");
+        let completions = completions_key(p, &s).unwrap();
+        let answers = |counted: Vec<Series>| {
+            HashMap::from([
+                (k.clone(), Ok(counted)),
+                (completions.clone(), Ok(vec![pod(a, 1.0), pod(b, 1.0)])),
+            ])
+        };
+        // Both pods counted: their rates add up.
+        let both = answers(vec![pod(a, 3.0), pod(b, 1.5)]);
+        assert_eq!(first_tokens_at(&both, p, &s, &re, 115), Some(4.5));
+        // A pod the completion rate sees but whose count is missing (one scrape so far, or a
+        // series gone): not counted at all, rather than counted as fewer arrivals.
+        let one = answers(vec![pod(a, 3.0)]);
+        assert_eq!(first_tokens_at(&one, p, &s, &re, 115), None);
+        assert_eq!(
+            first_tokens_at(&both, p, &s, &re, 130),
+            None,
+            "no point then"
+        );
+        let target_mode = spec(&[("queueTarget", "4"), ("latencyTargetMs", "500")]);
+        assert!(first_tokens_key(prom(&target_mode), &target_mode).is_none());
     }
 
     #[test]

@@ -36,6 +36,11 @@ pub enum Template {
     /// Observations per second of a classic histogram over a window (its `_count` rate), per pod:
     /// the completion rate the backlog model learns the service time from.
     Completions { base: String, window_s: u64 },
+    /// Observations per second of a classic histogram between each pod's last two scrapes
+    /// (`irate` of its `_count`, the window only bounding how far back they may be), per pod:
+    /// SLO mode counts the requests that reached their first token at Prometheus' own scrape
+    /// interval, as the scrape source counts them at its own.
+    FirstTokens { base: String, window_s: u64 },
     /// Per-bucket observations per second of a classic histogram over a window, per pod and
     /// bucket (`le`): SLO mode reads how many requests met the objective from them.
     Buckets { base: String, window_s: u64 },
@@ -129,6 +134,9 @@ impl Template {
             }
             Template::Completions { base, window_s } => {
                 format!("sum by ({by}) (rate({base}_count{sel}[{window_s}s]))")
+            }
+            Template::FirstTokens { base, window_s } => {
+                format!("sum by ({by}) (irate({base}_count{sel}[{window_s}s]))")
             }
             Template::Buckets { base, window_s } => {
                 format!("sum by ({by}, le) (rate({base}_bucket{sel}[{window_s}s]))")
