@@ -518,6 +518,22 @@ fn within_at(
     })
 }
 
+/// The per-pod values at `t` of one of the spec's histogram-rate queries (`key`), for its pods;
+/// None when the query was not run, failed, or had nothing for them then.
+fn pods_at(
+    answers: &HashMap<GroupKey, Result<Vec<Series>, QueryError>>,
+    key: Option<GroupKey>,
+    p: &PrometheusSpec,
+    pods: &Regex,
+    t: i64,
+) -> Option<BTreeMap<String, f64>> {
+    let Ok(series) = answers.get(&key?)? else {
+        return None;
+    };
+    let split = split_series(series, p, pods, true, DemandModel::Quantity);
+    split.pods.get(&t).filter(|m| !m.is_empty()).cloned()
+}
+
 /// Completions per second of the spec's pods at `t`, summed; None when the query failed or had
 /// no series for them.
 fn completions_at(
@@ -527,12 +543,9 @@ fn completions_at(
     pods: &Regex,
     t: i64,
 ) -> Option<f64> {
-    let Ok(series) = answers.get(&completions_key(p, spec)?)? else {
-        return None;
-    };
-    let split = split_series(series, p, pods, true, DemandModel::Quantity);
-    let at = split.pods.get(&t).filter(|m| !m.is_empty())?;
-    let sum: f64 = at.values().sum();
+    let sum: f64 = pods_at(answers, completions_key(p, spec), p, pods, t)?
+        .values()
+        .sum();
     sum.is_finite().then_some(sum)
 }
 
@@ -547,20 +560,12 @@ fn first_tokens_at(
     pods: &Regex,
     t: i64,
 ) -> Option<f64> {
-    let Ok(series) = answers.get(&first_tokens_key(p, spec)?)? else {
+    let counted = pods_at(answers, first_tokens_key(p, spec), p, pods, t)?;
+    let completing = pods_at(answers, completions_key(p, spec), p, pods, t);
+    if completing.is_some_and(|all| all.keys().any(|pod| !counted.contains_key(pod))) {
         return None;
-    };
-    let split = split_series(series, p, pods, true, DemandModel::Quantity);
-    let at = split.pods.get(&t).filter(|m| !m.is_empty())?;
-    if let Some(Ok(completions)) = completions_key(p, spec).and_then(|k| answers.get(&k)) {
-        let counted = split_series(completions, p, pods, true, DemandModel::Quantity);
-        if let Some(all) = counted.pods.get(&t) {
-            if all.keys().any(|pod| !at.contains_key(pod)) {
-                return None;
-            }
-        }
     }
-    let sum: f64 = at.values().sum();
+    let sum: f64 = counted.values().sum();
     (sum.is_finite() && sum >= 0.0).then_some(sum)
 }
 
@@ -967,15 +972,19 @@ mod tests {
         assert!(completions_key(prom(&without_latency), &without_latency).is_none());
     }
 
+    /// The query a group key runs for the spec's namespace.
+    fn built(k: &GroupKey, p: &PrometheusSpec) -> String {
+        k.template
+            .build(&k.labels, &BTreeSet::from([p.namespace.clone()]))
+    }
+
     #[test]
     fn slo_mode_counts_first_tokens_between_each_pods_last_two_scrapes() {
         let s = spec(&[("ttftObjectiveMs", "1500")]);
         let p = prom(&s);
         let re = Regex::new(&p.pods.pattern()).unwrap();
         let k = first_tokens_key(p, &s).expect("SLO mode counts first tokens");
-        let query = k
-            .template
-            .build(&k.labels, &BTreeSet::from([p.namespace.clone()]));
+        let query = built(&k, p);
         assert!(
             query.starts_with("sum by (namespace, pod) (irate(") && query.contains("_count{"),
             "{query}"
@@ -1013,9 +1022,7 @@ mod tests {
         let p = prom(&s);
         let re = Regex::new(&p.pods.pattern()).unwrap();
         let k = buckets_key(p, &s).expect("SLO mode asks for bucket rates");
-        let query = k
-            .template
-            .build(&k.labels, &BTreeSet::from([p.namespace.clone()]));
+        let query = built(&k, p);
         assert!(
             query.starts_with("sum by (namespace, pod, le) (rate("),
             "{query}"
