@@ -286,6 +286,18 @@ pub fn explain_text(
                 );
                 let _ = writeln!(
                     out,
+                    "  floor     {}",
+                    if o.burst_floor_per_s > 0.0 {
+                        format!(
+                            "{:.2} req/s held: the last hour's worst {:.0} s stretch, if it came again, would miss more than the hour's budget of requests",
+                            o.burst_floor_per_s, o.horizon_s
+                        )
+                    } else {
+                        "none: no stretch of the last hour would miss more than its budget if it came again".to_string()
+                    }
+                );
+                let _ = writeln!(
+                    out,
                     "  budget    planned for {:.1} % of requests over the objective ({:.1} % asked{}){}",
                     100.0 * o.planned_miss_share,
                     100.0 * (1.0 - o.attainment),

@@ -48,6 +48,12 @@
 //!   window also spans the longest quiet gap between them and one horizon (`recurrence_s`), so
 //!   the capacity the last burst needed is still there when the next one comes. Without a burst
 //!   seen twice (smooth load, a single spike) nothing changes.
+//! - **A burst seen once is held for its first recurrence.** The recurrence rule needs two
+//!   bursts; until then a burst that left the window is planned for only if its coming again,
+//!   met with the capacity held, would miss more requests than the hour's budget: then enough is
+//!   held that its excess fits (`burst_floor`). The budget grows with the requests served, so
+//!   the hold falls as a burst proves rare and goes with it from the hour; smooth load and small
+//!   bursts fit the budget and hold nothing.
 //! - **A rising trend is planned ahead.** The window's least-squares slope, where positive, is
 //!   carried one cold start forward; a falling one is not (it is in the window soon enough).
 //! - **What was met corrects the model.** The model's readings err (a rate read low, noise read
@@ -191,6 +197,10 @@ pub struct ObjectiveView {
     /// The longest quiet gap between two bursts in the last hour, when bursts recurred: the
     /// window spans it and one horizon.
     pub recurrence_s: Option<f64>,
+    /// Requests per second held so that a recurrence of the last hour's worst stretch of one
+    /// horizon, met with no more, would miss no more requests than the hour's budget
+    /// (`burst_floor`); 0 when any stretch fits in the budget.
+    pub burst_floor_per_s: f64,
     /// Requests per second the window's rising trend adds over one horizon.
     pub trend_per_s: f64,
     /// False until the window holds `MIN_SAMPLES` and a service time is known: the fail-safe
@@ -482,6 +492,12 @@ impl Planner {
         let trend_per_s = positive_slope(&self.samples) * horizon_s;
         let trusted = self.samples.len() >= MIN_SAMPLES && service_s.is_some();
         let mut headroom_per_s = 0.0;
+        let burst_floor_per_s = burst_floor(
+            &self.history.iter().map(|&(_, v)| v).collect::<Vec<f64>>(),
+            allowed,
+            horizon_s,
+            self.interval_s,
+        );
         let mut noise_share = 0.0;
         // The span over which one sample's rate was counted: the interval where first tokens
         // are counted; the service time where requests in service infer it (a count of
@@ -512,7 +528,8 @@ impl Planner {
                     // says: a floor, not one more sample the miss budget could skip.
                     let backlog = rate.map_or(0.0, |r| r + trend_per_s + drain_now);
                     let served =
-                        slots_for(&demand, planned_miss_share, wait_budget_s, self.interval_s);
+                        slots_for(&demand, planned_miss_share, wait_budget_s, self.interval_s)
+                            .max(burst_floor_per_s);
                     headroom_per_s =
                         hold_s.map_or(0.0, |h| sqrt_headroom(served, h, planned_miss_share));
                     Some((served + headroom_per_s).max(backlog) / r)
@@ -546,6 +563,7 @@ impl Planner {
             window_s,
             window_samples: self.samples.len(),
             recurrence_s,
+            burst_floor_per_s,
             trend_per_s,
             trusted,
             met_recently: within.map(|w| (w.within / w.total).clamp(0.0, 1.0)),
@@ -638,6 +656,51 @@ pub fn denoise(rates: &[f64], tau: f64) -> (Vec<f64>, f64) {
         rates.iter().map(|v| mean + keep * (v - mean)).collect(),
         noise,
     )
+}
+
+/// The least arrival rate to hold so that any stretch of one horizon in `history` (the last
+/// hour's arrival rates, oldest first, one per `interval_s`), if it came again, would miss no
+/// more requests than the budget: `share` of the hour's requests.
+///
+/// Capacity asked for when a burst starts is ready one horizon later, so a burst met with less
+/// than it needs misses what it brings beyond the capacity held for that horizon. A burst seen
+/// once may come again before the window has seen it recur (`recurrence_s` needs two), and one
+/// whose excess alone is more than the hour's budget would break the promise on its own: enough
+/// is held that its excess fits. The budget grows with the requests the hour has served, so the
+/// floor falls as the evidence that the burst was rare grows, and it goes when the burst leaves
+/// the hour. A stretch whose excess over nothing fits in the budget (smooth load, small bursts)
+/// holds nothing.
+pub fn burst_floor(history: &[f64], share: f64, horizon_s: f64, interval_s: f64) -> f64 {
+    if history.is_empty() || interval_s.is_nan() || interval_s <= 0.0 {
+        return 0.0;
+    }
+    let budget = share.max(0.0) * history.iter().sum::<f64>() * interval_s;
+    let span = ((horizon_s / interval_s).ceil() as usize).clamp(1, history.len());
+    // The requests the worst stretch brings beyond `floor`: one pass with a sliding sum.
+    let excess = |floor: f64| {
+        let over = |d: f64| (d - floor).max(0.0) * interval_s;
+        let mut sum: f64 = history[..span].iter().map(|&d| over(d)).sum();
+        let mut worst = sum;
+        for i in span..history.len() {
+            sum += over(history[i]) - over(history[i - span]);
+            worst = worst.max(sum);
+        }
+        worst
+    };
+    if excess(0.0) <= budget {
+        return 0.0;
+    }
+    // Bisection on a decreasing function, to a thousandth of the highest rate.
+    let (mut lo, mut hi) = (0.0, history.iter().copied().fold(0.0, f64::max));
+    while hi - lo > 1e-3 * hi.max(1e-9) {
+        let mid = 0.5 * (lo + hi);
+        if excess(mid) > budget {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
 }
 
 /// Square-root staffing (Halfin and Whitt): the requests per second to plan beyond `served`
@@ -1043,29 +1106,37 @@ mod tests {
 
     #[test]
     fn capacity_goes_back_when_the_burst_leaves_the_window() {
+        // 50 minutes at 3 requests per second, then one sample's burst: its coming again would
+        // miss about as many requests as 5 % of the hour's, so next to no floor holds it
+        // (`burst_floor`).
         let mut p = Planner::new(cfg());
-        for i in 0..20 {
+        for i in 0..200 {
             p.observe(i as f64 * 15.0, &input(6.0, 0.0, 1, 0.3));
         }
-        let burst = p.observe(300.0, &input(48.0, 30.0, 6, 2.5));
-        let held = p.observe(315.0, &input(6.0, 0.0, 6, 0.3));
+        let burst = p.observe(3000.0, &input(48.0, 30.0, 6, 2.5));
+        let held = p.observe(3015.0, &input(6.0, 0.0, 6, 0.3));
         assert!(
             held.desired.unwrap() >= burst.desired.unwrap() * 0.5,
             "{held:?}"
         );
         let mut last = held;
-        for i in 22..45 {
+        for i in 202..225 {
             last = p.observe(i as f64 * 15.0, &input(6.0, 0.0, 6, 0.3));
         }
+        assert!(last.burst_floor_per_s < 0.1, "{last:?}");
         assert!(last.desired.unwrap() < 1.5, "{last:?}");
     }
 
     /// Bursts of 300 s every 900 s: once one quiet gap has ended in a burst, the capacity of the
-    /// last burst is held through the next gap; a single burst, or smooth load, holds nothing.
+    /// last burst is held through the next gap; a single burst only while its coming again
+    /// would miss more than the hour's budget.
     #[test]
-    fn recurring_bursts_hold_capacity_through_the_gap_and_a_single_one_does_not() {
+    fn recurring_bursts_hold_capacity_through_the_gap_and_a_single_one_while_it_could_break_the_budget(
+    ) {
         let on = |i: usize| (i * 15) % 900 < 300;
-        let run = |bursts: usize| {
+        // Bursts of 48 in service on 6 replicas (24 requests per second over 2 s, 3 a replica)
+        // between quiet stretches of `quiet` in service on one.
+        let run = |bursts: usize, quiet: f64| {
             let mut p = Planner::new(cfg());
             let mut answers = Vec::new();
             for i in 0..240 {
@@ -1073,29 +1144,68 @@ mod tests {
                 let load = if busy {
                     input(48.0, 0.0, 6, 0.3)
                 } else {
-                    input(2.0, 0.0, 1, 0.3)
+                    input(quiet, 0.0, 1, 0.3)
                 };
                 answers.push((i * 15, p.observe(i as f64 * 15.0, &load)));
             }
             answers
         };
-        let recurring = run(4);
+        let recurring = run(4, 2.0);
         // In the quiet stretch before the third burst (t = 1620 s), the second burst is held.
         let (_, v) = &recurring[1620 / 15];
         let gap = v.recurrence_s.expect("two bursts seen");
         assert!((585.0..=615.0).contains(&gap), "{v:?}");
         assert!(v.window_s >= gap + v.horizon_s - 1e-9, "{v:?}");
-        // 48 in service over 2 s is 24 requests per second, 3 per replica: 8 replicas.
+        // 24 requests per second, 3 per replica: 8 replicas.
         assert!(v.desired.unwrap() >= 6.0, "held: {v:?}");
-        // Before any gap has ended in a burst (the first quiet stretch), capacity goes back.
-        let (_, v) = &recurring[780 / 15];
-        assert_eq!(v.recurrence_s, None);
-        assert!(v.desired.unwrap() < 5.0, "{v:?}");
-        // One burst only: nothing recurs, capacity goes back after it.
-        let single = run(1);
-        let (_, v) = &single[1620 / 15];
-        assert_eq!(v.recurrence_s, None);
-        assert!(v.desired.unwrap() < 5.0, "{v:?}");
+        // One burst on a quiet stream of 1 request per second: met again with one replica it
+        // would miss (24 - 1) x 60 requests, more than 5 % of all the hour has seen: held
+        // (less its share of the budget) long after it left the window, and more loosely as
+        // the hour's requests grow.
+        let single = run(1, 2.0);
+        let (_, early) = &single[780 / 15];
+        let (_, late) = &single[1620 / 15];
+        assert_eq!(late.recurrence_s, None);
+        assert!(late.window_s < 400.0, "the burst left the window: {late:?}");
+        assert!(late.burst_floor_per_s > 15.0, "{late:?}");
+        assert!(late.desired.unwrap() >= 5.0, "{late:?}");
+        assert!(
+            early.burst_floor_per_s > late.burst_floor_per_s,
+            "{early:?} {late:?}"
+        );
+        // The same burst on 12 requests per second: the hour's budget covers most of its
+        // recurrence, the floor is below the quiet load, and capacity goes back to it.
+        let busy_stream = run(1, 24.0);
+        let (_, v) = &busy_stream[1620 / 15];
+        assert!(v.burst_floor_per_s < 12.0, "{v:?}");
+        assert!(v.desired.unwrap() < 6.0, "{v:?}");
+    }
+
+    #[test]
+    fn a_burst_is_held_while_its_recurrence_would_miss_more_than_the_budget() {
+        // A steady 10 requests per second: any minute of it fits in 5 % of the hour.
+        assert_eq!(burst_floor(&[10.0; 240], 0.05, 60.0, 15.0), 0.0);
+        // One minute at 30 among 2: 8880 requests, 444 allowed to miss; met again with
+        // 30 - 444 / 60 = 22.6 per second, the minute misses exactly the budget.
+        let mut h = vec![2.0; 236];
+        h.splice(100..100, [30.0; 4]);
+        let f = burst_floor(&h, 0.05, 60.0, 15.0);
+        assert!((f - 22.6).abs() < 0.05, "{f}");
+        // A looser budget or a longer quiet stretch holds less; a longer horizon more.
+        assert!(burst_floor(&h, 0.1, 60.0, 15.0) < f);
+        let mut longer = h.clone();
+        longer.extend([2.0; 200]);
+        assert!(burst_floor(&longer, 0.05, 60.0, 15.0) < f);
+        // A horizon longer than the burst holds what it held; a burst as long as the horizon,
+        // more.
+        assert!((burst_floor(&h, 0.05, 120.0, 15.0) - f).abs() < 1e-9);
+        let mut two = vec![2.0; 232];
+        two.splice(100..100, [30.0; 8]);
+        assert!(burst_floor(&two, 0.05, 120.0, 15.0) > burst_floor(&two, 0.05, 60.0, 15.0));
+        // Nothing to judge: nothing held.
+        assert_eq!(burst_floor(&[], 0.05, 60.0, 15.0), 0.0);
+        assert_eq!(burst_floor(&h, 0.05, 60.0, 0.0), 0.0);
+        assert_eq!(burst_floor(&h, 0.05, 60.0, f64::NAN), 0.0);
     }
 
     #[test]
