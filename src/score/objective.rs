@@ -53,7 +53,8 @@
 //!   met with the capacity held, would miss more requests than the hour's budget: then enough is
 //!   held that its excess fits (`burst_floor`). The budget grows with the requests served, so
 //!   the hold falls as a burst proves rare and goes with it from the hour; smooth load and small
-//!   bursts fit the budget and hold nothing.
+//!   bursts fit the budget and hold nothing, and a window in which nothing arrived holds nothing
+//!   either, so an idle service still scales to zero.
 //! - **A rising trend is planned ahead.** The window's least-squares slope, where positive, is
 //!   carried one cold start forward; a falling one is not (it is in the window soon enough).
 //! - **What was met corrects the model.** The model's readings err (a rate read low, noise read
@@ -492,12 +493,20 @@ impl Planner {
         let trend_per_s = positive_slope(&self.samples) * horizon_s;
         let trusted = self.samples.len() >= MIN_SAMPLES && service_s.is_some();
         let mut headroom_per_s = 0.0;
-        let burst_floor_per_s = burst_floor(
-            &self.history.iter().map(|&(_, v)| v).collect::<Vec<f64>>(),
-            allowed,
-            horizon_s,
-            self.interval_s,
-        );
+        // A window in which nothing arrived is an idle service: it may go to zero (KEDA's
+        // activation and cooldown decide), and a burst met from zero is what a service that
+        // allows zero replicas has chosen. The hold is for a fleet still serving.
+        let idle = self.samples.iter().all(|&(_, v)| v <= 0.0);
+        let burst_floor_per_s = if idle {
+            0.0
+        } else {
+            burst_floor(
+                &self.history.iter().map(|&(_, v)| v).collect::<Vec<f64>>(),
+                allowed,
+                horizon_s,
+                self.interval_s,
+            )
+        };
         let mut noise_share = 0.0;
         // The span over which one sample's rate was counted: the interval where first tokens
         // are counted; the service time where requests in service infer it (a count of
@@ -1173,6 +1182,12 @@ mod tests {
             early.burst_floor_per_s > late.burst_floor_per_s,
             "{early:?} {late:?}"
         );
+        // The same burst with nothing between: once nothing arrives in the window the service
+        // is idle, holds nothing, and may go to zero.
+        let idle = run(1, 0.0);
+        let (_, v) = &idle[1620 / 15];
+        assert_eq!(v.burst_floor_per_s, 0.0, "{v:?}");
+        assert!(v.desired.unwrap() < 0.5, "{v:?}");
         // The same burst on 12 requests per second: the hour's budget covers most of its
         // recurrence, the floor is below the quiet load, and capacity goes back to it.
         let busy_stream = run(1, 24.0);
