@@ -151,6 +151,9 @@ async fn explain_in_slo_mode_says_what_was_learned_and_what_decides_until_then()
     assert!(out.contains("horizon 120 s (coldStartSeconds)"), "{out}");
     // No replica seen full: no square-root headroom, and the explanation says why.
     assert!(out.contains("  headroom  none"), "{out}");
+    // The burst floor and the budget are explained, whatever they hold after one sample.
+    assert!(out.contains("\n  floor     "), "{out}");
+    assert!(out.contains("\n  budget    planned for 5.0 %"), "{out}");
 }
 
 // Multi-threaded: the test blocks on grpcurl while the metrics endpoint must keep answering.
