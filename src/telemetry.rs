@@ -272,13 +272,13 @@ pub fn explain_text(
                     out,
                     "  headroom  {}",
                     match o.full_slots {
-                        Some(slots) if o.headroom_per_s > 0.0 => format!(
-                            "+{:.2} req/s for arrivals' randomness within a sample (square root of the load, {:.1} slots per full replica); {:.0} % of the window's spread was that randomness, taken out of its samples",
-                            o.headroom_per_s, slots, 100.0 * o.noise_share
-                        ),
                         _ if o.headroom_per_s > 0.0 => format!(
-                            "+{:.2} req/s for arrivals' randomness within a sample (square root of the load, inflightTarget slots); {:.0} % of the window's spread was that randomness, taken out of its samples",
-                            o.headroom_per_s, 100.0 * o.noise_share
+                            "+{:.2} req/s for arrivals' randomness within a sample (square root of the load, {}); {:.0} % of the window's spread was that randomness, taken out of its samples",
+                            o.headroom_per_s,
+                            o.full_slots.map_or("inflightTarget slots".to_string(), |slots| format!(
+                                "{slots:.1} slots per full replica"
+                            )),
+                            100.0 * o.noise_share
                         ),
                         _ if o.replica_rate_from == "observed" => "none: no replica seen full yet, so the rate planned with is a lower bound and holds headroom already".to_string(),
                         _ => "none: no load to plan for".to_string(),

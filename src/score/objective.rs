@@ -311,20 +311,8 @@ impl Planner {
                 self.quiet_met.push_back((t, w.within * new, w.total * new));
             }
         }
-        while self
-            .quiet_met
-            .front()
-            .is_some_and(|&(at, _, _)| at <= t - MEMORY_S)
-        {
-            self.quiet_met.pop_front();
-        }
-        while self
-            .met
-            .front()
-            .is_some_and(|&(at, _, _)| at <= t - MEMORY_S)
-        {
-            self.met.pop_front();
-        }
+        forget(&mut self.quiet_met, t - MEMORY_S, |r| r.0);
+        forget(&mut self.met, t - MEMORY_S, |r| r.0);
         let (hour_within, hour_total) = self
             .met
             .iter()
@@ -426,13 +414,7 @@ impl Planner {
             self.samples.push_back((t, a));
             self.history.push_back((t, a));
         }
-        while self
-            .history
-            .front()
-            .is_some_and(|&(at, _)| at <= t - MEMORY_S)
-        {
-            self.history.pop_front();
-        }
+        forget(&mut self.history, t - MEMORY_S, |r| r.0);
         let recurrence_s = recurrence_s(&self.history, self.interval_s, horizon_s);
         let window_s = match recurrence_s {
             Some(gap) => self
@@ -446,20 +428,12 @@ impl Planner {
             (&mut self.observed_rate, MEMORY_S),
             (&mut self.observed_inflight, MEMORY_S),
         ] {
-            while q.front().is_some_and(|&(at, _)| at <= t - keep) {
-                q.pop_front();
-            }
+            forget(q, t - keep, |r| r.0);
         }
 
         // What one replica serves. The median of the full samples: one read while a pod was
         // leaving (completions of more pods over fewer) must not raise it.
-        while self
-            .full
-            .front()
-            .is_some_and(|&(at, _, _)| at <= t - MEMORY_S)
-        {
-            self.full.pop_front();
-        }
+        forget(&mut self.full, t - MEMORY_S, |r| r.0);
         let learned = median(self.full.iter().map(|&(_, v, _)| v).collect());
         let (replica_rate, replica_rate_from) = match (learned, cfg.concurrency, service_s) {
             (Some(r), _, _) => (Some(r), "learned"),
@@ -743,6 +717,13 @@ pub fn normal_quantile(p: f64) -> f64 {
     }
 }
 
+/// Drops the records of `q` (oldest first) taken at or before `before`, by their time `at`.
+fn forget<T>(q: &mut VecDeque<T>, before: f64, at: impl Fn(&T) -> f64) {
+    while q.front().is_some_and(|r| at(r) <= before) {
+        q.pop_front();
+    }
+}
+
 fn max_of(q: &VecDeque<(f64, f64)>) -> Option<f64> {
     q.iter().map(|&(_, v)| v).reduce(f64::max)
 }
@@ -909,13 +890,7 @@ impl ReadyTimer {
         self.unready_since
             .retain(|p, since| ready.contains(p) || t - *since < MEMORY_S);
         self.seen_ready = ready;
-        while self
-            .measured
-            .front()
-            .is_some_and(|&(at, _)| at <= t - MEMORY_S)
-        {
-            self.measured.pop_front();
-        }
+        forget(&mut self.measured, t - MEMORY_S, |r| r.0);
     }
 
     /// The median measured cold start of the last hour; None before the first.
