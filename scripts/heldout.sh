@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The held-out panel: the iso-SLO sweep on traffic the suite does not hold, to tell a planner
 # change that generalises from one fitted to the committed scenarios (docs/simulation/README.md,
-# "Traffic not in the suite"). Generator shapes at seed 11 unlike the suite's, the committed code
+# "The held-out panel"). Generator shapes at seed 11 unlike the suite's, the committed code
 # trace at seed 3 at other rates and paces, and, when given, the Azure conversation trace
 # (AzurePublicDataset, data/AzureLLMInferenceTrace_conv.csv; not committed, so it stays unseen).
 #
