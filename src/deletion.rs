@@ -169,8 +169,8 @@ pub const DEFAULT_DRAIN_TIMEOUT_S: f64 = 300.0;
 /// they are while the metric is within 10 % of its target.
 pub const HPA_TOLERANCE: f64 = 0.1;
 
-/// How long a drained pod may wait for the HPA before the drain concludes the HPA will not
-/// remove it. With the recommended behaviour (no scale-down window) the HPA acts at its next
+/// How long a drained pod may wait for the HPA, once the report lets it go, before the drain
+/// concludes the HPA will not remove it. With the recommended behaviour (no scale-down window) the HPA acts at its next
 /// sync, within 15 s of the report letting the pod go; four syncs without a removal mean
 /// something else holds the replicas up (the ScaledObject's `minReplicaCount` above the
 /// trigger's `minReplicas`, a scale-down window or a rate policy), and a pod left out of
@@ -257,7 +257,7 @@ pub struct Drain {
     held: BTreeMap<String, f64>,
     /// When pods were last taken out (rounds are paced like the marks).
     last_round: Option<f64>,
-    /// When each pod out of service was first found drained.
+    /// When each drained pod was first let go by the report (the HPA could remove it).
     done: BTreeMap<String, f64>,
     /// No pod is taken out before this time (drained pods lingered; `STALL_S`).
     stalled_until: Option<f64>,
@@ -392,9 +392,6 @@ impl Drain {
             })
             .map(|(pod, _)| pod.clone())
             .collect();
-        for pod in &drained {
-            self.done.entry(pod.clone()).or_insert(now);
-        }
         // With a scale-down window the HPA removes the pods only when the window has passed:
         // they drain meanwhile, and a floor in the report would only hold the window's highest
         // value up for another window. Without one, the floor is what holds the HPA back while
@@ -404,12 +401,31 @@ impl Drain {
         } else {
             (pods.len() - drained.len()) as u32
         };
-        DrainStep {
+        let step = DrainStep {
             gates,
             floor,
             drained,
             stalled_until: self.stalled_until.filter(|&until| now < until),
+        };
+        // The linger clock runs only while the report lets the HPA remove every drained pod.
+        // While others still finish, the floor can sit within the HPA's tolerance (34 of 35
+        // pods) and keep them all: a drained pod waiting for its neighbours is not one the HPA
+        // keeps, and taking it for one would pause the drain for `STALL_S` and let the next
+        // scale-downs cut requests. With a window the report is left as decided, and the HPA
+        // acts when the window has passed (`DRAIN_LEAD_S` is added to the wait instead).
+        let released = self.window_s > 0.0
+            || stalled
+            || (current.saturating_sub(hpa_replicas(step.report(desired), current)) as usize)
+                .saturating_sub(starting)
+                >= step.drained.len();
+        if released {
+            for pod in &step.drained {
+                self.done.entry(pod.clone()).or_insert(now);
+            }
+        } else {
+            self.done.clear();
         }
+        step
     }
 
     /// Takes the pods out of service as the API shows them (pod, seconds out): the pods' own
@@ -696,6 +712,43 @@ mod tests {
         let step = d.plan(60.0 + STALL_S, 1.6, 3, &pods, 300.0);
         assert_eq!(step.gates, vec![("a".into(), false)]);
         assert_eq!(step.stalled_until, None);
+    }
+
+    #[test]
+    fn a_drained_pod_waiting_for_the_others_within_the_tolerance_is_not_taken_as_kept() {
+        let mut d = Drain::default();
+        // 20 pods, the decision 16: the four least busy go out; one is idle, three are busy.
+        let mut pods: Vec<PodLoad> = (0..20)
+            .map(|i| {
+                pod(
+                    &format!("p{i:02}"),
+                    if i < 4 { f64::from(i) } else { 8.0 },
+                    0.0,
+                )
+            })
+            .collect();
+        let step = d.plan(0.0, 16.0, 20, &pods, 300.0);
+        assert_eq!(step.gates.len(), 4, "{step:?}");
+        apply_gates(&mut d, 0.0, &step);
+        // The idle one is drained, but the report (19 of 20) is within the HPA's tolerance and
+        // removes nothing while the others finish: however long that takes, nothing lingers.
+        for k in 1..=8 {
+            let t = 15.0 * f64::from(k);
+            let step = d.plan(t, 16.0, 20, &pods, 300.0);
+            assert_eq!((step.floor, step.report(16.0)), (19, 19.0), "at {t} s");
+            assert!(step.gates.is_empty(), "at {t} s: {step:?}");
+            assert_eq!(step.stalled_until, None, "at {t} s");
+        }
+        // All four finish at 135 s: the report lets them go. Kept a minute longer by the HPA,
+        // they are put back and the drain pauses, as before.
+        for p in pods.iter_mut().take(4) {
+            p.requests = Some(0.0);
+        }
+        assert_eq!(d.plan(135.0, 16.0, 20, &pods, 300.0).report(16.0), 16.0);
+        assert_eq!(d.plan(180.0, 16.0, 20, &pods, 300.0).stalled_until, None);
+        let step = d.plan(195.0, 16.0, 20, &pods, 300.0);
+        assert_eq!(step.gates.len(), 4, "{step:?}");
+        assert_eq!(step.stalled_until, Some(195.0 + STALL_S));
     }
 
     #[test]
