@@ -47,7 +47,10 @@ fn main() -> Result<()> {
         );
     } else if args.ablation {
         let rows = keda_gpu_sim::run_ablation(&args)?;
-        print!("{}", keda_gpu_sim::ablation::markdown(&rows));
+        print!(
+            "{}",
+            keda_gpu_sim::ablation::markdown(&rows, args.suite_seed)
+        );
         println!(
             "\nwrote {} and {}",
             args.out.join("ablation.md").display(),

@@ -97,6 +97,10 @@ pub struct PolicyRow {
 /// The whole suite, as written to `suite.json`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Suite {
+    /// The seed the scenarios were replayed at (`--suite-seed`); in the table's heading, not in
+    /// the JSON, whose committed copies predate it.
+    #[serde(skip)]
+    pub seed: u64,
     pub scenarios: Vec<ScenarioResult>,
     /// Composite GPU-hours over keda-prometheus's, median over scenarios.
     pub median_composite_vs_keda_prometheus: Option<f64>,
@@ -204,7 +208,7 @@ pub fn scenario_args(
         suite: false,
         duration_s: 3600.0,
         rate_scale,
-        seed: SEED,
+        seed: base.suite_seed,
         policies: base.policies.clone(),
         ..base.clone()
     }
@@ -236,6 +240,7 @@ pub fn run(base: &SimulateArgs) -> Result<Suite, SimError> {
         })
         .collect();
     Ok(Suite {
+        seed: base.suite_seed,
         scenarios,
         median_composite_vs_keda_prometheus: median(ratios),
     })
@@ -258,7 +263,8 @@ pub fn markdown(suite: &Suite) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         md,
-        "Each cell: GPU-hours (x oracle, x oracle-coldstart) / SLO attainment. Seed {SEED}, one hour per scenario.\n"
+        "Each cell: GPU-hours (x oracle, x oracle-coldstart) / SLO attainment. Seed {}, one hour per scenario.\n",
+        suite.seed
     );
     let _ = write!(md, "| scenario |");
     for n in &names {

@@ -366,7 +366,11 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
 /// the arguments describe.
 pub fn run(args: &SimulateArgs) -> Result<Sweep, SimError> {
     let mut scenarios = Vec::new();
-    let seed = if args.suite { suite::SEED } else { args.seed };
+    let seed = if args.suite {
+        args.suite_seed
+    } else {
+        args.seed
+    };
     if args.suite {
         for &(name, generator, rate_scale) in suite::SCENARIOS {
             let a = suite::scenario_args(args, generator, rate_scale);
