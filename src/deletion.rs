@@ -170,11 +170,11 @@ pub const DEFAULT_DRAIN_TIMEOUT_S: f64 = 300.0;
 pub const HPA_TOLERANCE: f64 = 0.1;
 
 /// How long a drained pod may wait for the HPA, once the report lets it go, before the drain
-/// concludes the HPA will not remove it. With the recommended behaviour (no scale-down window) the HPA acts at its next
-/// sync, within 15 s of the report letting the pod go; four syncs without a removal mean
-/// something else holds the replicas up (the ScaledObject's `minReplicaCount` above the
-/// trigger's `minReplicas`, a scale-down window or a rate policy), and a pod left out of
-/// service would be capacity lost for nothing.
+/// concludes the HPA will not remove it. With the recommended behaviour (no scale-down window)
+/// the HPA acts at its next sync, within 15 s of the report letting the pod go; four syncs
+/// without a removal mean something else holds the replicas up (the ScaledObject's
+/// `minReplicaCount` above the trigger's `minReplicas`, a scale-down window or a rate policy),
+/// and a pod left out of service would be capacity lost for nothing.
 pub const LINGER_S: f64 = 60.0;
 
 /// How long the drain takes no pod out after drained pods lingered. Lingering means the HPA
