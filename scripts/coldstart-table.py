@@ -3,7 +3,7 @@
 import json, statistics, sys
 cols = [a.split('=', 1) for a in sys.argv[1:]]
 data = {c: json.load(open(p)) for c, p in cols}
-policies = [c['policy'] for c in next(iter(data.values()))['scenarios'][0]['curves'] if c['swept']]
+policies = [c['policy'] for c in next(iter(data.values()))['scenarios'][0]['curves'] if not c['reference']]
 print('| policy | ' + ' | '.join(f'{c} s' for c, _ in cols) + ' |')
 print('|---|' + '---:|' * len(cols))
 for pol in policies:

@@ -100,7 +100,7 @@ fn main() {
         if suite_wall < 60.0 { "within" } else { "OVER" }
     );
 
-    // A sweep of one suite scenario (7 real policies x 8 factors + 2 oracles) against one plain
+    // A sweep of one suite scenario (7 real policies x 10 factors + 2 oracles x 7) against one plain
     // run of it (9 replays), both on the same trace and threads.
     let scenario = sim::SimulateArgs {
         generator: Some("step:low=5,high=40,at=1200".into()),

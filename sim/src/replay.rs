@@ -69,6 +69,14 @@ pub struct Run {
 /// with missed first-token objectives even under perfect foresight; averaging over a second
 /// lets a request wait about that long, well inside the first-token objective.
 pub fn required_replicas(trace: &Trace, cfg: &ClusterConfig) -> Vec<u32> {
+    required_replicas_at(trace, cfg, 1.0)
+}
+
+/// `required_replicas` planned `factor` times as hot: each replica counted as `factor` times its
+/// batch slots (above 1, fewer replicas than the one-second peak needs, so requests queue).
+/// The iso-SLO sweep replays the oracles this way: the cheapest plan with foresight that reaches
+/// 95 % runs hotter than one sized to meet every request.
+pub fn required_replicas_at(trace: &Trace, cfg: &ClusterConfig, factor: f64) -> Vec<u32> {
     const BUCKET_S: f64 = 1.0;
     let windows = (trace.duration_s / SYNC_PERIOD_S).ceil().max(1.0) as usize;
     let per_window = (SYNC_PERIOD_S / BUCKET_S) as usize;
@@ -89,7 +97,7 @@ pub fn required_replicas(trace: &Trace, cfg: &ClusterConfig) -> Vec<u32> {
     busy.chunks(per_window)
         .map(|c| {
             let peak = c.iter().fold(0.0f64, |m, &x| m.max(x)) / BUCKET_S;
-            (peak / b as f64 - 1e-9).ceil().max(0.0) as u32
+            (peak / (b as f64 * factor) - 1e-9).ceil().max(0.0) as u32
         })
         .collect()
 }
@@ -278,6 +286,34 @@ mod tests {
         assert_eq!(percentile(&mut s, &xs, 0.5), Some(50.0));
         assert_eq!(percentile(&mut s, &xs, 1.0), Some(100.0));
         assert_eq!(percentile(&mut s, &[], 0.5), None);
+    }
+
+    #[test]
+    fn a_hotter_plan_counts_each_replica_as_more_slots() {
+        let cost = crate::cost::CostModel::default();
+        let cfg = ClusterConfig {
+            cost: cost.clone(),
+            cold_start_s: 60.0,
+            timeout_s: 60.0,
+            slo_s: 5.0,
+            ttft_slo_s: 2.0,
+            tpot_slo_s: 0.05,
+            grace_s: 30.0,
+            remove_by_remaining_work: false,
+        };
+        // 17 requests of 4 s at once: 17 slots busy for the first second.
+        let trace = Trace {
+            requests: (0..17)
+                .map(|_| crate::trace::Request::plain(0.0, 4.0, &cost))
+                .collect(),
+            duration_s: 30.0,
+            source: "test".into(),
+        };
+        assert_eq!(required_replicas(&trace, &cfg)[0], 3);
+        assert_eq!(required_replicas_at(&trace, &cfg, 1.0)[0], 3);
+        assert_eq!(required_replicas_at(&trace, &cfg, 1.1)[0], 2, "17 / 8.8");
+        assert_eq!(required_replicas_at(&trace, &cfg, 2.0)[0], 2, "17 / 16");
+        assert_eq!(required_replicas_at(&trace, &cfg, 2.2)[0], 1);
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! different SLOs (every policy gets cheaper by holding less headroom), so each real policy is
 //! replayed at every capacity factor of `SWEEP_FACTORS` (`Setup::capacity_factor`, 1 = its
 //! defaults), giving a cost-attainment curve; the yardstick is the GPU-hours the curve needs to
-//! reach 90, 95 and 99 % SLO attainment. The oracles are references: one point each.
+//! reach 90, 95 and 99 % SLO attainment. The oracles are references, replayed at the factors
+//! of 1 and above (`REFERENCE_FACTORS`): planned hotter, the cheapest plan with foresight that
+//! reaches a level, which no causal policy can be expected to beat by much. Below both, the work
+//! floor: what serving the requests costs with every replica at full batch and never idle.
 
 use std::fmt::Write;
 
+use super::cost::CostModel;
 use super::policy::{composite_attainment, PolicyName, Setup};
 use super::replay::{self, SimConfig};
 use super::report;
@@ -18,6 +22,14 @@ use super::{SimError, SimulateArgs};
 /// threshold doubled, fewest replicas) to the most generous (0.2: a fifth of each threshold, or
 /// for the composite a fifth of its miss budget, 99 %). 1.0 is the default point.
 pub const SWEEP_FACTORS: [f64; 10] = [2.0, 1.6, 1.3, 1.0, 0.85, 0.7, 0.55, 0.4, 0.25, 0.2];
+
+/// The factors the oracles are replayed at, each replica counted as that many times its batch
+/// slots (`replay::required_replicas_at`). Those of `SWEEP_FACTORS` at 1 and above, and more
+/// between 1 and 1.3: a plan with foresight has no slack to give up but the queue's, so its
+/// attainment falls off a cliff just above 1 (Poisson 30: 100 % at 1, 64 % at 1.3), and a
+/// straight line across the cliff would overstate what its 95 % costs. Below 1 a factor would
+/// only add replicas to a plan that already meets nearly every request.
+pub const REFERENCE_FACTORS: [f64; 7] = [2.0, 1.6, 1.3, 1.2, 1.1, 1.05, 1.0];
 
 /// The SLO attainment levels the yardstick reads each curve at.
 pub const LEVELS: [f64; 3] = [0.90, 0.95, 0.99];
@@ -71,9 +83,9 @@ pub fn gpu_hours_at(points: &[Point], level: f64) -> Option<f64> {
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Curve {
     pub policy: String,
-    /// False for the oracles: one point, at their only configuration.
-    pub swept: bool,
-    /// Every replay, in `SWEEP_FACTORS` order.
+    /// True for the oracles: references with foresight, replayed at `REFERENCE_FACTORS`.
+    pub reference: bool,
+    /// Every replay, in `SWEEP_FACTORS` (`REFERENCE_FACTORS`) order.
     pub points: Vec<Point>,
     /// The upper-left envelope the GPU-hours at each level are read from.
     pub envelope: Vec<Point>,
@@ -95,7 +107,7 @@ impl Curve {
             .unwrap_or(points[0]);
         Curve {
             policy: policy.to_string(),
-            swept: !policy.is_reference(),
+            reference: policy.is_reference(),
             envelope: envelope(&points),
             default,
             gpu_hours_at_90: gpu_hours_at(&points, LEVELS[0]),
@@ -121,7 +133,7 @@ impl Curve {
 
     /// A real policy other than the composite: what the composite is measured against.
     fn is_baseline(&self) -> bool {
-        self.swept && self.policy != PolicyName::Composite.as_str()
+        !self.reference && self.policy != PolicyName::Composite.as_str()
     }
 }
 
@@ -213,6 +225,8 @@ pub struct ScenarioSweep {
     /// A file-name-safe name (the SVG is `sweep-NAME.svg`).
     pub name: String,
     pub spec: String,
+    /// `work_floor_gpu_hours` at 95 %: no policy, with any foresight, reaches 95 % for less.
+    pub work_floor_at_95: f64,
     pub curves: Vec<Curve>,
     pub at_95: Versus,
     pub at_99: Versus,
@@ -234,6 +248,12 @@ pub struct Sweep {
     /// over the cheapest baseline's at 95 %, median over the scenarios where a baseline reaches
     /// 95 %: how much room the yardstick leaves a causal policy.
     pub median_oracle_coldstart_vs_baseline_at_95: Option<f64>,
+    /// The same with oracle-coldstart planned hotter until it reaches 95 % (its curve over
+    /// `REFERENCE_FACTORS`): the cheapest 95 % foresight found.
+    pub median_oracle_coldstart_at_95_vs_baseline: Option<f64>,
+    /// The work floor at 95 % over the cheapest baseline's GPU-hours, median over the same
+    /// scenarios: below it no policy can go.
+    pub median_work_floor_vs_baseline_at_95: Option<f64>,
     /// SLO mode asked for 95 %: scenarios where it landed within `BAND_95`, of those judged.
     pub slo_mode_95_met: usize,
     pub slo_mode_95_judged: usize,
@@ -272,21 +292,35 @@ pub fn sweep_scenario(
     trace: &Trace,
     cfg: &SimConfig,
 ) -> Result<ScenarioSweep, SimError> {
+    let factors = |p: PolicyName| -> &'static [f64] {
+        if p.is_reference() {
+            &REFERENCE_FACTORS
+        } else {
+            &SWEEP_FACTORS
+        }
+    };
     let jobs: Vec<(PolicyName, f64)> = cfg
         .policies
         .iter()
-        .flat_map(|&p| {
-            let factors: &[f64] = if p.is_reference() {
-                &[1.0]
-            } else {
-                &SWEEP_FACTORS
-            };
-            factors.iter().map(move |&f| (p, f))
+        .flat_map(|&p| factors(p).iter().map(move |&f| (p, f)))
+        .collect();
+    // Every replay starts from the factor-1 plan's first period, the oracles' hotter plans too:
+    // the same fleet at time 0 for every point.
+    let (plan, initial) = replay::plan_and_initial(trace, &cfg.cluster);
+    let hotter: Vec<(f64, Vec<u32>)> = REFERENCE_FACTORS
+        .iter()
+        .filter(|&&f| f != 1.0)
+        .map(|&f| {
+            let required = replay::required_replicas_at(trace, &cfg.cluster, f);
+            (f, replay::oracle_plan(&required))
         })
         .collect();
-    let (plan, initial) = replay::plan_and_initial(trace, &cfg.cluster);
     let points = replay::parallel(jobs.len(), cfg.threads, |k| {
         let (name, factor) = jobs[k];
+        let plan = hotter
+            .iter()
+            .find(|(f, _)| name.is_reference() && *f == factor)
+            .map_or(plan.as_slice(), |(_, p)| p.as_slice());
         let cfg = SimConfig {
             setup: Setup {
                 capacity_factor: factor,
@@ -295,7 +329,7 @@ pub fn sweep_scenario(
             record_requests: false,
             ..cfg.clone()
         };
-        let run = replay::replay_one(trace, &cfg, name, &plan, initial)?;
+        let run = replay::replay_one(trace, &cfg, name, plan, initial)?;
         let (gpu_hours, slo_attainment) = report::headline(&run);
         Ok::<_, SimError>(Point {
             gpu_hours,
@@ -306,11 +340,7 @@ pub fn sweep_scenario(
     let mut curves = Vec::new();
     let mut points = points.into_iter();
     for &p in &cfg.policies {
-        let n = if p.is_reference() {
-            1
-        } else {
-            SWEEP_FACTORS.len()
-        };
+        let n = factors(p).len();
         let pts = points.by_ref().take(n).collect::<Result<Vec<Point>, _>>()?;
         curves.push(Curve::new(p, pts));
     }
@@ -324,11 +354,28 @@ pub fn sweep_scenario(
     Ok(ScenarioSweep {
         name: name.to_string(),
         spec: spec.to_string(),
+        work_floor_at_95: work_floor_gpu_hours(trace, &cfg.cluster.cost, LEVELS[1]),
         slo_mode: slo_mode(name, &curves),
         curves,
         at_95,
         at_99,
     })
+}
+
+/// The fewest GPU-hours in which any policy, with any foresight, meets `level` of the requests:
+/// the requests that meet it must at least be served, and a request costs least at full batch
+/// (`batch` of them share a replica, each taking `full_batch_slowdown` times its work; a batch
+/// of one where the slowdown is as large as the batch), so the floor is the cheapest `level`
+/// share of the requests at that cost, with no replica ever idle, starting or partly filled.
+/// The rest may time out unserved. Real plans sit well above it: a replica that is never idle
+/// makes every burst wait.
+pub fn work_floor_gpu_hours(trace: &Trace, cost: &CostModel, level: f64) -> f64 {
+    let per_work = (cost.full_batch_slowdown.max(1.0) / f64::from(cost.batch.max(1))).min(1.0);
+    let mut work: Vec<f64> = trace.requests.iter().map(|r| r.work_s).collect();
+    work.sort_by(f64::total_cmp);
+    let served = (level * work.len() as f64).ceil() as usize;
+    let seconds: f64 = work.iter().take(served).sum();
+    seconds * per_work / 3600.0
 }
 
 /// A name made of lowercase letters, digits and dashes (for `sweep-NAME.svg`).
@@ -427,11 +474,31 @@ pub fn run(args: &SimulateArgs) -> Result<Sweep, SimError> {
                 })
                 .collect(),
         ),
+        median_oracle_coldstart_at_95_vs_baseline: median(
+            scenarios
+                .iter()
+                .filter_map(|s| Some(oracle_coldstart_at_95(s)? / s.at_95.baseline_gpu_hours?))
+                .collect(),
+        ),
+        median_work_floor_vs_baseline_at_95: median(
+            scenarios
+                .iter()
+                .filter_map(|s| Some(s.work_floor_at_95 / s.at_95.baseline_gpu_hours?))
+                .collect(),
+        ),
         scenarios,
     })
 }
 
-/// oracle-coldstart's point in a scenario's curves (one point: it has no knob).
+/// oracle-coldstart's GPU-hours at 95 % on its curve (planned as hot as reaches it).
+fn oracle_coldstart_at_95(s: &ScenarioSweep) -> Option<f64> {
+    s.curves
+        .iter()
+        .find(|c| c.policy == PolicyName::OracleColdstart.as_str())?
+        .gpu_hours_at_95
+}
+
+/// oracle-coldstart's default point in a scenario's curves (factor 1: sized for every request).
 fn oracle_coldstart(curves: &[Curve]) -> Option<Point> {
     curves
         .iter()
@@ -454,8 +521,9 @@ pub fn markdown(sweep: &Sweep) -> String {
     let factors: Vec<String> = sweep.factors.iter().map(|f| format!("{f}")).collect();
     let _ = writeln!(
         md,
-        "GPU-hours each policy needs to reach 90, 95 and 99 % SLO attainment, read off its cost-attainment curve: each real policy replayed at capacity factors {} (1 = its defaults; a higher factor raises its thresholds, so fewer replicas), the upper-left envelope of its points (the best attainment at that cost or less), interpolated linearly between consecutive envelope points. \"unreachable\": no factor reaches the level. The oracles are one point each. Seed {}.\n",
+        "GPU-hours each policy needs to reach 90, 95 and 99 % SLO attainment, read off its cost-attainment curve: each real policy replayed at capacity factors {} (1 = its defaults; a higher factor raises its thresholds, so fewer replicas), the upper-left envelope of its points (the best attainment at that cost or less), interpolated linearly between consecutive envelope points. \"unreachable\": no factor reaches the level. The oracles (references, with foresight) are replayed at factors {}, each replica counted as that many times its batch slots. Seed {}.\n",
         factors.join(", "),
+        REFERENCE_FACTORS.map(|f| f.to_string()).join(", "),
         sweep.seed
     );
     let _ = writeln!(md, "## Composite against the cheapest baseline\n");
@@ -465,9 +533,9 @@ pub fn markdown(sweep: &Sweep) -> String {
     );
     let _ = writeln!(
         md,
-        "| scenario | composite at 95 % | cheapest baseline at 95 % | composite / baseline | composite at 99 % | cheapest baseline at 99 % | composite / baseline |"
+        "| scenario | composite at 95 % | cheapest baseline at 95 % | composite / baseline | oracle-coldstart at 95 % / baseline | work floor at 95 % / baseline | composite at 99 % | cheapest baseline at 99 % | composite / baseline |"
     );
-    let _ = writeln!(md, "|---|---:|---|---:|---:|---|---:|");
+    let _ = writeln!(md, "|---|---:|---|---:|---:|---:|---:|---|---:|");
     let base = |v: &Versus| match (&v.cheapest_baseline, v.baseline_gpu_hours) {
         (Some(n), Some(g)) => format!("{g:.2} ({n})"),
         _ => "unreachable".into(),
@@ -475,11 +543,17 @@ pub fn markdown(sweep: &Sweep) -> String {
     for s in &sweep.scenarios {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             s.name,
             gh(s.at_95.composite_gpu_hours),
             base(&s.at_95),
             ratio(s.at_95.ratio),
+            ratio(
+                oracle_coldstart_at_95(s)
+                    .zip(s.at_95.baseline_gpu_hours)
+                    .map(|(o, b)| o / b)
+            ),
+            ratio(s.at_95.baseline_gpu_hours.map(|b| s.work_floor_at_95 / b)),
             gh(s.at_99.composite_gpu_hours),
             base(&s.at_99),
             ratio(s.at_99.ratio)
@@ -504,14 +578,16 @@ pub fn markdown(sweep: &Sweep) -> String {
     );
     let _ = writeln!(
         md,
-        "The room the yardstick leaves: oracle-coldstart, which sees the trace ahead and meets nearly every request, costs a median {} the cheapest baseline at 95 % ({} of {} scenarios where a baseline reaches it). Where it costs more than the baseline (light and smooth loads), the baseline's 95 % is bought by running hotter than a 100 % plan, and only a policy that aims at 95 % can match it.\n",
+        "The room the yardstick leaves: oracle-coldstart, which sees the trace ahead and meets nearly every request, costs a median {} the cheapest baseline at 95 % ({} of {} scenarios where a baseline reaches it). Where it costs more than the baseline (light and smooth loads), the baseline's 95 % is bought by running hotter than a 100 % plan, and only a policy that aims at 95 % can match it. Planned hotter until it lands at 95 %, oracle-coldstart costs a median {} the cheapest baseline: the cheapest 95 % found with foresight. The work floor (every replica at full batch, never idle or starting, the cheapest 95 % of the requests served) is a median {}: no policy goes below it.\n",
         ratio(sweep.median_oracle_coldstart_vs_baseline_at_95),
         sweep
             .scenarios
             .iter()
             .filter(|s| s.at_95.baseline_gpu_hours.is_some() && oracle_coldstart(&s.curves).is_some())
             .count(),
-        sweep.scenarios.len()
+        sweep.scenarios.len(),
+        ratio(sweep.median_oracle_coldstart_at_95_vs_baseline),
+        ratio(sweep.median_work_floor_vs_baseline_at_95)
     );
     slo_mode_markdown(&mut md, sweep);
     for s in &sweep.scenarios {
@@ -523,10 +599,10 @@ pub fn markdown(sweep: &Sweep) -> String {
         );
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
         for c in &s.curves {
-            let name = if c.swept {
-                c.policy.clone()
-            } else {
+            let name = if c.reference {
                 format!("{} (reference)", c.policy)
+            } else {
+                c.policy.clone()
             };
             let _ = writeln!(
                 md,
@@ -607,9 +683,9 @@ const COLORS: [&str; 9] = [
     "#000000",
 ];
 
-/// One scenario's curves: GPU-hours on x, SLO attainment on y, a polyline per swept policy
-/// (its points in factor order, the factor-1 default a larger filled marker), the oracles as
-/// squares, guide lines at each of `LEVELS`, and a legend.
+/// One scenario's curves: GPU-hours on x, SLO attainment on y, a polyline per policy (its points
+/// in factor order, the factor-1 default a larger filled marker), the oracles dashed with square
+/// markers, guide lines at each of `LEVELS`, and a legend.
 pub fn svg(s: &ScenarioSweep) -> String {
     const W: f64 = 900.0;
     const H: f64 = 560.0;
@@ -619,8 +695,16 @@ pub fn svg(s: &ScenarioSweep) -> String {
     const BOTTOM: f64 = 50.0;
     let all = s.curves.iter().flat_map(|c| c.points.iter());
     let max_x = nice_ceiling(all.clone().map(|p| p.gpu_hours).fold(0.0, f64::max));
-    // The y axis starts at the lowest attainment (or 80 %), rounded down to ten points.
-    let min_y = all.map(|p| p.slo_attainment).fold(0.8, f64::min);
+    // The y axis starts at the lowest attainment of a real policy (or 80 %), rounded down to ten
+    // points. An oracle planned hotter falls to a few percent, which would squash every curve
+    // into the top of the plot: its points below the axis are left out.
+    let min_y = s
+        .curves
+        .iter()
+        .filter(|c| !c.reference)
+        .flat_map(|c| c.points.iter())
+        .map(|p| p.slo_attainment)
+        .fold(0.8, f64::min);
     let lo_y = ((min_y * 10.0).floor() / 10.0).clamp(0.0, 0.8);
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let x = |g: f64| LEFT + pw * g / max_x;
@@ -639,7 +723,7 @@ pub fn svg(s: &ScenarioSweep) -> String {
     );
     let _ = writeln!(
         out,
-        r##"<text x="{LEFT}" y="38" fill="#444">each policy at capacity factors {}; large filled marker: factor 1 (default); squares: oracles</text>"##,
+        r##"<text x="{LEFT}" y="38" fill="#444">each policy at capacity factors {}; large filled marker: factor 1 (default); dashed, squares: oracles (factors 1 to 2; points below the axis left out)</text>"##,
         SWEEP_FACTORS
             .iter()
             .map(|f| format!("{f}"))
@@ -694,7 +778,7 @@ pub fn svg(s: &ScenarioSweep) -> String {
     let legend_x = LEFT + pw + 40.0;
     for (k, c) in s.curves.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
-        if c.swept {
+        if !c.reference {
             let pts: Vec<String> = c
                 .points
                 .iter()
@@ -729,22 +813,42 @@ pub fn svg(s: &ScenarioSweep) -> String {
                 cx = legend_x - 18.0
             );
         } else {
-            for p in &c.points {
+            let shown: Vec<&Point> = c
+                .points
+                .iter()
+                .filter(|p| p.slo_attainment >= lo_y)
+                .collect();
+            let pts: Vec<String> = shown
+                .iter()
+                .map(|p| format!("{:.1},{:.1}", x(p.gpu_hours), y(p.slo_attainment)))
+                .collect();
+            let _ = writeln!(
+                out,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.2" stroke-dasharray="5 3"/>"#,
+                pts.join(" ")
+            );
+            for p in shown {
+                let side = if p.factor == 1.0 { 9.0 } else { 6.0 };
                 let _ = writeln!(
                     out,
-                    r#"<rect x="{:.1}" y="{:.1}" width="9" height="9" fill="{color}" stroke="black"><title>{}: {:.2} GPU-h, {:.2} %</title></rect>"#,
-                    x(p.gpu_hours) - 4.5,
-                    y(p.slo_attainment) - 4.5,
+                    r#"<rect x="{:.1}" y="{:.1}" width="{side}" height="{side}" fill="{}" stroke="{}"><title>{} factor {}: {:.2} GPU-h, {:.2} %</title></rect>"#,
+                    x(p.gpu_hours) - side / 2.0,
+                    y(p.slo_attainment) - side / 2.0,
+                    if p.factor == 1.0 { color } else { "white" },
+                    if p.factor == 1.0 { "black" } else { color },
                     escape(&c.policy),
+                    p.factor,
                     p.gpu_hours,
                     100.0 * p.slo_attainment
                 );
             }
             let _ = writeln!(
                 out,
-                r#"<rect x="{:.1}" y="{:.1}" width="9" height="9" fill="{color}" stroke="black"/>"#,
+                r#"<line x1="{x1:.1}" x2="{x2:.1}" y1="{legend_y:.1}" y2="{legend_y:.1}" stroke="{color}" stroke-width="1.2" stroke-dasharray="5 3"/><rect x="{:.1}" y="{:.1}" width="9" height="9" fill="{color}" stroke="black"/>"#,
                 legend_x - 22.5,
-                legend_y - 4.5
+                legend_y - 4.5,
+                x1 = legend_x - 30.0,
+                x2 = legend_x - 6.0
             );
         }
         let _ = writeln!(
@@ -869,5 +973,28 @@ mod tests {
         assert_eq!((v.cheapest_baseline, v.ratio), (None, None));
         assert_eq!(file_name("step:low=2"), "step-low-2");
         assert_eq!(median(vec![2.0, 1.0]), Some(1.5));
+    }
+
+    #[test]
+    fn the_work_floor_serves_the_cheapest_share_at_full_batch() {
+        let cost = CostModel::default();
+        // Work 1 to 20 s: 95 % is 19 requests, the cheapest 1 + ... + 19 = 190 s, each at
+        // full batch a quarter of its work (slowdown 2 over 8 slots).
+        let trace = Trace {
+            requests: (1..=20)
+                .map(|k| crate::trace::Request::plain(k as f64, k as f64, &cost))
+                .collect(),
+            duration_s: 60.0,
+            source: "test".into(),
+        };
+        let floor = work_floor_gpu_hours(&trace, &cost, 0.95);
+        assert!((floor - 190.0 / 4.0 / 3600.0).abs() < 1e-12, "{floor}");
+        assert!((work_floor_gpu_hours(&trace, &cost, 1.0) - 210.0 / 4.0 / 3600.0).abs() < 1e-12);
+        // A slowdown as large as the batch gains nothing from batching: a batch of one.
+        let flat = CostModel {
+            full_batch_slowdown: 16.0,
+            ..cost
+        };
+        assert!((work_floor_gpu_hours(&trace, &flat, 1.0) - 210.0 / 3600.0).abs() < 1e-12);
     }
 }

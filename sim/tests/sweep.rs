@@ -82,10 +82,10 @@ fn sweep_writes_its_outputs_and_factor_one_is_the_plain_run_exactly() {
             "{}: the factor-1 point is the default run",
             p.name
         );
-        let n = if c.swept {
-            sweep::SWEEP_FACTORS.len()
+        let n = if c.reference {
+            sweep::REFERENCE_FACTORS.len()
         } else {
-            1
+            sweep::SWEEP_FACTORS.len()
         };
         assert_eq!(c.points.len(), n, "{}", c.policy);
     }
@@ -111,6 +111,26 @@ fn sweep_writes_its_outputs_and_factor_one_is_the_plain_run_exactly() {
     let expected = s.at_95.baseline_gpu_hours.map(|b| oracle / b);
     assert!(expected.is_some(), "a baseline reaches 95 % on the step");
     assert_eq!(result.median_oracle_coldstart_vs_baseline_at_95, expected);
+    // Planned hotter, the oracle reaches 95 % for no more than its default plan costs, and the
+    // work floor lies below both.
+    let hot = s
+        .curves
+        .iter()
+        .find(|c| c.policy == "oracle-coldstart")
+        .unwrap()
+        .gpu_hours_at_95
+        .unwrap();
+    assert!(hot <= oracle, "{hot} > {oracle}");
+    let b = s.at_95.baseline_gpu_hours.unwrap();
+    assert_eq!(
+        result.median_oracle_coldstart_at_95_vs_baseline,
+        Some(hot / b)
+    );
+    assert!(s.work_floor_at_95 > 0.0 && s.work_floor_at_95 < hot);
+    assert_eq!(
+        result.median_work_floor_vs_baseline_at_95,
+        Some(s.work_floor_at_95 / b)
+    );
     assert!(md.contains("The room the yardstick leaves: oracle-coldstart"));
     let curves = json["scenarios"][0]["curves"].as_array().unwrap();
     for c in curves {
@@ -121,11 +141,15 @@ fn sweep_writes_its_outputs_and_factor_one_is_the_plain_run_exactly() {
     let svg = std::fs::read_to_string(dir.path().join("sweep-step.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(tags_balance(&svg), "unbalanced tags in the SVG");
-    let swept = s.curves.iter().filter(|c| c.swept).count();
     assert_eq!(
         svg.matches("<polyline").count(),
-        swept,
-        "one polyline per swept policy"
+        s.curves.len(),
+        "one polyline per policy"
+    );
+    assert_eq!(
+        svg.matches("stroke-dasharray=\"5 3\"/>").count(),
+        2 * s.curves.iter().filter(|c| c.reference).count(),
+        "the oracles dashed, in the plot and the legend"
     );
 }
 
