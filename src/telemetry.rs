@@ -252,7 +252,7 @@ pub fn explain_text(
                 }
                 let _ = writeln!(
                     out,
-                    "  planned   arrivals {} req/s{}, horizon {:.0} s ({}), window {:.0} s ({} samples){}, trend +{:.3} req/s",
+                    "  planned   arrivals {} req/s{}, horizon {:.0} s ({}), window {:.0} s ({} samples){}, trend +{:.3} req/s{}",
                     fmt(o.arrivals_per_s),
                     if o.arrivals_from.is_empty() {
                         String::new()
@@ -267,6 +267,14 @@ pub fn explain_text(
                         ", held through a {g:.0} s gap between recurring bursts"
                     )),
                     o.trend_per_s,
+                    if o.falling_per_s2 > 0.0 {
+                        format!(
+                            ", falling {:.3} req/s per minute along a line (older samples lowered to it)",
+                            60.0 * o.falling_per_s2
+                        )
+                    } else {
+                        String::new()
+                    },
                 );
                 let _ = writeln!(
                     out,

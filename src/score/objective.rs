@@ -56,7 +56,15 @@
 //!   bursts fit the budget and hold nothing, and a window in which nothing arrived holds nothing
 //!   either, so an idle service still scales to zero.
 //! - **A rising trend is planned ahead.** The window's least-squares slope, where positive, is
-//!   carried one cold start forward; a falling one is not (it is in the window soon enough).
+//!   carried one cold start forward.
+//! - **A falling one is not planned behind.** On a load falling along a line (the evening side
+//!   of a daily cycle), the window's oldest samples are its highest, and a window of `1 / (1 -
+//!   a)` samples would hold capacity for where the load was minutes ago. Where the slope is
+//!   negative beyond its standard error twice over and what the line leaves unexplained is no
+//!   more than the samples' counting noise (`falling_slope`), each sample is moved down to where
+//!   the line stands now. Anything else that falls (a burst ending, a step down) leaves more
+//!   than noise around a line and keeps the window as it is: that is the shape whose return
+//!   the window is there for.
 //! - **What was met corrects the model.** The model's readings err (a rate read low, noise read
 //!   as demand), and the replicas' TTFT histograms say what the errors cost: the miss budget the
 //!   model plans with is scaled by the budget over the misses measured (`calibrate`). Fewer
@@ -204,6 +212,9 @@ pub struct ObjectiveView {
     pub burst_floor_per_s: f64,
     /// Requests per second the window's rising trend adds over one horizon.
     pub trend_per_s: f64,
+    /// Requests per second per second the load falls along a line (`falling_slope`; 0 when it
+    /// does not): each of the window's samples is lowered to where the line stands now.
+    pub falling_per_s2: f64,
     /// False until the window holds `MIN_SAMPLES` and a service time is known: the fail-safe
     /// fallback (requests in the system over what one replica holds) then floors the answer.
     pub trusted: bool,
@@ -465,6 +476,7 @@ impl Planner {
         }
         .filter(|h| h.is_finite() && *h > 0.0);
         let trend_per_s = positive_slope(&self.samples) * horizon_s;
+        let mut falling_per_s2 = 0.0;
         let trusted = self.samples.len() >= MIN_SAMPLES && service_s.is_some();
         let mut headroom_per_s = 0.0;
         // A window in which nothing arrived is an idle service: it may go to zero (KEDA's
@@ -506,7 +518,14 @@ impl Planner {
                         }
                         _ => rates,
                     };
-                    let demand: Vec<f64> = rates.iter().map(|v| v + trend_per_s).collect();
+                    if let Some(tau) = noise_horizon_s {
+                        falling_per_s2 = falling_slope(&self.samples, tau);
+                    }
+                    let demand: Vec<f64> = rates
+                        .iter()
+                        .zip(&self.samples)
+                        .map(|(v, &(at, _))| (v + trend_per_s - falling_per_s2 * (t - at)).max(0.0))
+                        .collect();
                     // A backlog in sight is drained within the horizon whatever the window
                     // says: a floor, not one more sample the miss budget could skip.
                     let backlog = rate.map_or(0.0, |r| r + trend_per_s + drain_now);
@@ -548,6 +567,7 @@ impl Planner {
             recurrence_s,
             burst_floor_per_s,
             trend_per_s,
+            falling_per_s2,
             trusted,
             met_recently: within.map(|w| (w.within / w.total).clamp(0.0, 1.0)),
             met_recently_requests: within.map_or(0.0, |w| w.total),
@@ -785,6 +805,48 @@ fn gaps(
 }
 
 /// The least-squares slope of the samples, per second, or 0 when it is not positive.
+/// How fast the window's demand falls, requests per second per second (positive), where it
+/// falls along a line; 0 otherwise. `samples` are (time, rate), each rate counted over `tau`
+/// seconds, so a steady Poisson load reads with a variance of its mean over `tau` (`denoise`).
+/// The line is trusted when both hold:
+/// - its slope is negative by more than twice its standard error (a steady load's fitted slope
+///   is noise about zero, and lowering old samples by noise would plan below the load);
+/// - its residual variance is within the upper 95 % of what counting noise alone gives, the
+///   chi-square over its degrees of freedom (normal approximation, `1 + 1.645 sqrt(2 / dof)`):
+///   the line explains the window, so the samples are a level that moved, not bursts that
+///   ended. A burst ending or a step down leaves residuals far above noise around any line.
+pub fn falling_slope(samples: &VecDeque<(f64, f64)>, tau: f64) -> f64 {
+    let n = samples.len() as f64;
+    if samples.len() < MIN_SAMPLES || tau.is_nan() || tau <= 0.0 {
+        return 0.0;
+    }
+    let mt = samples.iter().map(|s| s.0).sum::<f64>() / n;
+    let mv = samples.iter().map(|s| s.1).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for &(t, v) in samples {
+        num += (t - mt) * (v - mv);
+        den += (t - mt) * (t - mt);
+    }
+    if !(den > 0.0 && mv > 0.0) {
+        return 0.0;
+    }
+    let slope = num / den;
+    let dof = n - 2.0;
+    let residual = samples
+        .iter()
+        .map(|&(t, v)| (v - mv - slope * (t - mt)).powi(2))
+        .sum::<f64>()
+        / dof;
+    let standard_error = (residual / den).sqrt();
+    let noise = mv / tau;
+    let explained = residual <= noise * (1.0 + 1.645 * (2.0 / dof).sqrt());
+    if slope < -2.0 * standard_error && explained {
+        -slope
+    } else {
+        0.0
+    }
+}
+
 fn positive_slope(samples: &VecDeque<(f64, f64)>) -> f64 {
     let n = samples.len() as f64;
     if n < MIN_SAMPLES as f64 {
@@ -1004,6 +1066,78 @@ mod tests {
         // samples of 9, 3 and 8.25 req/s spread far more than a count over 15 s would (the
         // arrivals moved), so most of the spread is kept, but not all.
         assert!(v.noise_share > 0.0 && v.noise_share < 0.5, "{v:?}");
+    }
+
+    /// Samples every 15 s: `rate(i)` plus a deterministic wobble of `amplitude` (alternating
+    /// sign), the way a count over 15 s scatters about its level.
+    fn series(n: usize, amplitude: f64, rate: impl Fn(usize) -> f64) -> VecDeque<(f64, f64)> {
+        (0..n)
+            .map(|i| {
+                let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+                (i as f64 * 15.0, rate(i) + sign * amplitude)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_a_load_falling_along_a_line_is_read_as_falling() {
+        // 20 req/s falling by 0.3 per sample (0.02 req/s per second), scattered by 1 req/s:
+        // a count over 15 s at 15 req/s scatters by sqrt(15 / 15) = 1, so the line explains it.
+        let falling = series(20, 1.0, |i| 20.0 - 0.3 * i as f64);
+        let slope = falling_slope(&falling, 15.0);
+        assert!((slope - 0.02).abs() < 0.002, "{slope}");
+        // Rising, or level: nothing falls.
+        assert_eq!(
+            falling_slope(&series(20, 1.0, |i| 5.0 + 0.3 * i as f64), 15.0),
+            0.0
+        );
+        assert_eq!(falling_slope(&series(20, 1.0, |_| 15.0), 15.0), 0.0);
+        // A burst ending (40 req/s for 10 samples, then 2): the slope is negative and far
+        // beyond its standard error, but the residuals around the line are far beyond counting
+        // noise, so the window is not lowered: the burst may come back.
+        let ended = series(20, 1.0, |i| if i < 10 { 40.0 } else { 2.0 });
+        assert_eq!(falling_slope(&ended, 15.0), 0.0);
+        // The same fall, scattered far more than counting noise (a bursty load drifting down):
+        // not a line either.
+        assert_eq!(
+            falling_slope(&series(20, 6.0, |i| 20.0 - 0.3 * i as f64), 15.0),
+            0.0
+        );
+        // Too few samples, or no counting span: no reading.
+        assert_eq!(
+            falling_slope(&series(3, 0.0, |i| 9.0 - i as f64), 15.0),
+            0.0
+        );
+        assert_eq!(falling_slope(&falling, 0.0), 0.0);
+        assert_eq!(falling_slope(&falling, f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn a_load_falling_along_a_line_is_planned_where_it_is_not_where_it_was() {
+        // 50 minutes at 40 req/s, then counted arrivals falling by 0.5 per sample, replicas
+        // learned full at 8 req/s each: the plan follows the line down instead of holding the
+        // window's oldest, and highest, samples. (The long plateau makes the hour's budget
+        // large enough that the early stretch need not be held: `burst_floor` stays out.)
+        let mut p = Planner::new(cfg());
+        let mut last = ObjectiveView::default();
+        let load = series(240, 1.0, |i| 40.0 - 0.5 * i.saturating_sub(200) as f64);
+        for (i, &(t, rate)) in load.iter().enumerate() {
+            let waited = if i == 0 { 2.0 } else { 0.0 };
+            last = p.observe(
+                t,
+                &ObjectiveInput {
+                    first_tokens_per_s: Some(rate),
+                    completions_per_s: Some(8.0 * 6.0),
+                    ..input(48.0, waited, 6, 0.3)
+                },
+            );
+        }
+        assert!((last.falling_per_s2 - 0.5 / 15.0).abs() < 0.005, "{last:?}");
+        assert_eq!(last.burst_floor_per_s, 0.0, "{last:?}");
+        // Now at 20.5 req/s; the window (20 samples, 300 s) began at 30. Planned with the
+        // window as read, about 27 req/s; lowered to the line, about the level now.
+        let planned = last.desired.unwrap() * last.replica_rate.unwrap() - last.headroom_per_s;
+        assert!(planned < 23.0, "{planned} req/s planned: {last:?}");
     }
 
     #[test]
