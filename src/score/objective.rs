@@ -804,7 +804,36 @@ fn gaps(
     longest
 }
 
-/// The least-squares slope of the samples, per second, or 0 when it is not positive.
+/// The least-squares line through (time, rate) samples: the means, the slope (per second) and
+/// the spread of the times about their mean. None with fewer than `MIN_SAMPLES` samples or all
+/// at one time.
+struct Line {
+    mean_t: f64,
+    mean_v: f64,
+    slope: f64,
+    spread_t: f64,
+}
+
+fn fit_line(samples: &VecDeque<(f64, f64)>) -> Option<Line> {
+    if samples.len() < MIN_SAMPLES {
+        return None;
+    }
+    let n = samples.len() as f64;
+    let mean_t = samples.iter().map(|s| s.0).sum::<f64>() / n;
+    let mean_v = samples.iter().map(|s| s.1).sum::<f64>() / n;
+    let (mut num, mut spread_t) = (0.0, 0.0);
+    for &(t, v) in samples {
+        num += (t - mean_t) * (v - mean_v);
+        spread_t += (t - mean_t) * (t - mean_t);
+    }
+    (spread_t > 0.0).then(|| Line {
+        mean_t,
+        mean_v,
+        slope: num / spread_t,
+        spread_t,
+    })
+}
+
 /// How fast the window's demand falls, requests per second per second (positive), where it
 /// falls along a line; 0 otherwise. `samples` are (time, rate), each rate counted over `tau`
 /// seconds, so a steady Poisson load reads with a variance of its mean over `tau` (`denoise`).
@@ -816,54 +845,31 @@ fn gaps(
 ///   the line explains the window, so the samples are a level that moved, not bursts that
 ///   ended. A burst ending or a step down leaves residuals far above noise around any line.
 pub fn falling_slope(samples: &VecDeque<(f64, f64)>, tau: f64) -> f64 {
-    let n = samples.len() as f64;
-    if samples.len() < MIN_SAMPLES || tau.is_nan() || tau <= 0.0 {
+    if tau.is_nan() || tau <= 0.0 {
         return 0.0;
     }
-    let mt = samples.iter().map(|s| s.0).sum::<f64>() / n;
-    let mv = samples.iter().map(|s| s.1).sum::<f64>() / n;
-    let (mut num, mut den) = (0.0, 0.0);
-    for &(t, v) in samples {
-        num += (t - mt) * (v - mv);
-        den += (t - mt) * (t - mt);
-    }
-    if !(den > 0.0 && mv > 0.0) {
+    let Some(line) = fit_line(samples).filter(|l| l.mean_v > 0.0) else {
         return 0.0;
-    }
-    let slope = num / den;
-    let dof = n - 2.0;
+    };
+    let dof = samples.len() as f64 - 2.0;
     let residual = samples
         .iter()
-        .map(|&(t, v)| (v - mv - slope * (t - mt)).powi(2))
+        .map(|&(t, v)| (v - line.mean_v - line.slope * (t - line.mean_t)).powi(2))
         .sum::<f64>()
         / dof;
-    let standard_error = (residual / den).sqrt();
-    let noise = mv / tau;
+    let standard_error = (residual / line.spread_t).sqrt();
+    let noise = line.mean_v / tau;
     let explained = residual <= noise * (1.0 + 1.645 * (2.0 / dof).sqrt());
-    if slope < -2.0 * standard_error && explained {
-        -slope
+    if line.slope < -2.0 * standard_error && explained {
+        -line.slope
     } else {
         0.0
     }
 }
 
+/// The least-squares slope of the samples, per second, or 0 when it is not positive.
 fn positive_slope(samples: &VecDeque<(f64, f64)>) -> f64 {
-    let n = samples.len() as f64;
-    if n < MIN_SAMPLES as f64 {
-        return 0.0;
-    }
-    let mt = samples.iter().map(|s| s.0).sum::<f64>() / n;
-    let mv = samples.iter().map(|s| s.1).sum::<f64>() / n;
-    let (mut num, mut den) = (0.0, 0.0);
-    for &(t, v) in samples {
-        num += (t - mt) * (v - mv);
-        den += (t - mt) * (t - mt);
-    }
-    if den > 0.0 {
-        (num / den).max(0.0)
-    } else {
-        0.0
-    }
+    fit_line(samples).map_or(0.0, |l| l.slope.max(0.0))
 }
 
 /// Share of one sample's requests that miss the objective when they arrive at `demand` per
