@@ -307,9 +307,11 @@ pub fn sweep_scenario(
     // Every replay starts from the factor-1 plan's first period, the oracles' hotter plans too:
     // the same fleet at time 0 for every point.
     let (plan, initial) = replay::plan_and_initial(trace, &cfg.cluster);
+    // The hotter plans only where an oracle is replayed (`--policies` may leave them out).
+    let oracles = cfg.policies.iter().any(|p| p.is_reference());
     let hotter: Vec<(f64, Vec<u32>)> = REFERENCE_FACTORS
         .iter()
-        .filter(|&&f| f != 1.0)
+        .filter(|&&f| oracles && f != 1.0)
         .map(|&f| {
             let required = replay::required_replicas_at(trace, &cfg.cluster, f);
             (f, replay::oracle_plan(&required))

@@ -101,25 +101,18 @@ fn sweep_writes_its_outputs_and_factor_one_is_the_plain_run_exactly() {
     assert_eq!(slo_mode["asked_99"]["judged"], false);
     // With one scenario the median is that scenario's oracle-coldstart over its cheapest
     // baseline at 95 %.
-    let oracle = s
+    let oracle_curve = s
         .curves
         .iter()
         .find(|c| c.policy == "oracle-coldstart")
-        .unwrap()
-        .default
-        .gpu_hours;
+        .unwrap();
+    let oracle = oracle_curve.default.gpu_hours;
     let expected = s.at_95.baseline_gpu_hours.map(|b| oracle / b);
     assert!(expected.is_some(), "a baseline reaches 95 % on the step");
     assert_eq!(result.median_oracle_coldstart_vs_baseline_at_95, expected);
     // Planned hotter, the oracle reaches 95 % for no more than its default plan costs, and the
     // work floor lies below both.
-    let hot = s
-        .curves
-        .iter()
-        .find(|c| c.policy == "oracle-coldstart")
-        .unwrap()
-        .gpu_hours_at_95
-        .unwrap();
+    let hot = oracle_curve.gpu_hours_at_95.unwrap();
     assert!(hot <= oracle, "{hot} > {oracle}");
     let b = s.at_95.baseline_gpu_hours.unwrap();
     assert_eq!(
