@@ -44,6 +44,7 @@ fn main() {
         policies: PolicyName::ALL.to_vec(),
         threads,
         record_requests: false,
+        record_decisions: false,
     };
     let t1 = Instant::now();
     let report = sim::simulate(&trace, &cfg, 1.0, 1.0, 1).expect("simulation runs");

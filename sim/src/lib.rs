@@ -157,6 +157,13 @@ pub struct SimulateArgs {
     /// per policy to requests-POLICY.csv under --out.
     #[arg(long)]
     pub requests_out: bool,
+    /// Also write the composite's decision at each scrape to decisions-composite.jsonl under
+    /// --out, one JSON object a line: the object the scaler's `/debug` endpoint serves (replicas
+    /// asked for, the signal that set them, and SLO mode's planner: arrivals, the rate one
+    /// replica serves, headroom, window, burst hold, miss budget). Replays the scaler's reasoning
+    /// step by step.
+    #[arg(long)]
+    pub decisions_out: bool,
     /// Seconds from a replica's creation to readiness (image pull + model load).
     #[arg(long, default_value_t = 60.0, allow_negative_numbers = true)]
     pub cold_start_s: f64,
@@ -217,6 +224,7 @@ impl SimulateArgs {
             composite_metadata: None,
             composite_hpa: policy::CompositeHpa::Recommended,
             requests_out: false,
+            decisions_out: false,
             cold_start_s: 60.0,
             timeout_s: 60.0,
             grace_s: 30.0,
@@ -455,6 +463,7 @@ pub fn prepare(args: &SimulateArgs) -> Result<(Trace, SimConfig, f64, f64, u64),
             capacity_factor: 1.0,
         },
         record_requests: args.requests_out,
+        record_decisions: args.decisions_out,
         policies,
         threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -472,8 +481,14 @@ pub fn simulate(
     Ok(simulate_with_requests(trace, cfg, rate_scale, time_scale, seed)?.0)
 }
 
-/// Per policy, every completed request's outcome (empty unless `cfg.record_requests`).
-pub type RequestLogs = Vec<(PolicyName, Vec<cluster::RequestOutcome>)>;
+/// Per policy, every completed request's outcome (empty unless `cfg.record_requests`) and the
+/// scaler's decisions (empty unless `cfg.record_decisions`, and for every policy but the
+/// composite).
+pub type RequestLogs = Vec<(
+    PolicyName,
+    Vec<cluster::RequestOutcome>,
+    Vec<keda_gpu_scaler::score::Decision>,
+)>;
 
 /// `simulate`, also returning the per-request outcomes.
 pub fn simulate_with_requests(
@@ -488,7 +503,13 @@ pub fn simulate_with_requests(
     let mut runs = replay::replay_all(trace, cfg)?;
     let logs: RequestLogs = runs
         .iter_mut()
-        .map(|r| (r.name, r.outcomes.requests.take().unwrap_or_default()))
+        .map(|r| {
+            (
+                r.name,
+                r.outcomes.requests.take().unwrap_or_default(),
+                std::mem::take(&mut r.decisions),
+            )
+        })
         .collect();
     let n = trace.requests.len();
     let mut per_window = vec![0u64; required.len()];
@@ -551,7 +572,7 @@ pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
         source,
     })?;
     if args.requests_out {
-        for (name, requests) in &logs {
+        for (name, requests, _) in &logs {
             let mut csv =
                 String::from("arrived_s,wait_s,service_s,latency_s,ttft_s,tpot_s,met_slo\n");
             for r in requests {
@@ -567,6 +588,17 @@ pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
                 ));
             }
             write(&args.out.join(format!("requests-{name}.csv")), &csv)?;
+        }
+    }
+    if args.decisions_out {
+        for (name, _, decisions) in logs.iter().filter(|(_, _, d)| !d.is_empty()) {
+            let mut lines = String::new();
+            for d in decisions {
+                // serde_json writes a non-finite number as null, so every line parses.
+                lines.push_str(&serde_json::to_string(d).expect("a decision serialises"));
+                lines.push('\n');
+            }
+            write(&args.out.join(format!("decisions-{name}.jsonl")), &lines)?;
         }
     }
     let report_json = args.out.join("report.json");

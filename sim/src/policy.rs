@@ -167,6 +167,11 @@ pub trait Policy: Send {
     fn gate_patches(&self) -> u64 {
         0
     }
+
+    /// The scaler's last decision, what its `/debug` endpoint serves (the composite only).
+    fn last_decision(&self) -> Option<&Decision> {
+        None
+    }
 }
 
 /// Phase of the HPA sync and KEDA poll relative to scrapes, so controllers read data that is a few
@@ -804,11 +809,6 @@ impl Composite {
         })
     }
 
-    /// The last decision the scorer made (what `/debug` would show).
-    pub fn last_decision(&self) -> Option<&Decision> {
-        self.last.as_ref()
-    }
-
     /// What the scorer was given besides the readings at its last step.
     pub fn last_context(&self) -> Option<&Context> {
         self.last_context.as_ref()
@@ -994,6 +994,10 @@ impl Policy for Composite {
 
     fn held_out(&self) -> Option<&BTreeSet<usize>> {
         self.drain.as_ref().map(|_| &self.held)
+    }
+
+    fn last_decision(&self) -> Option<&Decision> {
+        self.last.as_ref()
     }
 
     fn gate_patches(&self) -> u64 {

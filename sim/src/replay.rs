@@ -13,6 +13,7 @@ use super::metrics::Metrics;
 use super::policy::{self, PolicyName, Setup};
 use super::trace::Trace;
 use super::SimError;
+use keda_gpu_scaler::score::Decision;
 
 /// Everything a replay needs besides the trace.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +25,8 @@ pub struct SimConfig {
     pub threads: usize,
     /// Keep every completed request's outcome (`--requests-out`).
     pub record_requests: bool,
+    /// Keep the scaler's decision at each of its steps (`--decisions-out`; the composite only).
+    pub record_decisions: bool,
 }
 
 /// One point of a policy's timeline, every HPA sync period.
@@ -60,6 +63,8 @@ pub struct Run {
     /// Ready replicas at each simulated second.
     pub ready: Vec<u32>,
     pub timeline: Vec<Sample>,
+    /// The scaler's decision at each step it took (empty unless `record_decisions`).
+    pub decisions: Vec<Decision>,
 }
 
 /// Replicas needed per sync period with perfect foresight: enough batch slots for the highest
@@ -190,6 +195,7 @@ pub fn replay_one(
     let mut timeline = Vec::with_capacity((horizon / sample_every) as usize + 1);
     let (mut sample_next, mut sample_lat) = (0usize, 0usize);
     let mut scratch: Vec<f32> = Vec::new();
+    let mut decisions = Vec::new();
     for tick in 1..=horizon {
         let now = tick as f64;
         cluster.advance(now, reqs, &mut next);
@@ -202,6 +208,12 @@ pub fn replay_one(
             }
         }
         let n = policy.control(now, &cluster, &metrics);
+        if cfg.record_decisions {
+            // A new decision is one taken at this second: the scaler steps once per scrape.
+            if let Some(d) = policy.last_decision().filter(|d| d.at == now) {
+                decisions.push(d.clone());
+            }
+        }
         if let Some(held) = policy.held_out() {
             let live: Vec<usize> = cluster.live_indices().collect();
             for i in live {
@@ -262,6 +274,7 @@ pub fn replay_one(
         gpu_util_max: util_max,
         ready,
         timeline,
+        decisions,
     })
 }
 

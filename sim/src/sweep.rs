@@ -329,6 +329,7 @@ pub fn sweep_scenario(
                 ..cfg.setup.clone()
             },
             record_requests: false,
+            record_decisions: false,
             ..cfg.clone()
         };
         let run = replay::replay_one(trace, &cfg, name, plan, initial)?;

@@ -14,8 +14,8 @@ use keda_gpu_scaler::sources::{
     Readings, SampleRequest, SignalReading, Source, SourceKind, Sources,
 };
 use keda_gpu_sim::{
-    self as sim, cluster::Cluster, metrics::Metrics, policy, PolicyName, PolicyReport, Report,
-    SimulateArgs,
+    self as sim, cluster::Cluster, metrics::Metrics, policy, policy::Policy as _, PolicyName,
+    PolicyReport, Report, SimulateArgs,
 };
 
 fn args(out: &std::path::Path) -> SimulateArgs {
@@ -92,6 +92,56 @@ fn cli_contract_writes_the_three_files_with_the_documented_fields() {
     let svg = std::fs::read_to_string(&summary.chart_svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert_eq!(svg.matches("GPU-h ").count(), 2, "one panel per policy");
+}
+
+#[test]
+fn decisions_out_writes_the_composites_decision_at_every_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(dir.path());
+    a.policies = Some("composite,cpu-hpa".into());
+    a.duration_s = 1800.0;
+    a.decisions_out = true;
+    let summary = sim::run(&a).unwrap();
+    // Only the scaler decides; the baselines write no file.
+    assert!(!dir.path().join("decisions-cpu-hpa.jsonl").exists());
+    let text = std::fs::read_to_string(dir.path().join("decisions-composite.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 120, "one decision per 15 s scrape");
+    let times: Vec<f64> = lines.iter().map(|d| d["at"].as_f64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[1] - w[0] == 15.0), "{times:?}");
+    // SLO mode decides, and says why: the planner's view is in every decision once it has data.
+    let late = &lines[100];
+    assert_eq!(late["limiting"], "objective");
+    let o = &late["objective"];
+    for key in [
+        "arrivals_per_s",
+        "replica_rate",
+        "replica_rate_from",
+        "window_s",
+        "planned_miss_share",
+    ] {
+        assert!(!o[key].is_null(), "objective.{key} missing: {o}");
+    }
+    // The step from 2 to 20 req/s at 900 s: what the planner reads follows it.
+    let arrivals = |d: &serde_json::Value| d["objective"]["arrivals_per_s"].as_f64().unwrap_or(0.0);
+    assert!(arrivals(&lines[40]) < 6.0 && arrivals(&lines[100]) > 12.0);
+    // What KEDA was told after the step is what the replay scaled to: the HPA's replicas at the
+    // end are the last decisions' desired, rounded up (AverageValue, target 1).
+    let report = summary.report;
+    let comp = report
+        .policies
+        .iter()
+        .find(|p| p.name == "composite")
+        .unwrap();
+    let desired = lines.last().unwrap()["desired"].as_f64().unwrap();
+    let last = comp.timeline.last().unwrap().replicas as f64;
+    assert!(
+        (last - desired.ceil()).abs() <= 1.0,
+        "{last} replicas for desired {desired}"
+    );
 }
 
 #[test]
