@@ -76,8 +76,25 @@
 //!   replicas would not have helped it. The share of such misses, read at samples where nothing
 //!   waited, is taken out of the misses the calibration reads, so the fleet is not grown all
 //!   hour against misses it cannot change. It is reported (`quiet_miss_share`).
+//!
+//! This module holds the planner and its state; the pure pieces it composes live beside it:
+//! `queue` (the fluid queue and square-root staffing), `window` (counting noise and the line a
+//! window moves along), `bursts` (recurrence and the hold of a burst seen once),
+//! `calibration` (the miss budget against what was met) and `ready` (the measured cold start).
+
+mod bursts;
+mod calibration;
+mod queue;
+mod ready;
+mod window;
 
 use std::collections::VecDeque;
+
+use bursts::{burst_floor, recurrence_s};
+use calibration::{calibrate, EVIDENCE_MISSES, MAX_ALLOWED};
+use queue::{slots_for, sqrt_headroom};
+pub use ready::ReadyTimer;
+use window::{denoise, falling_slope, positive_slope};
 
 /// Fewest samples in the window before the planner trusts its own answer: with fewer, a window
 /// says nothing about variability (one sample has none, and three cannot tell a burst from a
@@ -91,36 +108,6 @@ pub const MEMORY_S: f64 = 3600.0;
 /// The longest window, seconds: the window grows as `1 / (1 - a)` samples, which would reach
 /// hours at 99.9 % and never give capacity back within a working day.
 pub const MAX_WINDOW_S: f64 = 1800.0;
-
-/// A sample is part of a burst when its demand is at least this many times the hour's median.
-/// Not noise: a Poisson arrival count over a 15 s sample at 1 request/s or more has a coefficient
-/// of variation of at most `1 / sqrt(15) = 0.26`, so twice the median is more than three
-/// standard deviations above it; and not a slow cycle, whose gaps are longer than the longest
-/// window and so never count (`recurrence_s`).
-pub const BURST_FACTOR: f64 = 2.0;
-
-/// ... and at least this share of the hour's peak demand: a stretch between bursts is quiet when
-/// it needs less than half the capacity the bursts did, which is when releasing capacity saves
-/// anything worth a cold start.
-pub const PEAK_SHARE: f64 = 0.5;
-
-/// Misses expected at the asked attainment in the evidence the calibration reads: 20 put the
-/// relative standard error of the measured miss share near `1 / sqrt(20) = 22 %`, enough to
-/// tell half the budget from the budget (400 requests at 95 %, 2000 at 99 %).
-pub const EVIDENCE_MISSES: f64 = 20.0;
-
-/// The most one reading of the misses moves the budget: by their ratio to it, within a factor of
-/// two either way. Misses at zero say only that the budget is not used, not by how much.
-pub const CALIBRATION_STEP: f64 = 2.0;
-
-/// The widest miss share the model is told to allow: beyond half it would plan for less than the
-/// window's median sample.
-pub const MAX_ALLOWED: f64 = 0.5;
-
-/// The narrowest, as a share of the budget asked for: at a tenth the plan is already at the
-/// window's highest sample (the model's misses fall to nothing there), and narrowing further
-/// changes nothing but how long widening takes again.
-pub const MIN_BUDGET_SHARE: f64 = 0.1;
 
 /// What the ScaledObject states.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -580,163 +567,6 @@ impl Planner {
     }
 }
 
-/// The miss budget's calibration: the next `scale` of the budget `allowed`, from `met` (time,
-/// requests within the objective, all requests; oldest first), `dt` seconds after the previous
-/// step, with the model's plan settling within `settle_s` (its window).
-///
-/// The misses read are those of the most recent `EVIDENCE_MISSES / allowed` requests; the scale
-/// moves toward `allowed / misses` (within `CALIBRATION_STEP` either way), by the whole ratio
-/// once per `settle_s` or per the time those requests took to arrive, whichever is longer: a
-/// loop faster than the plan it corrects would read the misses of a plan already replaced.
-/// Widening needs the last hour's misses under the budget as well: between bursts the recent
-/// requests all meet the objective, and widening there would meet the next burst with less.
-/// With fewer requests read than the evidence needs, the scale never exceeds 1; a step with no
-/// new reading (`dt` 0) leaves it where it is.
-pub fn calibrate(
-    scale: f64,
-    met: &VecDeque<(f64, f64, f64)>,
-    allowed: f64,
-    dt: f64,
-    settle_s: f64,
-) -> f64 {
-    let allowed = allowed.max(1e-6);
-    let evidence = EVIDENCE_MISSES / allowed;
-    let Some(&(now, _, _)) = met.back() else {
-        return scale.min(1.0);
-    };
-    let (mut within, mut total, mut since) = (0.0, 0.0, now);
-    for &(at, w, n) in met.iter().rev() {
-        within += w;
-        total += n;
-        since = at;
-        if total >= evidence {
-            break;
-        }
-    }
-    if total < evidence {
-        return scale.min(1.0);
-    }
-    if dt <= 0.0 {
-        return scale;
-    }
-    let recent = ((total - within) / total).clamp(0.0, 1.0);
-    let (hour_within, hour_total) = met
-        .iter()
-        .fold((0.0, 0.0), |(a, b), &(_, w, n)| (a + w, b + n));
-    let hour = ((hour_total - hour_within) / hour_total).clamp(0.0, 1.0);
-    let missed = if recent > allowed {
-        recent
-    } else {
-        recent.max(hour)
-    };
-    let ratio = (allowed / missed.max(allowed / CALIBRATION_STEP))
-        .clamp(1.0 / CALIBRATION_STEP, CALIBRATION_STEP);
-    let span = (now - since).max(dt).max(settle_s);
-    let widest = (MAX_ALLOWED / allowed).max(1.0);
-    (scale * ratio.powf((dt / span).min(1.0))).clamp(MIN_BUDGET_SHARE, widest)
-}
-
-/// The window's rates with their counting noise taken out, and the share of their variance it
-/// was. Each rate was counted over `tau` seconds, so even a steady Poisson load reads with a
-/// variance of its mean over `tau`: that much of the window's variance is noise, the rest the
-/// demand's own movement. Each sample keeps its deviation from the window's mean scaled by the
-/// square root of the share that is movement (the shrinkage of an estimate towards the mean by
-/// its signal-to-noise ratio): a steady load's samples all read as its mean, a bursty load's
-/// keep their bursts. Needs two samples; a window with no spread is returned as it is.
-pub fn denoise(rates: &[f64], tau: f64) -> (Vec<f64>, f64) {
-    let n = rates.len() as f64;
-    if rates.len() < 2 || tau.is_nan() || tau <= 0.0 {
-        return (rates.to_vec(), 0.0);
-    }
-    let mean = rates.iter().sum::<f64>() / n;
-    let variance = rates.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    if !(variance > 0.0 && mean > 0.0) {
-        return (rates.to_vec(), 0.0);
-    }
-    let noise = (mean / tau / variance).min(1.0);
-    let keep = (1.0 - noise).sqrt();
-    (
-        rates.iter().map(|v| mean + keep * (v - mean)).collect(),
-        noise,
-    )
-}
-
-/// The least arrival rate to hold so that any stretch of one horizon in `history` (the last
-/// hour's arrival rates, oldest first, one per `interval_s`), if it came again, would miss no
-/// more requests than the budget: `share` of the hour's requests.
-///
-/// Capacity asked for when a burst starts is ready one horizon later, so a burst met with less
-/// than it needs misses what it brings beyond the capacity held for that horizon. A burst seen
-/// once may come again before the window has seen it recur (`recurrence_s` needs two), and one
-/// whose excess alone is more than the hour's budget would break the promise on its own: enough
-/// is held that its excess fits. The budget grows with the requests the hour has served, so the
-/// floor falls as the evidence that the burst was rare grows, and it goes when the burst leaves
-/// the hour. A stretch whose excess over nothing fits in the budget (smooth load, small bursts)
-/// holds nothing.
-pub fn burst_floor(history: &[f64], share: f64, horizon_s: f64, interval_s: f64) -> f64 {
-    if history.is_empty() || interval_s.is_nan() || interval_s <= 0.0 {
-        return 0.0;
-    }
-    let budget = share.max(0.0) * history.iter().sum::<f64>() * interval_s;
-    let span = ((horizon_s / interval_s).ceil() as usize).clamp(1, history.len());
-    // The requests the worst stretch brings beyond `floor`: one pass with a sliding sum.
-    let excess = |floor: f64| {
-        let over = |d: f64| (d - floor).max(0.0) * interval_s;
-        let mut sum: f64 = history[..span].iter().map(|&d| over(d)).sum();
-        let mut worst = sum;
-        for i in span..history.len() {
-            sum += over(history[i]) - over(history[i - span]);
-            worst = worst.max(sum);
-        }
-        worst
-    };
-    if excess(0.0) <= budget {
-        return 0.0;
-    }
-    // Bisection on a decreasing function, to a thousandth of the highest rate.
-    let (mut lo, mut hi) = (0.0, history.iter().copied().fold(0.0, f64::max));
-    while hi - lo > 1e-3 * hi.max(1e-9) {
-        let mid = 0.5 * (lo + hi);
-        if excess(mid) > budget {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    hi
-}
-
-/// Square-root staffing (Halfin and Whitt): the requests per second to plan beyond `served`
-/// so that no more than `share` of the time a request finds every slot taken, each request
-/// holding a slot `hold_s` seconds. The fluid plan runs every slot busy at the rate it plans
-/// for, but requests arrive at random within a sample: the requests in the system fluctuate
-/// around the load (`served * hold_s` slots) by its square root, as a Poisson count does, and
-/// `z(1 - share)` of those fluctuations are covered. The quantile follows the budget, so a
-/// calibration that widens the budget shrinks it (to nothing at half the requests).
-pub fn sqrt_headroom(served: f64, hold_s: f64, share: f64) -> f64 {
-    if !(served > 0.0 && hold_s > 0.0) {
-        return 0.0;
-    }
-    let load = served * hold_s;
-    (normal_quantile(1.0 - share).max(0.0) * load.sqrt() / hold_s).max(0.0)
-}
-
-/// The standard normal quantile at `p` in (0, 1), by Abramowitz and Stegun's 26.2.23 (absolute
-/// error under 4.5e-4, far below what a planned replica count can resolve); 0 at one half.
-pub fn normal_quantile(p: f64) -> f64 {
-    let p = p.clamp(1e-12, 1.0 - 1e-12);
-    let tail = p.min(1.0 - p);
-    let w = (-2.0 * tail.ln()).sqrt();
-    let z = w
-        - (2.515517 + 0.802853 * w + 0.010328 * w * w)
-            / (1.0 + 1.432788 * w + 0.189269 * w * w + 0.001308 * w * w * w);
-    if p < 0.5 {
-        -z
-    } else {
-        z
-    }
-}
-
 /// Drops the records of `q` (oldest first) taken at or before `before`, by their time `at`.
 fn forget<T>(q: &mut VecDeque<T>, before: f64, at: impl Fn(&T) -> f64) {
     while q.front().is_some_and(|r| at(r) <= before) {
@@ -754,221 +584,6 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
     }
     xs.sort_by(f64::total_cmp);
     Some(xs[xs.len() / 2])
-}
-
-/// The longest quiet gap, seconds, between two bursts among `history` (oldest first): samples
-/// at `BURST_FACTOR` times the median demand or more, separated by at least one quieter
-/// sample. None unless a gap ended in a burst, or when every gap is too long to hold through
-/// (it would not fit in `MAX_WINDOW_S` with one horizon).
-pub fn recurrence_s(
-    history: &VecDeque<(f64, f64)>,
-    interval_s: f64,
-    horizon_s: f64,
-) -> Option<f64> {
-    let median = median(history.iter().map(|&(_, v)| v).collect())?;
-    // The hour's peak as its 90th percentile: one sample inflated by a backlog's drain term
-    // must not hide every later burst.
-    let mut sorted: Vec<f64> = history.iter().map(|&(_, v)| v).collect();
-    sorted.sort_by(f64::total_cmp);
-    let peak = sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)];
-    // Well above the typical level (not noise), and a burst the window would hold capacity for
-    // (at least half the hour's peak: lesser blips in a quiet stretch do not split it).
-    let threshold = (BURST_FACTOR * median).max(PEAK_SHARE * peak);
-    if threshold <= 0.0 {
-        return None;
-    }
-    gaps(history, threshold, interval_s, horizon_s)
-}
-
-fn gaps(
-    history: &VecDeque<(f64, f64)>,
-    threshold: f64,
-    interval_s: f64,
-    horizon_s: f64,
-) -> Option<f64> {
-    let mut last_high: Option<f64> = None;
-    let mut longest: Option<f64> = None;
-    for &(t, v) in history {
-        if v < threshold {
-            continue;
-        }
-        if let Some(prev) = last_high {
-            let gap = t - prev;
-            // Consecutive burst samples are one burst, not a gap.
-            if gap > 1.5 * interval_s && gap + horizon_s <= MAX_WINDOW_S {
-                longest = Some(longest.map_or(gap, |l: f64| l.max(gap)));
-            }
-        }
-        last_high = Some(t);
-    }
-    longest
-}
-
-/// The least-squares line through (time, rate) samples: the means, the slope (per second) and
-/// the spread of the times about their mean. None with fewer than `MIN_SAMPLES` samples or all
-/// at one time.
-struct Line {
-    mean_t: f64,
-    mean_v: f64,
-    slope: f64,
-    spread_t: f64,
-}
-
-fn fit_line(samples: &VecDeque<(f64, f64)>) -> Option<Line> {
-    if samples.len() < MIN_SAMPLES {
-        return None;
-    }
-    let n = samples.len() as f64;
-    let mean_t = samples.iter().map(|s| s.0).sum::<f64>() / n;
-    let mean_v = samples.iter().map(|s| s.1).sum::<f64>() / n;
-    let (mut num, mut spread_t) = (0.0, 0.0);
-    for &(t, v) in samples {
-        num += (t - mean_t) * (v - mean_v);
-        spread_t += (t - mean_t) * (t - mean_t);
-    }
-    (spread_t > 0.0).then(|| Line {
-        mean_t,
-        mean_v,
-        slope: num / spread_t,
-        spread_t,
-    })
-}
-
-/// How fast the window's demand falls, requests per second per second (positive), where it
-/// falls along a line; 0 otherwise. `samples` are (time, rate), each rate counted over `tau`
-/// seconds, so a steady Poisson load reads with a variance of its mean over `tau` (`denoise`).
-/// The line is trusted when both hold:
-/// - its slope is negative by more than twice its standard error (a steady load's fitted slope
-///   is noise about zero, and lowering old samples by noise would plan below the load);
-/// - its residual variance is within the upper 95 % of what counting noise alone gives, the
-///   chi-square over its degrees of freedom (normal approximation, `1 + 1.645 sqrt(2 / dof)`):
-///   the line explains the window, so the samples are a level that moved, not bursts that
-///   ended. A burst ending or a step down leaves residuals far above noise around any line.
-pub fn falling_slope(samples: &VecDeque<(f64, f64)>, tau: f64) -> f64 {
-    if tau.is_nan() || tau <= 0.0 {
-        return 0.0;
-    }
-    let Some(line) = fit_line(samples).filter(|l| l.mean_v > 0.0) else {
-        return 0.0;
-    };
-    let dof = samples.len() as f64 - 2.0;
-    let residual = samples
-        .iter()
-        .map(|&(t, v)| (v - line.mean_v - line.slope * (t - line.mean_t)).powi(2))
-        .sum::<f64>()
-        / dof;
-    let standard_error = (residual / line.spread_t).sqrt();
-    let noise = line.mean_v / tau;
-    let explained = residual <= noise * (1.0 + 1.645 * (2.0 / dof).sqrt());
-    if line.slope < -2.0 * standard_error && explained {
-        -line.slope
-    } else {
-        0.0
-    }
-}
-
-/// The least-squares slope of the samples, per second, or 0 when it is not positive.
-fn positive_slope(samples: &VecDeque<(f64, f64)>) -> f64 {
-    fit_line(samples).map_or(0.0, |l| l.slope.max(0.0))
-}
-
-/// Share of one sample's requests that miss the objective when they arrive at `demand` per
-/// second and the replicas serve `slots` per second, for `interval_s` seconds, with `budget_s`
-/// of waiting allowed. A fluid queue: the backlog grows at `demand - slots`, so a request
-/// arriving `tau` seconds into the shortage waits `(demand - slots) tau / slots`.
-/// It misses once that exceeds the budget: `tau > budget x slots / (demand - slots)`. A shortage
-/// shorter than that is absorbed by the queue; with no slots at all every request misses.
-pub fn miss_fraction(demand: f64, slots: f64, budget_s: f64, interval_s: f64) -> f64 {
-    if demand <= slots {
-        return 0.0;
-    }
-    if slots <= 0.0 {
-        return 1.0;
-    }
-    let absorbed_s = budget_s * slots / (demand - slots);
-    (1.0 - absorbed_s / interval_s).clamp(0.0, 1.0)
-}
-
-/// Request-weighted misses over the window with `slots`: each sample weighs as many requests as
-/// arrived in it.
-pub fn window_misses(demand: &[f64], slots: f64, budget_s: f64, interval_s: f64) -> f64 {
-    let total: f64 = demand.iter().sum();
-    if total <= 0.0 {
-        return 0.0;
-    }
-    demand
-        .iter()
-        .map(|&d| d * miss_fraction(d, slots, budget_s, interval_s))
-        .sum::<f64>()
-        / total
-}
-
-/// The fewest slots whose request-weighted misses over the window are at most `allowed`
-/// (bisection: misses only fall as slots grow). Never more than the window's highest demand,
-/// which misses nothing.
-pub fn slots_for(demand: &[f64], allowed: f64, budget_s: f64, interval_s: f64) -> f64 {
-    let hi = demand.iter().copied().fold(0.0f64, f64::max);
-    if hi <= 0.0 {
-        return 0.0;
-    }
-    let (mut lo, mut hi) = (0.0f64, hi);
-    // 40 halvings: far below a hundredth of a slot for any realistic demand.
-    for _ in 0..40 {
-        let mid = 0.5 * (lo + hi);
-        if window_misses(demand, mid, budget_s, interval_s) <= allowed {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    hi
-}
-
-/// Measures cold starts the way a discovery source sees them: from the first sample in which a
-/// pod is seen not ready to the first in which it is ready. Pods first seen ready (there before
-/// the scaler) say nothing and are not counted.
-#[derive(Clone, Debug, Default)]
-pub struct ReadyTimer {
-    unready_since: std::collections::BTreeMap<String, f64>,
-    seen_ready: std::collections::BTreeSet<String>,
-    measured: VecDeque<(f64, f64)>,
-}
-
-impl ReadyTimer {
-    /// Records which pods are starting and which are ready at `t`.
-    pub fn observe<'a>(
-        &mut self,
-        t: f64,
-        starting: impl IntoIterator<Item = &'a str>,
-        ready: impl IntoIterator<Item = &'a str>,
-    ) {
-        for p in starting {
-            if !self.seen_ready.contains(p) {
-                self.unready_since.entry(p.to_string()).or_insert(t);
-            }
-        }
-        let ready: std::collections::BTreeSet<String> =
-            ready.into_iter().map(str::to_string).collect();
-        for p in &ready {
-            if let Some(since) = self.unready_since.remove(p) {
-                self.measured.push_back((t, t - since));
-            }
-        }
-        // Forget pods that left, so the maps hold only the live fleet.
-        self.unready_since
-            .retain(|p, since| ready.contains(p) || t - *since < MEMORY_S);
-        self.seen_ready = ready;
-        forget(&mut self.measured, t - MEMORY_S, |r| r.0);
-    }
-
-    /// The median measured cold start of the last hour; None before the first.
-    pub fn cold_start_s(&self) -> Option<f64> {
-        median(self.measured.iter().map(|&(_, v)| v).collect())
-    }
-
-    pub fn measured(&self) -> usize {
-        self.measured.len()
-    }
 }
 
 #[cfg(test)]
@@ -998,30 +613,6 @@ mod tests {
             first_tokens_per_s: None,
             ttft_within: None,
         }
-    }
-
-    #[test]
-    fn the_normal_quantile_matches_its_table() {
-        for (p, z) in [(0.5, 0.0), (0.9, 1.2816), (0.95, 1.6449), (0.99, 2.3263)] {
-            assert!((normal_quantile(p) - z).abs() < 5e-4, "{p}");
-            assert!((normal_quantile(1.0 - p) + z).abs() < 5e-4, "{p}");
-        }
-        assert!(normal_quantile(0.0).is_finite() && normal_quantile(1.0).is_finite());
-    }
-
-    #[test]
-    fn square_root_headroom_covers_the_load_s_fluctuation_at_the_budget_s_quantile() {
-        // 32 requests/s held 2 s each: 64 slots busy, fluctuating by 8; at 5 % the 1.645 x 8
-        // slots more are 6.58 requests/s.
-        let h = sqrt_headroom(32.0, 2.0, 0.05);
-        assert!((h - 1.6449 * 8.0 / 2.0).abs() < 0.01, "{h}");
-        // Relatively less for more load (economies of scale), more for a stricter budget, none
-        // at half the requests or with nothing to serve.
-        assert!(sqrt_headroom(128.0, 2.0, 0.05) / 128.0 < h / 32.0);
-        assert!(sqrt_headroom(32.0, 2.0, 0.01) > h);
-        assert_eq!(sqrt_headroom(32.0, 2.0, 0.5), 0.0);
-        assert_eq!(sqrt_headroom(0.0, 2.0, 0.05), 0.0);
-        assert_eq!(sqrt_headroom(f64::NAN, 2.0, 0.05), 0.0);
     }
 
     #[test]
@@ -1086,39 +677,6 @@ mod tests {
     }
 
     #[test]
-    fn only_a_load_falling_along_a_line_is_read_as_falling() {
-        // 20 req/s falling by 0.3 per sample (0.02 req/s per second), scattered by 1 req/s:
-        // a count over 15 s at 15 req/s scatters by sqrt(15 / 15) = 1, so the line explains it.
-        let falling = series(20, 1.0, |i| 20.0 - 0.3 * i as f64);
-        let slope = falling_slope(&falling, 15.0);
-        assert!((slope - 0.02).abs() < 0.002, "{slope}");
-        // Rising, or level: nothing falls.
-        assert_eq!(
-            falling_slope(&series(20, 1.0, |i| 5.0 + 0.3 * i as f64), 15.0),
-            0.0
-        );
-        assert_eq!(falling_slope(&series(20, 1.0, |_| 15.0), 15.0), 0.0);
-        // A burst ending (40 req/s for 10 samples, then 2): the slope is negative and far
-        // beyond its standard error, but the residuals around the line are far beyond counting
-        // noise, so the window is not lowered: the burst may come back.
-        let ended = series(20, 1.0, |i| if i < 10 { 40.0 } else { 2.0 });
-        assert_eq!(falling_slope(&ended, 15.0), 0.0);
-        // The same fall, scattered far more than counting noise (a bursty load drifting down):
-        // not a line either.
-        assert_eq!(
-            falling_slope(&series(20, 6.0, |i| 20.0 - 0.3 * i as f64), 15.0),
-            0.0
-        );
-        // Too few samples, or no counting span: no reading.
-        assert_eq!(
-            falling_slope(&series(3, 0.0, |i| 9.0 - i as f64), 15.0),
-            0.0
-        );
-        assert_eq!(falling_slope(&falling, 0.0), 0.0);
-        assert_eq!(falling_slope(&falling, f64::NAN), 0.0);
-    }
-
-    #[test]
     fn a_load_falling_along_a_line_is_planned_where_it_is_not_where_it_was() {
         // 50 minutes at 40 req/s, then counted arrivals falling by 0.5 per sample, replicas
         // learned full at 8 req/s each: the plan follows the line down instead of holding the
@@ -1144,59 +702,6 @@ mod tests {
         // window as read, about 27 req/s; lowered to the line, about the level now.
         let planned = last.desired.unwrap() * last.replica_rate.unwrap() - last.headroom_per_s;
         assert!(planned < 23.0, "{planned} req/s planned: {last:?}");
-    }
-
-    #[test]
-    fn counting_noise_is_taken_out_of_the_window_and_movement_is_kept() {
-        // A steady 20 req/s counted over 15 s reads with a variance of 20 / 15: samples spread
-        // by no more than that are all the mean.
-        let steady = [20.0, 21.2, 18.8, 20.0, 21.0, 19.0];
-        let (rates, noise) = denoise(&steady, 15.0);
-        assert_eq!(noise, 1.0);
-        assert!(rates.iter().all(|r| (r - 20.0).abs() < 1e-9), "{rates:?}");
-        // A burst is movement: a spread far beyond the noise is kept almost whole.
-        let bursty = [2.0, 2.0, 30.0, 2.0, 2.0, 2.0];
-        let (rates, noise) = denoise(&bursty, 15.0);
-        assert!(noise < 0.01, "{noise}");
-        assert!(rates[2] > 29.0 && rates[2] < 30.0, "{rates:?}");
-        // The mean is kept either way, and what cannot be judged is left alone.
-        let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
-        assert!((mean(&rates) - mean(&bursty)).abs() < 1e-9);
-        assert_eq!(denoise(&[5.0], 15.0), (vec![5.0], 0.0));
-        assert_eq!(denoise(&[0.0, 0.0], 15.0), (vec![0.0, 0.0], 0.0));
-        assert_eq!(denoise(&[1.0, 3.0], 0.0), (vec![1.0, 3.0], 0.0));
-    }
-
-    #[test]
-    fn a_short_shortage_is_absorbed_and_a_long_one_misses() {
-        assert_eq!(miss_fraction(10.0, 10.0, 1.0, 15.0), 0.0);
-        // 1 request/s over 10 served: the backlog's wait grows 0.1 s per second; 1.5 s of
-        // budget holds the first 15 s.
-        assert_eq!(miss_fraction(11.0, 10.0, 1.5, 15.0), 0.0);
-        let m = miss_fraction(20.0, 10.0, 1.5, 15.0);
-        assert!((m - 0.9).abs() < 1e-12, "{m}");
-        assert_eq!(miss_fraction(5.0, 0.0, 1.0, 15.0), 1.0);
-    }
-
-    #[test]
-    fn the_attainment_sets_how_much_of_the_tail_is_covered() {
-        // 19 quiet samples and one burst five times as high.
-        let mut d = vec![10.0; 19];
-        d.push(50.0);
-        // 95 %: the burst holds 50 / 240 of the requests, more than the 5 % allowed: covered.
-        let s95 = slots_for(&d, 0.05, 0.0, 15.0);
-        assert!(s95 > 40.0, "{s95}");
-        // With the burst a small share of requests, it is left to miss.
-        let mut d2 = vec![10.0; 99];
-        d2.push(30.0);
-        let s = slots_for(&d2, 0.05, 0.0, 15.0);
-        assert!((s - 10.0).abs() < 0.01, "{s}");
-        // Smooth traffic gets no headroom at all: a little less than its rate even, as the
-        // queue absorbs a shortfall whose wait stays within the budget for most of a sample
-        // (S / (8 - S) x 1 s >= 0.95 x 15 s: S >= 7.47).
-        let s = slots_for(&[8.0; 20], 0.05, 1.0, 15.0);
-        assert!((s - 7.47).abs() < 0.01, "{s}");
-        assert_eq!(slots_for(&[0.0; 5], 0.05, 1.0, 15.0), 0.0);
     }
 
     #[test]
@@ -1392,54 +897,6 @@ mod tests {
         assert_eq!(v.met_last_hour, Some(1.0));
     }
 
-    /// `n` readings 15 s apart of `per` requests each, `missed` of them over the objective.
-    fn met(n: usize, per: f64, missed: f64) -> VecDeque<(f64, f64, f64)> {
-        (0..n)
-            .map(|i| (i as f64 * 15.0, per - missed, per))
-            .collect()
-    }
-
-    #[test]
-    fn the_budget_widens_when_misses_stay_under_it_and_narrows_when_they_do_not() {
-        // 5 % allowed: the evidence is the last 400 requests.
-        let clean = met(40, 20.0, 0.0);
-        // Nothing missed: the budget doubles over one settling time, and in proportion within it.
-        assert!((calibrate(1.0, &clean, 0.05, 300.0, 300.0) - 2.0).abs() < 1e-12);
-        let step = calibrate(1.0, &clean, 0.05, 15.0, 300.0);
-        assert!((step - 2f64.powf(0.05)).abs() < 1e-12, "{step}");
-        // ... up to half of all requests, never beyond.
-        assert!((calibrate(9.0, &clean, 0.05, 300.0, 300.0) - 10.0).abs() < 1e-12);
-        // Misses at the budget: nothing moves. Twice the budget: halved.
-        assert!((calibrate(3.0, &met(40, 20.0, 1.0), 0.05, 300.0, 300.0) - 3.0).abs() < 1e-12);
-        assert!((calibrate(3.0, &met(40, 20.0, 2.0), 0.05, 300.0, 300.0) - 1.5).abs() < 1e-12);
-        // ... never below a tenth of the budget.
-        assert_eq!(
-            calibrate(0.1, &met(40, 20.0, 10.0), 0.05, 300.0, 300.0),
-            0.1
-        );
-    }
-
-    #[test]
-    fn without_evidence_or_after_a_bad_hour_the_budget_does_not_widen() {
-        // 390 requests read: too few to tell 5 % from nothing. The scale only ever narrows.
-        let few = met(39, 10.0, 0.0);
-        assert_eq!(calibrate(4.0, &few, 0.05, 300.0, 300.0), 1.0);
-        assert_eq!(calibrate(0.5, &few, 0.05, 300.0, 300.0), 0.5);
-        assert_eq!(calibrate(2.0, &VecDeque::new(), 0.05, 15.0, 300.0), 1.0);
-        // Evidence enough, but nothing new read at this step: the scale stays where it is.
-        assert_eq!(calibrate(3.0, &met(40, 20.0, 0.0), 0.05, 0.0, 300.0), 3.0);
-        // The last 400 requests all met, but the hour missed 10 %: between bursts, the scale
-        // follows the hour (halves), it does not widen.
-        let mut bursty = met(40, 20.0, 4.0);
-        bursty.extend(
-            met(20, 20.0, 0.0)
-                .into_iter()
-                .map(|(t, w, n)| (t + 600.0, w, n)),
-        );
-        let hour = calibrate(2.0, &bursty, 0.05, 300.0, 300.0);
-        assert!(hour < 2.0, "{hour}");
-    }
-
     #[test]
     fn the_planner_plans_with_the_calibrated_budget() {
         use crate::score::Within;
@@ -1538,21 +995,5 @@ mod tests {
         );
         assert_eq!((v.horizon_s, v.horizon_from), (240.0, "measured"));
         assert_eq!(v.window_s, 240.0);
-    }
-
-    #[test]
-    fn the_ready_timer_measures_not_ready_to_ready() {
-        let mut r = ReadyTimer::default();
-        r.observe(0.0, ["a"], ["old"]);
-        r.observe(15.0, ["a", "b"], ["old"]);
-        r.observe(75.0, ["b"], ["old", "a"]);
-        r.observe(150.0, [], ["old", "a", "b"]);
-        assert_eq!(r.measured(), 2);
-        // 75 and 135: the median of two is the higher.
-        assert_eq!(r.cold_start_s(), Some(135.0));
-        // A pod that was ready and fails readiness later is not a cold start.
-        r.observe(165.0, ["a"], ["old", "b"]);
-        r.observe(180.0, [], ["old", "a", "b"]);
-        assert_eq!(r.measured(), 2);
     }
 }
