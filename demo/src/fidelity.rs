@@ -243,6 +243,7 @@ pub fn replay_for(run: &RunSummary, records: &[Record], model: Model) -> Result<
         policies: vec![policy],
         threads: 1,
         record_requests: true,
+        record_decisions: false,
     };
     Ok(Replay {
         policy,
