@@ -478,30 +478,30 @@ pub fn simulate(
     time_scale: f64,
     seed: u64,
 ) -> Result<Report, SimError> {
-    Ok(simulate_with_requests(trace, cfg, rate_scale, time_scale, seed)?.0)
+    Ok(simulate_with_logs(trace, cfg, rate_scale, time_scale, seed)?.0)
 }
 
 /// Per policy, every completed request's outcome (empty unless `cfg.record_requests`) and the
-/// scaler's decisions (empty unless `cfg.record_decisions`, and for every policy but the
-/// composite).
-pub type RequestLogs = Vec<(
+/// scaler's decisions (empty unless `cfg.record_decisions`; always empty for the policies other
+/// than the composite, which make none).
+pub type ReplayLogs = Vec<(
     PolicyName,
     Vec<cluster::RequestOutcome>,
     Vec<keda_gpu_scaler::score::Decision>,
 )>;
 
-/// `simulate`, also returning the per-request outcomes.
-pub fn simulate_with_requests(
+/// `simulate`, also returning what the replays recorded (`ReplayLogs`).
+pub fn simulate_with_logs(
     trace: &Trace,
     cfg: &SimConfig,
     rate_scale: f64,
     time_scale: f64,
     seed: u64,
-) -> Result<(Report, RequestLogs), SimError> {
+) -> Result<(Report, ReplayLogs), SimError> {
     let required = replay::required_replicas(trace, &cfg.cluster);
     let surge_windows = report::surges(&required);
     let mut runs = replay::replay_all(trace, cfg)?;
-    let logs: RequestLogs = runs
+    let logs: ReplayLogs = runs
         .iter_mut()
         .map(|r| {
             (
@@ -566,7 +566,7 @@ fn write(path: &Path, text: &str) -> Result<(), SimError> {
 /// `report.html`.
 pub fn run(args: &SimulateArgs) -> Result<ReportSummary, SimError> {
     let (trace, cfg, rate_scale, time_scale, seed) = prepare(args)?;
-    let (report, logs) = simulate_with_requests(&trace, &cfg, rate_scale, time_scale, seed)?;
+    let (report, logs) = simulate_with_logs(&trace, &cfg, rate_scale, time_scale, seed)?;
     std::fs::create_dir_all(&args.out).map_err(|source| SimError::Io {
         path: args.out.display().to_string(),
         source,
