@@ -586,6 +586,19 @@ fn median(mut xs: Vec<f64>) -> Option<f64> {
     Some(xs[xs.len() / 2])
 }
 
+/// Test samples every 15 s: `rate(i)` plus a deterministic wobble of `amplitude` (alternating
+/// sign), the way a count over 15 s scatters about its level. Shared by the planner's tests and
+/// `window`'s.
+#[cfg(test)]
+fn series(n: usize, amplitude: f64, rate: impl Fn(usize) -> f64) -> VecDeque<(f64, f64)> {
+    (0..n)
+        .map(|i| {
+            let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+            (i as f64 * 15.0, rate(i) + sign * amplitude)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,17 +676,6 @@ mod tests {
         // samples of 9, 3 and 8.25 req/s spread far more than a count over 15 s would (the
         // arrivals moved), so most of the spread is kept, but not all.
         assert!(v.noise_share > 0.0 && v.noise_share < 0.5, "{v:?}");
-    }
-
-    /// Samples every 15 s: `rate(i)` plus a deterministic wobble of `amplitude` (alternating
-    /// sign), the way a count over 15 s scatters about its level.
-    fn series(n: usize, amplitude: f64, rate: impl Fn(usize) -> f64) -> VecDeque<(f64, f64)> {
-        (0..n)
-            .map(|i| {
-                let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
-                (i as f64 * 15.0, rate(i) + sign * amplitude)
-            })
-            .collect()
     }
 
     #[test]

@@ -100,18 +100,8 @@ pub(super) fn positive_slope(samples: &VecDeque<(f64, f64)>) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::series;
     use super::*;
-
-    /// Samples every 15 s: `rate(i)` plus a deterministic wobble of `amplitude` (alternating
-    /// sign), the way a count over 15 s scatters about its level.
-    fn series(n: usize, amplitude: f64, rate: impl Fn(usize) -> f64) -> VecDeque<(f64, f64)> {
-        (0..n)
-            .map(|i| {
-                let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
-                (i as f64 * 15.0, rate(i) + sign * amplitude)
-            })
-            .collect()
-    }
 
     #[test]
     fn only_a_load_falling_along_a_line_is_read_as_falling() {
