@@ -4,14 +4,16 @@
 // The submodules are the crate's; what other crates use is re-exported below (the types of every
 // public signature among it).
 pub(crate) mod composite;
+pub(crate) mod demand;
 pub(crate) mod ewma;
 pub(crate) mod forecast;
 pub(crate) mod objective;
 
 pub use composite::{
-    backlog_demand, demand, latency_demand, Activation, Capacity, CapacityView, Context, Decision,
-    Demand, DemandModel, Fleet, Limits, Scorer, ScorerConfig, SignalDecision, SignalRule, Within,
+    Activation, Capacity, CapacityView, Context, Decision, Fleet, Limits, Scorer, ScorerConfig,
+    SignalDecision, SignalRule, Within,
 };
+pub use demand::{backlog_demand, demand, latency_demand, Demand, DemandModel};
 pub use ewma::{Ewma, Observed, Smoothing};
 pub use forecast::{ForecastConfig, Seasonal};
 pub use objective::{ObjectiveConfig, ObjectiveInput, ObjectiveView, Planner, ReadyTimer};
