@@ -3,7 +3,7 @@
 
 use super::Policy;
 use crate::cluster::Cluster;
-use crate::hpa::{self};
+use crate::hpa;
 use crate::metrics::Metrics;
 
 /// The oracle's plan for a cluster that pays the cold start: a replica needed in period `w` is
