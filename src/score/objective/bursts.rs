@@ -26,19 +26,101 @@ pub fn recurrence_s(
     interval_s: f64,
     horizon_s: f64,
 ) -> Option<f64> {
+    let threshold = burst_threshold(history)?;
+    gaps(history, threshold, interval_s, horizon_s)
+}
+
+/// The demand at or above which a sample of `history` is part of a burst: well above the
+/// typical level (`BURST_FACTOR` times the median: not noise), and a burst the window would
+/// hold capacity for (`PEAK_SHARE` of the hour's peak: lesser blips in a quiet stretch do not
+/// split it). None for an empty or idle hour.
+fn burst_threshold(history: &VecDeque<(f64, f64)>) -> Option<f64> {
     let median = median(history.iter().map(|&(_, v)| v).collect())?;
     // The hour's peak as its 90th percentile: one sample inflated by a backlog's drain term
     // must not hide every later burst.
     let mut sorted: Vec<f64> = history.iter().map(|&(_, v)| v).collect();
     sorted.sort_by(f64::total_cmp);
     let peak = sorted[(sorted.len() * 9 / 10).min(sorted.len() - 1)];
-    // Well above the typical level (not noise), and a burst the window would hold capacity for
-    // (at least half the hour's peak: lesser blips in a quiet stretch do not split it).
     let threshold = (BURST_FACTOR * median).max(PEAK_SHARE * peak);
-    if threshold <= 0.0 {
+    (threshold > 0.0).then_some(threshold)
+}
+
+/// Bursts that keep time: the period their starts and ends repeat at, and how far from it
+/// they strayed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Cycle {
+    pub period_s: f64,
+    /// The largest distance of an observed start-to-start or end-to-end interval from the
+    /// period, plus one sampling interval (a start is seen only at the first sample after it).
+    pub margin_s: f64,
+}
+
+/// The period of the bursts in `history` (the last hour's arrival rates, oldest first, one per
+/// `interval_s`) at time `now`, when they keep one. A start is a burst sample after a quiet one,
+/// an end a quiet sample after a burst one (the first sample is neither: what came before it is
+/// unknown). The bursts keep a period when at least two intervals were seen (start to start or
+/// end to end, at least one of them start to start), every one of them is within
+/// `2 x interval_s` of their median (a start is seen up to one interval late, so two starts on
+/// time differ by at most that much either way; anything wider is traffic that does not keep
+/// time), and the next start is not overdue (`now` is within one period and that tolerance of
+/// the last start). Irregular bursts, a single one or a smooth load keep none.
+pub fn cycle(history: &VecDeque<(f64, f64)>, interval_s: f64, now: f64) -> Option<Cycle> {
+    let threshold = burst_threshold(history)?;
+    let (mut starts, mut ends) = (Vec::new(), Vec::new());
+    let mut was_high: Option<bool> = None;
+    for &(t, v) in history {
+        let high = v >= threshold;
+        match (was_high, high) {
+            (Some(false), true) => starts.push(t),
+            (Some(true), false) => ends.push(t),
+            _ => {}
+        }
+        was_high = Some(high);
+    }
+    let intervals: Vec<f64> = [&starts, &ends]
+        .iter()
+        .flat_map(|ts| ts.windows(2).map(|w| w[1] - w[0]))
+        .collect();
+    if starts.len() < 2 || intervals.len() < 2 {
         return None;
     }
-    gaps(history, threshold, interval_s, horizon_s)
+    let period_s = median(intervals.clone())?;
+    let tolerance = 2.0 * interval_s;
+    let jitter = intervals
+        .iter()
+        .map(|d| (d - period_s).abs())
+        .fold(0.0, f64::max);
+    let last_start = *starts.last()?;
+    if jitter > tolerance || now - last_start > period_s + tolerance {
+        return None;
+    }
+    Some(Cycle {
+        period_s,
+        margin_s: jitter + interval_s,
+    })
+}
+
+/// The samples of `history` at the phase of the cycle the next `ahead_s` seconds will be at,
+/// in every earlier cycle the history holds: those within `margin_s` before and `ahead_s` plus
+/// `margin_s` after `now` less a whole number of periods. What the bursts brought at that phase
+/// before is the forecast of what they bring next.
+pub fn same_phase(history: &VecDeque<(f64, f64)>, cycle: Cycle, now: f64, ahead_s: f64) -> Vec<f64> {
+    let Some(&(oldest, _)) = history.front() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut back = now - cycle.period_s;
+    while back + ahead_s + cycle.margin_s >= oldest && cycle.period_s > 0.0 {
+        let (from, to) = (back - cycle.margin_s, back + ahead_s + cycle.margin_s);
+        out.extend(
+            history
+                .iter()
+                .filter(|&&(t, _)| t >= from && t <= to)
+                .map(|&(_, v)| v),
+        );
+        back -= cycle.period_s;
+    }
+    out
 }
 
 fn gaps(

@@ -90,7 +90,7 @@ mod window;
 
 use std::collections::VecDeque;
 
-use bursts::{burst_floor, recurrence_s};
+use bursts::{burst_floor, cycle, recurrence_s, same_phase};
 use calibration::{calibrate, EVIDENCE_MISSES, MAX_ALLOWED};
 use queue::{slots_for, sqrt_headroom};
 pub use ready::ReadyTimer;
@@ -193,6 +193,10 @@ pub struct ObjectiveView {
     /// The longest quiet gap between two bursts in the last hour, when bursts recurred: the
     /// window spans it and one horizon.
     pub recurrence_s: Option<f64>,
+    /// The period the last hour's bursts keep (`bursts::cycle`), when they keep one: the plan
+    /// is then for what the same phase of the earlier cycles brought over the next horizon, and
+    /// the window, the recurrence and the burst floor are set aside.
+    pub cycle_s: Option<f64>,
     /// Requests per second held so that a recurrence of the last hour's worst stretch of one
     /// horizon, met with no more, would miss no more requests than the hour's budget
     /// (`burst_floor`); 0 when any stretch fits in the budget.
@@ -420,6 +424,33 @@ impl Planner {
                 .max((gap + horizon_s).min(MAX_WINDOW_S)),
             None => self.window_s(horizon_s),
         };
+        // Bursts that keep a period are forecast from the same phase of the earlier cycles, from
+        // now to one horizon and one interval ahead (capacity asked for now is ready a horizon
+        // after the HPA acts on it, up to one interval later) with the cycle's margin either
+        // side, and the present sample: held while the phase brought bursts and asked for again
+        // that long before it does, instead of held through every gap.
+        // A period within the window is held by the window already, and starts and ends that
+        // flicker about the threshold (a load crossing it slowly) repeat at a sample or two: only
+        // a period longer than the window is a cycle to forecast.
+        let cycle = cycle(&self.history, self.interval_s, t)
+            .filter(|c| c.period_s > self.window_s(horizon_s));
+        let forecast = cycle.and_then(|c| {
+            let mut f = same_phase(&self.history, c, t, horizon_s + self.interval_s);
+            // At least one earlier phase seen whole, or the forecast knows nothing yet.
+            let whole = ((horizon_s + 2.0 * c.margin_s) / self.interval_s).floor() as usize;
+            (f.len() >= whole.max(1)).then(|| {
+                f.extend(rate);
+                f
+            })
+        });
+        let cycle_s = forecast.as_ref().and(cycle.map(|c| c.period_s));
+        // A forecast is planned with the budget asked for, never wider: the calibration widens
+        // it on the evidence of a plan that held every burst's capacity through the gaps, which
+        // says nothing of one that gives it back between them and must meet each burst on time.
+        let planned_miss_share = match forecast {
+            Some(_) => planned_miss_share.min(allowed),
+            None => planned_miss_share,
+        };
         for (q, keep) in [
             (&mut self.samples, window_s),
             (&mut self.unloaded, MEMORY_S),
@@ -462,7 +493,11 @@ impl Planner {
             _ => None,
         }
         .filter(|h| h.is_finite() && *h > 0.0);
-        let trend_per_s = positive_slope(&self.samples) * horizon_s;
+        let trend_per_s = if forecast.is_some() {
+            0.0
+        } else {
+            positive_slope(&self.samples) * horizon_s
+        };
         let mut falling_per_s2 = 0.0;
         let trusted = self.samples.len() >= MIN_SAMPLES && service_s.is_some();
         let mut headroom_per_s = 0.0;
@@ -470,7 +505,7 @@ impl Planner {
         // activation and cooldown decide), and a burst met from zero is what a service that
         // allows zero replicas has chosen. The hold is for a fleet still serving.
         let idle = self.samples.iter().all(|&(_, v)| v <= 0.0);
-        let burst_floor_per_s = if idle {
+        let burst_floor_per_s = if idle || forecast.is_some() {
             0.0
         } else {
             burst_floor(
@@ -493,7 +528,10 @@ impl Planner {
         } else {
             match replica_rate.filter(|r| *r > 0.0) {
                 Some(r) if !self.samples.is_empty() => {
-                    let rates: Vec<f64> = self.samples.iter().map(|&(_, v)| v).collect();
+                    let rates: Vec<f64> = match &forecast {
+                        Some(f) => f.clone(),
+                        None => self.samples.iter().map(|&(_, v)| v).collect(),
+                    };
                     // Where the headroom covers the arrivals' randomness, the window's spread
                     // is stripped of it first: counted twice, a smooth load would be planned
                     // for its noisiest sample and the square root on top.
@@ -505,14 +543,21 @@ impl Planner {
                         }
                         _ => rates,
                     };
-                    if let Some(tau) = noise_horizon_s {
-                        falling_per_s2 = falling_slope(&self.samples, tau);
-                    }
-                    let demand: Vec<f64> = rates
-                        .iter()
-                        .zip(&self.samples)
-                        .map(|(v, &(at, _))| (v + trend_per_s - falling_per_s2 * (t - at)).max(0.0))
-                        .collect();
+                    let demand: Vec<f64> = if forecast.is_some() {
+                        // The forecast is already where the load will be: no trend, no line.
+                        rates.iter().map(|v| v.max(0.0)).collect()
+                    } else {
+                        if let Some(tau) = noise_horizon_s {
+                            falling_per_s2 = falling_slope(&self.samples, tau);
+                        }
+                        rates
+                            .iter()
+                            .zip(&self.samples)
+                            .map(|(v, &(at, _))| {
+                                (v + trend_per_s - falling_per_s2 * (t - at)).max(0.0)
+                            })
+                            .collect()
+                    };
                     // A backlog in sight is drained within the horizon whatever the window
                     // says: a floor, not one more sample the miss budget could skip.
                     let backlog = rate.map_or(0.0, |r| r + trend_per_s + drain_now);
@@ -552,6 +597,7 @@ impl Planner {
             window_s,
             window_samples: self.samples.len(),
             recurrence_s,
+            cycle_s,
             burst_floor_per_s,
             trend_per_s,
             falling_per_s2,
