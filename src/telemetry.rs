@@ -263,9 +263,14 @@ pub fn explain_text(
                     o.horizon_from,
                     o.window_s,
                     o.window_samples,
-                    o.recurrence_s.map_or(String::new(), |g| format!(
-                        ", held through a {g:.0} s gap between recurring bursts"
-                    )),
+                    match (o.cycle_s, o.recurrence_s) {
+                        (Some(p), _) => format!(
+                            ", forecast from the same phase of the earlier cycles of bursts every {p:.0} s"
+                        ),
+                        (None, Some(g)) =>
+                            format!(", held through a {g:.0} s gap between recurring bursts"),
+                        (None, None) => String::new(),
+                    },
                     o.trend_per_s,
                     if o.falling_per_s2 > 0.0 {
                         format!(

@@ -1,5 +1,5 @@
-//! Bursts beyond the window: the gap after which a recurring burst comes back, and what a burst
-//! seen once holds until it recurs.
+//! Bursts beyond the window: the gap after which a recurring burst comes back, what a burst
+//! seen once holds until it recurs, and the period bursts that keep time come back at.
 
 use std::collections::VecDeque;
 
@@ -104,7 +104,12 @@ pub fn cycle(history: &VecDeque<(f64, f64)>, interval_s: f64, now: f64) -> Optio
 /// in every earlier cycle the history holds: those within `margin_s` before and `ahead_s` plus
 /// `margin_s` after `now` less a whole number of periods. What the bursts brought at that phase
 /// before is the forecast of what they bring next.
-pub fn same_phase(history: &VecDeque<(f64, f64)>, cycle: Cycle, now: f64, ahead_s: f64) -> Vec<f64> {
+pub fn same_phase(
+    history: &VecDeque<(f64, f64)>,
+    cycle: Cycle,
+    now: f64,
+    ahead_s: f64,
+) -> Vec<f64> {
     let Some(&(oldest, _)) = history.front() else {
         return Vec::new();
     };
@@ -190,4 +195,72 @@ pub fn burst_floor(history: &[f64], share: f64, horizon_s: f64, interval_s: f64)
         }
     }
     hi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One hour-long history of 15 s samples to `until` (exclusive): 40 requests per second for
+    /// 300 s from each start in `starts`, 2 otherwise.
+    fn on_off(starts: &[f64], until: f64) -> VecDeque<(f64, f64)> {
+        (0..)
+            .map(|i| i as f64 * 15.0)
+            .take_while(|&t| t < until)
+            .map(|t| {
+                let on = starts.iter().any(|&s| t >= s && t < s + 300.0);
+                (t, if on { 40.0 } else { 2.0 })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bursts_keep_a_period_only_when_every_start_and_end_keeps_it() {
+        let every_900 = [0.0, 900.0, 1800.0, 2700.0];
+        // One start seen (the first sample's burst has no quiet sample before it): no period.
+        assert_eq!(cycle(&on_off(&every_900, 1500.0), 15.0, 1500.0), None);
+        // Two starts and two ends 900 s apart: a period, with one interval's margin.
+        let c = cycle(&on_off(&every_900, 1830.0), 15.0, 1830.0).expect("kept");
+        assert_eq!(
+            c,
+            Cycle {
+                period_s: 900.0,
+                margin_s: 15.0
+            }
+        );
+        // Still kept just before the next start is due, not once it is overdue.
+        assert!(cycle(&on_off(&every_900[..3], 2715.0), 15.0, 2715.0).is_some());
+        assert_eq!(cycle(&on_off(&every_900[..3], 2745.0), 15.0, 2745.0), None);
+        // Starts a sample late keep it (a start is seen at the first sample after it) ...
+        let late = cycle(&on_off(&[0.0, 900.0, 1815.0], 1900.0), 15.0, 1900.0).expect("kept");
+        assert_eq!(late.margin_s, 30.0);
+        // ... starts a minute off do not, nor does a single irregular gap among regular ones.
+        assert_eq!(
+            cycle(&on_off(&[0.0, 900.0, 1860.0], 1950.0), 15.0, 1950.0),
+            None
+        );
+        let uneven = [0.0, 900.0, 1800.0, 2400.0];
+        assert_eq!(cycle(&on_off(&uneven, 2500.0), 15.0, 2500.0), None);
+        // A steady load has no bursts at all.
+        let steady: VecDeque<(f64, f64)> = (0..240).map(|i| (i as f64 * 15.0, 10.0)).collect();
+        assert_eq!(cycle(&steady, 15.0, 3600.0), None);
+    }
+
+    #[test]
+    fn the_same_phase_of_earlier_cycles_is_the_forecast() {
+        let history = on_off(&[0.0, 900.0, 1800.0], 2700.0);
+        let c = Cycle {
+            period_s: 900.0,
+            margin_s: 15.0,
+        };
+        // 180 s before the next start, the next 75 s were quiet in both earlier cycles.
+        let quiet = same_phase(&history, c, 2520.0, 75.0);
+        assert_eq!(quiet.len(), 2 * 8);
+        assert!(quiet.iter().all(|&v| v == 2.0), "{quiet:?}");
+        // 75 s before it, the earlier cycles' starts fall in the forecast.
+        let soon = same_phase(&history, c, 2625.0, 75.0);
+        assert!(soon.iter().filter(|&&v| v == 40.0).count() >= 2, "{soon:?}");
+        // No earlier cycle in the history, no forecast.
+        assert!(same_phase(&on_off(&[0.0], 600.0), c, 600.0, 75.0).is_empty());
+    }
 }

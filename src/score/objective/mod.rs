@@ -55,6 +55,17 @@
 //!   the hold falls as a burst proves rare and goes with it from the hour; smooth load and small
 //!   bursts fit the budget and hold nothing, and a window in which nothing arrived holds nothing
 //!   either, so an idle service still scales to zero.
+//! - **Bursts that keep time are forecast instead.** Where the last hour's bursts start and
+//!   end on a period (every start-to-start and end-to-end interval within two samples of it,
+//!   `bursts::cycle`) longer than the window, what the same phase of the earlier cycles brought
+//!   from now to one horizon and one interval ahead, and the present sample, are the samples
+//!   planned for (`same_phase`): capacity goes back between the bursts and is asked for again
+//!   in time for the next, instead of held through every gap. The recurrence, the burst floor
+//!   and the trend are set aside, and the budget is never widened beyond the one asked for
+//!   (the calibration's widening was earned by a plan that held). A burst off the period, or
+//!   one overdue, ends the forecast and the rules above apply again: a cycle wrongly read costs
+//!   at most the one burst that breaks it. Scheduled jobs keep such periods; conversational
+//!   traffic and the code trace never do (none is read there).
 //! - **A rising trend is planned ahead.** The window's least-squares slope, where positive, is
 //!   carried one cold start forward.
 //! - **A falling one is not planned behind.** On a load falling along a line (the evening side
@@ -79,7 +90,8 @@
 //!
 //! This module holds the planner and its state; the pure pieces it composes live beside it:
 //! `queue` (the fluid queue and square-root staffing), `window` (counting noise and the line a
-//! window moves along), `bursts` (recurrence and the hold of a burst seen once),
+//! window moves along), `bursts` (recurrence, the hold of a burst seen once, and the cycle bursts
+//! keep),
 //! `calibration` (the miss budget against what was met) and `ready` (the measured cold start).
 
 mod bursts;
@@ -862,6 +874,42 @@ mod tests {
         let (_, v) = &busy_stream[1620 / 15];
         assert!(v.burst_floor_per_s < 12.0, "{v:?}");
         assert!(v.desired.unwrap() < 6.0, "{v:?}");
+    }
+
+    /// The same bursts every 900 s, four of them: once two starts and two ends have kept the
+    /// period, the capacity goes back between bursts and is asked for again one horizon (and one
+    /// interval, and the margin) before the next is due.
+    #[test]
+    fn bursts_that_keep_a_period_are_released_between_and_asked_for_before_they_come() {
+        let mut p = Planner::new(cfg());
+        let mut answers = Vec::new();
+        for i in 0..240 {
+            let load = if (i * 15) % 900 < 300 {
+                input(48.0, 0.0, 6, 0.3)
+            } else {
+                input(2.0, 0.0, 1, 0.3)
+            };
+            answers.push(p.observe(i as f64 * 15.0, &load));
+        }
+        let at = |t: usize| &answers[t / 15];
+        // Before the third start only one start was seen: held through the gap, as before.
+        assert_eq!(at(1620).cycle_s, None);
+        assert!(at(1620).desired.unwrap() >= 6.0, "{:?}", at(1620));
+        // 180 s before the fourth start (2700 s): released to the quiet load (one request per
+        // second, a third of a replica), with no burst floor.
+        let quiet = at(2520);
+        assert_eq!(quiet.cycle_s, Some(900.0), "{quiet:?}");
+        assert_eq!(quiet.burst_floor_per_s, 0.0);
+        assert!(quiet.desired.unwrap() < 1.0, "{quiet:?}");
+        // 75 s before it (60 s horizon, a 15 s interval), the burst is asked for, planned with
+        // no more than the asked budget; and held while it lasts.
+        for t in [2640, 2760, 2940] {
+            let v = at(t);
+            assert!(v.desired.unwrap() >= 6.0, "{t}: {v:?}");
+            assert!(v.planned_miss_share <= 0.05 + 1e-12, "{t}: {v:?}");
+        }
+        // Given back once the burst and the horizon after it are past.
+        assert!(at(3300).desired.unwrap() < 1.0, "{:?}", at(3300));
     }
 
     #[test]
