@@ -58,8 +58,9 @@ pub struct Cycle {
 /// The period of the bursts in `history` (the last hour's arrival rates, oldest first, one per
 /// `interval_s`) at time `now`, when they keep one. A start is a burst sample after a quiet one,
 /// an end a quiet sample after a burst one (the first sample is neither: what came before it is
-/// unknown). The bursts keep a period when at least two intervals were seen (start to start or
-/// end to end, at least one of them start to start), every one of them is within
+/// unknown). The bursts keep a period when at least three intervals were seen (start to start
+/// or end to end, at least one of them start to start: two could agree by chance, where a
+/// noisy load crosses the threshold now and then), every one of them is within
 /// `2 x interval_s` of their median (a start is seen up to one interval late, so two starts on
 /// time differ by at most that much either way; anything wider is traffic that does not keep
 /// time), and the next start is not overdue (`now` is within one period and that tolerance of
@@ -81,7 +82,7 @@ pub fn cycle(history: &VecDeque<(f64, f64)>, interval_s: f64, now: f64) -> Optio
         .iter()
         .flat_map(|ts| ts.windows(2).map(|w| w[1] - w[0]))
         .collect();
-    if starts.len() < 2 || intervals.len() < 2 {
+    if starts.len() < 2 || intervals.len() < 3 {
         return None;
     }
     let period_s = median(intervals.clone())?;
@@ -219,8 +220,10 @@ mod tests {
         let every_900 = [0.0, 900.0, 1800.0, 2700.0];
         // One start seen (the first sample's burst has no quiet sample before it): no period.
         assert_eq!(cycle(&on_off(&every_900, 1500.0), 15.0, 1500.0), None);
-        // Two starts and two ends 900 s apart: a period, with one interval's margin.
-        let c = cycle(&on_off(&every_900, 1830.0), 15.0, 1830.0).expect("kept");
+        // Two starts and two ends, two intervals: not yet (two can agree by chance) ...
+        assert_eq!(cycle(&on_off(&every_900, 1830.0), 15.0, 1830.0), None);
+        // ... and three, once the third burst ended: a period, with one interval's margin.
+        let c = cycle(&on_off(&every_900, 2115.0), 15.0, 2115.0).expect("kept");
         assert_eq!(
             c,
             Cycle {
@@ -232,11 +235,11 @@ mod tests {
         assert!(cycle(&on_off(&every_900[..3], 2715.0), 15.0, 2715.0).is_some());
         assert_eq!(cycle(&on_off(&every_900[..3], 2745.0), 15.0, 2745.0), None);
         // Starts a sample late keep it (a start is seen at the first sample after it) ...
-        let late = cycle(&on_off(&[0.0, 900.0, 1815.0], 1900.0), 15.0, 1900.0).expect("kept");
+        let late = cycle(&on_off(&[0.0, 900.0, 1815.0], 2200.0), 15.0, 2200.0).expect("kept");
         assert_eq!(late.margin_s, 30.0);
         // ... starts a minute off do not, nor does a single irregular gap among regular ones.
         assert_eq!(
-            cycle(&on_off(&[0.0, 900.0, 1860.0], 1950.0), 15.0, 1950.0),
+            cycle(&on_off(&[0.0, 900.0, 1860.0], 2200.0), 15.0, 2200.0),
             None
         );
         let uneven = [0.0, 900.0, 1800.0, 2400.0];

@@ -876,7 +876,7 @@ mod tests {
         assert!(v.desired.unwrap() < 6.0, "{v:?}");
     }
 
-    /// The same bursts every 900 s, four of them: once two starts and two ends have kept the
+    /// The same bursts every 900 s, four of them: once two starts and three ends have kept the
     /// period, the capacity goes back between bursts and is asked for again one horizon (and one
     /// interval, and the margin) before the next is due.
     #[test]
