@@ -50,8 +50,10 @@ fn burst_threshold(history: &VecDeque<(f64, f64)>) -> Option<f64> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Cycle {
     pub period_s: f64,
-    /// The largest distance of an observed start-to-start or end-to-end interval from the
-    /// period, plus one sampling interval (a start is seen only at the first sample after it).
+    /// How early or late a start may come: the tolerance the intervals were accepted with (not
+    /// the largest distance seen: with three intervals seen, the next falls outside their
+    /// range half the time), plus one sampling interval (a start is seen only at the first
+    /// sample after it).
     pub margin_s: f64,
 }
 
@@ -97,7 +99,7 @@ pub fn cycle(history: &VecDeque<(f64, f64)>, interval_s: f64, now: f64) -> Optio
     }
     Some(Cycle {
         period_s,
-        margin_s: jitter + interval_s,
+        margin_s: tolerance + interval_s,
     })
 }
 
@@ -222,13 +224,14 @@ mod tests {
         assert_eq!(cycle(&on_off(&every_900, 1500.0), 15.0, 1500.0), None);
         // Two starts and two ends, two intervals: not yet (two can agree by chance) ...
         assert_eq!(cycle(&on_off(&every_900, 1830.0), 15.0, 1830.0), None);
-        // ... and three, once the third burst ended: a period, with one interval's margin.
+        // ... and three, once the third burst ended: a period, with the tolerance and one
+        // interval as its margin.
         let c = cycle(&on_off(&every_900, 2115.0), 15.0, 2115.0).expect("kept");
         assert_eq!(
             c,
             Cycle {
                 period_s: 900.0,
-                margin_s: 15.0
+                margin_s: 45.0
             }
         );
         // Still kept just before the next start is due, not once it is overdue.
@@ -236,7 +239,7 @@ mod tests {
         assert_eq!(cycle(&on_off(&every_900[..3], 2745.0), 15.0, 2745.0), None);
         // Starts a sample late keep it (a start is seen at the first sample after it) ...
         let late = cycle(&on_off(&[0.0, 900.0, 1815.0], 2200.0), 15.0, 2200.0).expect("kept");
-        assert_eq!(late.margin_s, 30.0);
+        assert_eq!(late.period_s, 915.0);
         // ... starts a minute off do not, nor does a single irregular gap among regular ones.
         assert_eq!(
             cycle(&on_off(&[0.0, 900.0, 1860.0], 2200.0), 15.0, 2200.0),
