@@ -274,6 +274,9 @@ pub enum Shape {
         off_rate: f64,
         on: f64,
         off: f64,
+        /// Each burst starts up to this many seconds before or after its place on the period
+        /// (the same offsets at every seed): a scheduled job that does not fire on the second.
+        jitter: f64,
     },
 }
 
@@ -307,7 +310,7 @@ impl Shape {
             "ramp" => &["low", "high", "from", "to"],
             "diurnal" => &["mean", "amplitude", "period"],
             "spike" => &["base", "peak", "at", "width"],
-            "onoff" => &["on_rate", "off_rate", "on", "off"],
+            "onoff" => &["on_rate", "off_rate", "on", "off", "jitter"],
             other => {
                 return Err(SimError::Generator(format!(
                     "unknown generator '{other}'; expected one of {GENERATORS}"
@@ -355,6 +358,7 @@ impl Shape {
                 off_rate: get("off_rate", 0.0),
                 on: get("on", 120.0),
                 off: get("off", 480.0),
+                jitter: get("jitter", 0.0),
             },
         };
         if let Shape::Diurnal {
@@ -374,9 +378,18 @@ impl Shape {
                 ));
             }
         }
-        if let Shape::OnOff { on, off, .. } = shape {
+        if let Shape::OnOff {
+            on, off, jitter, ..
+        } = shape
+        {
             if on + off <= 0.0 {
                 return Err(SimError::Generator("onoff: on + off must be > 0".into()));
+            }
+            // Wider, and a burst could start before the previous one ended.
+            if 2.0 * jitter > off {
+                return Err(SimError::Generator(
+                    "onoff: jitter must be at most half of off".into(),
+                ));
             }
         }
         Ok(shape)
@@ -421,8 +434,16 @@ impl Shape {
                 off_rate,
                 on,
                 off,
+                jitter,
             } => {
-                if t.rem_euclid(on + off) < on {
+                let period = on + off;
+                let k = (t / period).floor();
+                // The burst of this period or of a neighbour moved into it by its offset.
+                let burst = [k - 1.0, k, k + 1.0].iter().any(|&c| {
+                    let start = c * period + jitter * burst_offset(c);
+                    t >= start && t < start + on
+                });
+                if burst {
                     on_rate
                 } else {
                     off_rate
@@ -444,6 +465,13 @@ impl Shape {
             } => on_rate.max(off_rate),
         }
     }
+}
+
+/// The offset of on-off burst number `cycle` from its place on the period, in [-1, 1) of the
+/// jitter: a fixed draw per burst, so the shape stays a function of time.
+fn burst_offset(cycle: f64) -> f64 {
+    let mut rng = SplitMix64::new((cycle as i64 as u64) ^ 0x0B57_0FF5);
+    2.0 * rng.uniform() - 1.0
 }
 
 /// Generates a non-homogeneous Poisson trace by thinning; request sizes are log-normal around the
@@ -566,6 +594,35 @@ mod tests {
         let off = Shape::parse("onoff:on_rate=10,off_rate=0,on=10,off=30", 400.0).unwrap();
         let t = generate(&off, 400.0, &cost(), 3);
         assert!(t.requests.iter().all(|r| r.at.rem_euclid(40.0) < 10.0));
+        // With jitter each burst keeps its length and starts within the jitter of its place,
+        // not all at the same offset, and never overlapping the next.
+        let wander =
+            Shape::parse("onoff:on_rate=1,off_rate=0,on=100,off=500,jitter=40", 1e5).unwrap();
+        let starts: Vec<f64> = (1..150)
+            .map(|k| {
+                let place = k as f64 * 600.0;
+                let from = (place - 41.0) as i64;
+                (from..place as i64 + 41)
+                    .map(|t| t as f64)
+                    .find(|&t| wander.rate(t) > 0.0)
+                    .expect("a burst near its place")
+            })
+            .collect();
+        for (k, s) in starts.iter().enumerate() {
+            let place = (k + 1) as f64 * 600.0;
+            assert!((s - place).abs() <= 40.0, "{k}: {s}");
+            assert!(
+                wander.rate(s + 99.0) > 0.0 && wander.rate(s + 101.0) == 0.0,
+                "{k}"
+            );
+        }
+        let offsets: Vec<i64> = starts
+            .iter()
+            .enumerate()
+            .map(|(k, s)| (s - (k + 1) as f64 * 600.0) as i64)
+            .collect();
+        assert!(offsets.iter().any(|&o| o < -20) && offsets.iter().any(|&o| o > 20));
+        assert!(Shape::parse("onoff:off=60,jitter=31", 600.0).is_err());
     }
 
     #[test]
