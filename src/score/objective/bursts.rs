@@ -45,8 +45,8 @@ fn burst_threshold(history: &VecDeque<(f64, f64)>) -> Option<f64> {
     (threshold > 0.0).then_some(threshold)
 }
 
-/// Bursts that keep time: the period their starts and ends repeat at, and how far from it
-/// they strayed.
+/// Bursts that keep time: the period their starts and ends repeat at, and how early or late
+/// the next start may come.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Cycle {
     pub period_s: f64,

@@ -440,10 +440,10 @@ impl Planner {
         // now to one horizon and one interval ahead (capacity asked for now is ready a horizon
         // after the HPA acts on it, up to one interval later) with the cycle's margin either
         // side, and the present sample: held while the phase brought bursts and asked for again
-        // that long before it does, instead of held through every gap.
-        // A period within the window is held by the window already, and starts and ends that
-        // flicker about the threshold (a load crossing it slowly) repeat at a sample or two: only
-        // a period longer than the window is a cycle to forecast.
+        // that long before it does, instead of held through every gap. A period within the
+        // window is held by the window already, and starts and ends that flicker about the
+        // threshold (a load crossing it slowly) repeat at a sample or two: only a period longer
+        // than the window is a cycle to forecast.
         let cycle = cycle(&self.history, self.interval_s, t)
             .filter(|c| c.period_s > self.window_s(horizon_s));
         let forecast = cycle.and_then(|c| {
@@ -901,8 +901,9 @@ mod tests {
         assert_eq!(quiet.cycle_s, Some(900.0), "{quiet:?}");
         assert_eq!(quiet.burst_floor_per_s, 0.0);
         assert!(quiet.desired.unwrap() < 1.0, "{quiet:?}");
-        // 75 s before it (60 s horizon, a 15 s interval), the burst is asked for, planned with
-        // no more than the asked budget; and held while it lasts.
+        // 60 s before it (within the 60 s horizon, a 15 s interval and the 45 s margin of it),
+        // the burst is asked for, planned with no more than the asked budget; and held while it
+        // lasts.
         for t in [2640, 2760, 2940] {
             let v = at(t);
             assert!(v.desired.unwrap() >= 6.0, "{t}: {v:?}");
