@@ -291,14 +291,14 @@ fn check_passes_the_shipped_examples_and_fails_a_typo_naming_the_key() {
     let vllm = std::fs::read_to_string(keda.join("scaledobject-vllm.yaml")).unwrap();
     std::fs::write(
         &bad,
-        vllm.replace("kvCacheTarget:", "kvCacheTraget:")
+        vllm.replace("attainment:", "attainmnet:")
             .replace("minReplicaCount: 1", "minReplicaCount: 0"),
     )
     .unwrap();
     let (ok, out, _) = run(&["check", &bad.display().to_string()], &[]);
     assert!(!ok, "a typo must fail: {out}");
     assert!(
-        out.contains("ScaledObject inference/llm, trigger 0 (vllm): kvCacheTraget: unknown key; did you mean 'kvCacheTarget'?"),
+        out.contains("ScaledObject inference/llm, trigger 0 (vllm): attainmnet: unknown key; did you mean 'attainment'?"),
         "{out}"
     );
     assert!(

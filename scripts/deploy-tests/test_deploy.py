@@ -440,13 +440,13 @@ def _():
     m = re.search(r"checked (\d+) keda-gpu-scaler triggers in (\d+) files: 0 problems", p.stdout)
     assert m and int(m.group(1)) >= len(examples) >= 7 and int(m.group(2)) == len(files), p.stdout
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write((ROOT / "keda" / "scaledobject-vllm.yaml").read_text().replace("queueTarget:", "queueTraget:"))
+        f.write((ROOT / "keda" / "scaledobject-vllm.yaml").read_text().replace("attainment:", "attainmnet:"))
     try:
         p = run([SCALER, "check", f.name], check=False)
     finally:
         os.unlink(f.name)
     assert p.returncode == 1, p.stdout
-    assert "queueTraget: unknown key; did you mean 'queueTarget'?" in p.stdout, p.stdout
+    assert "attainmnet: unknown key; did you mean 'attainment'?" in p.stdout, p.stdout
     assert "1 problems" in p.stdout or "problems" in p.stdout, p.stdout
 
 
