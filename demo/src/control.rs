@@ -162,10 +162,10 @@ pub fn composite_metadata(
     time_scale: f64,
 ) -> HashMap<String, String> {
     // The demo still runs target mode (the previous default composite). SLO mode's window and
-    // calibration follow the sampling interval, but it holds a burst seen once while its coming
-    // again would miss more than the budget of the requests served since (`burst_floor`), and
-    // the demo's one burst in a 180 s run (30 compressed minutes) is held to the end, as on the
-    // simulator's spike scenarios. Measured with SLO mode (coldStartSeconds divided): 93.7 %
+    // calibration follow the sampling interval, but it holds the capacity of bursts it has seen
+    // (one seen once while its coming again would miss more than the budget of the requests
+    // served since, recurring ones through their gaps), and the demo's burst in a 180 s run (30
+    // compressed minutes) is held to the end, as on the simulator's spike scenarios. Measured with SLO mode (coldStartSeconds divided): 93.7 %
     // within the 500 ms SLO on 972 replica-seconds and no scale-down, against 82-90 % on about
     // 670 here.
     let b = batch as f64;
