@@ -58,6 +58,8 @@ pub struct Report {
     /// Triggers that point at this scaler and were parsed.
     pub triggers: Vec<TriggerRef>,
     pub problems: Vec<Finding>,
+    /// What is worth knowing but not wrong (the check still passes).
+    pub notes: Vec<Finding>,
 }
 
 /// How to recognise and parse this scaler's triggers.
@@ -213,8 +215,10 @@ fn check_scaled_object(document: usize, doc: Doc, options: &CheckOptions, report
             prometheus_address: options.prometheus_address.as_deref(),
             egress: Some(&options.egress),
         };
+        let mut note = None;
         match spec::parse_in(ctx, &metadata) {
             Ok(spec) => {
+                note = objective_inside_a_bucket(&spec);
                 // Signals read from the scaled pods themselves vanish with them: at zero
                 // replicas such a trigger has no data and can never activate. A full PromQL
                 // query or fixed endpoints may read something that outlives the pods.
@@ -265,8 +269,61 @@ fn check_scaled_object(document: usize, doc: Doc, options: &CheckOptions, report
                 }
             }
         }
+        if let Some(message) = note {
+            report.notes.push(Finding {
+                at: Some(at.clone()),
+                key: spec::OBJECTIVE_KEY.to_string(),
+                message,
+            });
+        }
         report.triggers.push(at);
     }
+}
+
+/// SLO mode reads the share of requests within the objective from the latency histogram's
+/// cumulative buckets, linearly inside the bucket that holds it: an objective on a bucket bound
+/// is counted, one inside a bucket is a guess that counts the bucket's upper part as misses
+/// whatever the requests' times, and the calibration then plans for misses that did not
+/// happen. Said where the preset's histogram has known bounds; None otherwise.
+fn objective_inside_a_bucket(spec: &spec::ScalerSpec) -> Option<String> {
+    let objective = spec.objective?;
+    let metric = spec.signals.iter().find_map(|s| match &s.metrics {
+        MetricSource::Histogram(name) if s.name == "latency" => Some(name.as_str()),
+        _ => None,
+    })?;
+    let bounds = spec::presets::histogram_bounds(metric)?;
+    let unit_s = crate::sources::scrape::histogram::unit_seconds(metric);
+    let at = objective.ttft_s / unit_s;
+    if bounds.iter().any(|b| (b - at).abs() <= 1e-9 * b.max(1.0)) {
+        return None;
+    }
+    let ms = |b: f64| format!("{}", (b * unit_s * 1e6).round() / 1e3);
+    let lower = bounds.iter().copied().filter(|b| *b < at).last();
+    let upper = bounds.iter().copied().find(|b| *b > at);
+    Some(match (lower, upper) {
+        (Some(l), Some(u)) => format!(
+            "{} ms lies inside {metric}'s ({}, {}] ms bucket, so the attainment is read by interpolation, counting {:.0} % of that bucket's requests as misses whatever their times; {} or {} ms is read exactly",
+            ms(at),
+            ms(l),
+            ms(u),
+            100.0 * (u - at) / (u - l),
+            ms(l),
+            ms(u)
+        ),
+        (None, Some(u)) => format!(
+            "{} ms lies below {metric}'s lowest bucket bound ({} ms), so the attainment is read by interpolation from zero; {} ms is read exactly",
+            ms(at),
+            ms(u),
+            ms(u)
+        ),
+        (Some(l), None) => format!(
+            "{} ms lies above {metric}'s highest bucket bound ({} ms), so every request beyond that bound is read as a miss; {} ms is read exactly",
+            ms(at),
+            ms(l),
+            ms(l)
+        ),
+        (None, None) => return None,
+    })
 }
 
 #[cfg(test)]
@@ -309,6 +366,44 @@ metadata: {name: x}
         assert_eq!(r.problems, []);
         assert_eq!(r.triggers.len(), 1);
         assert_eq!(r.triggers[0].namespace, "inference");
+    }
+
+    #[test]
+    fn an_objective_inside_a_histogram_bucket_is_noted_not_failed() {
+        let slo = |preset: &str, ms: &str| {
+            GOOD.replace("preset: vllm", &format!("preset: {preset}"))
+                .replace("queueTarget: \"4\"", &format!("ttftObjectiveMs: \"{ms}\""))
+        };
+        // vLLM's TTFT buckets go from 1 s to 2.5 s: 2000 ms is interpolated, a third of the
+        // bucket read as misses.
+        let r = check_text(&slo("vllm", "2000"), &options());
+        assert_eq!(r.problems, []);
+        assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
+        let note = r.notes[0].to_string();
+        assert!(
+            note.contains("ttftObjectiveMs: 2000 ms lies inside"),
+            "{note}"
+        );
+        assert!(
+            note.contains("(1000, 2500] ms") && note.contains("33 %"),
+            "{note}"
+        );
+        // On a bound, below the lowest and above the highest.
+        assert_eq!(check_text(&slo("vllm", "2500"), &options()).notes, []);
+        assert_eq!(check_text(&slo("sglang", "2000"), &options()).notes, []);
+        let low = check_text(&slo("sglang", "50"), &options()).notes;
+        assert!(
+            low[0].message.contains("lowest bucket bound (100 ms)"),
+            "{low:?}"
+        );
+        let high = check_text(&slo("triton", "6000"), &options()).notes;
+        assert!(
+            high[0].message.contains("highest bucket bound (5000 ms)"),
+            "{high:?}"
+        );
+        // Bounds unknown (TGI's, a metric of the user's) or target mode: nothing to say.
+        assert_eq!(check_text(&slo("tgi", "2000"), &options()).notes, []);
+        assert_eq!(check_text(GOOD, &options()).notes, []);
     }
 
     #[test]

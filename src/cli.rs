@@ -183,7 +183,7 @@ fn check(args: &CheckArgs) -> Result<()> {
             }),
             egress: settings.sources.egress.clone(),
         };
-    let (mut triggers, mut problems) = (0, 0);
+    let (mut triggers, mut problems, mut notes) = (0, 0, 0);
     for file in &args.files {
         let text = if file.as_os_str() == "-" {
             std::io::read_to_string(std::io::stdin()).context("reading standard input")?
@@ -194,12 +194,21 @@ fn check(args: &CheckArgs) -> Result<()> {
         for p in &report.problems {
             println!("{}: {p}", file.display());
         }
+        for n in &report.notes {
+            println!("{}: note: {n}", file.display());
+        }
         triggers += report.triggers.len();
         problems += report.problems.len();
+        notes += report.notes.len();
     }
     println!(
-        "checked {triggers} keda-gpu-scaler triggers in {} files: {problems} problems",
-        args.files.len()
+        "checked {triggers} keda-gpu-scaler triggers in {} files: {problems} problems{}",
+        args.files.len(),
+        if notes > 0 {
+            format!(", {notes} notes (not problems)")
+        } else {
+            String::new()
+        }
     );
     if problems > 0 {
         std::process::exit(1);

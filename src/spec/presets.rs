@@ -133,9 +133,57 @@ impl Preset {
     }
 }
 
+/// The bucket bounds an engine's latency histogram is exported with, in the histogram's own
+/// unit (`_ms`: milliseconds, else seconds), for the presets' time-to-first-token histograms
+/// whose bounds are fixed in the engine's code (the fixtures in `tests/fixtures/engines/` hold
+/// them). None for other metrics: their bounds are not known here.
+pub fn histogram_bounds(metric: &str) -> Option<&'static [f64]> {
+    match metric {
+        "vllm:time_to_first_token_seconds" => Some(&[
+            0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+            10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+        ]),
+        "sglang:time_to_first_token_seconds" => Some(&[
+            0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0,
+            200.0, 400.0,
+        ]),
+        // Triton's default first-response buckets; `--metrics-config` can change them.
+        "nv_inference_first_response_histogram_ms" => Some(&[100.0, 500.0, 2000.0, 5000.0]),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_bounds_are_the_engines_exported_buckets() {
+        let fixtures =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/engines");
+        for (file, metric) in [
+            ("vllm.prom", "vllm:time_to_first_token_seconds"),
+            ("sglang.prom", "sglang:time_to_first_token_seconds"),
+            ("triton.prom", "nv_inference_first_response_histogram_ms"),
+        ] {
+            let text = std::fs::read_to_string(fixtures.join(file)).unwrap();
+            let prefix = format!("{metric}_bucket{{");
+            let mut exported: Vec<f64> = text
+                .lines()
+                .filter(|l| l.starts_with(&prefix))
+                .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next()?.parse().ok())
+                .filter(|v: &f64| v.is_finite())
+                .collect();
+            exported.sort_by(f64::total_cmp);
+            exported.dedup();
+            assert_eq!(
+                histogram_bounds(metric).unwrap(),
+                exported.as_slice(),
+                "{file}"
+            );
+        }
+        assert_eq!(histogram_bounds("tgi_request_queue_duration"), None);
+    }
 
     #[test]
     fn every_preset_round_trips_and_names_valid_metrics() {
