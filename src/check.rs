@@ -298,7 +298,7 @@ fn objective_inside_a_bucket(spec: &spec::ScalerSpec) -> Option<String> {
         return None;
     }
     let ms = |b: f64| format!("{}", (b * unit_s * 1e6).round() / 1e3);
-    let lower = bounds.iter().copied().filter(|b| *b < at).last();
+    let lower = bounds.iter().copied().rfind(|b| *b < at);
     let upper = bounds.iter().copied().find(|b| *b > at);
     Some(match (lower, upper) {
         (Some(l), Some(u)) => format!(
