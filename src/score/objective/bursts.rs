@@ -18,23 +18,39 @@ pub const BURST_FACTOR: f64 = 2.0;
 pub const PEAK_SHARE: f64 = 0.5;
 
 /// The longest quiet gap, seconds, between two bursts among `history` (oldest first): samples
-/// at `BURST_FACTOR` times the median demand or more, separated by at least one quieter
-/// sample. None unless a gap ended in a burst, or when every gap is too long to hold through
-/// (it would not fit in `MAX_WINDOW_S` with one horizon).
+/// at `threshold` (`burst_threshold`) or more, separated by at least one quieter sample. None
+/// unless a gap ended in a burst, or when every gap is too long to hold through (it would not
+/// fit in `MAX_WINDOW_S` with one horizon).
 pub fn recurrence_s(
     history: &VecDeque<(f64, f64)>,
+    threshold: f64,
     interval_s: f64,
     horizon_s: f64,
 ) -> Option<f64> {
-    let threshold = burst_threshold(history)?;
-    gaps(history, threshold, interval_s, horizon_s)
+    let mut last_high: Option<f64> = None;
+    let mut longest: Option<f64> = None;
+    for &(t, v) in history {
+        if v < threshold {
+            continue;
+        }
+        if let Some(prev) = last_high {
+            let gap = t - prev;
+            // Consecutive burst samples are one burst, not a gap.
+            if gap > 1.5 * interval_s && gap + horizon_s <= MAX_WINDOW_S {
+                longest = Some(longest.map_or(gap, |l: f64| l.max(gap)));
+            }
+        }
+        last_high = Some(t);
+    }
+    longest
 }
 
 /// The demand at or above which a sample of `history` is part of a burst: well above the
 /// typical level (`BURST_FACTOR` times the median: not noise), and a burst the window would
 /// hold capacity for (`PEAK_SHARE` of the hour's peak: lesser blips in a quiet stretch do not
-/// split it). None for an empty or idle hour.
-fn burst_threshold(history: &VecDeque<(f64, f64)>) -> Option<f64> {
+/// split it). None for an empty or idle hour. Read once per sample, for `recurrence_s` and
+/// `cycle` alike.
+pub fn burst_threshold(history: &VecDeque<(f64, f64)>) -> Option<f64> {
     let median = median(history.iter().map(|&(_, v)| v).collect())?;
     // The hour's peak as its 90th percentile: one sample inflated by a backlog's drain term
     // must not hide every later burst.
@@ -58,7 +74,8 @@ pub struct Cycle {
 }
 
 /// The period of the bursts in `history` (the last hour's arrival rates, oldest first, one per
-/// `interval_s`) at time `now`, when they keep one. A start is a burst sample after a quiet one,
+/// `interval_s`; a burst sample is one at `threshold` or more, `burst_threshold`) at time
+/// `now`, when they keep one. A start is a burst sample after a quiet one,
 /// an end a quiet sample after a burst one (the first sample is neither: what came before it is
 /// unknown). The bursts keep a period when at least three intervals were seen (start to start
 /// or end to end, at least one of them start to start: two could agree by chance, where a
@@ -67,8 +84,12 @@ pub struct Cycle {
 /// time differ by at most that much either way; anything wider is traffic that does not keep
 /// time), and the next start is not overdue (`now` is within one period and that tolerance of
 /// the last start). Irregular bursts, a single one or a smooth load keep none.
-pub fn cycle(history: &VecDeque<(f64, f64)>, interval_s: f64, now: f64) -> Option<Cycle> {
-    let threshold = burst_threshold(history)?;
+pub fn cycle(
+    history: &VecDeque<(f64, f64)>,
+    threshold: f64,
+    interval_s: f64,
+    now: f64,
+) -> Option<Cycle> {
     let (mut starts, mut ends) = (Vec::new(), Vec::new());
     let mut was_high: Option<bool> = None;
     for &(t, v) in history {
@@ -129,30 +150,6 @@ pub fn same_phase(
         back -= cycle.period_s;
     }
     out
-}
-
-fn gaps(
-    history: &VecDeque<(f64, f64)>,
-    threshold: f64,
-    interval_s: f64,
-    horizon_s: f64,
-) -> Option<f64> {
-    let mut last_high: Option<f64> = None;
-    let mut longest: Option<f64> = None;
-    for &(t, v) in history {
-        if v < threshold {
-            continue;
-        }
-        if let Some(prev) = last_high {
-            let gap = t - prev;
-            // Consecutive burst samples are one burst, not a gap.
-            if gap > 1.5 * interval_s && gap + horizon_s <= MAX_WINDOW_S {
-                longest = Some(longest.map_or(gap, |l: f64| l.max(gap)));
-            }
-        }
-        last_high = Some(t);
-    }
-    longest
 }
 
 /// The least arrival rate to hold so that any stretch of one horizon in `history` (the last
@@ -217,16 +214,21 @@ mod tests {
             .collect()
     }
 
+    /// `cycle` at `now`, with the threshold the planner reads from the same history.
+    fn cycle_at(history: &VecDeque<(f64, f64)>, now: f64) -> Option<Cycle> {
+        cycle(history, burst_threshold(history)?, 15.0, now)
+    }
+
     #[test]
     fn bursts_keep_a_period_only_when_every_start_and_end_keeps_it() {
         let every_900 = [0.0, 900.0, 1800.0, 2700.0];
         // One start seen (the first sample's burst has no quiet sample before it): no period.
-        assert_eq!(cycle(&on_off(&every_900, 1500.0), 15.0, 1500.0), None);
+        assert_eq!(cycle_at(&on_off(&every_900, 1500.0), 1500.0), None);
         // Two starts and two ends, two intervals: not yet (two can agree by chance) ...
-        assert_eq!(cycle(&on_off(&every_900, 1830.0), 15.0, 1830.0), None);
+        assert_eq!(cycle_at(&on_off(&every_900, 1830.0), 1830.0), None);
         // ... and three, once the third burst ended: a period, with the tolerance and one
         // interval as its margin.
-        let c = cycle(&on_off(&every_900, 2115.0), 15.0, 2115.0).expect("kept");
+        let c = cycle_at(&on_off(&every_900, 2115.0), 2115.0).expect("kept");
         assert_eq!(
             c,
             Cycle {
@@ -235,21 +237,21 @@ mod tests {
             }
         );
         // Still kept just before the next start is due, not once it is overdue.
-        assert!(cycle(&on_off(&every_900[..3], 2715.0), 15.0, 2715.0).is_some());
-        assert_eq!(cycle(&on_off(&every_900[..3], 2745.0), 15.0, 2745.0), None);
+        assert!(cycle_at(&on_off(&every_900[..3], 2715.0), 2715.0).is_some());
+        assert_eq!(cycle_at(&on_off(&every_900[..3], 2745.0), 2745.0), None);
         // Starts a sample late keep it (a start is seen at the first sample after it) ...
-        let late = cycle(&on_off(&[0.0, 900.0, 1815.0], 2200.0), 15.0, 2200.0).expect("kept");
+        let late = cycle_at(&on_off(&[0.0, 900.0, 1815.0], 2200.0), 2200.0).expect("kept");
         assert_eq!(late.period_s, 915.0);
         // ... starts a minute off do not, nor does a single irregular gap among regular ones.
         assert_eq!(
-            cycle(&on_off(&[0.0, 900.0, 1860.0], 2200.0), 15.0, 2200.0),
+            cycle_at(&on_off(&[0.0, 900.0, 1860.0], 2200.0), 2200.0),
             None
         );
         let uneven = [0.0, 900.0, 1800.0, 2400.0];
-        assert_eq!(cycle(&on_off(&uneven, 2500.0), 15.0, 2500.0), None);
+        assert_eq!(cycle_at(&on_off(&uneven, 2500.0), 2500.0), None);
         // A steady load has no bursts at all.
         let steady: VecDeque<(f64, f64)> = (0..240).map(|i| (i as f64 * 15.0, 10.0)).collect();
-        assert_eq!(cycle(&steady, 15.0, 3600.0), None);
+        assert_eq!(cycle_at(&steady, 3600.0), None);
     }
 
     #[test]

@@ -102,7 +102,7 @@ mod window;
 
 use std::collections::VecDeque;
 
-use bursts::{burst_floor, cycle, recurrence_s, same_phase};
+use bursts::{burst_floor, burst_threshold, cycle, recurrence_s, same_phase};
 use calibration::{calibrate, EVIDENCE_MISSES, MAX_ALLOWED};
 use queue::{slots_for, sqrt_headroom};
 pub use ready::ReadyTimer;
@@ -429,7 +429,9 @@ impl Planner {
             self.history.push_back((t, a));
         }
         forget(&mut self.history, t - MEMORY_S, |r| r.0);
-        let recurrence_s = recurrence_s(&self.history, self.interval_s, horizon_s);
+        let threshold = burst_threshold(&self.history);
+        let recurrence_s =
+            threshold.and_then(|h| recurrence_s(&self.history, h, self.interval_s, horizon_s));
         let window_s = match recurrence_s {
             Some(gap) => self
                 .window_s(horizon_s)
@@ -444,7 +446,8 @@ impl Planner {
         // window is held by the window already, and starts and ends that flicker about the
         // threshold (a load crossing it slowly) repeat at a sample or two: only a period longer
         // than the window is a cycle to forecast.
-        let cycle = cycle(&self.history, self.interval_s, t)
+        let cycle = threshold
+            .and_then(|h| cycle(&self.history, h, self.interval_s, t))
             .filter(|c| c.period_s > self.window_s(horizon_s));
         let forecast = cycle.and_then(|c| {
             let mut f = same_phase(&self.history, c, t, horizon_s + self.interval_s);
