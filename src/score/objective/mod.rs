@@ -12,10 +12,13 @@
 //!   the queue gained are what arrived in that interval. Otherwise requests in service over the
 //!   learned service time infer the rate the fleet serves (Little's law), looser: the service
 //!   time is averaged over a longer window, and requests in service lag a burst by a service
-//!   time. The backlog in sight now is drained within one horizon (a floor on the answer; a
-//!   past backlog, long drained, is not remembered in the window). A rate, not a count of
-//!   requests in the system, because a replica's service time grows as its batch fills: a count
-//!   read at a light load understates what the same arrivals need at full load.
+//!   time. The backlog in sight now is drained within one horizon (a floor on the answer, with
+//!   the present rate; a past backlog, long drained, is not remembered in the window). Without
+//!   a backlog the present rate is a floor only on a load rising beyond its noise
+//!   (`window::rising`); on a level it is one more noisy count for the miss budget to judge,
+//!   or each high count would bring a replica the HPA then holds for five minutes. A rate, not
+//!   a count of requests in the system, because a replica's service time grows as its batch
+//!   fills: a count read at a light load understates what the same arrivals need at full load.
 //! - **What one replica serves.** The rate a replica completes while requests wait (it is full)
 //!   is the most it serves; the median of those samples is learned. Until one is seen, the
 //!   `inflightTarget` over the service time, else the most one replica has been seen to serve.
@@ -573,9 +576,20 @@ impl Planner {
                             })
                             .collect()
                     };
-                    // A backlog in sight is drained within the horizon whatever the window
-                    // says: a floor, not one more sample the miss budget could skip.
-                    let backlog = rate.map_or(0.0, |r| r + trend_per_s + drain_now);
+                    // The present sample is a floor, not one more sample the miss budget could
+                    // skip, only where it says more than the window's others: a backlog in
+                    // sight (drained within the horizon whatever the window says), or a load
+                    // rising beyond its noise (`rising`: the newest sample is then the best
+                    // evidence of what comes, and a budget that skipped it would lag a ramp).
+                    // Otherwise it is one more count of a level, as noisy as the rest: a floor
+                    // at it would scale a steady load up at each high count, and the HPA,
+                    // holding a scale-down for five minutes, would keep the replica that long
+                    // each time.
+                    let floor_now = waiting || window::rising(&self.samples);
+                    let backlog = match rate {
+                        Some(r) if floor_now => r + trend_per_s + drain_now,
+                        _ => 0.0,
+                    };
                     let served =
                         slots_for(&demand, planned_miss_share, wait_budget_s, self.interval_s)
                             .max(burst_floor_per_s);
@@ -960,6 +974,45 @@ mod tests {
         // Drained: the window remembers arrivals, not the backlog.
         let v = p.observe(300.0, &input(6.0, 0.0, 1, 0.3));
         assert!(v.desired.unwrap() * rate < 3.0 + 600.0 / 60.0, "{v:?}");
+    }
+
+    #[test]
+    fn the_present_sample_is_a_floor_only_with_a_backlog_in_sight_or_a_rise() {
+        // A steady 4 requests per second (8 in service over 2 s) counted with a wobble of 0.5,
+        // then one high count of 5 with nothing waiting: one sample of a level, which the miss
+        // budget may absorb, not a floor.
+        let level = |i: usize| if i.is_multiple_of(2) { 9.0 } else { 7.0 };
+        let planned = |last: ObjectiveInput| {
+            let mut p = Planner::new(ObjectiveConfig {
+                concurrency: None,
+                ..cfg()
+            });
+            for i in 0..19 {
+                p.observe(i as f64 * 15.0, &input(level(i), 0.0, 2, 0.3));
+            }
+            let v = p.observe(19.0 * 15.0, &last);
+            v.desired.unwrap() * v.replica_rate.unwrap()
+        };
+        let quiet = planned(input(10.0, 0.0, 2, 0.3));
+        assert!(quiet < 5.0, "{quiet}");
+        // The same count with a request waiting: a backlog in sight, so the present is a floor.
+        let waiting = planned(input(10.0, 1.0, 2, 0.3));
+        assert!(waiting >= 5.0, "{waiting}");
+        // And a load rising beyond its noise (2 to 5 requests per second over the window) is
+        // planned for at least where it stands now, with nothing waiting.
+        let mut p = Planner::new(ObjectiveConfig {
+            concurrency: None,
+            ..cfg()
+        });
+        let mut v = p.observe(0.0, &input(4.0, 0.0, 2, 0.3));
+        for i in 1..20usize {
+            let inflight =
+                4.0 + 6.0 * i as f64 / 19.0 + if i.is_multiple_of(2) { 0.5 } else { -0.5 };
+            v = p.observe(i as f64 * 15.0, &input(inflight, 0.0, 2, 0.3));
+        }
+        let rising = v.desired.unwrap() * v.replica_rate.unwrap();
+        let now = v.arrivals_per_s.unwrap();
+        assert!(rising >= now + v.trend_per_s - 1e-9, "{rising} {v:?}");
     }
 
     #[test]

@@ -78,19 +78,36 @@ pub fn falling_slope(samples: &VecDeque<(f64, f64)>, tau: f64) -> f64 {
         return 0.0;
     };
     let dof = samples.len() as f64 - 2.0;
-    let residual = samples
-        .iter()
-        .map(|&(t, v)| (v - line.mean_v - line.slope * (t - line.mean_t)).powi(2))
-        .sum::<f64>()
-        / dof;
-    let standard_error = (residual / line.spread_t).sqrt();
+    let residual = residual_variance(samples, &line);
     let noise = line.mean_v / tau;
     let explained = residual <= noise * (1.0 + 1.645 * (2.0 / dof).sqrt());
-    if line.slope < -2.0 * standard_error && explained {
+    if line.slope < -2.0 * standard_error(samples, &line) && explained {
         -line.slope
     } else {
         0.0
     }
+}
+
+/// Whether the window's demand rises: its least-squares slope is positive by more than twice
+/// its standard error, the same test `falling_slope` puts a fall to. No test of the residuals:
+/// a ramp and the front of a burst both rise, and either way the newest sample is the best
+/// evidence of what comes next. A steady load's slope is noise about zero and fails the test.
+pub fn rising(samples: &VecDeque<(f64, f64)>) -> bool {
+    fit_line(samples).is_some_and(|line| line.slope > 2.0 * standard_error(samples, &line))
+}
+
+/// The variance the line leaves unexplained, per degree of freedom (the line takes two).
+fn residual_variance(samples: &VecDeque<(f64, f64)>, line: &Line) -> f64 {
+    samples
+        .iter()
+        .map(|&(t, v)| (v - line.mean_v - line.slope * (t - line.mean_t)).powi(2))
+        .sum::<f64>()
+        / (samples.len() as f64 - 2.0)
+}
+
+/// The standard error of the line's slope.
+fn standard_error(samples: &VecDeque<(f64, f64)>, line: &Line) -> f64 {
+    (residual_variance(samples, line) / line.spread_t).sqrt()
 }
 
 /// The least-squares slope of the samples, per second, or 0 when it is not positive.
@@ -134,6 +151,25 @@ mod tests {
         );
         assert_eq!(falling_slope(&falling, 0.0), 0.0);
         assert_eq!(falling_slope(&falling, f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn a_rise_beyond_its_noise_is_rising_and_a_level_is_not() {
+        // 5 req/s rising by 0.3 per sample, scattered by 1 req/s: rising.
+        assert!(rising(&series(20, 1.0, |i| 5.0 + 0.3 * i as f64)));
+        // The front of a burst rises too (the residuals are not judged).
+        assert!(rising(&series(20, 1.0, |i| if i < 15 {
+            2.0
+        } else {
+            40.0
+        })));
+        // A level scattered by its noise, a fall, and too few samples: not rising.
+        assert!(!rising(&series(20, 1.0, |_| 15.0)));
+        assert!(!rising(&series(20, 1.0, |i| 20.0 - 0.3 * i as f64)));
+        assert!(!rising(&series(3, 0.0, |i| 5.0 + i as f64)));
+        // A level scattered far more than a rise of 0.02 per sample: the slope is within its
+        // noise.
+        assert!(!rising(&series(20, 3.0, |i| 15.0 + 0.02 * i as f64)));
     }
 
     #[test]
