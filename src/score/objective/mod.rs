@@ -16,9 +16,10 @@
 //!   the present rate; a past backlog, long drained, is not remembered in the window). Without
 //!   a backlog the present rate is a floor only on a load rising beyond its noise
 //!   (`window::rising`); on a level it is one more noisy count for the miss budget to judge,
-//!   or each high count would bring a replica the HPA then holds for five minutes. A rate, not
-//!   a count of requests in the system, because a replica's service time grows as its batch
-//!   fills: a count read at a light load understates what the same arrivals need at full load.
+//!   or each high count would start a replica, paid for through its cold start and the HPA's
+//!   scale-down window. A rate, not a count of requests in the system, because a replica's
+//!   service time grows as its batch fills: a count read at a light load understates what the
+//!   same arrivals need at full load.
 //! - **What one replica serves.** The rate a replica completes while requests wait (it is full)
 //!   is the most it serves; the median of those samples is learned. Until one is seen, the
 //!   `inflightTarget` over the service time, else the most one replica has been seen to serve.
@@ -582,9 +583,9 @@ impl Planner {
                     // rising beyond its noise (`rising`: the newest sample is then the best
                     // evidence of what comes, and a budget that skipped it would lag a ramp).
                     // Otherwise it is one more count of a level, as noisy as the rest: a floor
-                    // at it would scale a steady load up at each high count, and the HPA,
-                    // holding a scale-down for five minutes, would keep the replica that long
-                    // each time.
+                    // at it would scale a steady load up at each high count, each time paying
+                    // for a replica through its cold start and the HPA's scale-down window
+                    // (five minutes by default).
                     let floor_now = waiting || window::rising(&self.samples);
                     let backlog = match rate {
                         Some(r) if floor_now => r + trend_per_s + drain_now,
