@@ -311,6 +311,17 @@ pub fn explain_text(
                 );
                 let _ = writeln!(
                     out,
+                    "  present   {}",
+                    match o.present_floor_from {
+                        "" => "no floor: a level with nothing waiting, the present count is one more sample for the budget".to_string(),
+                        why => format!(
+                            "{:.2} req/s held as a floor ({why}): the present rate with the trend and the backlog drained within the horizon",
+                            o.present_floor_per_s
+                        ),
+                    }
+                );
+                let _ = writeln!(
+                    out,
                     "  budget    planned for {:.1} % of requests over the objective ({:.1} % asked{}){}",
                     100.0 * o.planned_miss_share,
                     100.0 * (1.0 - o.attainment),

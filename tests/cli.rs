@@ -153,6 +153,7 @@ async fn explain_in_slo_mode_says_what_was_learned_and_what_decides_until_then()
     assert!(out.contains("  headroom  none"), "{out}");
     // The burst floor and the budget are explained, whatever they hold after one sample.
     assert!(out.contains("\n  floor     "), "{out}");
+    assert!(out.contains("\n  present   "), "{out}");
     assert!(out.contains("\n  budget    planned for 5.0 %"), "{out}");
 }
 

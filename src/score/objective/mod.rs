@@ -217,6 +217,12 @@ pub struct ObjectiveView {
     /// horizon, met with no more, would miss no more requests than the hour's budget
     /// (`burst_floor`); 0 when any stretch fits in the budget.
     pub burst_floor_per_s: f64,
+    /// Requests per second the present sample holds as a floor (its rate, the trend and the
+    /// backlog's drain), and why: "requests waiting" or "rising" (the window's slope beyond
+    /// twice its standard error, `window::rising`). 0 and "" on a level with nothing waiting,
+    /// where the present count is one more sample for the miss budget to judge.
+    pub present_floor_per_s: f64,
+    pub present_floor_from: &'static str,
     /// Requests per second the window's rising trend adds over one horizon.
     pub trend_per_s: f64,
     /// Requests per second per second the load falls along a line (`falling_slope`; 0 when it
@@ -535,6 +541,8 @@ impl Planner {
             )
         };
         let mut noise_share = 0.0;
+        let mut present_floor_per_s = 0.0;
+        let mut present_floor_from = "";
         // The span over which one sample's rate was counted: the interval where first tokens
         // are counted; the service time where requests in service infer it (a count of
         // requests in service is a Poisson count of the arrivals over one service time).
@@ -586,9 +594,15 @@ impl Planner {
                     // at it would scale a steady load up at each high count, each time paying
                     // for a replica through its cold start and the HPA's scale-down window
                     // (five minutes by default).
-                    let floor_now = waiting || window::rising(&self.samples);
-                    let backlog = match rate {
-                        Some(r) if floor_now => r + trend_per_s + drain_now,
+                    present_floor_from = if waiting {
+                        "requests waiting"
+                    } else if window::rising(&self.samples) {
+                        "rising"
+                    } else {
+                        ""
+                    };
+                    present_floor_per_s = match rate {
+                        Some(r) if !present_floor_from.is_empty() => r + trend_per_s + drain_now,
                         _ => 0.0,
                     };
                     let served =
@@ -596,7 +610,7 @@ impl Planner {
                             .max(burst_floor_per_s);
                     headroom_per_s =
                         hold_s.map_or(0.0, |h| sqrt_headroom(served, h, planned_miss_share));
-                    Some((served + headroom_per_s).max(backlog) / r)
+                    Some((served + headroom_per_s).max(present_floor_per_s) / r)
                 }
                 _ => None,
             }
@@ -629,6 +643,8 @@ impl Planner {
             recurrence_s,
             cycle_s,
             burst_floor_per_s,
+            present_floor_per_s,
+            present_floor_from,
             trend_per_s,
             falling_per_s2,
             trusted,
@@ -992,13 +1008,16 @@ mod tests {
                 p.observe(i as f64 * 15.0, &input(level(i), 0.0, 2, 0.3));
             }
             let v = p.observe(19.0 * 15.0, &last);
-            v.desired.unwrap() * v.replica_rate.unwrap()
+            (v.desired.unwrap() * v.replica_rate.unwrap(), v)
         };
-        let quiet = planned(input(10.0, 0.0, 2, 0.3));
+        let (quiet, v) = planned(input(10.0, 0.0, 2, 0.3));
         assert!(quiet < 5.0, "{quiet}");
+        assert_eq!((v.present_floor_per_s, v.present_floor_from), (0.0, ""));
         // The same count with a request waiting: a backlog in sight, so the present is a floor.
-        let waiting = planned(input(10.0, 1.0, 2, 0.3));
+        let (waiting, v) = planned(input(10.0, 1.0, 2, 0.3));
         assert!(waiting >= 5.0, "{waiting}");
+        assert_eq!(v.present_floor_from, "requests waiting");
+        assert!(v.present_floor_per_s >= 5.0, "{v:?}");
         // And a load rising beyond its noise (2 to 5 requests per second over the window) is
         // planned for at least where it stands now, with nothing waiting.
         let mut p = Planner::new(ObjectiveConfig {
@@ -1014,6 +1033,7 @@ mod tests {
         let rising = v.desired.unwrap() * v.replica_rate.unwrap();
         let now = v.arrivals_per_s.unwrap();
         assert!(rising >= now + v.trend_per_s - 1e-9, "{rising} {v:?}");
+        assert_eq!(v.present_floor_from, "rising");
     }
 
     #[test]
