@@ -313,6 +313,7 @@ pub fn explain_text(
                     out,
                     "  present   {}",
                     match o.present_floor_from {
+                        _ if o.desired.is_none() => "none: nothing planned yet".to_string(),
                         "" => "no floor: a level with nothing waiting, the present count is one more sample for the budget".to_string(),
                         why => format!(
                             "{:.2} req/s held as a floor ({why}): the present rate with the trend and the backlog drained within the horizon",
