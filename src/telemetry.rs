@@ -293,7 +293,7 @@ pub fn explain_text(
                             )),
                             100.0 * o.noise_share
                         ),
-                        _ if o.replica_rate_from == "observed" => "none: no replica seen full yet, so the rate planned with is a lower bound and holds headroom already".to_string(),
+                        _ if o.replica_rate_from == "observed" => "none: no replica seen full yet, so the rate planned with is what one was seen to serve, mostly below what it can".to_string(),
                         _ => "none: no load to plan for".to_string(),
                     }
                 );
