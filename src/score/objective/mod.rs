@@ -15,7 +15,7 @@
 //!   time. The backlog in sight now is drained within one horizon (a floor on the answer, with
 //!   the present rate; a past backlog, long drained, is not remembered in the window). Without
 //!   a backlog the present rate is a floor only on a load rising beyond its noise
-//!   (`window::rising`); on a level it is one more noisy count for the miss budget to judge,
+//!   (`window::Fit::rising`); on a level it is one more noisy count for the miss budget to judge,
 //!   or each high count would start a replica, paid for through its cold start and the HPA's
 //!   scale-down window. A rate, not a count of requests in the system, because a replica's
 //!   service time grows as its batch fills: a count read at a light load understates what the
@@ -77,8 +77,8 @@
 //!   of a daily cycle), the window's oldest samples are its highest, and a window of `1 / (1 -
 //!   a)` samples would hold capacity for where the load was minutes ago. Where the slope is
 //!   negative beyond its standard error twice over and what the line leaves unexplained is no
-//!   more than the samples' counting noise (`falling_slope`), each sample is moved down to where
-//!   the line stands now. Anything else that falls (a burst ending, a step down) leaves more
+//!   more than the samples' counting noise (`Fit::falling_slope`), each sample is moved down to
+//!   where the line stands now. Anything else that falls (a burst ending, a step down) leaves more
 //!   than noise around a line and keeps the window as it is: that is the shape whose return
 //!   the window is there for.
 //! - **What was met corrects the model.** The model's readings err (a rate read low, noise read
@@ -111,7 +111,7 @@ use bursts::{burst_floor, burst_threshold, cycle, recurrence_s, same_phase};
 use calibration::{calibrate, EVIDENCE_MISSES, MAX_ALLOWED};
 use queue::{slots_for, sqrt_headroom};
 pub use ready::ReadyTimer;
-use window::{denoise, falling_slope, positive_slope};
+use window::denoise;
 
 /// Fewest samples in the window before the planner trusts its own answer: with fewer, a window
 /// says nothing about variability (one sample has none, and three cannot tell a burst from a
@@ -224,14 +224,14 @@ pub struct ObjectiveView {
     pub burst_floor_per_s: f64,
     /// Requests per second the present sample holds as a floor (its rate, the trend and the
     /// backlog's drain), and why: "requests waiting" or "rising" (the window's slope beyond
-    /// twice its standard error, `window::rising`). 0 and "" on a level with nothing waiting,
+    /// twice its standard error, `window::Fit::rising`). 0 and "" on a level with nothing waiting,
     /// where the present count is one more sample for the miss budget to judge.
     pub present_floor_per_s: f64,
     pub present_floor_from: &'static str,
     /// Requests per second the window's rising trend adds over one horizon.
     pub trend_per_s: f64,
-    /// Requests per second per second the load falls along a line (`falling_slope`; 0 when it
-    /// does not): each of the window's samples is lowered to where the line stands now.
+    /// Requests per second per second the load falls along a line (`Fit::falling_slope`; 0 when
+    /// it does not): each of the window's samples is lowered to where the line stands now.
     pub falling_per_s2: f64,
     /// False until the window holds `MIN_SAMPLES` and a service time is known: the fail-safe
     /// fallback (requests in the system over what one replica holds) then floors the answer.
@@ -523,10 +523,11 @@ impl Planner {
             _ => None,
         }
         .filter(|h| h.is_finite() && *h > 0.0);
-        let trend_per_s = if forecast.is_some() {
-            0.0
-        } else {
-            positive_slope(&self.samples) * horizon_s
+        // The window's line, fitted once: its trend, its fall and its rise are read from it.
+        let line = window::fit(&self.samples);
+        let trend_per_s = match (&forecast, &line) {
+            (None, Some(l)) => l.positive_slope() * horizon_s,
+            _ => 0.0,
         };
         let mut falling_per_s2 = 0.0;
         let trusted = self.samples.len() >= MIN_SAMPLES && service_s.is_some();
@@ -579,8 +580,8 @@ impl Planner {
                         // The forecast is already where the load will be: no trend, no line.
                         rates.iter().map(|v| v.max(0.0)).collect()
                     } else {
-                        if let Some(tau) = noise_horizon_s {
-                            falling_per_s2 = falling_slope(&self.samples, tau);
+                        if let (Some(tau), Some(l)) = (noise_horizon_s, &line) {
+                            falling_per_s2 = l.falling_slope(tau);
                         }
                         rates
                             .iter()
@@ -601,7 +602,7 @@ impl Planner {
                     // (five minutes by default).
                     present_floor_from = if waiting {
                         "requests waiting"
-                    } else if window::rising(&self.samples) {
+                    } else if line.as_ref().is_some_and(|l| l.rising()) {
                         "rising"
                     } else {
                         ""

@@ -30,17 +30,23 @@ pub fn denoise(rates: &[f64], tau: f64) -> (Vec<f64>, f64) {
     )
 }
 
-/// The least-squares line through (time, rate) samples: the means, the slope (per second) and
-/// the spread of the times about their mean. None with fewer than `MIN_SAMPLES` samples or all
-/// at one time.
-struct Line {
-    mean_t: f64,
+/// The least-squares line through the window's (time, rate) samples, fitted once per sample and
+/// read three ways: the trend carried ahead (`positive_slope`), a load falling along a line
+/// (`falling_slope`) and a load rising beyond its noise (`rising`).
+pub struct Fit {
     mean_v: f64,
+    /// Per second.
     slope: f64,
-    spread_t: f64,
+    /// The variance the line leaves unexplained, per degree of freedom (the line takes two).
+    residual: f64,
+    /// The standard error of the slope.
+    standard_error: f64,
+    /// Degrees of freedom: samples less two.
+    dof: f64,
 }
 
-fn fit_line(samples: &VecDeque<(f64, f64)>) -> Option<Line> {
+/// The window's line. None with fewer than `MIN_SAMPLES` samples or all at one time.
+pub fn fit(samples: &VecDeque<(f64, f64)>) -> Option<Fit> {
     if samples.len() < MIN_SAMPLES {
         return None;
     }
@@ -52,73 +58,77 @@ fn fit_line(samples: &VecDeque<(f64, f64)>) -> Option<Line> {
         num += (t - mean_t) * (v - mean_v);
         spread_t += (t - mean_t) * (t - mean_t);
     }
-    (spread_t > 0.0).then(|| Line {
-        mean_t,
+    if spread_t <= 0.0 {
+        return None;
+    }
+    let slope = num / spread_t;
+    let dof = n - 2.0;
+    let residual = samples
+        .iter()
+        .map(|&(t, v)| (v - mean_v - slope * (t - mean_t)).powi(2))
+        .sum::<f64>()
+        / dof;
+    Some(Fit {
         mean_v,
-        slope: num / spread_t,
-        spread_t,
+        slope,
+        residual,
+        standard_error: (residual / spread_t).sqrt(),
+        dof,
     })
 }
 
-/// How fast the window's demand falls, requests per second per second (positive), where it
-/// falls along a line; 0 otherwise. `samples` are (time, rate), each rate counted over `tau`
-/// seconds, so a steady Poisson load reads with a variance of its mean over `tau` (`denoise`).
-/// The line is trusted when both hold:
-/// - its slope is negative by more than twice its standard error (a steady load's fitted slope
-///   is noise about zero, and lowering old samples by noise would plan below the load);
-/// - its residual variance is within the upper 95 % of what counting noise alone gives, the
-///   chi-square over its degrees of freedom (normal approximation, `1 + 1.645 sqrt(2 / dof)`):
-///   the line explains the window, so the samples are a level that moved, not bursts that
-///   ended. A burst ending or a step down leaves residuals far above noise around any line.
-pub fn falling_slope(samples: &VecDeque<(f64, f64)>, tau: f64) -> f64 {
-    if tau.is_nan() || tau <= 0.0 {
-        return 0.0;
+impl Fit {
+    /// The slope, per second, or 0 when it is not positive.
+    pub fn positive_slope(&self) -> f64 {
+        self.slope.max(0.0)
     }
-    let Some(line) = fit_line(samples).filter(|l| l.mean_v > 0.0) else {
-        return 0.0;
-    };
-    let dof = samples.len() as f64 - 2.0;
-    let residual = residual_variance(samples, &line);
-    let noise = line.mean_v / tau;
-    let explained = residual <= noise * (1.0 + 1.645 * (2.0 / dof).sqrt());
-    if line.slope < -2.0 * standard_error(samples, &line) && explained {
-        -line.slope
-    } else {
-        0.0
+
+    /// How fast the window's demand falls, requests per second per second (positive), where it
+    /// falls along a line; 0 otherwise. Each rate was counted over `tau` seconds, so a steady
+    /// Poisson load reads with a variance of its mean over `tau` (`denoise`). The line is
+    /// trusted when both hold:
+    /// - its slope is negative by more than twice its standard error (a steady load's fitted
+    ///   slope is noise about zero, and lowering old samples by noise would plan below the
+    ///   load);
+    /// - its residual variance is within the upper 95 % of what counting noise alone gives, the
+    ///   chi-square over its degrees of freedom (normal approximation, `1 + 1.645 sqrt(2 /
+    ///   dof)`): the line explains the window, so the samples are a level that moved, not
+    ///   bursts that ended. A burst ending or a step down leaves residuals far above noise
+    ///   around any line.
+    pub fn falling_slope(&self, tau: f64) -> f64 {
+        if tau.is_nan() || tau <= 0.0 || self.mean_v <= 0.0 {
+            return 0.0;
+        }
+        let noise = self.mean_v / tau;
+        let explained = self.residual <= noise * (1.0 + 1.645 * (2.0 / self.dof).sqrt());
+        if self.slope < -2.0 * self.standard_error && explained {
+            -self.slope
+        } else {
+            0.0
+        }
     }
-}
 
-/// Whether the window's demand rises: its least-squares slope is positive by more than twice
-/// its standard error, the same test `falling_slope` puts a fall to. No test of the residuals:
-/// a ramp and the front of a burst both rise, and either way the newest sample is the best
-/// evidence of what comes next. A steady load's slope is noise about zero and fails the test.
-pub fn rising(samples: &VecDeque<(f64, f64)>) -> bool {
-    fit_line(samples).is_some_and(|line| line.slope > 2.0 * standard_error(samples, &line))
-}
-
-/// The variance the line leaves unexplained, per degree of freedom (the line takes two).
-fn residual_variance(samples: &VecDeque<(f64, f64)>, line: &Line) -> f64 {
-    samples
-        .iter()
-        .map(|&(t, v)| (v - line.mean_v - line.slope * (t - line.mean_t)).powi(2))
-        .sum::<f64>()
-        / (samples.len() as f64 - 2.0)
-}
-
-/// The standard error of the line's slope.
-fn standard_error(samples: &VecDeque<(f64, f64)>, line: &Line) -> f64 {
-    (residual_variance(samples, line) / line.spread_t).sqrt()
-}
-
-/// The least-squares slope of the samples, per second, or 0 when it is not positive.
-pub(super) fn positive_slope(samples: &VecDeque<(f64, f64)>) -> f64 {
-    fit_line(samples).map_or(0.0, |l| l.slope.max(0.0))
+    /// Whether the window's demand rises: its slope is positive by more than twice its standard
+    /// error, the same test `falling_slope` puts a fall to. No test of the residuals: a ramp and
+    /// the front of a burst both rise, and either way the newest sample is the best evidence of
+    /// what comes next. A steady load's slope is noise about zero and fails the test.
+    pub fn rising(&self) -> bool {
+        self.slope > 2.0 * self.standard_error
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::series;
     use super::*;
+
+    fn falling_slope(samples: &VecDeque<(f64, f64)>, tau: f64) -> f64 {
+        fit(samples).map_or(0.0, |f| f.falling_slope(tau))
+    }
+
+    fn rising(samples: &VecDeque<(f64, f64)>) -> bool {
+        fit(samples).is_some_and(|f| f.rising())
+    }
 
     #[test]
     fn only_a_load_falling_along_a_line_is_read_as_falling() {
