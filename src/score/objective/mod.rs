@@ -9,7 +9,7 @@
 //!
 //! - **Demand as an arrival rate, counted.** Where the source counts first tokens (the TTFT
 //!   histogram's `_count` between the last two scrapes), the requests that started plus what
-//!   the queue gained are what arrived in that interval. Otherwise requests in service over the
+//!   the queue gained (less what it lost while draining) are what arrived in that interval. Otherwise requests in service over the
 //!   learned service time infer the rate the fleet serves (Little's law), looser: the service
 //!   time is averaged over a longer window, and requests in service lag a burst by a service
 //!   time. The backlog in sight now is drained within one horizon (a floor on the answer, with
@@ -399,20 +399,26 @@ impl Planner {
         // The backlog's drain is kept apart: it is asked for now, but a sample that remembers it
         // would keep asking for a backlog long drained.
         let drain_now = queued.unwrap_or(0.0) / horizon_s.max(self.interval_s);
+        // What the queue gained since the last sample, per second; negative while it drains.
         let grew = match previous {
-            Some((at, Some(q0))) => (queued.unwrap_or(0.0) - q0).max(0.0) / (t - at),
+            Some((at, Some(q0))) => (queued.unwrap_or(0.0) - q0) / (t - at),
             _ => 0.0,
         };
-        // Arrivals counted where the source counts first tokens: those that started plus those
-        // the queue gained are what arrived. Requests in service over the service time infer
-        // the same thing more loosely: the service time is averaged over a longer window, and
-        // the in-service count lags a burst by a service time.
+        // Arrivals counted where the source counts first tokens: every request that arrived
+        // either started or is still waiting, so what arrived is what started plus what the
+        // queue gained (conservation). Signed: while a backlog drains, what started includes
+        // the requests that arrived before (counted then, as the queue's gain), and a gain
+        // clipped at zero would count them twice: once as they queued and again as they
+        // started, a sample as high as the burst plus its backlog, which the window and the
+        // hour's burst memory would then hold capacity for. Requests in service over the
+        // service time infer the same thing more loosely: the service time is averaged over a
+        // longer window, and the in-service count lags a burst by a service time.
         let counted = input
             .first_tokens_per_s
             .filter(|f| f.is_finite() && *f >= 0.0);
         let rate = match (counted, serving, service_for_rate) {
-            (Some(f), _, _) => Some(f + grew),
-            (None, Some(n), Some(s)) => Some(n / s + grew),
+            (Some(f), _, _) => Some((f + grew).max(0.0)),
+            (None, Some(n), Some(s)) => Some((n / s + grew).max(0.0)),
             _ => None,
         };
         let arrivals = rate.map(|r| r + drain_now);
@@ -978,6 +984,27 @@ mod tests {
         assert_eq!(burst_floor(&[], 0.05, 60.0, 15.0), 0.0);
         assert_eq!(burst_floor(&h, 0.05, 60.0, 0.0), 0.0);
         assert_eq!(burst_floor(&h, 0.05, 60.0, f64::NAN), 0.0);
+    }
+
+    #[test]
+    fn a_draining_backlog_is_not_counted_as_arrivals_twice() {
+        let mut p = Planner::new(cfg());
+        let counted = |f: f64, queued: f64| ObjectiveInput {
+            first_tokens_per_s: Some(f),
+            ..input(8.0, queued, 1, 0.3)
+        };
+        p.observe(0.0, &counted(4.0, 0.0));
+        // 10 requests/s arrive, 4 start and the queue gains 90 over 15 s: 10 arrived.
+        let v = p.observe(15.0, &counted(4.0, 90.0));
+        assert_eq!(v.arrivals_per_s, Some(4.0 + 6.0 + 90.0 / 60.0));
+        // New capacity starts 12 a second and empties the queue: 6 of those had arrived
+        // before (and were counted then), so 6 arrived, not 12.
+        let v = p.observe(30.0, &counted(12.0, 0.0));
+        assert_eq!(v.arrivals_per_s, Some(6.0));
+        // More leaving the queue than started (requests given up on) is no negative arrival.
+        p.observe(45.0, &counted(0.0, 60.0));
+        let v = p.observe(60.0, &counted(1.0, 0.0));
+        assert_eq!(v.arrivals_per_s, Some(0.0));
     }
 
     #[test]
