@@ -9,17 +9,17 @@
 //!
 //! - **Demand as an arrival rate, counted.** Where the source counts first tokens (the TTFT
 //!   histogram's `_count` between the last two scrapes), the requests that started plus what
-//!   the queue gained (less what it lost while draining) are what arrived in that interval. Otherwise requests in service over the
-//!   learned service time infer the rate the fleet serves (Little's law), looser: the service
-//!   time is averaged over a longer window, and requests in service lag a burst by a service
-//!   time. The backlog in sight now is drained within one horizon (a floor on the answer, with
-//!   the present rate; a past backlog, long drained, is not remembered in the window). Without
-//!   a backlog the present rate is a floor only on a load rising beyond its noise
-//!   (`window::Fit::rising`); on a level it is one more noisy count for the miss budget to judge,
-//!   or each high count would start a replica, paid for through its cold start and the HPA's
-//!   scale-down window. A rate, not a count of requests in the system, because a replica's
-//!   service time grows as its batch fills: a count read at a light load understates what the
-//!   same arrivals need at full load.
+//!   the queue gained (less what it lost while draining) are what arrived in that interval.
+//!   Otherwise requests in service over the learned service time infer the rate the fleet
+//!   serves (Little's law), looser: the service time is averaged over a longer window, and
+//!   requests in service lag a burst by a service time. The backlog in sight now is drained
+//!   within one horizon (a floor on the answer, with the present rate; a past backlog, long
+//!   drained, is not remembered in the window). Without a backlog the present rate is a floor
+//!   only on a load rising beyond its noise (`window::Fit::rising`); on a level it is one more
+//!   noisy count for the miss budget to judge, or each high count would start a replica, paid
+//!   for through its cold start and the HPA's scale-down window. A rate, not a count of
+//!   requests in the system, because a replica's service time grows as its batch fills: a
+//!   count read at a light load understates what the same arrivals need at full load.
 //! - **What one replica serves.** The rate a replica completes while requests wait (it is full)
 //!   is the most it serves; the median of those samples is learned. Until one is seen, the
 //!   `inflightTarget` over the service time, else the most one replica has been seen to serve.
@@ -410,9 +410,12 @@ impl Planner {
         // the requests that arrived before (counted then, as the queue's gain), and a gain
         // clipped at zero would count them twice: once as they queued and again as they
         // started, a sample as high as the burst plus its backlog, which the window and the
-        // hour's burst memory would then hold capacity for. Requests in service over the
-        // service time infer the same thing more loosely: the service time is averaged over a
-        // longer window, and the in-service count lags a burst by a service time.
+        // hour's burst memory would then hold capacity for. A queue that shrinks without its
+        // requests starting (given up on, or a pod gone with its queue) reads one sample low;
+        // the window's other samples decide, and a backlog still in sight is drained whatever
+        // the sample says. Requests in service over the service time infer the same thing more
+        // loosely: the service time is averaged over a longer window, and the in-service count
+        // lags a burst by a service time.
         let counted = input
             .first_tokens_per_s
             .filter(|f| f.is_finite() && *f >= 0.0);
