@@ -20,16 +20,8 @@ sim=${CARGO_TARGET_DIR:-target}/release/keda-gpu-sim
 mkdir -p "$out"
 
 # Two at a time: the machine this was measured on has two cores.
-running=0
-for seed in $(seq "$first" "$last"); do
-  "$sim" --sweep --suite --suite-seed "$seed" --out "$out/seed-$seed" >/dev/null &
-  running=$((running + 1))
-  if ((running == 2)); then
-    wait -n
-    running=$((running - 1))
-  fi
-done
-wait
+seq "$first" "$last" |
+  xargs -P 2 -I{} "$sim" --sweep --suite --suite-seed {} --out "$out/seed-{}" >/dev/null
 
 # shellcheck disable=SC2046 # one argument per seed on purpose
 python3 - "$out" $(seq "$first" "$last") <<'EOF'
