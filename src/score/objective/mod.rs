@@ -420,10 +420,11 @@ impl Planner {
             .first_tokens_per_s
             .filter(|f| f.is_finite() && *f >= 0.0);
         let rate = match (counted, serving, service_for_rate) {
-            (Some(f), _, _) => Some((f + grew).max(0.0)),
-            (None, Some(n), Some(s)) => Some((n / s + grew).max(0.0)),
+            (Some(f), _, _) => Some(f),
+            (None, Some(n), Some(s)) => Some(n / s),
             _ => None,
-        };
+        }
+        .map(|started| (started + grew).max(0.0));
         let arrivals = rate.map(|r| r + drain_now);
         if let (Some(n), Some(s)) = (inflight, service_s) {
             if pods > 0.0 && n > 0.0 {
